@@ -1,0 +1,259 @@
+"""SQLite adapters for the directory and the message log (local runtime).
+
+One database file under the data directory, WAL with synchronous=FULL: a row
+written before the SMTP `250` is on disk when the client hears it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mailmoat.ports import MessageRecord, Recipient
+
+FINAL_STATES = frozenset({"delivered", "quarantined", "dropped", "held", "failed"})
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tenants (
+  name TEXT PRIMARY KEY
+);
+CREATE TABLE IF NOT EXISTS tenant_domains (
+  domain TEXT PRIMARY KEY,
+  tenant TEXT NOT NULL REFERENCES tenants(name)
+);
+CREATE TABLE IF NOT EXISTS recipients (
+  address TEXT PRIMARY KEY,
+  tenant TEXT NOT NULL REFERENCES tenants(name),
+  name TEXT NOT NULL DEFAULT '',
+  organisation TEXT NOT NULL DEFAULT '',
+  department TEXT NOT NULL DEFAULT '',
+  title TEXT NOT NULL DEFAULT '',
+  memo TEXT NOT NULL DEFAULT '',
+  spam_filter INTEGER NOT NULL DEFAULT 1,
+  kind TEXT NOT NULL DEFAULT 'user'
+);
+CREATE TABLE IF NOT EXISTS messages (
+  id TEXT PRIMARY KEY,
+  received_at TEXT NOT NULL,
+  updated_at TEXT,
+  state TEXT NOT NULL,
+  mail_from TEXT,
+  rcpt_to TEXT NOT NULL DEFAULT '[]',
+  client_ip TEXT,
+  helo TEXT,
+  message_id TEXT,
+  subject TEXT,
+  tenant TEXT,
+  disposition TEXT,
+  size INTEGER NOT NULL DEFAULT 0,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at TEXT,
+  timings TEXT NOT NULL DEFAULT '{}',
+  report TEXT,
+  error TEXT
+);
+CREATE INDEX IF NOT EXISTS messages_state ON messages(state);
+CREATE INDEX IF NOT EXISTS messages_received ON messages(received_at);
+CREATE TABLE IF NOT EXISTS deliveries (
+  message_id TEXT NOT NULL,
+  recipient TEXT NOT NULL,
+  outcome TEXT,
+  updated_at TEXT NOT NULL,
+  PRIMARY KEY (message_id, recipient)
+);
+"""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class SqliteDatabase:
+    """One connection shared across threads behind a lock (the SMTP loop and the worker)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._conn.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._conn.executescript(_SCHEMA)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return list(self._conn.execute(sql, tuple(params)))
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+class SqliteDirectory:
+    def __init__(self, db: SqliteDatabase) -> None:
+        self.db = db
+
+    def ensure_tenant(self, tenant: str, domains: Iterable[str]) -> None:
+        with self.db.transaction() as c:
+            c.execute("INSERT OR IGNORE INTO tenants(name) VALUES (?)", (tenant,))
+            for domain in domains:
+                c.execute("INSERT OR REPLACE INTO tenant_domains(domain, tenant) VALUES (?, ?)",
+                          (domain.lower(), tenant))
+
+    def tenant_for_domain(self, domain: str) -> str | None:
+        rows = self.db.query("SELECT tenant FROM tenant_domains WHERE domain = ?",
+                             (domain.lower().rstrip("."),))
+        return str(rows[0]["tenant"]) if rows else None
+
+    def recipient(self, address: str) -> Recipient | None:
+        rows = self.db.query("SELECT * FROM recipients WHERE address = ?", (address.lower(),))
+        return _recipient(rows[0]) if rows else None
+
+    def recipients(self, tenant: str | None = None) -> list[Recipient]:
+        if tenant is None:
+            rows = self.db.query("SELECT * FROM recipients ORDER BY address")
+        else:
+            rows = self.db.query("SELECT * FROM recipients WHERE tenant = ? ORDER BY address",
+                                 (tenant,))
+        return [_recipient(r) for r in rows]
+
+    def upsert_recipients(self, recipients: Iterable[Recipient]) -> None:
+        with self.db.transaction() as c:
+            for r in recipients:
+                _upsert(c, r)
+
+    def replace_recipients(self, tenant: str, recipients: Iterable[Recipient]) -> None:
+        with self.db.transaction() as c:
+            c.execute("DELETE FROM recipients WHERE tenant = ?", (tenant,))
+            for r in recipients:
+                _upsert(c, r)
+
+
+def _upsert(c: sqlite3.Connection, r: Recipient) -> None:
+    c.execute(
+        "INSERT OR REPLACE INTO recipients(address, tenant, name, organisation, department, title,"
+        " memo, spam_filter, kind) VALUES (?,?,?,?,?,?,?,?,?)",
+        (r.address.lower(), r.tenant, r.name, r.organisation, r.department, r.title, r.memo,
+         int(r.spam_filter), r.kind),
+    )
+
+
+def _recipient(row: sqlite3.Row) -> Recipient:
+    return Recipient(address=row["address"], tenant=row["tenant"], name=row["name"],
+                     organisation=row["organisation"], department=row["department"],
+                     title=row["title"], memo=row["memo"], spam_filter=bool(row["spam_filter"]),
+                     kind=row["kind"])
+
+
+_RECORD_COLUMNS = ("received_at", "updated_at", "state", "mail_from", "rcpt_to", "client_ip",
+                   "helo", "message_id", "subject", "tenant", "disposition", "size", "attempts",
+                   "next_attempt_at", "timings", "report", "error")
+_JSON_COLUMNS = frozenset({"rcpt_to", "timings", "report"})
+
+
+class SqliteMessageLog:
+    def __init__(self, db: SqliteDatabase) -> None:
+        self.db = db
+
+    def accept(self, record: MessageRecord) -> None:
+        with self.db.transaction() as c:
+            c.execute(
+                "INSERT INTO messages(id, received_at, updated_at, state, mail_from, rcpt_to,"
+                " client_ip, helo, message_id, subject, tenant, size) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (record.id, record.received_at.isoformat(timespec="milliseconds"), _now(),
+                 record.state, record.mail_from, json.dumps(record.rcpt_to), record.client_ip,
+                 record.helo, record.message_id, record.subject, record.tenant, record.size),
+            )
+
+    def update(self, message_id: str, **fields: Any) -> None:
+        unknown = set(fields) - set(_RECORD_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown message log fields: {sorted(unknown)}")
+        fields["updated_at"] = _now()
+        values = [json.dumps(v, ensure_ascii=False) if k in _JSON_COLUMNS else v
+                  for k, v in fields.items()]
+        assignments = ", ".join(f"{k} = ?" for k in fields)  # keys checked against the whitelist
+        with self.db.transaction() as c:
+            c.execute(f"UPDATE messages SET {assignments} WHERE id = ?",  # noqa: S608
+                      (*values, message_id))
+
+    def get(self, message_id: str) -> MessageRecord | None:
+        rows = self.db.query("SELECT * FROM messages WHERE id = ?", (message_id,))
+        return _record(rows[0]) if rows else None
+
+    def unfinished(self) -> list[MessageRecord]:
+        placeholders = ",".join("?" for _ in FINAL_STATES)
+        rows = self.db.query(
+            f"SELECT * FROM messages WHERE state NOT IN ({placeholders}) ORDER BY received_at",  # noqa: S608
+            sorted(FINAL_STATES))
+        return [_record(r) for r in rows]
+
+    def recent(self, limit: int = 50) -> list[MessageRecord]:
+        rows = self.db.query("SELECT * FROM messages ORDER BY received_at DESC LIMIT ?", (limit,))
+        return [_record(r) for r in rows]
+
+    def next_attempt_at(self, message_id: str) -> str | None:
+        rows = self.db.query("SELECT next_attempt_at FROM messages WHERE id = ?", (message_id,))
+        return rows[0]["next_attempt_at"] if rows else None
+
+    def claim_delivery(self, message_id: str, recipient: str) -> bool:
+        with self.db.transaction() as c:
+            cur = c.execute(
+                "INSERT OR IGNORE INTO deliveries(message_id, recipient, outcome, updated_at)"
+                " VALUES (?,?,NULL,?)", (message_id, recipient.lower(), _now()))
+            return cur.rowcount == 1
+
+    def finish_delivery(self, message_id: str, recipient: str, outcome: str) -> None:
+        with self.db.transaction() as c:
+            c.execute(
+                "INSERT INTO deliveries(message_id, recipient, outcome, updated_at) VALUES (?,?,?,?)"
+                " ON CONFLICT(message_id, recipient) DO UPDATE SET outcome = excluded.outcome,"
+                " updated_at = excluded.updated_at",
+                (message_id, recipient.lower(), outcome, _now()))
+
+    def delivery_outcome(self, message_id: str, recipient: str) -> str | None:
+        rows = self.db.query("SELECT outcome FROM deliveries WHERE message_id = ? AND recipient = ?",
+                             (message_id, recipient.lower()))
+        return rows[0]["outcome"] if rows and rows[0]["outcome"] else None
+
+
+def _record(row: sqlite3.Row) -> MessageRecord:
+    return MessageRecord(
+        id=row["id"],
+        received_at=datetime.fromisoformat(row["received_at"]),
+        updated_at=datetime.fromisoformat(row["updated_at"]) if row["updated_at"] else None,
+        state=row["state"],
+        mail_from=row["mail_from"],
+        rcpt_to=json.loads(row["rcpt_to"] or "[]"),
+        client_ip=row["client_ip"],
+        helo=row["helo"],
+        message_id=row["message_id"],
+        subject=row["subject"],
+        tenant=row["tenant"],
+        disposition=row["disposition"],
+        size=row["size"],
+        attempts=row["attempts"],
+        timings=json.loads(row["timings"] or "{}"),
+        report=json.loads(row["report"]) if row["report"] else None,
+        error=row["error"],
+    )

@@ -1,0 +1,318 @@
+"""Parse a raw message, walk its MIME tree (bounded) and tell attachments from everything else (DESIGN §3)."""
+
+from __future__ import annotations
+
+import email.message
+import email.utils
+from dataclasses import dataclass, field
+from email import policy
+from email.errors import MessageDefect
+from email.header import decode_header
+from email.message import EmailMessage
+from email.parser import BytesHeaderParser, BytesParser
+
+from mailmoat.charsets import decode_bytes, unescape_surrogates
+
+# Extensions of files a third-party tool encrypted with its own format; they are
+# passed through untouched because nothing here could read them (DESIGN §3).
+DEFAULT_THIRD_PARTY_ENCRYPTED = frozenset({"atc"})
+
+_REPORT_TYPES = frozenset({
+    "message/disposition-notification",
+    "text/rfc822-headers",
+    "message/delivery-status",
+    "message/global-disposition-notification",
+    "message/global-delivery-status",
+    "message/global-headers",
+})
+_SMIME_TYPES = frozenset({
+    "application/pkcs7-mime",
+    "application/x-pkcs7-mime",
+    "application/pkcs7-signature",
+    "application/x-pkcs7-signature",
+})
+
+
+@dataclass(frozen=True, slots=True)
+class WalkLimits:
+    max_parts: int = 5000
+    max_depth: int = 50
+
+
+@dataclass(slots=True)
+class Part:
+    """One node of the MIME tree, numbered like IMAP body sections ("1", "2.1", "3.2")."""
+
+    path: str
+    content_type: str
+    depth: int
+    node: email.message.Message
+    disposition: str | None = None
+    filename: str | None = None
+    filename_source: str | None = None  # "filename" | "name" | None
+    content_id: str | None = None
+    kind: str = "attachment"  # attachment | body | inline-image | report | smime | message
+                              # | container | third-party-encrypted
+    inside_message: str | None = None  # path of the closest enclosing attached message
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (symbol, detail)
+
+    @property
+    def is_attachment(self) -> bool:
+        return self.kind == "attachment"
+
+    @property
+    def charset(self) -> str | None:
+        value = self.node.get_param("charset")
+        return value if isinstance(value, str) else None
+
+    def payload(self) -> bytes:
+        """The decoded body bytes (base64 / quoted-printable undone, best effort on broken input)."""
+        if self.node.is_multipart():
+            return b""
+        try:
+            data = self.node.get_payload(decode=True)
+        except Exception:  # a hostile encoding must not escape as an exception
+            return b""
+        if isinstance(data, bytes):
+            return data
+        inner = self.node.get_payload()
+        if isinstance(inner, list) and inner and isinstance(inner[0], email.message.Message):
+            return inner[0].as_bytes(policy=policy.SMTP)
+        return b""
+
+    def text(self) -> str:
+        """The part's text, in its declared charset with Japanese-aware fallbacks."""
+        return decode_bytes(self.payload(), self.charset)
+
+
+@dataclass(slots=True)
+class ParsedMessage:
+    message: EmailMessage
+    parts: list[Part]
+    findings: list[tuple[str, str, str]]  # (symbol, target, detail)
+    truncated: bool = False
+
+    @property
+    def attachments(self) -> list[Part]:
+        return [p for p in self.parts if p.is_attachment]
+
+
+def parse_bytes(raw: bytes) -> tuple[EmailMessage, list[tuple[str, str, str]]]:
+    """Parse with policy.default. Returns the message and parse findings; never raises."""
+    findings: list[tuple[str, str, str]] = []
+    try:
+        msg = BytesParser(policy=policy.default).parsebytes(raw)
+    except RecursionError:
+        findings.append(("MIME_PARSE_FAILED", "message", "nesting too deep for the parser"))
+        msg = BytesHeaderParser(policy=policy.default).parsebytes(raw)
+    except Exception as exc:  # pragma: no cover - the stdlib parser is documented not to raise
+        findings.append(("MIME_PARSE_FAILED", "message", type(exc).__name__))
+        msg = EmailMessage(policy=policy.default)
+    if not isinstance(msg, EmailMessage):  # pragma: no cover - policy.default gives EmailMessage
+        raise TypeError("policy.default parser did not return EmailMessage")
+    if not any(True for _ in msg.keys()):
+        findings.append(("NO_HEADERS", "message", ""))
+    return msg, findings
+
+
+def header_text(msg: email.message.Message, name: str) -> str | None:
+    """A header as readable text, raw 8-bit (as Japanese clients send) decoded too."""
+    for key, value in msg.raw_items():
+        if key.lower() == name.lower():
+            return _decode_header_value(value)
+    return None
+
+
+def _decode_header_value(value: str) -> str:
+    value = unescape_surrogates(value)
+    if "=?" not in value:
+        return " ".join(value.split())
+    try:
+        chunks = decode_header(value)
+    except Exception:
+        return " ".join(value.split())
+    out = []
+    for chunk, charset in chunks:
+        if isinstance(chunk, bytes):
+            out.append(decode_bytes(chunk, charset) if charset else chunk.decode("ascii", "replace"))
+        else:
+            out.append(chunk)
+    return " ".join("".join(out).split())
+
+
+def _raw_header(node: email.message.Message, name: str) -> str | None:
+    for key, value in node.raw_items():
+        if key.lower() == name:
+            return str(value)
+    return None
+
+
+def _param(node: email.message.Message, header: str, param: str) -> str | None:
+    """A header parameter decoded from RFC 2231 (continuations, charset), encoded
+    words (against the RFC but universal) or raw 8-bit bytes.
+
+    compat32 does the parameter splitting because it keeps the raw bytes, so we
+    choose the charset instead of letting a strict codec drop NEC characters.
+    """
+    raw = _raw_header(node, header)
+    if raw is None:
+        return None
+    scratch = email.message.Message()
+    scratch[header] = raw
+    value = scratch.get_param(param, header=header)
+    if value is None or value == "":
+        return None
+    if isinstance(value, tuple):  # RFC 2231: (charset, language, %-decoded as latin-1)
+        charset, _lang, text = value
+        data = email.utils.unquote(text).encode("latin-1", "surrogateescape")
+        return decode_bytes(data, charset or "utf-8")
+    text = email.utils.unquote(value)
+    return _decode_header_value(text) if text else None
+
+
+def _disposition(node: email.message.Message) -> str | None:
+    raw = _raw_header(node, "content-disposition")
+    if not raw:
+        return None
+    return raw.split(";", 1)[0].strip().lower() or None
+
+
+def _content_type(node: email.message.Message) -> str:
+    try:
+        return node.get_content_type()
+    except Exception:
+        return "application/octet-stream"
+
+
+def classify(part: Part, parents: tuple[str, ...], third_party_ext: frozenset[str]) -> str:
+    """DESIGN §3: which parts are attachments and which are not."""
+    ctype = part.content_type
+    if ctype.startswith("multipart/"):
+        return "container"
+    if "multipart/signed" in parents or any(p in _SMIME_TYPES for p in parents) or ctype in _SMIME_TYPES:
+        return "smime"
+    if ctype == "message/rfc822" or ctype == "message/global":
+        return "message"
+    if ctype in _REPORT_TYPES:
+        return "report"
+    attached = part.disposition == "attachment"
+    if part.filename and "." in part.filename:
+        if part.filename.rsplit(".", 1)[1].strip().lower() in third_party_ext:
+            return "third-party-encrypted"
+    if ctype.startswith("text/") and not attached:
+        return "body"
+    if (ctype.startswith("image/") and part.content_id and not attached
+            and parents and parents[-1] == "multipart/related"):
+        return "inline-image"
+    return "attachment"
+
+
+def walk(msg: email.message.Message, limits: WalkLimits | None = None,
+         third_party_ext: frozenset[str] = DEFAULT_THIRD_PARTY_ENCRYPTED) -> ParsedMessage:
+    """Every MIME node, depth first, with an explicit stack (no recursion) and bounds."""
+    limits = limits or WalkLimits()
+    parts: list[Part] = []
+    findings: list[tuple[str, str, str]] = []
+    truncated = False
+    # stack items: (node, path, depth, parent content types, enclosing attached message)
+    stack: list[tuple[email.message.Message, str, int, tuple[str, ...], str | None]] = []
+    top_children = _children(msg)
+    if msg.is_multipart():
+        for i in range(len(top_children), 0, -1):
+            stack.append((top_children[i - 1], str(i), 1, (_content_type(msg),), None))
+    else:
+        stack.append((msg, "1", 1, (), None))
+    _collect_defects(msg, "message", findings)
+    while stack:
+        node, path, depth, parents, inside = stack.pop()
+        if len(parts) >= limits.max_parts:
+            findings.append(("MIME_LIMIT", "message", f"more than {limits.max_parts} parts"))
+            truncated = True
+            break
+        if depth > limits.max_depth:
+            findings.append(("MIME_LIMIT", path, f"nesting deeper than {limits.max_depth}"))
+            truncated = True
+            continue
+        part = _make_part(node, path, depth)
+        part.inside_message = inside
+        part.kind = classify(part, parents, third_party_ext)
+        parts.append(part)
+        if node is not msg:
+            _collect_defects(node, path, findings)
+        for symbol, detail in part.notes:
+            findings.append((symbol, path, detail))
+        ctype = part.content_type
+        children = _children(node)
+        if not children:
+            continue
+        if ctype.startswith("message/"):
+            inner = children[0]
+            inner_parents = (*parents, ctype)
+            _collect_defects(inner, path, findings)
+            if inner.is_multipart():
+                kids = _children(inner)
+                for i in range(len(kids), 0, -1):
+                    stack.append((kids[i - 1], f"{path}.{i}", depth + 1,
+                                  (*inner_parents, _content_type(inner)), path))
+            else:
+                stack.append((inner, f"{path}.1", depth + 1, inner_parents, path))
+        else:
+            for i in range(len(children), 0, -1):
+                stack.append((children[i - 1], f"{path}.{i}", depth + 1, (*parents, ctype), inside))
+    return ParsedMessage(message=msg if isinstance(msg, EmailMessage) else EmailMessage(),
+                         parts=parts, findings=findings, truncated=truncated)
+
+
+def _children(node: email.message.Message) -> list[email.message.Message]:
+    payload = node.get_payload()
+    if isinstance(payload, list):
+        return [p for p in payload if isinstance(p, email.message.Message)]
+    return []
+
+
+def _make_part(node: email.message.Message, path: str, depth: int) -> Part:
+    part = Part(path=path, content_type=_content_type(node), depth=depth, node=node)
+    part.disposition = _disposition(node)
+    cid = _raw_header(node, "content-id")
+    part.content_id = cid.strip() if cid else None
+    try:
+        by_filename = _param(node, "content-disposition", "filename")
+        by_name = _param(node, "content-type", "name")
+    except Exception as exc:  # hostile parameters: record, carry on without a name
+        part.notes.append(("FILENAME_UNDECODABLE", type(exc).__name__))
+        by_filename = by_name = None
+    if by_filename:
+        part.filename, part.filename_source = sanitize_filename(by_filename), "filename"
+    elif by_name:
+        part.filename, part.filename_source = sanitize_filename(by_name), "name"
+    if by_filename and by_name and sanitize_filename(by_name) != part.filename:
+        part.notes.append(("FILENAME_MISMATCH", f"filename={part.filename!r} name={by_name!r}"))
+    return part
+
+
+def sanitize_filename(name: str) -> str:
+    """Keep what the sender wrote for display, minus control characters and directory parts.
+    Extension tricks (RLO, trailing dots) are kept visible for the scanner to flag."""
+    cleaned = "".join(ch for ch in name if ch >= " " and ch != "\x7f")
+    cleaned = cleaned.replace("\\", "/").rsplit("/", 1)[-1]
+    return cleaned[:255] if cleaned else "unnamed"
+
+
+def _collect_defects(node: email.message.Message, target: str,
+                     findings: list[tuple[str, str, str]]) -> None:
+    defects: list[MessageDefect] = list(getattr(node, "defects", []) or [])
+    seen: set[str] = set()
+    for defect in defects[:20]:
+        name = type(defect).__name__
+        if name in seen:
+            continue
+        seen.add(name)
+        findings.append(("MIME_DEFECT", target, name))
+
+
+def parse(raw: bytes, limits: WalkLimits | None = None,
+          third_party_ext: frozenset[str] = DEFAULT_THIRD_PARTY_ENCRYPTED) -> ParsedMessage:
+    msg, findings = parse_bytes(raw)
+    parsed = walk(msg, limits, third_party_ext)
+    parsed.findings[:0] = findings
+    return parsed

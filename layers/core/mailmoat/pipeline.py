@@ -1,0 +1,124 @@
+"""The pipeline as data: named stages in order over one MessageContext, timed and traced."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from mailmoat.context import Disposition, MessageContext, StageTiming
+from mailmoat.message import WalkLimits, header_text, parse
+
+if TYPE_CHECKING:
+    from mailmoat.config import GatewayConfig, TenantConfig
+    from mailmoat.ports import (
+        Antivirus,
+        BlobStore,
+        Clock,
+        Directory,
+        GeoIp,
+        Mailer,
+        MessageLog,
+        Resolver,
+    )
+    from mailmoat.settings import Settings
+
+log = logging.getLogger("mailmoat.pipeline")
+
+STAGE_NAMES: tuple[str, ...] = ("authenticate", "scan", "isolate", "rewrite", "deliver")
+
+
+@dataclass(slots=True)
+class Services:
+    """What stages may use. Built once by runtime.bootstrap(); stages never build adapters."""
+
+    settings: Settings
+    config: GatewayConfig
+    blobs: BlobStore
+    directory: Directory
+    log: MessageLog
+    mailer_for: Callable[[TenantConfig], Mailer]
+    resolver: Resolver
+    clock: Clock
+    geoip: GeoIp | None = None
+    antivirus: Antivirus | None = None
+
+    def tenant(self, ctx: MessageContext) -> TenantConfig:
+        return self.config.tenant(ctx.tenant)
+
+
+class Stage(Protocol):
+    name: str
+
+    def run(self, ctx: MessageContext, services: Services) -> None: ...
+
+
+_REGISTRY: dict[str, Stage] = {}
+
+
+def register(stage: Stage) -> Stage:
+    _REGISTRY[stage.name] = stage
+    return stage
+
+
+def get_stage(name: str) -> Stage:
+    if name not in _REGISTRY:
+        # Import on first use so a Lambda handler only pays for the stage it runs.
+        import importlib
+
+        importlib.import_module(f"mailmoat.stages.{name}")
+    return _REGISTRY[name]
+
+
+def prepare(ctx: MessageContext, services: Services) -> None:
+    """Parse once and fill the header-derived fields every stage reads."""
+    if ctx.parsed is not None:
+        return
+    limits = services.settings.limits
+    header_end = ctx.raw.find(b"\n\n")
+    header_bytes = len(ctx.raw) if header_end < 0 else header_end
+    if header_bytes > limits.max_header_bytes:
+        ctx.add("HEADER_LIMIT", "message", f"header block over {limits.max_header_bytes} bytes")
+    parsed = parse(ctx.raw, WalkLimits(max_parts=limits.max_parts, max_depth=limits.max_depth))
+    ctx.parsed = parsed
+    for symbol, target, detail in parsed.findings:
+        ctx.add(symbol, target, detail)
+    msg = parsed.message
+    ctx.message_id = header_text(msg, "message-id")
+    ctx.subject = header_text(msg, "subject")
+    ctx.from_header = header_text(msg, "from")
+
+
+def run_pipeline(ctx: MessageContext, services: Services,
+                 stages: Sequence[str] = STAGE_NAMES) -> MessageContext:
+    """Run the named stages in order. A stage that raises holds the message (fail closed):
+    it stays stored, is recorded, and can be re-driven; later stages are skipped."""
+    started = time.perf_counter()
+    try:
+        prepare(ctx, services)
+    except Exception as exc:  # hostile input must not crash the gateway
+        log.exception("prepare failed", extra={"message_id": ctx.id})
+        ctx.add("STAGE_FAILED", "message", f"prepare: {type(exc).__name__}: {exc}"[:300])
+        ctx.hold("the message could not be parsed")
+    ctx.trace.append(StageTiming("prepare", (time.perf_counter() - started) * 1000))
+    failed = ctx.disposition == Disposition.HELD
+    for name in stages:
+        if failed:
+            ctx.trace.append(StageTiming(name, 0.0, "skipped", "an earlier stage failed"))
+            continue
+        stage = get_stage(name)
+        t0 = time.perf_counter()
+        try:
+            stage.run(ctx, services)
+        except Exception as exc:
+            failed = True
+            detail = f"{type(exc).__name__}: {exc}"[:300]
+            log.exception("stage failed", extra={"message_id": ctx.id, "stage": name})
+            ctx.add("STAGE_FAILED", "message", f"{name}: {detail}")
+            ctx.hold(f"stage {name} failed")
+            ctx.trace.append(StageTiming(name, (time.perf_counter() - t0) * 1000, "error", detail))
+            continue
+        ctx.trace.append(StageTiming(name, (time.perf_counter() - t0) * 1000))
+    return ctx

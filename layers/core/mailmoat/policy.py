@@ -1,0 +1,58 @@
+"""The one decision step: findings + tenant policy → message disposition and attachment actions."""
+
+from __future__ import annotations
+
+from mailmoat.config import TenantConfig
+from mailmoat.context import AttachmentAction, Disposition, MessageContext, Verdict
+
+# Verdicts that keep a file out of the delivered message in the default ("risky") mode.
+_ISOLATED_VERDICTS = frozenset({Verdict.RISKY, Verdict.ENCRYPTED, Verdict.UNSUPPORTED})
+
+
+def _sender_matches(sender: str | None, patterns: list[str]) -> bool:
+    if not sender:
+        return False
+    sender = sender.lower()
+    domain = sender.rpartition("@")[2]
+    for pattern in patterns:
+        p = pattern.lower().strip()
+        if p == sender or (p.startswith("@") and p[1:] == domain) or p == domain:
+            return True
+    return False
+
+
+def attachment_action(verdict: Verdict, symbols: list[str], tenant: TenantConfig) -> AttachmentAction:
+    if verdict == Verdict.DANGER:
+        return AttachmentAction.DELETE
+    if "SCAN_FAILED" in symbols:  # fail closed: an unchecked file is not handed over
+        return AttachmentAction.ISOLATE
+    if tenant.isolation == "all" or verdict in _ISOLATED_VERDICTS:
+        return AttachmentAction.ISOLATE
+    return AttachmentAction.KEEP
+
+
+def decide(ctx: MessageContext, tenant: TenantConfig) -> None:
+    """Turn what detection found into actions. Transform stages only carry these out."""
+    if ctx.disposition == Disposition.HELD:
+        return
+    sender = ctx.envelope.mail_from
+    if _sender_matches(sender, tenant.blocked_senders):
+        ctx.add("BLOCKED_SENDER", "message", sender or "")
+        ctx.disposition = Disposition.QUARANTINE
+    elif _sender_matches(sender, tenant.allowed_senders):
+        ctx.add("ALLOWED_SENDER", "message", sender or "")
+    if ctx.spam.verdict == "spam" and ctx.disposition == Disposition.DELIVER:
+        if tenant.spam_action == "quarantine":
+            ctx.spam.action = "quarantine"
+            ctx.disposition = Disposition.QUARANTINE
+        else:
+            ctx.spam.action = "tag"
+            ctx.add_action("x-spam-flag")
+    for att in ctx.attachments:
+        att.action = attachment_action(att.verdict, att.symbols, tenant)
+    if ctx.auth.warn:
+        ctx.add_action("banner")
+    if ctx.auth.defang or tenant.defang_all_links:
+        ctx.add_action("defang")
+    if any(a.action != AttachmentAction.KEEP for a in ctx.attachments):
+        ctx.add_action("isolate")

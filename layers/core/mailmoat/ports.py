@@ -1,0 +1,140 @@
+"""The small interfaces stages use to reach the outside; adapters implement them (DESIGN §2)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+
+# --- errors a port may raise ---------------------------------------------------------------
+
+class DnsError(Exception):
+    """Base for resolver outcomes that are not answers."""
+
+
+class NXDomain(DnsError):
+    """The name does not exist."""
+
+
+class NoData(DnsError):
+    """The name exists but has no records of the asked type."""
+
+
+class DnsTimeout(DnsError):
+    """No answer in time (SPF temperror, DMARC temperror)."""
+
+
+class DeliveryError(Exception):
+    """A delivery attempt failed. `permanent` separates 5xx from 4xx/connection trouble."""
+
+    def __init__(self, message: str, *, permanent: bool, code: int | None = None) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.code = code
+
+
+# --- value types shared by ports ---------------------------------------------------------
+
+@dataclass(slots=True)
+class Recipient:
+    address: str
+    tenant: str
+    name: str = ""
+    organisation: str = ""
+    department: str = ""
+    title: str = ""
+    memo: str = ""
+    spam_filter: bool = True
+    kind: str = "user"
+
+
+@dataclass(slots=True)
+class MessageRecord:
+    """One line of the message log: what came in and where it ended."""
+
+    id: str
+    received_at: datetime
+    state: str  # accepted | processing | delivered | quarantined | dropped | held
+    mail_from: str | None = None
+    rcpt_to: list[str] = field(default_factory=list)
+    client_ip: str | None = None
+    helo: str | None = None
+    message_id: str | None = None
+    subject: str | None = None
+    tenant: str | None = None
+    disposition: str | None = None
+    size: int = 0
+    attempts: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    report: dict[str, Any] | None = None
+    error: str | None = None
+    updated_at: datetime | None = None
+
+
+# --- ports ----------------------------------------------------------------------------------
+
+class BlobStore(Protocol):
+    """Raw messages, working copies, quarantined files, archive (S3 or a directory tree)."""
+
+    def put(self, key: str, data: bytes) -> None: ...
+    def get(self, key: str) -> bytes: ...
+    def exists(self, key: str) -> bool: ...
+    def delete(self, key: str) -> None: ...
+    def keys(self, prefix: str = "") -> Iterator[str]: ...
+
+
+class Directory(Protocol):
+    """Tenants and the recipients allowed to receive external mail."""
+
+    def tenant_for_domain(self, domain: str) -> str | None: ...
+    def recipient(self, address: str) -> Recipient | None: ...
+    def recipients(self, tenant: str | None = None) -> list[Recipient]: ...
+    def replace_recipients(self, tenant: str, recipients: Iterable[Recipient]) -> None: ...
+    def upsert_recipients(self, recipients: Iterable[Recipient]) -> None: ...
+    def ensure_tenant(self, tenant: str, domains: Iterable[str]) -> None: ...
+
+
+class MessageLog(Protocol):
+    """The trace of every message and its decisions; the source of truth for 'no mail lost'."""
+
+    def accept(self, record: MessageRecord) -> None: ...
+    def get(self, message_id: str) -> MessageRecord | None: ...
+    def update(self, message_id: str, **fields: Any) -> None: ...
+    def unfinished(self) -> list[MessageRecord]: ...
+    def recent(self, limit: int = 50) -> list[MessageRecord]: ...
+    def claim_delivery(self, message_id: str, recipient: str) -> bool: ...
+    def finish_delivery(self, message_id: str, recipient: str, outcome: str) -> None: ...
+    def delivery_outcome(self, message_id: str, recipient: str) -> str | None: ...
+
+
+class Mailer(Protocol):
+    """Hands a finished message to the recipient's mailbox host."""
+
+    def deliver(self, message_id: str, recipient: str, mail_from: str | None, data: bytes) -> str: ...
+
+
+class Resolver(Protocol):
+    """DNS answers as text (TXT strings joined, MX as 'pref host'), or a DnsError."""
+
+    def query(self, name: str, rdtype: str) -> list[str]: ...
+
+
+class GeoIp(Protocol):
+    def country(self, ip: str) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AntivirusResult:
+    infected: bool
+    signature: str | None = None
+    engine: str = "clamd"
+
+
+class Antivirus(Protocol):
+    def scan(self, data: bytes) -> AntivirusResult: ...
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...

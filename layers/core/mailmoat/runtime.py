@@ -1,0 +1,210 @@
+"""The composition root: bootstrap(settings) is the only place adapters are chosen."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parseaddr
+from pathlib import Path
+
+from mailmoat.config import GatewayConfig, TenantConfig, load_config
+from mailmoat.context import Disposition, Envelope, MessageContext
+from mailmoat.pipeline import STAGE_NAMES, Services, run_pipeline
+from mailmoat.ports import Mailer, MessageRecord, Recipient, Resolver
+from mailmoat.settings import Settings
+
+log = logging.getLogger("mailmoat.runtime")
+
+
+def new_message_id(now: datetime | None = None) -> str:
+    """Time-sortable and unguessable: 20261127T204700Z-<64 random bits>."""
+    now = now or datetime.now(UTC)
+    return f"{now:%Y%m%dT%H%M%S}Z-{secrets.token_hex(8)}"
+
+
+def raw_key(message_id: str) -> str:
+    return f"raw/{message_id}"
+
+
+@dataclass(slots=True)
+class Runtime:
+    settings: Settings
+    services: Services
+
+    # --- ingress side ---------------------------------------------------------------------
+    def tenant_for(self, envelope: Envelope) -> str | None:
+        for rcpt in envelope.rcpt_to:
+            tenant = self.services.directory.tenant_for_domain(rcpt.rpartition("@")[2])
+            if tenant:
+                return tenant
+        return None
+
+    def is_known_recipient(self, address: str) -> bool:
+        return self.services.directory.recipient(address) is not None
+
+    def accept(self, raw: bytes, envelope: Envelope, message_id: str | None = None) -> str:
+        """Store the raw message and its log row durably. Only after this returns may the
+        ingress say 250: from here on the message cannot be lost."""
+        message_id = message_id or new_message_id()
+        self.services.blobs.put(raw_key(message_id), raw)
+        self.services.log.accept(MessageRecord(
+            id=message_id, received_at=self.services.clock.now(), state="accepted",
+            mail_from=envelope.mail_from, rcpt_to=list(envelope.rcpt_to),
+            client_ip=envelope.client_ip, helo=envelope.helo, tenant=self.tenant_for(envelope),
+            size=len(raw)))
+        return message_id
+
+    # --- processing -----------------------------------------------------------------------
+    def analyse(self, raw: bytes, envelope: Envelope, *, message_id: str | None = None,
+                tenant: str | None = None, stages: Sequence[str] = STAGE_NAMES) -> MessageContext:
+        ctx = MessageContext(id=message_id or new_message_id(), raw=raw, envelope=envelope,
+                             tenant=tenant or self.tenant_for(envelope))
+        return run_pipeline(ctx, self.services, stages)
+
+    def process_stored(self, message_id: str) -> MessageContext | None:
+        """Run the pipeline for a stored message and record the outcome. Idempotent: a re-run
+        after a crash re-derives every decision and delivers only to recipients not yet done."""
+        logbook = self.services.log
+        record = logbook.get(message_id)
+        if record is None:
+            return None
+        try:
+            raw = self.services.blobs.get(raw_key(message_id))
+        except FileNotFoundError:
+            logbook.update(message_id, state="held", error="raw message missing from the store")
+            return None
+        logbook.update(message_id, state="processing", attempts=record.attempts + 1)
+        envelope = Envelope(client_ip=record.client_ip, helo=record.helo,
+                            mail_from=record.mail_from, rcpt_to=record.rcpt_to)
+        ctx = self.analyse(raw, envelope, message_id=message_id, tenant=record.tenant)
+        state, next_attempt, error = self._final_state(ctx, record.attempts + 1)
+        logbook.update(
+            message_id, state=state, disposition=str(ctx.disposition), message_id=ctx.message_id,
+            subject=ctx.subject, timings={t.stage: round(t.duration_ms, 3) for t in ctx.trace},
+            report=ctx.to_report(), next_attempt_at=next_attempt, error=error)
+        log.info("message processed", extra={"message_id": message_id, "tenant": ctx.tenant,
+                                             "action": state})
+        return ctx
+
+    def _final_state(self, ctx: MessageContext, attempts: int) -> tuple[str, str | None, str | None]:
+        if ctx.disposition == Disposition.HELD:
+            reasons = [f.detail for f in ctx.findings if f.symbol == "HELD"]
+            return "held", None, "; ".join(reasons) or None
+        if ctx.disposition == Disposition.QUARANTINE:
+            return "quarantined", None, None
+        if ctx.disposition == Disposition.DROP:
+            return "dropped", None, None
+        outcomes = [ctx.deliveries.get(r, "") for r in ctx.envelope.rcpt_to]
+        if any(o.startswith("deferred") for o in outcomes):
+            if attempts >= self.settings.delivery_max_attempts:
+                return "failed", None, "delivery retries exhausted"
+            delay = self.settings.delivery_retry_base_seconds * (2 ** (attempts - 1))
+            when = self.services.clock.now() + timedelta(seconds=min(delay, 3600.0))
+            return "deferred", when.isoformat(timespec="seconds"), "delivery deferred"
+        if outcomes and all(o.startswith("failed") for o in outcomes):
+            return "failed", None, "; ".join(outcomes)[:500]
+        return "delivered", None, None
+
+    # --- directory ------------------------------------------------------------------------
+    def sync_config_to_directory(self) -> None:
+        """Tenants and users listed in the TOML become directory rows (local runtime)."""
+        directory = self.services.directory
+        for tenant in self.services.config.tenants:
+            directory.ensure_tenant(tenant.name, tenant.domains)
+            if tenant.users:
+                directory.upsert_recipients(
+                    Recipient(address=u.address.lower(), tenant=tenant.name, name=u.name,
+                              organisation=u.organisation, department=u.department,
+                              title=u.title, memo=u.memo, spam_filter=u.spam_filter)
+                    for u in tenant.users)
+
+
+def envelope_from_headers(raw: bytes, envelope: Envelope) -> Envelope:
+    """Fill what the caller did not give from the message itself (Return-Path)."""
+    if envelope.mail_from is None:
+        head = raw[: raw.find(b"\n\n") if b"\n\n" in raw else len(raw)]
+        for line in head.splitlines():
+            if line[:12].lower() == b"return-path:":
+                envelope.mail_from = parseaddr(line[12:].decode("latin-1"))[1] or ""
+                break
+    return envelope
+
+
+class DiscardMailer:
+    """For offline analysis (`mailmoat process`): the caller writes the output itself."""
+
+    def deliver(self, message_id: str, recipient: str, mail_from: str | None, data: bytes) -> str:
+        return "analysed only"
+
+
+def _mailer_factory(settings: Settings) -> object:
+    from mailmoat.adapters.maildir import MaildirMailer
+    from mailmoat.adapters.smtp import SmtpMailer
+
+    maildir = MaildirMailer(settings.data_dir / "maildir")
+    cache: dict[str, Mailer] = {}
+
+    def mailer_for(tenant: TenantConfig) -> Mailer:
+        delivery = tenant.delivery
+        if delivery.mode == "maildir":
+            return maildir
+        if delivery.mode == "smtp":
+            if not delivery.host:
+                raise ValueError(f"tenant {tenant.name}: delivery.mode=smtp needs delivery.host")
+            key = f"{tenant.name}:{delivery.host}:{delivery.port}"
+            if key not in cache:
+                password = os.environ.get(delivery.password_env) if delivery.password_env else None
+                cache[key] = SmtpMailer(delivery.host, delivery.port,
+                                        require_tls=delivery.require_tls,
+                                        username=delivery.username, password=password,
+                                        local_hostname=settings.smtp_hostname)
+            return cache[key]
+        raise ValueError(f"tenant {tenant.name}: delivery mode {delivery.mode!r} needs the AWS runtime")
+
+    return mailer_for
+
+
+def make_resolver(settings: Settings) -> Resolver:
+    from mailmoat.adapters.dns import DnsPythonResolver, ZoneFileResolver
+
+    if settings.dns_zone is not None:
+        return ZoneFileResolver.from_file(settings.dns_zone)
+    return DnsPythonResolver(timeout=settings.dns_timeout)
+
+
+def bootstrap(settings: Settings | None = None, *, config: GatewayConfig | None = None,
+              data_dir: Path | None = None, mailer: Mailer | None = None) -> Runtime:
+    """Build the runtime for this process. Local: files + SQLite under the data directory."""
+    settings = settings or Settings()
+    if data_dir is not None:
+        settings = settings.model_copy(update={"data_dir": data_dir})
+    if config is None:
+        config = load_config(settings.config)
+    if settings.runtime == "aws":
+        raise RuntimeError("the AWS runtime is built by the AWS-stack issue; "
+                           "set MAILMOAT_RUNTIME=local")
+    from mailmoat.adapters.clock import SystemClock
+    from mailmoat.adapters.fs import FsBlobStore
+    from mailmoat.adapters.sqlite import SqliteDatabase, SqliteDirectory, SqliteMessageLog
+
+    data = settings.data_dir
+    data.mkdir(parents=True, exist_ok=True)
+    db = SqliteDatabase(data / "mailmoat.sqlite3")
+    mailer_for = (lambda _tenant: mailer) if mailer is not None else _mailer_factory(settings)
+    services = Services(
+        settings=settings,
+        config=config,
+        blobs=FsBlobStore(data / "blobs"),
+        directory=SqliteDirectory(db),
+        log=SqliteMessageLog(db),
+        mailer_for=mailer_for,  # type: ignore[arg-type]
+        resolver=make_resolver(settings),
+        clock=SystemClock(),
+    )
+    runtime = Runtime(settings=settings, services=services)
+    runtime.sync_config_to_directory()
+    return runtime
