@@ -1,0 +1,1 @@
+"""Sender authentication (DESIGN §5): Received route, SPF, DKIM, DMARC, ARC and SES verdicts."""
