@@ -5,6 +5,9 @@ from __future__ import annotations
 from mailmoat.config import TenantConfig
 from mailmoat.context import AttachmentAction, Disposition, MessageContext, Verdict
 
+# A message whose structure we could not walk to the end is never delivered as is.
+_UNSCANNABLE = frozenset({"MIME_LIMIT", "MIME_PARSE_FAILED", "HEADER_LIMIT"})
+
 # Verdicts that keep a file out of the delivered message in the default ("risky") mode.
 _ISOLATED_VERDICTS = frozenset({Verdict.RISKY, Verdict.ENCRYPTED, Verdict.UNSUPPORTED})
 
@@ -35,6 +38,10 @@ def decide(ctx: MessageContext, tenant: TenantConfig) -> None:
     """Turn what detection found into actions. Transform stages only carry these out."""
     if ctx.disposition == Disposition.HELD:
         return
+    unscannable = sorted({f.symbol for f in ctx.findings if f.symbol in _UNSCANNABLE})
+    if unscannable:
+        ctx.add("UNSCANNABLE", "message", ", ".join(unscannable))
+        ctx.disposition = Disposition.QUARANTINE
     sender = ctx.envelope.mail_from
     if _sender_matches(sender, tenant.blocked_senders):
         ctx.add("BLOCKED_SENDER", "message", sender or "")

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     arc_domain: str | None = None
     authserv_id: str = "mailmoat"
 
+    # Maintenance switch: accept and store mail but do not process it until restarted without.
+    hold_processing: bool = False
+
     delivery_max_attempts: int = 8
     delivery_retry_base_seconds: float = 30.0
 

@@ -185,7 +185,7 @@ class SqliteMessageLog:
                  record.helo, record.message_id, record.subject, record.tenant, record.size),
             )
 
-    def update(self, message_id: str, **fields: Any) -> None:
+    def update(self, record_id: str, /, **fields: Any) -> None:
         unknown = set(fields) - set(_RECORD_COLUMNS)
         if unknown:
             raise ValueError(f"unknown message log fields: {sorted(unknown)}")
@@ -195,7 +195,7 @@ class SqliteMessageLog:
         assignments = ", ".join(f"{k} = ?" for k in fields)  # keys checked against the whitelist
         with self.db.transaction() as c:
             c.execute(f"UPDATE messages SET {assignments} WHERE id = ?",  # noqa: S608
-                      (*values, message_id))
+                      (*values, record_id))
 
     def get(self, message_id: str) -> MessageRecord | None:
         rows = self.db.query("SELECT * FROM messages WHERE id = ?", (message_id,))

@@ -1,0 +1,54 @@
+# mailmoat — `make run` starts the gateway locally, `make test` runs everything. `make help` lists the rest.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+export MAILMOAT_DATA_DIR ?= ./var
+export MAILMOAT_CONFIG ?= config/demo.toml
+
+.PHONY: help setup run test test-fast lint typecheck template-lint conformance bench bench-peers build deploy clean
+
+help: ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+setup: ## create .venv and install the project (+ system packages when root)
+	@scripts/system-deps.sh run
+	@scripts/setup.sh
+
+run: setup ## start the gateway: SMTP 127.0.0.1:2525, portal http://127.0.0.1:8080, data in ./var
+	@$(VENV)/bin/mailmoat serve
+
+test: setup ## lint, template checks and the whole test suite
+	@scripts/system-deps.sh test
+	@$(MAKE) --no-print-directory lint template-lint
+	@$(PY) -m pytest -q
+
+test-fast: setup ## the test suite without slow tests
+	@$(PY) -m pytest -q -m "not slow"
+
+lint: ## ruff
+	@$(VENV)/bin/ruff check layers web functions tests bench
+
+typecheck: ## mypy --strict on the core and the portal
+	@$(VENV)/bin/mypy
+
+template-lint: ## cfn-lint on template.yaml (and sam validate --lint when the SAM CLI is set up)
+	@if [ -f template.yaml ]; then $(VENV)/bin/cfn-lint template.yaml; fi
+	@if [ -x scripts/sam-validate.sh ] && [ -f template.yaml ]; then scripts/sam-validate.sh; fi
+
+conformance: setup ## RFC 7208 (SPF) test suite through our SPF path
+	@$(PY) tests/conformance/spf_rfc7208.py
+
+bench: setup ## benchmark: writes bench/results.json and prints the table
+	@$(PY) bench/run.py
+
+bench-peers: setup ## benchmark side by side with rspamd on loopback
+	@$(PY) bench/run.py --peers
+
+build: ## sam build (zip functions; the scan image needs Docker)
+	@scripts/sam-validate.sh build
+
+deploy: build ## sam deploy --guided
+	@PATH="$(CURDIR)/.venv-tools/bin:$$PATH" sam deploy --guided
+
+clean: ## remove the venvs, caches and local data
+	rm -rf $(VENV) .venv-tools .pytest_cache .mypy_cache .ruff_cache .aws-sam var

@@ -1,0 +1,334 @@
+"""The `mailmoat` command: serve, process (DESIGN §9 contract), users, log, redrive, send-test."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from mailmoat.context import Envelope
+
+
+def _settings(args: argparse.Namespace, **overrides: Any) -> Any:
+    from mailmoat.settings import Settings
+
+    values: dict[str, Any] = {}
+    for name in ("data_dir", "config", "dns_zone", "geoip_db", "smtp_port", "portal_port"):
+        value = getattr(args, name, None)
+        if value is not None:
+            values[name] = value
+    values.update(overrides)
+    return Settings(**values)
+
+
+# --- process ------------------------------------------------------------------------------
+
+def _inputs(paths: Sequence[str]) -> Iterator[Path]:
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file())
+        else:
+            yield path
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    from mailmoat.runtime import bootstrap, envelope_from_headers
+
+    files = list(_inputs(args.messages))
+    many = len(files) > 1 or any(Path(m).is_dir() for m in args.messages)
+    out = Path(args.out) if args.out else None
+    if out and many:
+        out.mkdir(parents=True, exist_ok=True)
+    status = 0
+    with tempfile.TemporaryDirectory(prefix="mailmoat-process-") as tmp:
+        # Offline analysis never touches the gateway's own data directory.
+        settings = _settings(args, data_dir=Path(tmp))
+        runtime = bootstrap(settings)
+        for path in files:
+            try:
+                raw = path.read_bytes()
+            except OSError as exc:
+                print(json.dumps({"file": str(path), "error": str(exc)}), file=sys.stdout)
+                status = 1
+                continue
+            envelope = envelope_from_headers(raw, Envelope(
+                client_ip=args.client_ip, helo=args.helo, mail_from=args.mail_from,
+                rcpt_to=[r.lower() for r in (args.rcpt or [])]))
+            ctx = runtime.analyse(raw, envelope, stages=("authenticate", "scan", "isolate", "rewrite"))
+            from mailmoat.context import StageTiming
+
+            ctx.trace.append(StageTiming("deliver", 0.0, "skipped", "replaced by --out"))
+            report = ctx.to_report()
+            report["file"] = str(path)
+            if out is not None and ctx.output is not None:
+                target = out / (path.name if path.suffix == ".eml" else f"{path.name}.eml") if many else out
+                try:
+                    target.write_bytes(ctx.output)
+                    report["out"] = str(target)
+                except OSError as exc:
+                    print(f"mailmoat: cannot write {target}: {exc}", file=sys.stderr)
+                    status = 1
+            if args.json:
+                print(json.dumps(report, ensure_ascii=False), flush=True)
+            else:
+                _print_summary(report, sys.stdout)
+    return status
+
+
+def _print_summary(report: dict[str, Any], out: TextIO) -> None:
+    auth = report["auth"]
+    print(f"{report['file']}: {report['disposition']}  spf={auth['spf']} dkim={auth['dkim']} "
+          f"dmarc={auth['dmarc']} warn={auth['warn']} defang={auth['defang']}", file=out)
+    for att in report["attachments"]:
+        print(f"  [{att['path']}] {att['filename']!s}  {att['verdict']}  {','.join(att['symbols'])}"
+              f"  -> {att['action']}", file=out)
+    for finding in report["findings"]:
+        print(f"  ! {finding['symbol']} {finding['target']} {finding['detail']}", file=out)
+
+
+# --- serve --------------------------------------------------------------------------------
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from mailmoat.local.server import Gateway, port_is_free
+    from mailmoat.runtime import bootstrap
+
+    settings = _settings(args)
+    for host, port, what in ((settings.smtp_host, settings.smtp_port, "SMTP"),
+                             (settings.portal_host, settings.portal_port, "portal")):
+        if not port_is_free(host, port):
+            print(f"mailmoat: {what} port {host}:{port} is in use (another `make run`?). "
+                  f"Stop it or set MAILMOAT_{'SMTP' if what == 'SMTP' else 'PORTAL'}_PORT.",
+                  file=sys.stderr)
+            return 1
+    runtime = bootstrap(settings)
+    gateway = Gateway(runtime)
+    gateway.start()
+    from mailmoat_web.app import create_app
+
+    users = [r.address for r in runtime.services.directory.recipients()]
+    data_dir = settings.data_dir.resolve()
+    print(f"""mailmoat is running
+  SMTP    {settings.smtp_host}:{settings.smtp_port}  (max {settings.max_message_bytes // (1024 * 1024)} MB; unknown recipients get 550 5.1.1)
+  portal  {settings.portal_url}
+  data    {data_dir}  (Maildirs under {data_dir / 'maildir'})
+  tenants {', '.join(t.name for t in runtime.services.config.tenants) or '(none: set MAILMOAT_CONFIG)'}
+  users   {', '.join(users[:10]) or '(none)'}{' …' if len(users) > 10 else ''}
+Send a test message (in another terminal):
+  .venv/bin/mailmoat send-test --to {users[0] if users else 'alice@example.test'}
+Then see it:  .venv/bin/mailmoat log        Stop: Ctrl-C""", flush=True)
+    try:
+        uvicorn.run(create_app(runtime), host=settings.portal_host, port=settings.portal_port,
+                    log_level="warning", server_header=False)
+    finally:
+        gateway.stop()
+    return 0
+
+
+def cmd_send_test(args: argparse.Namespace) -> int:
+    import smtplib
+    from email.message import EmailMessage
+    from email.utils import make_msgid
+
+    msg = EmailMessage()
+    msg["From"] = args.sender
+    msg["To"] = args.to
+    msg["Subject"] = args.subject
+    msg["Message-ID"] = make_msgid(domain="sender.example")
+    msg.set_content("mailmoat のテストメッセージです。\nThis is a mailmoat test message.\n")
+    settings = _settings(args)
+    host = args.host or settings.smtp_host
+    port = args.port or settings.smtp_port
+    try:
+        with smtplib.SMTP(host, port, timeout=30) as smtp:
+            smtp.send_message(msg, from_addr=args.sender, to_addrs=[args.to])
+    except smtplib.SMTPRecipientsRefused as exc:
+        code, text = next(iter(exc.recipients.values()))
+        print(f"refused: {code} {text.decode(errors='replace')}", file=sys.stderr)
+        return 1
+    except (OSError, smtplib.SMTPException) as exc:
+        print(f"mailmoat: cannot send to {host}:{port}: {exc}", file=sys.stderr)
+        return 1
+    print(f"sent {msg['Message-ID']} to {args.to} via {host}:{port}")
+    return 0
+
+
+# --- users --------------------------------------------------------------------------------
+
+def cmd_users(args: argparse.Namespace) -> int:
+    from mailmoat.local.users import export_csv, import_csv
+    from mailmoat.runtime import bootstrap
+
+    runtime = bootstrap(_settings(args))
+    if args.users_command == "import":
+        try:
+            data = Path(args.file).read_bytes() if args.file != "-" else sys.stdin.buffer.read()
+        except OSError as exc:
+            print(f"mailmoat: {exc}", file=sys.stderr)
+            return 1
+        result = import_csv(runtime.services.directory, data, tenant=args.tenant,
+                            replace=args.replace, dry_run=args.dry_run)
+        for error in result.errors:
+            print(error, file=sys.stderr)
+        print(result.summary())
+        return 1 if result.errors else 0
+    text = export_csv(runtime.services.directory, tenant=args.tenant)
+    if args.encoding == "utf-8":
+        sys.stdout.write(text)
+    else:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(text.encode(args.encoding, "replace"))
+    return 0
+
+
+# --- log, redrive -------------------------------------------------------------------------
+
+def _record_dict(record: Any) -> dict[str, Any]:
+    report = record.report or {}
+    return {
+        "id": record.id,
+        "received_at": record.received_at.isoformat(),
+        "updated_at": record.updated_at.isoformat() if record.updated_at else None,
+        "state": record.state,
+        "disposition": record.disposition,
+        "mail_from": record.mail_from,
+        "rcpt_to": record.rcpt_to,
+        "client_ip": record.client_ip,
+        "message_id": record.message_id,
+        "subject": record.subject,
+        "tenant": record.tenant,
+        "size": record.size,
+        "attempts": record.attempts,
+        "timings_ms": record.timings,
+        "deliveries": report.get("deliveries", {}),
+        "findings": report.get("findings", []),
+        "error": record.error,
+    }
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    from mailmoat.runtime import bootstrap
+
+    runtime = bootstrap(_settings(args))
+    logbook = runtime.services.log
+    if args.id:
+        record = logbook.get(args.id)
+        records = [record] if record else []
+    else:
+        records = logbook.recent(args.limit)
+    rows = [_record_dict(r) for r in records]
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return 0
+    if not rows:
+        print("no messages yet")
+    for row in rows:
+        timings = " ".join(f"{k}={v:.1f}" for k, v in row["timings_ms"].items())
+        print(f"{row['received_at'][:19]}  {row['id']}  {row['state']:<11} "
+              f"{row['mail_from'] or '<>'} -> {', '.join(row['rcpt_to'])}  "
+              f"{(row['subject'] or '')[:40]!r}  [{timings}]")
+        if row["error"]:
+            print(f"    {row['error']}")
+    return 0
+
+
+def cmd_redrive(args: argparse.Namespace) -> int:
+    from mailmoat.runtime import bootstrap
+
+    runtime = bootstrap(_settings(args))
+    record = runtime.services.log.get(args.id)
+    if record is None:
+        print(f"mailmoat: no message {args.id}", file=sys.stderr)
+        return 1
+    runtime.services.log.update(args.id, state="accepted", error=None)
+    ctx = runtime.process_stored(args.id)
+    final = runtime.services.log.get(args.id)
+    print(f"{args.id}: {final.state if final else 'unknown'}"
+          f"{'' if ctx is None else ' ' + json.dumps(ctx.deliveries, ensure_ascii=False)}")
+    return 0
+
+
+# --- parser -------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mailmoat", description=__doc__)
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="data directory (default $MAILMOAT_DATA_DIR or ./var)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="tenant configuration TOML (default $MAILMOAT_CONFIG)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("process", help="analyse messages offline and print the JSON report")
+    p.add_argument("messages", nargs="+", metavar="MESSAGE.eml")
+    p.add_argument("--config", type=Path, default=argparse.SUPPRESS)
+    p.add_argument("--dns-zone", type=Path, default=None)
+    p.add_argument("--geoip-db", type=Path, default=None)
+    p.add_argument("--client-ip", default=None)
+    p.add_argument("--helo", default=None)
+    p.add_argument("--mail-from", default=None)
+    p.add_argument("--rcpt", action="append", default=None)
+    p.add_argument("--out", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_process)
+
+    p = sub.add_parser("serve", help="run the gateway: SMTP listener, pipeline, portal")
+    p.add_argument("--smtp-port", type=int, default=None)
+    p.add_argument("--portal-port", type=int, default=None)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("send-test", help="send a test message to the local gateway")
+    p.add_argument("--to", default="alice@example.test")
+    p.add_argument("--sender", default="tester@sender.example")
+    p.add_argument("--subject", default="mailmoat test / テスト")
+    p.add_argument("--host", default=None)
+    p.add_argument("--port", type=int, default=None)
+    p.set_defaults(func=cmd_send_test)
+
+    p = sub.add_parser("users", help="import or export recipients (CSV)")
+    users = p.add_subparsers(dest="users_command", required=True)
+    pi = users.add_parser("import", help="import a CSV (UTF-8 or CP932); nothing is imported if any row is bad")
+    pi.add_argument("file", help="CSV file, or - for stdin")
+    pi.add_argument("--tenant", default=None, help="tenant for every row (default: by address domain)")
+    pi.add_argument("--replace", action="store_true",
+                    help="remove the tenant's recipients that are not in the file")
+    pi.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
+    pi.set_defaults(func=cmd_users)
+    pe = users.add_parser("export", help="export recipients as CSV")
+    pe.add_argument("--tenant", default=None)
+    pe.add_argument("--encoding", default="utf-8", choices=["utf-8", "utf-8-sig", "cp932"])
+    pe.set_defaults(func=cmd_users)
+
+    p = sub.add_parser("log", help="message trace")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--id", default=None)
+    p.set_defaults(func=cmd_log)
+
+    p = sub.add_parser("redrive", help="process a held or failed message again")
+    p.add_argument("id")
+    p.set_defaults(func=cmd_redrive)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.command != "process" and os.environ.get("MAILMOAT_MODE") == "test":
+        logging.getLogger().setLevel(logging.WARNING)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# System packages the gateway (run) and its tests (test) need. Installed with apt when we are
+# root and they are missing; otherwise a clear message says what to install.
+set -euo pipefail
+what=${1:-run}
+
+run_pkgs=(libmagic1)
+test_pkgs=(libmagic1 clamav-daemon zip unzip)
+
+pkgs=("${run_pkgs[@]}")
+[ "$what" = test ] && pkgs=("${test_pkgs[@]}")
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "system-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # clamav-daemon's service would start freshclam/clamd with the distro config; tests run their own.
+  if command -v systemctl >/dev/null 2>&1; then systemctl disable --now clamav-daemon clamav-freshclam >/dev/null 2>&1 || true; fi
+else
+  echo "system-deps: missing packages: ${missing[*]}" >&2
+  echo "  install them with: sudo apt-get install ${missing[*]}" >&2
+  [ "$what" = run ] && exit 1
+  echo "  (tests that need them will be skipped)" >&2
+fi
