@@ -1,0 +1,1 @@
+"""Attachment analysis: type, names, archives, Office, PDF, antivirus → a verdict (DESIGN §4)."""

@@ -1,0 +1,146 @@
+"""One file in, one FileResult out: dispatch to the analysers, bound the work, cache by SHA-256."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from mailmoat.context import Verdict
+from mailmoat.ports import Antivirus
+from mailmoat.scan import archives, filetype, office
+from mailmoat.scan.lists import Lists
+from mailmoat.scan.result import Budget, FileResult, LimitReached
+from mailmoat.scan.sandbox import Sandbox, SandboxConfig, consult
+from mailmoat.settings import Limits
+
+CACHE_ENTRIES = 2048
+
+CacheKey = tuple[str, tuple[frozenset[str], frozenset[str]], bool]
+
+
+class ResultCache:
+    """Content results by SHA-256 for the worker's lifetime; bounded LRU."""
+
+    def __init__(self, maxsize: int = CACHE_ENTRIES) -> None:
+        self.maxsize = maxsize
+        self._data: OrderedDict[CacheKey, FileResult] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: CacheKey) -> FileResult | None:
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
+
+    def put(self, key: CacheKey, value: FileResult) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.maxsize:
+                self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+CACHE = ResultCache()
+
+
+@dataclass(slots=True)
+class Engine:
+    limits: Limits
+    antivirus: Antivirus | None = None
+    sandbox: Sandbox | None = None
+    sandbox_config: SandboxConfig = SandboxConfig()
+    cache: ResultCache = CACHE
+
+    def analyse(self, data: bytes, filename: str | None, lists: Lists, *,
+                deadline: float | None = None, sha256: str | None = None) -> FileResult:
+        """Everything about one attachment: content (cached) plus the checks on its name."""
+        sha256 = sha256 or hashlib.sha256(data).hexdigest()
+        key: CacheKey = (sha256, lists.key, self.antivirus is not None)
+        content = self.cache.get(key)
+        if content is None:
+            budget = Budget(self.limits, deadline)
+            content = self.content(data, filename, "", 0, budget, lists)
+            self._antivirus(data, content)
+            if content.cacheable:
+                self.cache.put(key, content)
+        result = FileResult(detected_type=content.detected_type, hits=list(content.hits),
+                            members=list(content.members), cacheable=content.cacheable)
+        for symbol, detail in filetype.name_findings(filename, content.detected_type, lists):
+            result.add(symbol, detail)
+        if self.sandbox is not None and self.sandbox_config.enabled and \
+                str(result.verdict) in self.sandbox_config.verdicts:
+            outcome = consult(self.sandbox, data, filename, self.sandbox_config)
+            if outcome is not None:
+                result.add(*outcome)
+        return result
+
+    def content(self, data: bytes, name: str | None, prefix: str, depth: int, budget: Budget,
+                lists: Lists) -> FileResult:
+        """What the bytes are, whatever they are called. Members recurse through here."""
+        detected = filetype.detect_type(data)
+        result = FileResult(detected_type=detected)
+
+        def member(shown: str, content: bytes, member_depth: int) -> FileResult:
+            return self.content(content, shown.rsplit("!", 1)[-1], shown, member_depth, budget, lists)
+
+        try:
+            if detected in archives.ARCHIVE_READABLE:
+                archives.walk_archive(data, detected, name, result, prefix, depth, budget, lists,
+                                      member)
+            elif office.is_office(detected):
+                office.analyse_office(
+                    data, detected, result,
+                    lambda inner: self.content(inner, name, prefix, depth + 1, budget, lists))
+            elif detected == "application/pdf":
+                self._pdf(data, result, prefix, depth, budget, lists, member)
+        except LimitReached as exc:
+            result.add("ARCHIVE_LIMIT", str(exc))
+        except RecursionError:
+            result.add("ARCHIVE_LIMIT", "nesting too deep")
+        except Exception as exc:  # an analyser failing on a file is a finding (fail closed)
+            result.add("SCAN_FAILED", f"{type(exc).__name__}: {exc}"[:300])
+        return result
+
+    def _pdf(self, data: bytes, result: FileResult, prefix: str, depth: int, budget: Budget,
+             lists: Lists, member: archives.MemberAnalyser) -> None:
+        from mailmoat.scan.pdf import analyse_pdf
+
+        walker = archives._Walker(result, prefix, depth, budget, lists, member, len(data))
+
+        def embedded(name: str, content: bytes) -> None:
+            walker.count_member()
+            walker.member(name, content=content, size=len(content))
+
+        analyse_pdf(data, result, budget.deadline,
+                    embedded if depth < self.limits.archive_max_depth else None)
+
+    def _antivirus(self, data: bytes, result: FileResult) -> None:
+        # clamd unpacks archives itself, so the top-level file is enough.
+        if self.antivirus is None:
+            return
+        try:
+            verdict = self.antivirus.scan(data)
+        except Exception as exc:  # configured but no engine answered: fail closed
+            result.add("SCAN_FAILED", f"antivirus: {type(exc).__name__}: {exc}"[:300])
+            return
+        if verdict.infected:
+            result.add("VIRUS", f"{verdict.engine}: {verdict.signature or 'infected'}")
+
+
+def worst(results: list[FileResult]) -> Verdict:
+    return Verdict.worst([r.verdict for r in results])
+
+
+def monotonic_deadline(limits: Limits) -> float:
+    return time.monotonic() + limits.scan_seconds

@@ -1,0 +1,100 @@
+"""PDF: user-password encryption and active content (JavaScript, actions, embedded files)."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from typing import Any
+
+from mailmoat.scan.result import FileResult
+
+MAX_OBJECTS = 500_000
+MAX_EMBEDDED = 100
+
+# (name, content) of an embedded file → analysed like an archive member
+EmbeddedSink = Callable[[str, bytes], None]
+
+
+def analyse_pdf(data: bytes, result: FileResult, deadline: float,
+                embedded: EmbeddedSink | None = None) -> None:
+    import pikepdf
+
+    try:
+        pdf = pikepdf.open(io.BytesIO(data))
+    except pikepdf.PasswordError:
+        result.add("ENCRYPTED_PDF", "a user password is needed to open it")
+        return
+    except pikepdf.PdfError as exc:
+        result.add("PDF_UNREADABLE", str(exc)[:200])
+        return
+    with pdf:
+        if pdf.is_encrypted:
+            # Owner password only: restrictions on printing or editing, readable by anyone.
+            result.add("PDF_OWNER_PASSWORD", "restrictions only, content readable")
+        found: dict[str, str] = {}
+        root = pdf.Root
+        if "/OpenAction" in root:
+            found.setdefault("PDF_OPENACTION", "document opens with an action")
+        if "/AA" in root:
+            found.setdefault("PDF_AA", "document-level additional actions")
+        names = root.get("/Names")
+        if isinstance(names, pikepdf.Dictionary):
+            if "/JavaScript" in names:
+                found.setdefault("PDF_JAVASCRIPT", "document-level JavaScript")
+            if "/EmbeddedFiles" in names:
+                found.setdefault("PDF_EMBEDDED_FILE", "embedded files")
+        acroform = root.get("/AcroForm")
+        if isinstance(acroform, pikepdf.Dictionary) and "/XFA" in acroform:
+            found.setdefault("PDF_XFA", "XFA form (may carry scripts)")
+        _scan_objects(pdf, found, deadline, result)
+        for symbol, detail in found.items():
+            result.add("PDF_ACTIVE_CONTENT", symbol.removeprefix("PDF_").lower())
+            result.add(symbol, detail)
+        if embedded is not None and "PDF_EMBEDDED_FILE" in found:
+            _embedded_files(pdf, embedded, result)
+
+
+def _scan_objects(pdf: Any, found: dict[str, str], deadline: float, result: FileResult) -> None:
+    """Actions can sit on any page, annotation or form field; walk every object (bounded)."""
+    import pikepdf
+
+    for i, obj in enumerate(pdf.objects):
+        if i >= MAX_OBJECTS or ((i & 0x3FF) == 0 and time.monotonic() > deadline):
+            result.add("SCAN_FAILED", "pdf: object walk stopped at a bound")
+            return
+        if not isinstance(obj, pikepdf.Dictionary | pikepdf.Stream):
+            continue
+        try:
+            keys = set(obj.keys())
+        except Exception:  # noqa: S112 - a broken object is skipped, the rest still counts
+            continue
+        if "/JS" in keys:
+            found.setdefault("PDF_JAVASCRIPT", "JavaScript action")
+        if "/AA" in keys:
+            found.setdefault("PDF_AA", "additional actions on a page or field")
+        if "/EF" in keys or obj.get("/Type") == "/EmbeddedFile":
+            found.setdefault("PDF_EMBEDDED_FILE", "embedded file")
+        if "/S" in keys:
+            action = obj.get("/S")
+            if action == "/JavaScript":
+                found.setdefault("PDF_JAVASCRIPT", "JavaScript action")
+            elif action == "/Launch":
+                found.setdefault("PDF_LAUNCH", "Launch action (runs a program)")
+            elif action == "/URI":
+                uri = str(obj.get("/URI", ""))
+                if uri.lower().startswith("file:"):
+                    found.setdefault("PDF_FILE_URI", uri[:200])
+            elif action in {"/GoToE", "/ImportData", "/SubmitForm"}:
+                found.setdefault("PDF_ACTION", str(action))
+
+
+def _embedded_files(pdf: Any, embedded: EmbeddedSink, result: FileResult) -> None:
+    try:
+        for n, (name, spec) in enumerate(pdf.attachments.items()):
+            if n >= MAX_EMBEDDED:
+                result.add("ARCHIVE_LIMIT", f"more than {MAX_EMBEDDED} embedded files")
+                return
+            embedded(str(spec.filename or name), spec.get_file().read_bytes())
+    except Exception as exc:
+        result.add("SCAN_FAILED", f"pdf embedded files: {type(exc).__name__}: {exc}"[:200])
