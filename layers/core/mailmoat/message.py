@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from email import policy
 from email.errors import MessageDefect
 from email.header import decode_header
-from email.message import EmailMessage
+from email.message import EmailMessage, _parseparam  # the stdlib's own splitter
 from email.parser import BytesHeaderParser, BytesParser
 
 from mailmoat.charsets import decode_bytes, unescape_surrogates
@@ -55,6 +55,8 @@ class Part:
                               # | container | third-party-encrypted
     inside_message: str | None = None  # path of the closest enclosing attached message
     notes: list[tuple[str, str]] = field(default_factory=list)  # (symbol, detail)
+    decode_defects: list[str] = field(default_factory=list)  # found while decoding the body
+    _payload: bytes | None = field(default=None, repr=False)
 
     @property
     def is_attachment(self) -> bool:
@@ -67,17 +69,29 @@ class Part:
 
     def payload(self) -> bytes:
         """The decoded body bytes (base64 / quoted-printable undone, best effort on broken input)."""
+        if self._payload is None:
+            self._payload = self._decode()
+        return self._payload
+
+    def _decode(self) -> bytes:
         if self.node.is_multipart():
             return b""
+        before = len(self.node.defects)
         try:
             data = self.node.get_payload(decode=True)
-        except Exception:  # a hostile encoding must not escape as an exception
+        except Exception as exc:  # a hostile encoding must not escape as an exception
+            self.decode_defects.append(type(exc).__name__)
             return b""
+        # get_payload() reports broken base64 / quoted-printable by appending defects.
+        self.decode_defects.extend(type(d).__name__ for d in self.node.defects[before:])
         if isinstance(data, bytes):
             return data
         inner = self.node.get_payload()
         if isinstance(inner, list) and inner and isinstance(inner[0], email.message.Message):
-            return inner[0].as_bytes(policy=policy.SMTP)
+            try:
+                return inner[0].as_bytes(policy=policy.SMTP)
+            except Exception as exc:
+                self.decode_defects.append(type(exc).__name__)
         return b""
 
     def text(self) -> str:
@@ -157,17 +171,21 @@ def _param(node: email.message.Message, header: str, param: str) -> str | None:
     raw = _raw_header(node, header)
     if raw is None:
         return None
-    scratch = email.message.Message()
-    scratch[header] = raw
-    value = scratch.get_param(param, header=header)
-    if value is None or value == "":
-        return None
-    if isinstance(value, tuple):  # RFC 2231: (charset, language, %-decoded as latin-1)
-        charset, _lang, text = value
-        data = email.utils.unquote(text).encode("latin-1", "surrogateescape")
-        return decode_bytes(data, charset or "utf-8")
-    text = email.utils.unquote(value)
-    return _decode_header_value(text) if text else None
+    pairs: list[tuple[str, str]] = []
+    for item in _parseparam(raw)[1:]:
+        key, sep, val = item.partition("=")
+        pairs.append((key.strip(), val.strip() if sep else ""))
+    wanted = param.lower()
+    for key, value in email.utils.decode_params([("", ""), *pairs])[1:]:
+        if key.lower() != wanted:
+            continue
+        if isinstance(value, tuple):  # RFC 2231: (charset, language, %-decoded as latin-1)
+            charset, _lang, text = value
+            data = email.utils.unquote(text).encode("latin-1", "surrogateescape")
+            return decode_bytes(data, charset or "utf-8") or None
+        text = email.utils.unquote(value)
+        return _decode_header_value(text) if text else None
+    return None
 
 
 def _disposition(node: email.message.Message) -> str | None:

@@ -72,19 +72,31 @@ def get_stage(name: str) -> Stage:
     return _REGISTRY[name]
 
 
+def header_block_size(raw: bytes) -> int:
+    """Bytes before the first empty line (CRLF or bare LF), or the whole message if none."""
+    ends = [i for i in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if i >= 0]
+    return min(ends) if ends else len(raw)
+
+
 def prepare(ctx: MessageContext, services: Services) -> None:
     """Parse once and fill the header-derived fields every stage reads."""
     if ctx.parsed is not None:
         return
     limits = services.settings.limits
-    header_end = ctx.raw.find(b"\n\n")
-    header_bytes = len(ctx.raw) if header_end < 0 else header_end
+    header_bytes = header_block_size(ctx.raw)
     if header_bytes > limits.max_header_bytes:
         ctx.add("HEADER_LIMIT", "message", f"header block over {limits.max_header_bytes} bytes")
     parsed = parse(ctx.raw, WalkLimits(max_parts=limits.max_parts, max_depth=limits.max_depth))
     ctx.parsed = parsed
     for symbol, target, detail in parsed.findings:
         ctx.add(symbol, target, detail)
+    # Decode every part a stage will read now (the bytes are cached on the part), so broken
+    # base64 / quoted-printable is a finding before any stage decides anything.
+    for part in parsed.parts:
+        if part.kind in ("attachment", "body", "inline-image"):
+            part.payload()
+            for defect in dict.fromkeys(part.decode_defects):
+                ctx.add("INVALID_ENCODING", part.path, defect)
     msg = parsed.message
     ctx.message_id = header_text(msg, "message-id")
     ctx.subject = header_text(msg, "subject")

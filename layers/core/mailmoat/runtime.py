@@ -111,11 +111,12 @@ class Runtime:
 
     # --- directory ------------------------------------------------------------------------
     def sync_config_to_directory(self) -> None:
-        """Tenants and users listed in the TOML become directory rows (local runtime)."""
+        """Tenants in the TOML become directory rows (local runtime). Their `users` seed a new
+        tenant only: afterwards the directory (CSV import, sync) is the source of truth."""
         directory = self.services.directory
         for tenant in self.services.config.tenants:
-            directory.ensure_tenant(tenant.name, tenant.domains)
-            if tenant.users:
+            created = directory.ensure_tenant(tenant.name, tenant.domains)
+            if created and tenant.users:
                 directory.upsert_recipients(
                     Recipient(address=u.address.lower(), tenant=tenant.name, name=u.name,
                               organisation=u.organisation, department=u.department,

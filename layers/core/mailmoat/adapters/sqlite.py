@@ -113,12 +113,15 @@ class SqliteDirectory:
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
 
-    def ensure_tenant(self, tenant: str, domains: Iterable[str]) -> None:
+    def ensure_tenant(self, tenant: str, domains: Iterable[str]) -> bool:
+        """Create the tenant if needed and (re)assign its domains; True when it is new."""
         with self.db.transaction() as c:
-            c.execute("INSERT OR IGNORE INTO tenants(name) VALUES (?)", (tenant,))
+            created = c.execute("INSERT OR IGNORE INTO tenants(name) VALUES (?)",
+                                (tenant,)).rowcount == 1
             for domain in domains:
                 c.execute("INSERT OR REPLACE INTO tenant_domains(domain, tenant) VALUES (?, ?)",
                           (domain.lower(), tenant))
+        return created
 
     def tenant_for_domain(self, domain: str) -> str | None:
         rows = self.db.query("SELECT tenant FROM tenant_domains WHERE domain = ?",

@@ -33,7 +33,9 @@ def _inputs(paths: Sequence[str]) -> Iterator[Path]:
     for name in paths:
         path = Path(name)
         if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.is_file())
+            yield from sorted(p for p in path.rglob("*") if p.is_file() and not any(
+                part.startswith(".") or part == "__pycache__"
+                for part in p.relative_to(path).parts))
         else:
             yield path
 

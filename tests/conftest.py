@@ -1,0 +1,56 @@
+"""Shared fixtures: a runtime on a temporary data directory with the demo tenant."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailmoat.config import load_config
+from mailmoat.context import Envelope, MessageContext
+from mailmoat.runtime import Runtime, bootstrap
+from mailmoat.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"
+DEMO_CONFIG = ROOT / "config" / "demo.toml"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"mode": "test", "data_dir": tmp_path / "var", "config": DEMO_CONFIG,
+                              "dns_zone": FIXTURES / "empty-zone.json"}
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+def runtime(settings: Settings) -> Iterator[Runtime]:
+    yield bootstrap(settings, config=load_config(settings.config))
+
+
+@pytest.fixture
+def analyse(runtime: Runtime) -> Callable[..., MessageContext]:
+    """Run the offline pipeline (delivery left out) on bytes or a fixture name."""
+
+    def run(message: bytes | str, *, rcpt: list[str] | None = None,
+            stages: tuple[str, ...] = ("authenticate", "scan", "isolate", "rewrite"),
+            **envelope: Any) -> MessageContext:
+        raw = (FIXTURES / message).read_bytes() if isinstance(message, str) else message
+        env = Envelope(rcpt_to=rcpt or ["alice@example.test"], **envelope)
+        return runtime.analyse(raw, env, stages=stages)
+
+    return run

@@ -1,0 +1,139 @@
+"""The MIME walk and attachment model of DESIGN §3, and filename decoding."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from mailmoat.charsets import decode_bytes, decode_iso2022jp
+from mailmoat.message import WalkLimits, parse
+from tests.conftest import FIXTURES
+from tests.fixtures.make_fixtures import jis, jis_word
+
+
+def parsed(name: str):
+    return parse((FIXTURES / name).read_bytes())
+
+
+@pytest.mark.parametrize(("fixture", "path", "filename"), [
+    ("japanese-iso2022jp.eml", "2", "見積書①.pdf"),          # ISO-2022-JP encoded word, NEC char
+    ("sjis-raw-filename.eml", "2", "請求書.xlsx"),            # raw 8-bit CP932 bytes
+    ("rfc2231-continuation.eml", "2", "年次報告書_2026.pdf"),  # RFC 2231 continuations + charset
+    ("attached-message.eml", "2.2", "invoice.exe"),           # inside an attached message
+])
+def test_filenames_are_decoded(fixture: str, path: str, filename: str) -> None:
+    attachments = {p.path: p for p in parsed(fixture).attachments}
+    assert attachments[path].filename == filename
+
+
+def test_name_and_filename_disagreement_is_recorded() -> None:
+    findings = parsed("rfc2231-continuation.eml").findings
+    assert ("FILENAME_MISMATCH", "2") in {(s, t) for s, t, _ in findings}
+
+
+@pytest.mark.parametrize(("header", "expected"), [
+    ('attachment; filename="=?Shift_JIS?B?' + base64.b64encode("見積書.pdf".encode("cp932")).decode()
+     + '?="', "見積書.pdf"),
+    ('attachment; filename="=?UTF-8?B?' + base64.b64encode("報告.docx".encode()).decode() + '?="',
+     "報告.docx"),
+    ("attachment; filename*=iso-2022-jp''" + "".join(f"%{b:02X}" for b in jis("①番.txt")),
+     "①番.txt"),
+    ('attachment; filename="' + jis_word("㈱発注書.xlsx") + '"', "㈱発注書.xlsx"),
+    ('attachment; filename="../../etc/passwd"', "passwd"),
+    ('attachment; filename="a\x01b.pdf"', "ab.pdf"),
+])
+def test_filename_variants(header: str, expected: str) -> None:
+    raw = (f"From: a@b.example\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n"
+           f"--x\r\nContent-Type: application/octet-stream\r\nContent-Disposition: {header}\r\n\r\n"
+           f"data\r\n--x--\r\n").encode("utf-8")
+    (part,) = parse(raw).attachments
+    assert part.filename == expected
+
+
+def test_not_attachments_per_design_section_3() -> None:
+    kinds = {p.path: p.kind for p in parsed("inline-parts.eml").parts}
+    assert kinds["1.1.1"] == "body"            # text/plain inline
+    assert kinds["1.1.2"] == "body"            # text/html inline
+    assert kinds["1.2"] == "inline-image"      # image with Content-ID inside multipart/related
+    assert kinds["2"] == "report"              # read receipt
+    assert kinds["3"] == "third-party-encrypted"  # .atc
+    assert kinds["4"] == "attachment"          # text/csv with Content-Disposition: attachment
+    assert [p.path for p in parsed("inline-parts.eml").attachments] == ["4"]
+
+
+def test_smime_content_is_never_an_attachment() -> None:
+    raw = (b"From: a@b.example\r\nMIME-Version: 1.0\r\nContent-Type: multipart/signed; "
+           b"protocol=\"application/pkcs7-signature\"; boundary=s\r\n\r\n--s\r\n"
+           b"Content-Type: multipart/mixed; boundary=m\r\n\r\n--m\r\nContent-Type: text/plain\r\n\r\nhi\r\n"
+           b"--m\r\nContent-Type: application/pdf; name=a.pdf\r\nContent-Disposition: attachment\r\n\r\n"
+           b"%PDF\r\n--m--\r\n--s\r\nContent-Type: application/pkcs7-signature; name=smime.p7s\r\n\r\n"
+           b"MIIB\r\n--s--\r\n")
+    p = parse(raw)
+    assert p.attachments == []
+    assert {part.kind for part in p.parts} == {"container", "smime"}
+
+
+def test_attached_message_parts_are_numbered_like_imap() -> None:
+    p = parsed("attached-message.eml")
+    by_path = {part.path: part for part in p.parts}
+    assert by_path["2"].kind == "message"
+    assert by_path["2.2"].inside_message == "2"
+    assert by_path["2.1"].kind == "body"
+
+
+@pytest.mark.parametrize(("fixture", "symbol"), [
+    ("malformed-no-headers.eml", "NO_HEADERS"),
+    ("malformed-bare-lf.eml", "MIME_DEFECT"),
+])
+def test_parser_defects_become_findings(fixture: str, symbol: str) -> None:
+    assert symbol in {s for s, _, _ in parsed(fixture).findings}
+
+
+def test_invalid_base64_is_recorded_when_decoded() -> None:
+    part = {p.path: p for p in parsed("malformed-bad-base64.eml").parts}["2"]
+    part.payload()
+    assert "InvalidBase64CharactersDefect" in part.decode_defects
+
+
+def nested(depth: int) -> bytes:
+    head = b"From: a@b\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b0\r\n\r\n"
+    body = b"".join(b"--b%d\r\nContent-Type: multipart/mixed; boundary=b%d\r\n\r\n" % (i - 1, i)
+                    for i in range(1, depth))
+    leaf = b"--b%d\r\nContent-Type: application/octet-stream; name=x.exe\r\n\r\nMZ\r\n" % (depth - 1)
+    tail = b"".join(b"--b%d--\r\n" % i for i in range(depth - 1, -1, -1))
+    return head + body + leaf + tail
+
+
+@pytest.mark.parametrize("depth", [60, 500, 1000])
+def test_deep_nesting_is_bounded_and_reported(depth: int) -> None:
+    p = parse(nested(depth), WalkLimits(max_depth=50))
+    symbols = {s for s, _, _ in p.findings}
+    assert symbols & {"MIME_LIMIT", "MIME_PARSE_FAILED"}
+    assert len(p.parts) <= 51
+
+
+def test_part_count_is_bounded() -> None:
+    parts = b"".join(b"--x\r\nContent-Type: application/octet-stream; name=f.bin\r\n\r\nA\r\n"
+                     for _ in range(300))
+    raw = b"From: a@b\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n" + parts + b"--x--\r\n"
+    p = parse(raw, WalkLimits(max_parts=100))
+    assert len(p.parts) == 100 and p.truncated
+
+
+def test_iso2022jp_keeps_nec_special_characters() -> None:
+    text = "①②㈱№ⅰ髙﨑 テスト ｶﾀｶﾅ"
+    assert decode_iso2022jp(jis(text.replace("ｶﾀｶﾅ", ""))) == text.replace("ｶﾀｶﾅ", "")
+    assert decode_iso2022jp(b"\x1b(I\x36\x40\x36\x45\x1b(B") == "ｶﾀｶﾅ"
+
+
+@pytest.mark.parametrize(("data", "charset", "expected"), [
+    ("髙橋".encode("cp932"), "Shift_JIS", "髙橋"),
+    ("日本語".encode("euc_jp"), "EUC-JP", "日本語"),
+    ("日本語".encode(), None, "日本語"),
+    ("日本語".encode("cp932"), None, "日本語"),
+    ("日本語".encode("cp932"), "us-ascii", "日本語"),   # wrong declared charset
+    (b"caf\xe9", "bogus-charset", "café"),
+])
+def test_decode_bytes(data: bytes, charset: str | None, expected: str) -> None:
+    assert decode_bytes(data, charset) == expected
