@@ -2,17 +2,181 @@
 
 from __future__ import annotations
 
-from mailmoat.context import MessageContext
+import email.message
+import logging
+from collections.abc import Callable
+from email.utils import getaddresses
+from functools import partial
+from typing import TypeVar
+
+from mailmoat.auth import arc, decision, dkim, dmarc, received, ses, spf
+from mailmoat.context import Hop, MessageContext
+from mailmoat.message import parse_bytes
 from mailmoat.pipeline import Services, register
+from mailmoat.ports import GeoIp
+
+log = logging.getLogger("mailmoat.authenticate")
+
+MAX_FROM_ADDRESSES = 5  # From domains evaluated for DMARC; more is a finding
+_T = TypeVar("_T")
+
+# Results worth a finding, per check. "pass"/"none" are the quiet outcomes.
+_SPF_SYMBOLS = {"fail": "SPF_FAIL", "softfail": "SPF_SOFTFAIL", "neutral": "SPF_NEUTRAL",
+                "temperror": "SPF_TEMPERROR", "permerror": "SPF_PERMERROR"}
+_DKIM_SYMBOLS = {"fail": "DKIM_FAIL", "temperror": "DKIM_TEMPERROR",
+                 "permerror": "DKIM_PERMERROR", "neutral": "DKIM_NEUTRAL"}
+_DMARC_SYMBOLS = {"fail": "DMARC_FAIL", "temperror": "DMARC_TEMPERROR",
+                  "permerror": "DMARC_PERMERROR"}
+_DMARC_WORST = ("fail", "temperror", "permerror", "none", "pass")
+
+
+def _from_domains(msg: email.message.Message) -> tuple[list[str], int]:
+    """Distinct RFC5322.From domains (at most MAX_FROM_ADDRESSES) and the address count."""
+    values = [str(v)[:2000] for k, v in msg.raw_items() if k.lower() == "from"][:10]
+    try:
+        addresses = [a for _n, a in getaddresses(values) if a]
+    except Exception:
+        addresses = []
+    domains: list[str] = []
+    for address in addresses:
+        domain = dmarc.normalise(address.rpartition("@")[2]) if "@" in address else ""
+        if domain and domain not in domains:
+            domains.append(domain)
+    return domains[:MAX_FROM_ADDRESSES], len(addresses)
+
+
+def _route(hops: list[received.ReceivedHop], geoip: GeoIp | None) -> list[Hop]:
+    route: list[Hop] = []
+    for hop in hops:
+        country = None
+        if geoip is not None and hop.ip and received.is_public(hop.ip):
+            try:
+                country = geoip.country(hop.ip)
+            except Exception:  # the route is informative; a broken database must not stop mail
+                country = None
+        route.append(Hop(ip=hop.ip, country=country, from_name=hop.from_name,
+                         by_name=hop.by_name))
+    return route
 
 
 class Authenticate:
     name = "authenticate"
 
     def run(self, ctx: MessageContext, services: Services) -> None:
-        # Sender authentication lands with the authentication issue; until then the
-        # stage records nothing and the report keeps its "none" defaults.
-        return None
+        msg = ctx.parsed.message if ctx.parsed is not None else parse_bytes(ctx.raw)[0]
+        auth = ctx.auth
+        crashed: list[str] = []
+
+        def guarded(check: str, fn: Callable[[], _T], fallback: _T) -> _T:
+            # A check that breaks on hostile input becomes a finding, never an exception.
+            try:
+                return fn()
+            except Exception as exc:
+                log.warning("auth check failed", extra={"message_id": ctx.id, "stage": self.name,
+                                                        "symbol": "AUTH_CHECK_FAILED"})
+                detail = f"{check}: {type(exc).__name__}: {exc}"[:300]
+                ctx.add("AUTH_CHECK_FAILED", "message", detail)
+                crashed.append(check)
+                return fallback
+
+        # Route and envelope ----------------------------------------------------------------
+        no_hops: tuple[list[received.ReceivedHop], int] = ([], 0)
+        hops, total = guarded("received", lambda: received.parse_chain(msg), no_hops)
+        if total > received.MAX_RECEIVED:
+            ctx.add("RECEIVED_LIMIT", "message",
+                    f"{total} Received headers, the first {received.MAX_RECEIVED} read")
+        ctx.route = _route(hops, services.geoip)
+        countries = sorted({h.country for h in ctx.route if h.country})
+        if len(countries) > 1:
+            ctx.add("ROUTE_MULTIPLE_COUNTRIES", "message", ",".join(countries))
+        envelope = ctx.envelope
+        if envelope.client_ip is None:
+            guarded("envelope", lambda: received.envelope_from_message(msg, envelope), envelope)
+            auth.details["envelope_source"] = "headers"
+        else:
+            auth.details["envelope_source"] = "smtp"
+        resolver = services.resolver
+
+        # SPF -----------------------------------------------------------------------------
+        if envelope.client_ip:
+            client_ip = envelope.client_ip
+            spf_result = guarded(
+                "spf", lambda: spf.check_mail_from(resolver, client_ip, envelope.mail_from,
+                                                   envelope.helo),
+                spf.SpfResult("temperror", "mailfrom", "", "check failed"))
+            spf_helo = guarded("spf-helo",
+                               lambda: spf.check_helo(resolver, client_ip, envelope.helo),
+                               spf.SpfResult("temperror", "helo", "", "check failed"))
+            auth.details["spf_helo"] = spf_helo.to_dict()
+        else:
+            spf_result = spf.SpfResult("none", "mailfrom", "", "client IP unknown")
+        auth.spf = spf_result.result
+        auth.details["spf"] = spf_result.to_dict()
+        if symbol := _SPF_SYMBOLS.get(auth.spf):
+            ctx.add(symbol, "message", f"{spf_result.identity} {spf_result.domain}".strip())
+
+        # DKIM ----------------------------------------------------------------------------
+        dkim_result = guarded("dkim", lambda: dkim.verify_all(ctx.raw, resolver),
+                              dkim.DkimResult("temperror"))
+        auth.dkim = dkim_result.result
+        auth.details["dkim"] = [s.to_dict() for s in dkim_result.signatures]
+        if dkim_result.total > dkim.MAX_SIGNATURES:
+            ctx.add("DKIM_LIMIT", "message",
+                    f"{dkim_result.total} signatures, the first {dkim.MAX_SIGNATURES} verified")
+        if symbol := _DKIM_SYMBOLS.get(auth.dkim):
+            failed = [f"{s.domain}/{s.selector}: {s.result} {s.detail}".strip()
+                      for s in dkim_result.signatures if s.result != "pass"]
+            ctx.add(symbol, "message", "; ".join(failed)[:300])
+
+        # DMARC ---------------------------------------------------------------------------
+        no_from: tuple[list[str], int] = ([], 0)
+        domains, addresses = guarded("from", lambda: _from_domains(msg), no_from)
+        if addresses == 0:
+            ctx.add("FROM_MISSING", "message", "no From address: DMARC cannot apply")
+        elif addresses > 1:
+            ctx.add("FROM_MULTIPLE", "message", ", ".join(domains))
+        sample = dmarc.sample_point(ctx.raw)
+        spf_domain = spf_result.domain
+
+        def evaluate(domain: str) -> dmarc.DmarcResult:
+            return dmarc.evaluate(resolver, domain, spf_result=spf_result.result,
+                                  spf_domain=spf_domain,
+                                  dkim_pass_domains=dkim_result.passing_domains, sample=sample)
+
+        dmarc_results = [
+            guarded("dmarc", partial(evaluate, d),
+                    dmarc.DmarcResult("temperror", d, detail="check failed"))
+            for d in domains]
+        if dmarc_results:
+            # Several From domains: the worst one speaks for the message.
+            worst = min(dmarc_results, key=lambda r: _DMARC_WORST.index(r.result)
+                        if r.result in _DMARC_WORST else 0)
+            auth.dmarc, auth.dmarc_policy = worst.result, worst.policy
+            auth.details["dmarc"] = worst.to_dict()
+            if len(dmarc_results) > 1:
+                auth.details["dmarc_all"] = [r.to_dict() for r in dmarc_results]
+            if symbol := _DMARC_SYMBOLS.get(worst.result):
+                ctx.add(symbol, "message",
+                        f"{worst.from_domain} p={worst.policy} applied={worst.applied}")
+        else:
+            auth.dmarc, auth.dmarc_policy = "none", None
+
+        # ARC and what SES already said ---------------------------------------------------------
+        arc_result = guarded("arc", lambda: arc.verify_chain(ctx.raw, resolver),
+                             arc.ArcResult("fail", 0, "check failed"))
+        auth.arc = arc_result.result
+        auth.details["arc"] = arc_result.to_dict()
+        if auth.arc == "fail":
+            ctx.add("ARC_FAIL", "message", arc_result.detail[:300])
+        no_verdicts: dict[str, str] = {}
+        auth.upstream.update(guarded("ses", lambda: ses.upstream_verdicts(msg), no_verdicts))
+
+        # Decide (DESIGN §5) --------------------------------------------------------------
+        verdict = decision.decide(spf=auth.spf, dkim=auth.dkim, dmarc=auth.dmarc,
+                                  dmarc_policy=auth.dmarc_policy,
+                                  check_failed=bool(set(crashed) - {"ses", "received"}))
+        auth.warn, auth.defang = verdict.warn, verdict.defang
+        auth.details["decision"] = list(verdict.reasons)
 
 
 register(Authenticate())
