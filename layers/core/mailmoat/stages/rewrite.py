@@ -1,19 +1,39 @@
-"""Stage 4: make the message safe to read (banner, neutralised links, our headers)."""
+"""Stage 4: make the message safe to read (banner, defanged links, HTML→text, headers, ARC seal)."""
 
 from __future__ import annotations
 
-from mailmoat.context import MessageContext
+import logging
+
+from mailmoat.context import Disposition, MessageContext
 from mailmoat.pipeline import Services, register
+from mailmoat.rewrite.rewriter import rewrite
+
+log = logging.getLogger("mailmoat.rewrite")
+
+# A dropped or already held message is never handed over, so there is nothing to rewrite.
+_REWRITTEN = frozenset({Disposition.DELIVER, Disposition.QUARANTINE})
 
 
 class Rewrite:
     name = "rewrite"
 
     def run(self, ctx: MessageContext, services: Services) -> None:
-        # Banner, link neutralising and ARC sealing land with the authentication issue;
-        # until then the message is delivered as received.
-        if ctx.output is None:
-            ctx.output = ctx.raw
+        if ctx.disposition not in _REWRITTEN:
+            return
+        try:
+            result = rewrite(ctx, services.settings, services.tenant(ctx))
+        except Exception as exc:
+            # Fail closed: hostile input or a broken key must not deliver a half-rewritten
+            # (or unsealed) message; the original stays stored and the admin can re-drive it.
+            log.exception("rewrite failed", extra={"message_id": ctx.id, "stage": self.name})
+            ctx.add("REWRITE_FAILED", "message", f"{type(exc).__name__}: {exc}"[:300])
+            ctx.hold("the message could not be rewritten")
+            return
+        for symbol, detail in result.findings:
+            ctx.add(symbol, "message", detail)
+        for action in result.actions:
+            ctx.add_action(action)
+        ctx.output = result.data
 
 
 register(Rewrite())

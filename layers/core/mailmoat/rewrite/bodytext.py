@@ -1,0 +1,192 @@
+"""Read and write the text of one MIME leaf part, keeping its charset whenever it can."""
+
+from __future__ import annotations
+
+import base64
+import quopri
+import re
+from email.message import Message
+from functools import cache
+
+from mailmoat.charsets import codec_for, decode_bytes
+
+# Codecs whose encoded pieces cannot simply be glued together (BOMs, byte order).
+_NOT_CONCATENABLE = frozenset({"utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le",
+                               "utf-32-be", "utf-8-sig"})
+_NEWLINES = re.compile(rb"\r\n|\r|\n")
+_MAX_LINE = 998  # RFC 5322 hard limit for 7bit/8bit bodies
+
+
+def payload_bytes(node: Message) -> bytes:
+    """The decoded body of a leaf part; broken transfer encodings give what could be read."""
+    try:
+        data = node.get_payload(decode=True)
+    except Exception:  # a hostile encoding must not escape as an exception
+        return b""
+    return data if isinstance(data, bytes) else b""
+
+
+def declared_charset(node: Message) -> str | None:
+    value = node.get_param("charset")
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def read_text(node: Message) -> str:
+    """The part's text in its declared charset, with the Japanese-aware fallbacks of charsets.py."""
+    return decode_bytes(payload_bytes(node), declared_charset(node))
+
+
+@cache
+def _nec_selected_ibm() -> dict[str, bytes]:
+    # CP932 encodes IBM extension characters (ⅰ, 髙 …) in rows 0xFA-0xFC, which have no
+    # JIS X 0208 position; Windows' CP50220 writes the NEC-selected copies (0xED/0xEE) instead.
+    table: dict[str, bytes] = {}
+    for lead in (0xED, 0xEE):
+        for trail in range(0x40, 0xFD):
+            if trail == 0x7F:
+                continue
+            try:
+                ch = bytes((lead, trail)).decode("cp932")
+            except UnicodeDecodeError:
+                continue
+            table.setdefault(ch, bytes((lead, trail)))
+    return table
+
+
+def _sjis_to_jis(s1: int, s2: int) -> tuple[int, int]:
+    if s1 >= 0xE0:
+        s1 -= 0x40
+    j1 = (s1 - 0x81) * 2 + 0x21
+    if s2 >= 0x9F:
+        return j1 + 1, s2 - 0x7E
+    return j1, s2 - 0x1F - (1 if s2 >= 0x80 else 0)
+
+
+def encode_iso2022jp(text: str) -> bytes:
+    """ISO-2022-JP the way Windows writes it (CP50220): NEC special characters (①, ㈱) are kept,
+    which Python's strict iso2022_jp refuses. The inverse of charsets.decode_iso2022jp.
+
+    Raises UnicodeEncodeError for what JIS X 0208 + NEC rows cannot hold (half-width
+    katakana, emoji …); the caller then re-encodes the part as UTF-8.
+    """
+    out = bytearray()
+    jis = False
+    for index, ch in enumerate(text):
+        code = ord(ch)
+        if code < 0x80:
+            if ch in "\x0e\x0f\x1b":  # would switch the reader's state
+                raise UnicodeEncodeError("iso-2022-jp", text, index, index + 1, "control")
+            if jis:
+                out += b"\x1b(B"
+                jis = False
+            out.append(code)
+            continue
+        try:
+            sjis = ch.encode("cp932")
+        except UnicodeEncodeError:
+            raise UnicodeEncodeError("iso-2022-jp", text, index, index + 1, "no CP932") from None
+        if len(sjis) == 2 and sjis[0] >= 0xF0:
+            sjis = _nec_selected_ibm().get(ch, sjis)
+        if len(sjis) != 2 or not (0x81 <= sjis[0] <= 0x9F or 0xE0 <= sjis[0] <= 0xEF):
+            raise UnicodeEncodeError("iso-2022-jp", text, index, index + 1, "not in JIS X 0208")
+        if not jis:
+            out += b"\x1b$B"
+            jis = True
+        out += bytes(_sjis_to_jis(sjis[0], sjis[1]))
+    if jis:
+        out += b"\x1b(B"
+    return bytes(out)
+
+
+def encode_text(text: str, charset: str | None) -> tuple[bytes, str]:
+    """Encode in the part's charset when it holds every character, otherwise as UTF-8.
+    Returns the bytes and the charset label to declare."""
+    codec = codec_for(charset)
+    if codec == "iso-2022-jp" and charset:
+        try:
+            return encode_iso2022jp(text), charset
+        except UnicodeEncodeError:
+            pass
+    elif codec and charset and codec not in _NOT_CONCATENABLE:
+        try:
+            return text.encode(codec), charset
+        except UnicodeEncodeError:
+            pass
+    elif charset is None and text.isascii():
+        return text.encode("ascii"), "us-ascii"
+    return text.encode("utf-8"), "utf-8"
+
+
+def encode_prefix(prefix: str, charset: str | None) -> bytes | None:
+    """`prefix` in the part's charset such that it can be put in front of the existing bytes
+    unchanged, or None when the charset cannot hold it (or is not safely concatenable)."""
+    codec = codec_for(charset)
+    if not codec or not charset or codec in _NOT_CONCATENABLE:
+        return None
+    try:
+        if codec == "iso-2022-jp":
+            return encode_iso2022jp(prefix)  # always ends back in ASCII mode
+        return prefix.encode(codec)
+    except UnicodeEncodeError:
+        return None
+
+
+def newline_of(data: bytes) -> str:
+    return "\r\n" if b"\r\n" in data[:4096] else "\n"
+
+
+def _transfer_encoding(data: bytes, original: str) -> str:
+    if original in ("base64", "quoted-printable"):
+        return original  # the sender's choice still fits; keeps the part looking as it did
+    longest = max((len(line) for line in _NEWLINES.split(data)), default=0)
+    if longest > _MAX_LINE:
+        return "base64"
+    if data.isascii():
+        return "7bit"
+    return "8bit" if original == "8bit" else "base64"
+
+
+def write_bytes(node: Message, data: bytes, charset: str) -> None:
+    """Replace the part's body by `data` (already in `charset`), choosing a transfer encoding
+    that can carry it. Other headers of the part are left as they were."""
+    original = str(node.get("content-transfer-encoding", "7bit")).strip().lower()
+    cte = _transfer_encoding(data, original)
+    if cte == "base64":
+        # Text is canonically CRLF inside base64 (RFC 2045 §6.8).
+        canonical = _NEWLINES.sub(b"\r\n", data)
+        payload = base64.encodebytes(canonical).decode("ascii")
+    elif cte == "quoted-printable":
+        payload = quopri.encodestring(_NEWLINES.sub(b"\n", data)).decode("ascii")
+    else:
+        # The generator writes these lines with the output's line separator; raw 8-bit
+        # bytes ride as surrogate escapes, which BytesGenerator writes back unchanged.
+        payload = _NEWLINES.sub(b"\n", data).decode("ascii", "surrogateescape")
+    node.set_payload(payload)
+    if "content-transfer-encoding" in node:
+        node.replace_header("Content-Transfer-Encoding", cte)
+    else:
+        node["Content-Transfer-Encoding"] = cte
+    if declared_charset(node) != charset:
+        node.set_param("charset", charset)
+
+
+def write_text(node: Message, text: str) -> str:
+    """Encode `text` for the part (its charset if possible, else UTF-8) and store it.
+    Returns the charset used."""
+    data, charset = encode_text(text, declared_charset(node))
+    write_bytes(node, data, charset)
+    return charset
+
+
+def prepend_text(node: Message, prefix: str) -> str:
+    """Put `prefix` before the part's text. The existing bytes are kept as they are when the
+    charset can encode the prefix (so characters a strict codec would refuse survive);
+    otherwise the whole part is decoded and re-encoded. Returns the charset used."""
+    original = payload_bytes(node)
+    charset = declared_charset(node)
+    prefix = prefix.replace("\n", newline_of(original))
+    encoded = encode_prefix(prefix, charset)
+    if encoded is not None and charset is not None:
+        write_bytes(node, encoded + original, charset)
+        return charset
+    return write_text(node, prefix + decode_bytes(original, charset))

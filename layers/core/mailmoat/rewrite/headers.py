@@ -1,0 +1,151 @@
+"""Header work on raw bytes: our Authentication-Results, X-Spam-*, removal of spoofed copies."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import authres
+import authres.arc
+import authres.dmarc
+
+from mailmoat.context import AuthResult
+
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+_FIELD_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")
+_TOKEN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+_ADDRESS = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}$")
+_DOMAIN = re.compile(r"^[A-Za-z0-9.-]{1,253}$")
+_COMMENT = re.compile(r"\([^()]*\)")
+_SPAM_HEADERS = frozenset({b"x-spam-flag", b"x-spam-status"})
+_ARC_HEADERS = frozenset({b"arc-seal", b"arc-message-signature", b"arc-authentication-results"})
+_INSTANCE = re.compile(rb"(?:^|[\s;])i\s*=\s*\d+", re.IGNORECASE)
+
+
+@dataclass(slots=True)
+class RawMessage:
+    """A message split into header fields (each with its continuation lines and line ending,
+    byte-exact) and everything after them (the blank line and the body, untouched)."""
+
+    fields: list[bytes]
+    rest: bytes
+    linesep: bytes
+
+    @classmethod
+    def split(cls, raw: bytes) -> RawMessage:
+        first_eol = raw.find(b"\n")
+        linesep = b"\r\n" if first_eol > 0 and raw[first_eol - 1:first_eol] == b"\r" else b"\n"
+        match = _BLANK_LINE.search(raw)
+        if raw.startswith((b"\r\n", b"\n")):
+            head, rest = b"", raw
+        elif match is None:
+            head, rest = raw, b""
+        else:
+            cut = match.start() + (2 if raw[match.start():match.start() + 2] == b"\r\n" else 1)
+            head, rest = raw[:cut], raw[cut:]
+        fields: list[bytes] = []
+        for line in head.splitlines(keepends=True):
+            if line[:1] in (b" ", b"\t"):
+                if fields:  # a continuation before any field is noise, and so dropped
+                    fields[-1] += line
+                continue
+            if _FIELD_NAME.match(line):
+                fields.append(line)
+            # Anything else (an mbox "From " line, garbage) is not a header field; keeping it
+            # would make the output unparseable for us and for the ARC signer.
+        if fields and not fields[-1].endswith(b"\n"):
+            fields[-1] += linesep
+        if not rest:
+            rest = linesep
+        return cls(fields, rest, linesep)
+
+    def to_bytes(self) -> bytes:
+        return b"".join(self.fields) + self.rest
+
+    @staticmethod
+    def name_of(field: bytes) -> bytes:
+        match = _FIELD_NAME.match(field)
+        return match.group(1).lower() if match else b""
+
+    @staticmethod
+    def value_of(field: bytes) -> str:
+        value = field.split(b":", 1)[1] if b":" in field else b""
+        return " ".join(value.decode("latin-1").split())
+
+    def remove(self, predicate: Callable[[bytes, str], bool]) -> int:
+        kept = [f for f in self.fields if not predicate(self.name_of(f), self.value_of(f))]
+        removed = len(self.fields) - len(kept)
+        self.fields = kept
+        return removed
+
+    def prepend(self, lines: Iterable[str]) -> None:
+        self.fields[:0] = [line.encode("utf-8") + self.linesep for line in lines]
+
+    def has(self, name: bytes) -> bool:
+        return any(self.name_of(f) == name for f in self.fields)
+
+    def has_arc_chain(self) -> bool:
+        return any(self.name_of(f) in _ARC_HEADERS and _INSTANCE.search(f.split(b":", 1)[1])
+                   for f in self.fields)
+
+
+def authserv_id_of(value: str) -> str:
+    """The authserv-id of an Authentication-Results value (RFC 8601 §2.2), comments ignored."""
+    previous = None
+    while previous != value:  # nested comments: strip innermost first
+        previous, value = value, _COMMENT.sub(" ", value)
+    return value.strip().split(";", 1)[0].strip().split(" ", 1)[0].lower()
+
+
+def remove_claims_of(message: RawMessage, authserv_id: str) -> int:
+    """Drop incoming headers that pretend to be ours: Authentication-Results with our
+    authserv-id, and X-Spam-Flag / X-Spam-Status (at this boundary only we set those).
+    ARC-Authentication-Results stay: they belong to earlier ARC sets and are signed."""
+    ours = authserv_id.lower()
+
+    def claims(name: bytes, value: str) -> bool:
+        if name == b"authentication-results":
+            return authserv_id_of(value) == ours
+        return name in _SPAM_HEADERS
+
+    return message.remove(claims)
+
+
+def _result(value: str) -> str:
+    value = (value or "none").strip().lower()
+    return value if _TOKEN.match(value) else "permerror"
+
+
+def authentication_results(authserv_id: str, auth: AuthResult, *, mail_from: str | None,
+                           header_from_domain: str | None, dkim_domain: str | None,
+                           arc_result: str) -> str:
+    """Our Authentication-Results header (name included), built with authres.
+    Property values that are not plain addresses or domains are left out rather than quoted
+    wrongly: they come from the sender."""
+    spf = authres.SPFAuthenticationResult(
+        result=_result(auth.spf),
+        smtp_mailfrom=mail_from if mail_from and _ADDRESS.match(mail_from) else None)
+    dkim = authres.DKIMAuthenticationResult(
+        result=_result(auth.dkim),
+        header_d=dkim_domain if dkim_domain and _DOMAIN.match(dkim_domain) else None)
+    policy = (auth.dmarc_policy or "").lower()
+    dmarc = authres.dmarc.DMARCAuthenticationResult(
+        result=_result(auth.dmarc),
+        header_from=header_from_domain if header_from_domain and _DOMAIN.match(header_from_domain)
+        else None,
+        policy=policy if _TOKEN.match(policy) else None)
+    arc = authres.arc.ARCAuthenticationResult(result=_result(arc_result))
+    header = authres.AuthenticationResultsHeader(authserv_id=authserv_id,
+                                                 results=[spf, dkim, dmarc, arc])
+    return str(header)
+
+
+def fold(header: str, linesep: str) -> str:
+    """Fold at the `;` between results, so no line gets near the 998-octet limit."""
+    return header.replace("; ", ";" + linesep + "\t")
+
+
+def spam_headers(score: float | None) -> list[str]:
+    status = "Yes" if score is None else f"Yes, score={score:.1f}"
+    return ["X-Spam-Flag: YES", f"X-Spam-Status: {status}"]

@@ -1,0 +1,109 @@
+"""What the rewrite stage does to one message, in order: body actions, our headers, the ARC seal."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from email.utils import parseaddr
+from pathlib import Path
+
+from mailmoat.config import TenantConfig
+from mailmoat.context import MessageContext
+from mailmoat.message import WalkLimits
+from mailmoat.rewrite.banner import BannerFacts, build_banner, failure_reasons
+from mailmoat.rewrite.body import BodyPlan, is_signed_or_encrypted, rewrite_body
+from mailmoat.rewrite.headers import (
+    RawMessage,
+    authentication_results,
+    fold,
+    remove_claims_of,
+    spam_headers,
+)
+from mailmoat.rewrite.seal import ArcKey, SealError, ensure_local_key, load_key, seal
+from mailmoat.settings import Settings
+
+_CR_LF = re.compile(rb"\r\n")
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+
+
+@dataclass(slots=True)
+class RewriteResult:
+    data: bytes
+    actions: list[str] = field(default_factory=list)  # carried out, for ctx.actions
+    findings: list[tuple[str, str]] = field(default_factory=list)  # (symbol, detail)
+
+
+def arc_key(settings: Settings) -> ArcKey:
+    """The configured key; locally, without one, a key generated once under the data directory."""
+    if settings.arc_key_file is not None:
+        return load_key(settings.arc_key_file)
+    if settings.runtime != "local":
+        raise SealError("no ARC key configured (MAILMOAT_ARC_KEY_FILE)")
+    return ensure_local_key(settings.data_dir / "arc", settings.arc_selector, arc_domain(settings))
+
+
+def arc_domain(settings: Settings) -> str:
+    return settings.arc_domain or settings.smtp_hostname
+
+
+def _domain_of(header: str | None) -> str | None:
+    address = parseaddr(header or "")[1]
+    return address.rpartition("@")[2].lower() or None if "@" in address else None
+
+
+def _consistent_newlines(data: bytes, linesep: bytes) -> bytes:
+    """Mixed CRLF / LF input comes out with one line separator throughout."""
+    if linesep == b"\r\n":
+        return _BARE_LF.sub(b"\r\n", data) if _BARE_LF.search(data) else data
+    return _CR_LF.sub(b"\n", data) if b"\r\n" in data else data
+
+
+def rewrite(ctx: MessageContext, settings: Settings, tenant: TenantConfig,
+            template_dirs: list[Path] | None = None) -> RewriteResult:
+    source = ctx.output if ctx.output is not None else ctx.raw
+    result = RewriteResult(data=source)
+    want_banner = "banner" in ctx.actions
+    want_defang = "defang" in ctx.actions
+    want_text = "html-to-text" in ctx.actions or tenant.html_to_text
+
+    plan = BodyPlan(defang=want_defang, html_to_text=want_text)
+    signed = (want_banner or want_defang or want_text) and is_signed_or_encrypted(source)
+    if signed and (want_defang or want_text):
+        result.findings.append(("SMIME_NOT_MODIFIED", "signed or encrypted content left as sent"))
+    if want_banner:
+        dirs = template_dirs if template_dirs is not None else [
+            settings.data_dir / "templates" / tenant.name]
+        plan.banner = build_banner(BannerFacts(
+            sender=ctx.from_header or "", reasons=failure_reasons(ctx.auth),
+            links_disabled=want_defang and not signed, language=tenant.language), dirs)
+    limits = WalkLimits(max_parts=settings.limits.max_parts, max_depth=settings.limits.max_depth)
+    outcome = rewrite_body(source, plan, limits)
+    result.actions.extend(outcome.done)
+
+    message = RawMessage.split(outcome.data if outcome.data is not None else source)
+    removed = remove_claims_of(message, settings.authserv_id)
+    if removed:
+        result.findings.append(("SPOOFED_RESULTS_REMOVED", f"{removed} header(s) claimed ours"))
+    linesep = message.linesep.decode("ascii")
+    if "x-spam-flag" in ctx.actions:
+        message.prepend(spam_headers(ctx.spam.score))
+    has_chain = message.has_arc_chain()
+    # arc_sign needs our arc= result to agree with the message: "none" when there is no
+    # chain; a chain the authenticate stage did not validate is not trusted (fail).
+    if has_chain:
+        arc_result = ctx.auth.arc if ctx.auth.arc in ("pass", "fail") else "fail"
+    else:
+        arc_result = "none"
+    dkim_domain = ctx.auth.details.get("dkim_domain")
+    header = authentication_results(
+        settings.authserv_id, ctx.auth, mail_from=ctx.envelope.mail_from,
+        header_from_domain=_domain_of(ctx.from_header),
+        dkim_domain=dkim_domain if isinstance(dkim_domain, str) else None, arc_result=arc_result)
+    message.prepend([fold(header, linesep)])
+    data = _consistent_newlines(message.to_bytes(), message.linesep)
+
+    key = arc_key(settings)
+    result.data = seal(data, key, selector=settings.arc_selector, domain=arc_domain(settings),
+                       authserv_id=settings.authserv_id, linesep=message.linesep)
+    result.actions.append("arc-seal")
+    return result

@@ -1,0 +1,105 @@
+"""ARC sealing (RFC 8617) with dkimpy; the key is configured, or generated once locally."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import dkim
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+log = logging.getLogger("mailmoat.rewrite.seal")
+
+_KEY_BITS = 2048
+_lock = threading.Lock()
+_cache: dict[tuple[str, int], ArcKey] = {}
+
+
+class SealError(RuntimeError):
+    """The message could not be sealed; the caller holds it rather than deliver it unsealed."""
+
+
+@dataclass(frozen=True, slots=True)
+class ArcKey:
+    private_pem: bytes  # PKCS#1 ("BEGIN RSA PRIVATE KEY"), the form dkimpy parses
+    public_b64: str  # SubjectPublicKeyInfo, base64: the p= of the DNS record
+    path: Path
+
+    def dns_record(self, selector: str, domain: str) -> str:
+        return f'{selector}._domainkey.{domain}. IN TXT "v=DKIM1; k=rsa; p={self.public_b64}"'
+
+    @property
+    def txt_value(self) -> bytes:
+        return f"v=DKIM1; k=rsa; p={self.public_b64}".encode("ascii")
+
+
+def _from_pem(pem: bytes, path: Path) -> ArcKey:
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise SealError(f"ARC key {path} is not an RSA key")
+    pkcs1 = key.private_bytes(serialization.Encoding.PEM,
+                              serialization.PrivateFormat.TraditionalOpenSSL,
+                              serialization.NoEncryption())
+    spki = key.public_key().public_bytes(serialization.Encoding.DER,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+    return ArcKey(pkcs1, base64.b64encode(spki).decode("ascii"), path)
+
+
+def load_key(path: Path) -> ArcKey:
+    """Read a PEM RSA private key (PKCS#1 or PKCS#8), cached per file version."""
+    stat = path.stat()
+    cache_key = (str(path), stat.st_mtime_ns)
+    cached = _cache.get(cache_key)
+    if cached is None:
+        cached = _from_pem(path.read_bytes(), path)
+        _cache[cache_key] = cached
+    return cached
+
+
+def ensure_local_key(arc_dir: Path, selector: str, domain: str) -> ArcKey:
+    """The local key under `arc_dir`, generated on first use (0600) with `public.txt` beside it
+    holding the DNS TXT record to publish."""
+    private = arc_dir / "private.pem"
+    with _lock:
+        if not private.exists():
+            arc_dir.mkdir(parents=True, exist_ok=True)
+            key = rsa.generate_private_key(public_exponent=65537, key_size=_KEY_BITS)
+            pem = key.private_bytes(serialization.Encoding.PEM,
+                                    serialization.PrivateFormat.TraditionalOpenSSL,
+                                    serialization.NoEncryption())
+            try:
+                # O_EXCL: another process that got here first wins and we read its key.
+                fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass
+            else:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(pem)
+                generated = _from_pem(pem, private)
+                (arc_dir / "public.txt").write_text(generated.dns_record(selector, domain) + "\n",
+                                                    encoding="ascii")
+                log.warning("generated an ARC sealing key at %s; publish the TXT record in %s",
+                            private, arc_dir / "public.txt")
+    return load_key(private)
+
+
+def seal(message: bytes, key: ArcKey, *, selector: str, domain: str, authserv_id: str,
+         linesep: bytes) -> bytes:
+    """Prepend the next ARC set (ARC-Seal, ARC-Message-Signature, ARC-Authentication-Results).
+    The message must already carry our Authentication-Results (authserv-id `authserv_id`)."""
+    try:
+        arc_set = dkim.arc_sign(message, selector.encode("ascii"), domain.encode("ascii"),
+                                key.private_pem, authserv_id.encode("ascii"), linesep=linesep)
+    except dkim.DKIMException as exc:
+        raise SealError(f"arc_sign: {exc}") from exc
+    if not arc_set:
+        raise SealError("arc_sign produced no ARC set (chain state inconsistent with our "
+                        "Authentication-Results)")
+    # arc_sign returns AAR, AMS, AS; the seal goes on top as receivers conventionally expect.
+    return b"".join(line if line.endswith(b"\n") else line + linesep
+                    for line in reversed(arc_set)) + message
