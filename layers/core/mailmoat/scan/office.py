@@ -103,6 +103,9 @@ def _ooxml(data: bytes, detected: str, result: FileResult) -> None:
         lower = [n.lower() for n in names]
         if any(n.endswith("vbaproject.bin") for n in lower):
             _macros(data, result)
+            if not any(h.symbol == "MACRO" for h in result.hits):
+                # A VBA project olevba cannot parse is still a VBA project (fail towards caution).
+                result.add("MACRO", "vbaProject.bin present (not parseable by olevba)")
         if any(n.startswith("xl/macrosheets/") for n in lower):
             result.add("MACRO", "Excel 4.0 (XLM) macro sheet")
             result.add("XLM_MACRO", "xl/macrosheets/")

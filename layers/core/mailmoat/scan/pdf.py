@@ -56,37 +56,54 @@ def analyse_pdf(data: bytes, result: FileResult, deadline: float,
 
 
 def _scan_objects(pdf: Any, found: dict[str, str], deadline: float, result: FileResult) -> None:
-    """Actions can sit on any page, annotation or form field; walk every object (bounded)."""
+    """Actions can sit on any page, annotation or form field, as indirect objects or as
+    dictionaries nested inside them; walk all of it (bounded by count and time)."""
     import pikepdf
 
-    for i, obj in enumerate(pdf.objects):
-        if i >= MAX_OBJECTS or ((i & 0x3FF) == 0 and time.monotonic() > deadline):
-            result.add("SCAN_FAILED", "pdf: object walk stopped at a bound")
-            return
-        if not isinstance(obj, pikepdf.Dictionary | pikepdf.Stream):
-            continue
-        try:
-            keys = set(obj.keys())
-        except Exception:  # noqa: S112 - a broken object is skipped, the rest still counts
-            continue
-        if "/JS" in keys:
-            found.setdefault("PDF_JAVASCRIPT", "JavaScript action")
-        if "/AA" in keys:
-            found.setdefault("PDF_AA", "additional actions on a page or field")
-        if "/EF" in keys or obj.get("/Type") == "/EmbeddedFile":
-            found.setdefault("PDF_EMBEDDED_FILE", "embedded file")
-        if "/S" in keys:
-            action = obj.get("/S")
-            if action == "/JavaScript":
-                found.setdefault("PDF_JAVASCRIPT", "JavaScript action")
-            elif action == "/Launch":
-                found.setdefault("PDF_LAUNCH", "Launch action (runs a program)")
-            elif action == "/URI":
-                uri = str(obj.get("/URI", ""))
-                if uri.lower().startswith("file:"):
-                    found.setdefault("PDF_FILE_URI", uri[:200])
-            elif action in {"/GoToE", "/ImportData", "/SubmitForm"}:
-                found.setdefault("PDF_ACTION", str(action))
+    seen = 0
+    for obj in pdf.objects:
+        stack = [obj]
+        while stack:
+            node = stack.pop()
+            seen += 1
+            if seen > MAX_OBJECTS or (seen & 0x3FF) == 0 and time.monotonic() > deadline:
+                result.add("SCAN_FAILED", "pdf: object walk stopped at a bound")
+                return
+            if isinstance(node, pikepdf.Array):
+                stack.extend(v for v in node if isinstance(v, pikepdf.Dictionary | pikepdf.Array)
+                             and not v.is_indirect)
+                continue
+            if not isinstance(node, pikepdf.Dictionary | pikepdf.Stream):
+                continue
+            try:
+                items = list(node.items())
+            except Exception:  # noqa: S112 - a broken object is skipped, the rest still counts
+                continue
+            _check_dict(dict(items), found)
+            stack.extend(v for _k, v in items if isinstance(v, pikepdf.Dictionary | pikepdf.Array)
+                         and not v.is_indirect)
+
+
+def _check_dict(d: dict[str, Any], found: dict[str, str]) -> None:
+    if "/JS" in d:
+        found.setdefault("PDF_JAVASCRIPT", "JavaScript action")
+    if "/AA" in d:
+        found.setdefault("PDF_AA", "additional actions on a page or field")
+    if "/EF" in d or d.get("/Type") == "/EmbeddedFile":
+        found.setdefault("PDF_EMBEDDED_FILE", "embedded file")
+    action = d.get("/S")
+    if action is None:
+        return
+    if action == "/JavaScript":
+        found.setdefault("PDF_JAVASCRIPT", "JavaScript action")
+    elif action == "/Launch":
+        found.setdefault("PDF_LAUNCH", "Launch action (runs a program)")
+    elif action == "/URI":
+        uri = str(d.get("/URI", ""))
+        if uri.lower().startswith("file:"):
+            found.setdefault("PDF_FILE_URI", uri[:200])
+    elif action in {"/GoToE", "/ImportData", "/SubmitForm"}:
+        found.setdefault("PDF_ACTION", str(action))
 
 
 def _embedded_files(pdf: Any, embedded: EmbeddedSink, result: FileResult) -> None:
