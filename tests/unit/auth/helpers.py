@@ -52,7 +52,7 @@ def message(*, from_addr: str = "Alice <alice@sender.example>",
 
 def sign(raw: bytes, key: Key, domain: str, selector: str = "s1") -> bytes:
     """raw with a DKIM-Signature (made by dkimpy) prepended."""
-    header = dkim.sign(raw, selector.encode(), domain.encode(), key.private,
+    header: bytes = dkim.sign(raw, selector.encode(), domain.encode(), key.private,
                        signature_algorithm=key.algorithm, include_headers=SIGNED_HEADERS)
     return header + raw
 

@@ -1,4 +1,4 @@
-"""The authenticate stage through the real runtime: DESIGN §5 acceptance cases, route, hostile input."""
+"""The authenticate stage through the real runtime: DESIGN §5 acceptance, route, hostile input."""
 
 from __future__ import annotations
 
@@ -94,7 +94,8 @@ def test_design_5_acceptance(case: str, build: Any, envelope: dict[str, str], sp
     assert ctx.disposition == Disposition.DELIVER
 
 
-def test_ed25519_signature_details(ed25519_key: Key, analyse: Callable[..., MessageContext]) -> None:
+def test_ed25519_signature_details(ed25519_key: Key,
+                                   analyse: Callable[..., MessageContext]) -> None:
     raw = sign(message(), ed25519_key, "sender.example")
     ctx = analyse(raw, zone(sender_example=ed25519_key), client_ip=GOOD_IP,
                   helo="mail.sender.example", mail_from="alice@sender.example")

@@ -1,0 +1,88 @@
+"""Received parsing: the header variants MTAs write, public vs private addresses, the envelope."""
+
+from __future__ import annotations
+
+from email import message_from_bytes, policy
+
+import pytest
+
+from mailmoat.auth.received import (
+    envelope_from_message,
+    is_public,
+    parse_chain,
+    parse_received,
+)
+from mailmoat.context import Envelope
+
+
+@pytest.mark.parametrize(("value", "ip", "from_name", "helo", "by"), [
+    ("from mail.example.org (mail.example.org [192.0.2.10])\r\n\tby mx.example.net (Postfix)"
+     " with ESMTPS id 4AB; Fri, 27 Nov 2026 10:00:00 +0000",
+     "192.0.2.10", "mail.example.org", "mail.example.org", "mx.example.net"),
+    ("from foo.example ([203.0.113.9] helo=bar.example) by mx.example with esmtp (Exim 4.96)",
+     "203.0.113.9", "foo.example", "bar.example", "mx.example"),
+    ("from unknown (HELO hello.example) ([198.51.100.7]) by mx id 1",
+     "198.51.100.7", "unknown", "hello.example", "mx"),
+    ("from mail-ed1-f42.google.com (mail-ed1-f42.google.com [209.85.208.42]) by"
+     " inbound-smtp.us-east-1.amazonaws.com with SMTP id abc for u@example.com; Fri",
+     "209.85.208.42", "mail-ed1-f42.google.com", "mail-ed1-f42.google.com",
+     "inbound-smtp.us-east-1.amazonaws.com"),
+    ("from AM0PR01MB1.eurprd01.prod.exchangelabs.com (2603:10a6:208:ac::11) by"
+     " AM0PR02MB.outlook.com with HTTPS; Fri",
+     "2603:10a6:208:ac::11", "am0pr01mb1.eurprd01.prod.exchangelabs.com",
+     "AM0PR01MB1.eurprd01.prod.exchangelabs.com", "am0pr02mb.outlook.com"),
+    ("from [IPv6:2001:db8::25] (port=1234) by x.example", "2001:db8::25",
+     "[IPv6:2001:db8::25]", "[IPv6:2001:db8::25]", "x.example"),
+    ("from x (y [::ffff:192.0.2.3]) by z", "192.0.2.3", "x", "x", "z"),
+    ("from a (b [300.1.2.3]) by c", None, "a", "a", "c"),
+    ("by mx.example.net (Postfix, from userid 0) id 1; Fri", None, None, None, "mx.example.net"),
+    ("(((((( garbage [999.1.1.1]", None, None, None, None),
+    ("", None, None, None, None),
+])
+def test_parse_received(value: str, ip: str | None, from_name: str | None, helo: str | None,
+                        by: str | None) -> None:
+    hop = parse_received(value)
+    assert (hop.ip, hop.from_name, hop.helo, hop.by_name) == (ip, from_name, helo, by)
+
+
+@pytest.mark.parametrize(("ip", "public"), [
+    ("203.0.113.5", True), ("8.8.8.8", True), ("2a00:1450::1", True), ("2001:db8::1", True),
+    ("10.0.0.1", False), ("172.16.5.4", False), ("192.168.1.1", False), ("127.0.0.1", False),
+    ("100.64.0.1", False), ("169.254.1.1", False), ("::1", False), ("fd00::1", False),
+    ("fe80::1", False), ("0.0.0.0", False), ("224.0.0.1", False), ("not-an-ip", False),
+    (None, False),
+])
+def test_is_public(ip: str | None, public: bool) -> None:
+    assert is_public(ip) is public
+
+
+def _msg(head: str) -> object:
+    return message_from_bytes((head.replace("\n", "\r\n") + "\r\nbody\r\n").encode(),
+                              policy=policy.default)
+
+
+TOP = "Received: from mail.a.example (mail.a.example [203.0.113.5]) by mx.b.example; Fri\n"
+INTERNAL = "Received: from relay (relay [10.0.0.2]) by mx2.b.example; Fri\n"
+FORGED = "Received: from forged (forged [198.51.100.1]) by mail.a.example; Thu\n"
+
+
+@pytest.mark.parametrize(("head", "given", "expected"), [
+    (f"Return-Path: <x@a.example>\n{TOP}{FORGED}", Envelope(),
+     ("203.0.113.5", "mail.a.example", "x@a.example")),
+    # the receiving side's internal relay on top is skipped, never the sender's lines
+    (f"{INTERNAL}{TOP}{FORGED}", Envelope(), ("203.0.113.5", "mail.a.example", None)),
+    ("Return-Path: <>\n" + TOP, Envelope(), ("203.0.113.5", "mail.a.example", "")),
+    (TOP, Envelope(client_ip="192.0.2.9", helo="given.example", mail_from="g@x.example"),
+     ("192.0.2.9", "given.example", "g@x.example")),
+    (TOP, Envelope(client_ip="192.0.2.9"), ("192.0.2.9", "mail.a.example", None)),
+    ("Subject: no route\n", Envelope(), (None, None, None)),
+])
+def test_envelope_from_message_fills_only_missing_fields(head: str, given: Envelope,
+                                                         expected: tuple[str | None, ...]) -> None:
+    env = envelope_from_message(_msg(head), given)  # type: ignore[arg-type]
+    assert (env.client_ip, env.helo, env.mail_from) == expected
+
+
+def test_chain_is_bounded() -> None:
+    hops, total = parse_chain(_msg(TOP * 80))  # type: ignore[arg-type]
+    assert total == 80 and len(hops) == 50
