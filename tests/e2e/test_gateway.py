@@ -189,3 +189,15 @@ def _envelope(rcpts):
 
     return Envelope(client_ip="203.0.113.5", helo="mail.sender.example",
                     mail_from="sender@sender.example", rcpt_to=rcpts)
+
+
+def test_a_message_that_keeps_crashing_the_process_is_held_not_retried_forever(tmp_path) -> None:
+    runtime = bootstrap(make_settings(tmp_path, max_crash_attempts=2))
+    message_id = runtime.accept((FIXTURES / "plain.eml").read_bytes(),
+                                _envelope(["alice@example.test"]))
+    # Two starts died while this message was processing (as after a native-code crash).
+    runtime.services.log.update(message_id, state="processing", attempts=2)
+    assert runtime.process_stored(message_id) is None
+    record = runtime.services.log.get(message_id)
+    assert record.state == "held" and "interrupted 2 times" in record.error
+    assert maildir_files(runtime.settings.data_dir, "alice@example.test") == []

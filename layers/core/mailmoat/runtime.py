@@ -77,6 +77,13 @@ class Runtime:
         except FileNotFoundError:
             logbook.update(message_id, state="held", error="raw message missing from the store")
             return None
+        if record.state == "processing" and record.attempts >= self.settings.max_crash_attempts:
+            # It was being processed when the process died, this many times: a poison message
+            # (e.g. one that crashes a native parser). Hold it instead of crash-looping.
+            logbook.update(message_id, state="held",
+                           error=f"processing was interrupted {record.attempts} times; held")
+            log.error("poison message held", extra={"message_id": message_id})
+            return None
         logbook.update(message_id, state="processing", attempts=record.attempts + 1)
         envelope = Envelope(client_ip=record.client_ip, helo=record.helo,
                             mail_from=record.mail_from, rcpt_to=record.rcpt_to)

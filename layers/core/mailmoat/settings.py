@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     # Maintenance switch: accept and store mail but do not process it until restarted without.
     hold_processing: bool = False
 
+    max_crash_attempts: int = 3  # a message that kills the process this often is held
     delivery_max_attempts: int = 8
     delivery_retry_base_seconds: float = 30.0
 

@@ -1,0 +1,241 @@
+"""`make bench`: times the pipeline on generated mail (and the shared corpus when present) and
+writes bench/results.json. Keys other tools read: machine, import_ms, plain_median_ms,
+plain_p99_ms, mixed_msgs_per_s, large_25mb_s, large_25mb_peak_rss_mb, cost_per_1000_usd, peer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+import corpus  # noqa: E402  (the generator beside this file)
+
+STAGES = ("authenticate", "scan", "isolate", "rewrite")  # what `mailmoat process` runs
+SHARED_CORPUS = ROOT.parent / "shared" / "corpus" / "bench200"
+RESULTS = ROOT / "bench" / "results.json"
+
+# AWS prices used for the cost estimate (us-east-1, on-demand, checked 2026-11):
+PRICE = {
+    "lambda_gb_s_arm64": 0.0000133334,
+    "lambda_request": 0.20 / 1_000_000,
+    "sqs_request": 0.40 / 1_000_000,
+    "s3_put": 0.005 / 1000,
+    "s3_get": 0.0004 / 1000,
+    "dynamodb_write": 0.625 / 1_000_000,  # on-demand write request unit
+    "dynamodb_read": 0.125 / 1_000_000,
+}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform(), "date": time.strftime("%Y-%m-%d")}
+
+
+def make_runtime(data_dir: Path) -> Any:
+    from mailmoat.runtime import bootstrap
+    from mailmoat.settings import Settings
+
+    zone = data_dir / "zone.json"
+    zone.write_text("{}")
+    settings = Settings(data_dir=data_dir, config=ROOT / "config" / "demo.toml", dns_zone=zone)
+    return bootstrap(settings)
+
+
+def time_messages(runtime: Any, messages: list[bytes]) -> tuple[list[float], dict[str, list[float]]]:
+    from mailmoat.context import Envelope
+
+    totals: list[float] = []
+    per_stage: dict[str, list[float]] = {}
+    for raw in messages:
+        envelope = Envelope(client_ip="203.0.113.5", helo="mail.sender.example",
+                            mail_from="sender@sender.example", rcpt_to=["alice@example.test"])
+        t0 = time.perf_counter()
+        ctx = runtime.analyse(raw, envelope, stages=STAGES)
+        totals.append((time.perf_counter() - t0) * 1000)
+        for t in ctx.trace:
+            per_stage.setdefault(t.stage, []).append(t.duration_ms)
+    return totals, per_stage
+
+
+def import_times() -> dict[str, float]:
+    """Cumulative import time of each Lambda handler module (python -X importtime)."""
+    result: dict[str, float] = {}
+    targets = [(d.name, d) for d in sorted((ROOT / "functions").glob("*")) if (d / "app.py").exists()]
+    web = ROOT / "web"
+    if (web / "app.py").exists():
+        targets.append(("portal", web))
+    for name, folder in targets:
+        code = f"import sys; sys.path.insert(0, {str(folder)!r}); import app"
+        proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True,
+                              text=True, cwd=ROOT, env={**os.environ, "AWS_DEFAULT_REGION": "us-east-1"})
+        match = re.search(r"import time:\s+\d+ \|\s+(\d+) \| app$", proc.stderr, re.M)
+        if match:
+            result[name] = round(int(match.group(1)) / 1000, 1)
+    for stage in ("authenticate", "scan", "isolate", "rewrite", "deliver"):
+        code = f"import mailmoat.stages.{stage}"
+        proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True,
+                              text=True, cwd=ROOT)
+        match = re.search(rf"import time:\s+\d+ \|\s+(\d+) \| mailmoat\.stages\.{stage}$",
+                          proc.stderr, re.M)
+        if match:
+            result[f"stage:{stage}"] = round(int(match.group(1)) / 1000, 1)
+    return result
+
+
+def child_large() -> None:
+    """Runs in a fresh process so its peak RSS is the large message's, not the whole bench's."""
+    import random
+
+    raw = corpus.large(random.Random(25))
+    with tempfile.TemporaryDirectory() as tmp:
+        runtime = make_runtime(Path(tmp))
+        time_messages(runtime, [corpus.plain(random.Random(1))])  # warm imports
+        base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        totals, per_stage = time_messages(runtime, [raw])
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": totals[0] / 1000, "peak_rss_mb": peak, "base_rss_mb": base_rss,
+                      "size_mb": len(raw) / 1024 / 1024,
+                      "stages_ms": {k: v[0] for k, v in per_stage.items()}}))
+
+
+def cost_per_1000(stage_ms: dict[str, float]) -> dict[str, Any]:
+    """Compute + request cost of 1,000 messages on Lambda (arm64) from measured stage times.
+
+    Assumptions, written out so the arithmetic can be checked: one invocation per stage per
+    message (batch size 1, the worst case), billed duration = measured median + 20 ms of
+    handler/SDK overhead rounded up to 1 ms; memory 512 MB for light stages, 2048 MB for scan
+    (clamd); per stage 3 SQS requests (send, receive, delete); S3: 1 PUT (raw, by SES) + 1 GET
+    per stage + 1 PUT for the output; DynamoDB: 2 writes + 1 read per stage (log, idempotency).
+    SES receiving/sending fees are per message and not compute; listed separately.
+    """
+    memory_gb = {"authenticate": 0.5, "scan": 2.0, "isolate": 0.5, "rewrite": 0.5, "deliver": 0.5}
+    overhead_ms = 20.0
+    gb_s = sum(memory_gb[s] * (stage_ms.get(s, 0.0) + overhead_ms) / 1000 for s in memory_gb)
+    stages = len(memory_gb)
+    per_message = (gb_s * PRICE["lambda_gb_s_arm64"] + stages * PRICE["lambda_request"]
+                   + stages * 3 * PRICE["sqs_request"]
+                   + 2 * PRICE["s3_put"] + stages * PRICE["s3_get"]
+                   + stages * (2 * PRICE["dynamodb_write"] + PRICE["dynamodb_read"]))
+    return {"usd": round(per_message * 1000, 4), "gb_s_per_message": round(gb_s, 5),
+            "assumptions": cost_per_1000.__doc__.split("\n\n", 1)[1].strip()}
+
+
+def peer_rspamd(files: list[Path]) -> dict[str, Any] | None:  # filled by the benchmark issue
+    return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--child-large", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--peers", action="store_true", help="also time rspamd on the same corpus")
+    parser.add_argument("--quick", action="store_true", help="fewer iterations (smoke test)")
+    args = parser.parse_args()
+    if args.child_large:
+        child_large()
+        return 0
+    import random
+
+    n_plain = 60 if args.quick else 400
+    results: dict[str, Any] = {"machine": machine()}
+    print("bench: import times …", flush=True)
+    results["import_ms"] = import_times()
+    with tempfile.TemporaryDirectory() as tmp:
+        runtime = make_runtime(Path(tmp))
+        rng = random.Random(3)
+        plain = [corpus.plain(rng) for _ in range(20)]
+        time_messages(runtime, plain)  # warm up: imports, caches
+        print(f"bench: {n_plain} plain 20 KB messages …", flush=True)
+        totals, per_stage = time_messages(runtime, [plain[i % 20] for i in range(n_plain)])
+        results["plain_median_ms"] = round(statistics.median(totals), 3)
+        results["plain_p99_ms"] = round(percentile(totals, 99), 3)
+        results["plain_stage_median_ms"] = {k: round(statistics.median(v), 3)
+                                            for k, v in per_stage.items()}
+        mix = corpus.mixed(copies=3 if args.quick else 10)
+        print(f"bench: mixed corpus of {len(mix)} messages …", flush=True)
+        t0 = time.perf_counter()
+        mix_totals, _ = time_messages(runtime, [raw for _, raw in mix])
+        elapsed = time.perf_counter() - t0
+        results["mixed_msgs_per_s"] = round(len(mix) / elapsed, 1)
+        results["mixed_median_ms"] = round(statistics.median(mix_totals), 3)
+        results["mixed_p99_ms"] = round(percentile(mix_totals, 99), 3)
+        by_kind: dict[str, list[float]] = {}
+        for (kind, _), ms in zip(mix, mix_totals, strict=True):
+            by_kind.setdefault(kind, []).append(ms)
+        results["mixed_kind_median_ms"] = {k: round(statistics.median(v), 3)
+                                           for k, v in sorted(by_kind.items())}
+        shared = sorted(p for p in SHARED_CORPUS.glob("*") if p.is_file()) if SHARED_CORPUS.is_dir() else []
+        if shared:
+            print(f"bench: shared corpus ({len(shared)} messages) …", flush=True)
+            raws = [p.read_bytes() for p in shared]
+            t0 = time.perf_counter()
+            time_messages(runtime, raws)
+            results["corpus_msgs_per_s"] = round(len(raws) / (time.perf_counter() - t0), 1)
+            results["corpus"] = str(SHARED_CORPUS.relative_to(ROOT.parent))
+    print("bench: 25 MB attachment in a fresh process …", flush=True)
+    child = subprocess.run([sys.executable, __file__, "--child-large"], capture_output=True, text=True,
+                           check=True)
+    large = json.loads(child.stdout.strip().splitlines()[-1])
+    results["large_25mb_s"] = round(large["seconds"], 3)
+    results["large_25mb_peak_rss_mb"] = round(large["peak_rss_mb"], 1)
+    results["large_25mb_detail"] = {k: (round(v, 1) if isinstance(v, float) else v)
+                                    for k, v in large.items() if k != "stages_ms"}
+    cost = cost_per_1000(results["plain_stage_median_ms"] | {"deliver": 5.0})
+    results["cost_per_1000_usd"] = cost["usd"]
+    results["cost_detail"] = cost
+    results["peer"] = peer_rspamd(shared) if args.peers else None
+    results["stages_timed"] = list(STAGES)
+    RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    print_table(results)
+    return 0
+
+
+def print_table(r: dict[str, Any]) -> None:
+    rows = [
+        ("plain 20 KB median", f"{r['plain_median_ms']} ms", "≤ 10 ms"),
+        ("plain 20 KB p99", f"{r['plain_p99_ms']} ms", "≤ 50 ms"),
+        ("mixed corpus", f"{r['mixed_msgs_per_s']} msg/s", "≥ 100 msg/s"),
+        ("25 MB attachment", f"{r['large_25mb_s']} s", "≤ 2 s"),
+        ("25 MB peak RSS", f"{r['large_25mb_peak_rss_mb']} MB", "≤ 125 MB (5 × size)"),
+        ("cost / 1,000 msgs", f"${r['cost_per_1000_usd']}", "≤ $0.05"),
+    ]
+    if "corpus_msgs_per_s" in r:
+        rows.append(("shared corpus (bench200)", f"{r['corpus_msgs_per_s']} msg/s", ""))
+    for name, ms in sorted(r["import_ms"].items()):
+        rows.append((f"import {name}", f"{ms} ms", "≤ 800 ms" if "scan" in name else "≤ 300 ms"))
+    width = max(len(n) for n, _, _ in rows)
+    print(f"\n{'measure':<{width}}  {'result':>14}  target")
+    for name, value, target in rows:
+        print(f"{name:<{width}}  {value:>14}  {target}")
+    print(f"\nmachine: {r['machine']['cpu']} ({r['machine']['cores']} cores), "
+          f"Python {r['machine']['python']}; written to bench/results.json")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
