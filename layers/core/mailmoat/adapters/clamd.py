@@ -91,11 +91,19 @@ class ClamdAntivirus:
     def _instream(self, sock: socket.socket, data: bytes) -> str:
         sock.sendall(b"zINSTREAM\0")
         view = memoryview(data)
-        for start in range(0, len(view), CHUNK):
-            chunk = view[start:start + CHUNK]
-            sock.sendall(struct.pack("!L", len(chunk)))
-            sock.sendall(chunk)
-        sock.sendall(struct.pack("!L", 0))
+        try:
+            for start in range(0, len(view), CHUNK):
+                chunk = view[start:start + CHUNK]
+                sock.sendall(struct.pack("!L", len(chunk)) + chunk)
+            sock.sendall(struct.pack("!L", 0))
+        except OSError:
+            # clamd answers "INSTREAM size limit exceeded. ERROR" and closes mid-stream;
+            # that answer is the reason, not the broken pipe (and retrying cannot help).
+            try:
+                reply = self._read_reply(sock)
+            except OSError:
+                raise
+            raise AntivirusUnavailable(f"clamd: {reply[:200]}") from None
         return self._read_reply(sock)
 
     def _command(self, sock: socket.socket, command: bytes) -> str:
