@@ -147,6 +147,7 @@ class AwsSettings(Settings):
     next_queue_url: str = ""  # the queue of the stage after this function's stage
     stage_queue_urls: str = ""  # "stage=url,…" for the reconciler, which re-queues any stage
     delivery_mode: str = "ses"
+    retention_days: int = 30  # raw mail, quarantine, log rows and portal links
     relay_identity: str = ""
     arc_key_secret_arn: str = ""
     receipt_rule_set: str = ""

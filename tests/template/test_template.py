@@ -1,0 +1,484 @@
+"""The SAM stack's promises (DESIGN §1, §7; STYLE habit 1) checked on template.yaml itself."""
+
+import ast
+import copy
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from cfnlint.decode import cfn_yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "template.yaml"
+STAGES = ("authenticate", "scan", "isolate", "rewrite", "deliver")
+MAX_HANDLER_LINES = 15
+# The only actions allowed on Resource "*": AWS offers no resource-level permission for them.
+STAR_RESOURCE_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+
+
+def load_template() -> dict:
+    # cfn-lint's loader understands the short intrinsics (!Ref, !GetAtt, !Sub); plain JSON
+    # types afterwards so tests can deep-copy and mutate freely.
+    return json.loads(json.dumps(cfn_yaml.load(str(TEMPLATE))))
+
+
+@pytest.fixture(scope="module")
+def template() -> dict:
+    return load_template()
+
+
+def of_type(template: dict, type_: str) -> dict[str, dict]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == type_}
+
+
+def props(resource: dict) -> dict:
+    return resource.get("Properties", {})
+
+
+def referenced(value) -> set[str]:
+    """Logical ids a value points at through Ref, GetAtt or ${...} in Sub."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if key == "Ref" and isinstance(inner, str):
+                found.add(inner)
+            elif key == "Fn::GetAtt":
+                found.add(inner[0] if isinstance(inner, list) else inner.split(".")[0])
+            elif key == "Fn::Sub":
+                text = inner if isinstance(inner, str) else inner[0]
+                found |= {m.split(".")[0] for m in re.findall(r"\$\{([^}!]+)\}", text)}
+            found |= referenced(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            found |= referenced(inner)
+    return found
+
+
+def as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def function_env(template: dict, name: str) -> dict:
+    env = dict(template["Globals"]["Function"]["Environment"]["Variables"])
+    env.update(props(template["Resources"][name]).get("Environment", {}).get("Variables", {}))
+    return env
+
+
+def function_timeout(template: dict, name: str) -> int:
+    return props(template["Resources"][name]).get(
+        "Timeout", template["Globals"]["Function"].get("Timeout", 3))
+
+
+def functions(template: dict) -> dict[str, dict]:
+    return of_type(template, "AWS::Serverless::Function")
+
+
+def role_statements(template: dict, function_name: str) -> list[dict]:
+    role = template["Resources"][props(functions(template)[function_name])["Role"]["Fn::GetAtt"][0]]
+    statements = []
+    for policy in props(role).get("Policies", []):
+        statements += as_list(policy["PolicyDocument"]["Statement"])
+    for arn in props(role).get("ManagedPolicyArns", []):
+        (managed,) = referenced(arn)
+        statements += as_list(props(template["Resources"][managed])["PolicyDocument"]["Statement"])
+    return statements
+
+
+def allows(statements: list[dict], action: str, target: str) -> bool:
+    """Whether an Allow statement grants `action` on a resource that mentions `target`."""
+    for st in statements:
+        if st["Effect"] != "Allow" or action not in as_list(st["Action"]):
+            continue
+        if target in referenced(st["Resource"]) or target in json.dumps(st["Resource"]):
+            return True
+    return False
+
+
+# --- checks that return problems, so each can be shown to fail on a broken template ----------
+
+def queue_problems(template: dict) -> list[str]:
+    problems = []
+    queues = of_type(template, "AWS::SQS::Queue")
+    dlqs = {k for k in queues if k.endswith("DLQ")}
+    used_dlqs = set()
+    for name, queue in queues.items():
+        if name in dlqs:
+            continue
+        redrive = props(queue).get("RedrivePolicy")
+        if not redrive:
+            problems.append(f"{name}: no RedrivePolicy")
+            continue
+        target = referenced(redrive.get("deadLetterTargetArn"))
+        if not target or not target <= dlqs:
+            problems.append(f"{name}: dead-letter target {target} is not a DLQ")
+        if redrive.get("maxReceiveCount") != 5:
+            problems.append(f"{name}: maxReceiveCount {redrive.get('maxReceiveCount')}")
+        used_dlqs |= target
+    for fn in functions(template).values():
+        for event in props(fn).get("Events", {}).values():
+            used_dlqs |= referenced(event["Properties"].get("DestinationConfig", {}))
+    problems += [f"{dlq}: no queue or stream sends to it" for dlq in sorted(dlqs - used_dlqs)]
+    return problems
+
+
+def iam_problems(template: dict) -> list[str]:
+    problems = []
+    documents = []
+    for name, res in template["Resources"].items():
+        p = props(res)
+        if res["Type"] == "AWS::IAM::Role":
+            documents += [(name, pol["PolicyDocument"]) for pol in p.get("Policies", [])]
+        elif res["Type"] in {"AWS::IAM::ManagedPolicy", "AWS::IAM::Policy",
+                             "AWS::S3::BucketPolicy", "AWS::SQS::QueuePolicy"}:
+            documents.append((name, p["PolicyDocument"]))
+    for name, doc in documents:
+        for st in as_list(doc["Statement"]):
+            if st["Effect"] != "Allow":
+                continue  # a Deny with s3:* only ever takes away
+            actions = as_list(st["Action"])
+            problems += [f"{name}: wildcard action {a}" for a in actions if "*" in a]
+            if "*" in as_list(st.get("Resource", [])) and not set(actions) <= STAR_RESOURCE_ACTIONS:
+                problems.append(f"{name}: Resource * for {actions}")
+            if st.get("Principal") == "*" or st.get("Principal") == {"AWS": "*"}:
+                problems.append(f"{name}: Allow to any principal")
+    return problems
+
+
+def bucket_problems(template: dict) -> list[str]:
+    problems = []
+    policies = {next(iter(referenced(props(p)["Bucket"]))): props(p)["PolicyDocument"]
+                for p in of_type(template, "AWS::S3::BucketPolicy").values()}
+    for name, bucket in of_type(template, "AWS::S3::Bucket").items():
+        p = props(bucket)
+        block = p.get("PublicAccessBlockConfiguration", {})
+        for flag in ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls",
+                     "RestrictPublicBuckets"):
+            if block.get(flag) is not True:
+                problems.append(f"{name}: {flag} not true")
+        rules = p.get("BucketEncryption", {}).get("ServerSideEncryptionConfiguration", [])
+        if not any(r.get("ServerSideEncryptionByDefault", {}).get("SSEAlgorithm") for r in rules):
+            problems.append(f"{name}: no default encryption")
+        if not p.get("LifecycleConfiguration", {}).get("Rules"):
+            problems.append(f"{name}: no lifecycle rules")
+        denies = [st for st in as_list(policies.get(name, {}).get("Statement", []))
+                  if st["Effect"] == "Deny" and "aws:SecureTransport" in json.dumps(st)]
+        if not denies:
+            problems.append(f"{name}: plain-HTTP access not denied")
+    return problems
+
+
+def event_source_problems(template: dict) -> list[str]:
+    problems = []
+    queues = of_type(template, "AWS::SQS::Queue")
+    for name, fn in functions(template).items():
+        for event_name, event in props(fn).get("Events", {}).items():
+            ep = event["Properties"]
+            if event["Type"] in {"SQS", "DynamoDB"} and (
+                    "ReportBatchItemFailures" not in ep.get("FunctionResponseTypes", [])):
+                problems.append(f"{name}.{event_name}: no ReportBatchItemFailures")
+            if event["Type"] == "SQS":
+                (queue,) = referenced(ep["Queue"])
+                visibility = props(queues[queue]).get("VisibilityTimeout", 30)
+                if visibility < 6 * function_timeout(template, name):
+                    problems.append(f"{queue}: visibility {visibility} s < 6 x {name} timeout")
+    return problems
+
+
+def test_cfn_lint_reports_no_errors():
+    cfn_lint = Path(sys.executable).with_name("cfn-lint")
+    command = str(cfn_lint) if cfn_lint.exists() else shutil.which("cfn-lint")
+    assert command, "cfn-lint is not installed (it is a dev dependency)"
+    result = subprocess.run([command, "--format", "parseable", str(TEMPLATE)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_is_a_sam_template_with_the_agreed_parameters(template):
+    assert template["Transform"] == "AWS::Serverless-2016-10-31"
+    params = template["Parameters"]
+    assert {"Domains", "StageName", "DeliveryMode", "RetentionDays", "RelayIdentity",
+            "ArcKeySecretArn", "AlarmEmail"} <= set(params)
+    assert params["DeliveryMode"]["AllowedValues"] == ["ses", "smtp"]
+    assert params["Domains"]["Type"] == "CommaDelimitedList"
+    assert template["Globals"]["Function"]["Tracing"] == "Active"
+
+
+def test_every_stage_queue_has_a_dlq(template):
+    assert queue_problems(template) == []
+    assert {f"{s.capitalize()}Queue" for s in STAGES} <= set(of_type(template, "AWS::SQS::Queue"))
+
+
+def test_queue_check_catches_a_missing_redrive(template):
+    broken = copy.deepcopy(template)
+    del broken["Resources"]["ScanQueue"]["Properties"]["RedrivePolicy"]
+    assert queue_problems(broken) == ["ScanQueue: no RedrivePolicy",
+                                      "ScanDLQ: no queue or stream sends to it"]
+
+
+def test_no_wildcard_actions_and_no_star_resources(template):
+    assert iam_problems(template) == []
+
+
+def test_iam_check_catches_wildcards(template):
+    broken = copy.deepcopy(template)
+    statements = broken["Resources"]["ScanRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+    statements["Statement"].append({"Effect": "Allow", "Action": "s3:*", "Resource": "*"})
+    assert iam_problems(broken) == ["ScanRole: wildcard action s3:*",
+                                    "ScanRole: Resource * for ['s3:*']"]
+
+
+def test_buckets_are_private_encrypted_and_expire(template):
+    assert bucket_problems(template) == []
+
+
+def test_bucket_check_catches_a_public_bucket(template):
+    broken = copy.deepcopy(template)
+    del broken["Resources"]["QuarantineBucket"]["Properties"]["PublicAccessBlockConfiguration"]
+    assert len(bucket_problems(broken)) == 4
+
+
+def test_raw_bucket_versioned_and_expires_by_retention(template):
+    p = props(template["Resources"]["RawMailBucket"])
+    assert p["VersioningConfiguration"] == {"Status": "Enabled"}
+    raw_rule = next(r for r in p["LifecycleConfiguration"]["Rules"] if r.get("Prefix") == "raw/")
+    assert raw_rule["ExpirationInDays"] == {"Ref": "RetentionDays"}
+    quarantine = props(template["Resources"]["QuarantineBucket"])["LifecycleConfiguration"]
+    assert quarantine["Rules"][0]["ExpirationInDays"] == {"Ref": "RetentionDays"}
+
+
+def test_only_ses_of_this_account_may_put_raw_mail(template):
+    doc = props(template["Resources"]["RawMailBucketPolicy"])["PolicyDocument"]
+    allows_ = [st for st in doc["Statement"] if st["Effect"] == "Allow"]
+    assert len(allows_) == 1
+    (st,) = allows_
+    assert st["Principal"] == {"Service": "ses.amazonaws.com"}
+    assert st["Action"] == "s3:PutObject"
+    assert st["Resource"] == {"Fn::Sub": "${RawMailBucket.Arn}/raw/*"}
+    assert st["Condition"]["StringEquals"]["aws:SourceAccount"] == {"Ref": "AWS::AccountId"}
+    source_arn = st["Condition"]["ArnLike"]["aws:SourceArn"]["Fn::Sub"]
+    rule_set = props(template["Resources"]["ReceiptRuleSet"])["RuleSetName"]["Fn::Sub"]
+    assert f"receipt-rule-set/{rule_set}:receipt-rule/" in source_arn
+
+
+def test_receipt_rule_stores_raw_mail_after_the_bucket_policy(template):
+    rule = template["Resources"]["ReceiptRule"]
+    assert "RawMailBucketPolicy" in as_list(rule["DependsOn"])
+    r = props(rule)["Rule"]
+    assert r["Recipients"] == {"Ref": "Domains"}
+    assert r["ScanEnabled"] is True
+    assert r["TlsPolicy"] == {"Ref": "TlsPolicy"}
+    assert template["Parameters"]["TlsPolicy"]["AllowedValues"] == ["Require", "Optional"]
+    assert r["Actions"] == [{"S3Action": {"BucketName": {"Ref": "RawMailBucket"},
+                                          "ObjectKeyPrefix": "raw/"}}]
+
+
+def test_raw_objects_notify_the_authenticate_queue(template):
+    bucket = template["Resources"]["RawMailBucket"]
+    (config,) = props(bucket)["NotificationConfiguration"]["QueueConfigurations"]
+    assert referenced(config["Queue"]) == {"AuthenticateQueue"}
+    assert config["Filter"]["S3Key"]["Rules"] == [{"Name": "prefix", "Value": "raw/"}]
+    assert "AuthenticateQueuePolicy" in as_list(bucket["DependsOn"])
+    (st,) = props(template["Resources"]["AuthenticateQueuePolicy"])["PolicyDocument"]["Statement"]
+    assert st["Principal"] == {"Service": "s3.amazonaws.com"}
+    # The queue policy names the bucket by the same name the bucket is given.
+    bucket_name = props(bucket)["BucketName"]["Fn::Sub"]
+    assert st["Condition"]["ArnEquals"]["aws:SourceArn"]["Fn::Sub"].endswith(f":::{bucket_name}")
+
+
+def test_every_function_code_exists(template):
+    for name, fn in functions(template).items():
+        p = props(fn)
+        if p.get("PackageType") == "Image":
+            meta = fn["Metadata"]
+            assert (ROOT / meta.get("DockerContext", ".") / meta["Dockerfile"]).is_file(), name
+            continue
+        module, _, attr = p["Handler"].rpartition(".")
+        source = ROOT / p["CodeUri"] / f"{module.replace('.', '/')}.py"
+        assert source.is_file(), f"{name}: {source} missing"
+        assert f"def {attr}(" in source.read_text() or f"{attr} =" in source.read_text(), name
+        assert p["Runtime"] == "python3.12", name
+        assert p["Layers"] == [{"Ref": "CoreLayer"}], name
+
+
+def test_core_layer_is_built_from_layers_core(template):
+    layer = template["Resources"]["CoreLayer"]
+    assert props(layer)["ContentUri"] == "layers/core/"
+    assert layer["Metadata"]["BuildMethod"] == "python3.12"
+    assert (ROOT / "layers/core/requirements.txt").is_file()
+
+
+def test_layer_requirements_match_pyproject():
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    declared = {re.split(r"[=<>~!\[ ]", d)[0].lower(): d.replace(" ", "")
+                for d in pyproject["project"]["dependencies"]}
+    requirements = (ROOT / "layers/core/requirements.txt").read_text()
+    lines = [line.strip() for line in requirements.splitlines()]
+    layer = {re.split(r"[=<>~!\[ ]", d)[0].lower(): d for d in lines if d and not d.startswith("#")}
+    local_only = {"aiosmtpd", "uvicorn"}
+    assert set(layer) == set(declared) - local_only
+    assert {k: declared[k] for k in layer} == layer
+
+
+def test_every_handler_directory_is_a_function(template):
+    code_dirs = {props(fn).get("CodeUri", "").rstrip("/") for fn in functions(template).values()}
+    code_dirs |= {str(Path(fn["Metadata"]["Dockerfile"]).parent)
+                  for fn in functions(template).values() if "Metadata" in fn}
+    handler_dirs = {f"functions/{p.parent.name}" for p in (ROOT / "functions").glob("*/app.py")}
+    assert handler_dirs <= code_dirs
+    assert len(handler_dirs) == 9  # five stages, reconcile, two for the directory, signatures
+
+
+def test_every_event_source_reports_partial_failures_and_outlives_retries(template):
+    assert event_source_problems(template) == []
+
+
+def test_event_source_check_catches_short_visibility(template):
+    broken = copy.deepcopy(template)
+    broken["Resources"]["ScanQueue"]["Properties"]["VisibilityTimeout"] = 300
+    del broken["Resources"]["DeliverFunction"]["Properties"]["Events"]["Queue"]["Properties"][
+        "FunctionResponseTypes"]
+    assert event_source_problems(broken) == [
+        "ScanQueue: visibility 300 s < 6 x ScanFunction timeout",
+        "DeliverFunction.Queue: no ReportBatchItemFailures",
+    ]
+
+
+def test_stages_chain_through_their_queues(template):
+    """Each stage reads its own queue and may send only to the next stage's."""
+    for i, stage in enumerate(STAGES):
+        fn_name = f"{stage.capitalize()}Function"
+        (event,) = props(functions(template)[fn_name])["Events"].values()
+        assert event["Type"] == "SQS"
+        assert referenced(event["Properties"]["Queue"]) == {f"{stage.capitalize()}Queue"}
+        statements = role_statements(template, fn_name)
+        sends = set().union(*(referenced(st["Resource"]) for st in statements
+                              if "sqs:SendMessage" in as_list(st["Action"])))
+        env = function_env(template, fn_name)
+        if i + 1 < len(STAGES):
+            following = f"{STAGES[i + 1].capitalize()}Queue"
+            assert sends == {following}, fn_name
+            assert env["MAILMOAT_NEXT_QUEUE_URL"] == {"Ref": following}
+        else:
+            assert sends == set() and "MAILMOAT_NEXT_QUEUE_URL" not in env
+
+
+def test_every_function_has_its_own_explicit_role(template):
+    roles = [props(fn)["Role"] for fn in functions(template).values()]
+    assert all(set(r) == {"Fn::GetAtt"} for r in roles)  # not a SAM-generated role
+    assert len({r["Fn::GetAtt"][0] for r in roles}) == len(roles)
+    assert not any("Policies" in props(fn) for fn in functions(template).values())
+
+
+def test_only_the_rewrite_role_reads_the_arc_key(template):
+    for name in functions(template):
+        reads = allows(role_statements(template, name), "secretsmanager:GetSecretValue",
+                       "ArcKeySecretArn")
+        assert reads == (name == "RewriteFunction"), name
+    assert not any("secretsmanager" in json.dumps(st)
+                   for st in role_statements(template, "ScanFunction"))
+    assert "MAILMOAT_ARC_KEY_SECRET_ARN" not in function_env(template, "ScanFunction")
+
+
+def test_quarantine_writers(template):
+    writers = {name for name in functions(template)
+               if allows(role_statements(template, name), "s3:PutObject", "QuarantineBucket")}
+    assert writers == {"IsolateFunction", "PortalFunction"}
+    assert "AuthenticateFunction" not in writers
+
+
+def test_ses_sending_is_scoped_to_the_relay_identity(template):
+    for name in functions(template):
+        ses_sends = [st for st in role_statements(template, name)
+                     if {"ses:SendRawEmail", "ses:SendEmail"} & set(as_list(st["Action"]))]
+        if name != "DeliverFunction":
+            assert ses_sends == [], name
+            continue
+        (st,) = ses_sends
+        assert st["Resource"]["Fn::Sub"].endswith(":identity/${RelayIdentity}")
+
+
+def test_runtime_environment(template):
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["MAILMOAT_RUNTIME"] == "aws"
+    for var, resource in [("MAILMOAT_RAW_BUCKET", "RawMailBucket"),
+                          ("MAILMOAT_QUARANTINE_BUCKET", "QuarantineBucket"),
+                          ("MAILMOAT_MESSAGE_LOG_TABLE", "MessageLogTable"),
+                          ("MAILMOAT_DIRECTORY_TABLE", "DirectoryTable"),
+                          ("MAILMOAT_ISOLATED_FILES_TABLE", "IsolatedFilesTable"),
+                          ("MAILMOAT_IDEMPOTENCY_TABLE", "IdempotencyTable")]:
+        assert env[var] == {"Ref": resource}, var
+
+
+def test_aws_settings_read_every_variable_the_template_sets(template):
+    from mailmoat.aws.entry import AwsSettings
+
+    known = {f"MAILMOAT_{f.upper()}" for f in AwsSettings.model_fields}
+    set_vars = set()
+    for name in functions(template):
+        set_vars |= {v for v in function_env(template, name) if v.startswith("MAILMOAT_")}
+    assert set_vars - known == set()
+
+
+def test_tables(template):
+    r = template["Resources"]
+    stream = props(r["DirectoryTable"])["StreamSpecification"]
+    assert stream == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
+    for table in ("MessageLogTable", "IsolatedFilesTable", "IdempotencyTable"):
+        assert props(r[table])["TimeToLiveSpecification"]["Enabled"] is True, table
+    (event,) = props(r["DirectoryPublishFunction"])["Events"].values()
+    assert event["Type"] == "DynamoDB"
+    assert event["Properties"]["Stream"] == {"Fn::GetAtt": ["DirectoryTable", "StreamArn"]}
+
+
+def test_alarms_watch_every_dlq_and_every_stage_queue_age(template):
+    alarms = of_type(template, "AWS::CloudWatch::Alarm").values()
+    watched = {(props(a)["MetricName"], next(iter(referenced(props(a)["Dimensions"]))))
+               for a in alarms}
+    for dlq in (k for k in of_type(template, "AWS::SQS::Queue") if k.endswith("DLQ")):
+        assert ("ApproximateNumberOfMessagesVisible", dlq) in watched, dlq
+    for stage in STAGES:
+        assert ("ApproximateAgeOfOldestMessage", f"{stage.capitalize()}Queue") in watched
+    for alarm in alarms:
+        assert props(alarm)["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+    sub = props(template["Resources"]["AlarmSubscription"])
+    assert sub["Endpoint"] == {"Ref": "AlarmEmail"} and sub["Protocol"] == "email"
+
+
+def handler_files() -> list[Path]:
+    return [*sorted((ROOT / "functions").glob("*/app.py")), ROOT / "web/app.py"]
+
+
+@pytest.mark.parametrize("path", handler_files(), ids=lambda p: p.parent.name)
+def test_handlers_are_thin(path):
+    code = [line for line in path.read_text().splitlines()
+            if line.strip() and not line.strip().startswith("#")]
+    assert len(code) <= MAX_HANDLER_LINES, f"{path}: {len(code)} lines of code"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "functions").rglob("*.py")),
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_handlers_touch_no_aws_sdk_and_no_environment(path):
+    tree = ast.parse(path.read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    assert not imported & {"boto3", "botocore", "os"}, path
+
+
+def test_samconfig_defaults():
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    deploy = config["default"]["deploy"]["parameters"]
+    assert deploy["stack_name"] == "mailmoat-dev"
+    assert "CAPABILITY_IAM" in deploy["capabilities"]
+    assert deploy["confirm_changeset"] is True
+    assert "region" in deploy
+    text = (ROOT / "samconfig.toml").read_text().lower()
+    assert not re.search(r"(secret_access_key|aws_secret|password|token)\s*=", text)
