@@ -8,7 +8,7 @@ from typing import Any
 
 import dkim as dkimpy
 
-from mailmoat.auth.dkim import KeyLookups, make_dnsfunc
+from mailmoat.auth.dkim import KeyLookups, header_lines, make_dnsfunc
 from mailmoat.ports import Resolver
 
 MAX_ARC_SETS = 50  # RFC 8617 §4.2.1: instance numbers above 50 make the chain fail
@@ -35,8 +35,7 @@ def _text(value: Any) -> Any:
 
 
 def count_seals(raw: bytes) -> int:
-    head = raw.split(b"\n\n", 1)[0].split(b"\r\n\r\n", 1)[0]
-    return sum(1 for line in head.splitlines() if line[:9].lower() == b"arc-seal:")
+    return header_lines(raw, b"arc-seal")
 
 
 def verify_chain(raw: bytes, resolver: Resolver) -> ArcResult:

@@ -110,9 +110,22 @@ def _fields(value: bytes) -> dict[bytes, bytes]:
         return {}
 
 
+def header_lines(raw: bytes, name: bytes) -> int:
+    """How many header lines start with `name:`: a cheap look before any parsing."""
+    end = len(raw)
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        pos = raw.find(sep)
+        if 0 <= pos < end:
+            end = pos
+    prefix = name.lower() + b":"
+    return sum(1 for line in raw[:end].splitlines() if line[: len(prefix)].lower() == prefix)
+
+
 def verify_all(raw: bytes, resolver: Resolver, *, max_signatures: int = MAX_SIGNATURES,
                timeout: float = 5.0) -> DkimResult:
     """Verify every DKIM-Signature (top first) independently. Never raises."""
+    if header_lines(raw, b"dkim-signature") == 0:
+        return DkimResult("none")  # unsigned mail never pays for dkimpy's full parse
     try:
         verifier = dkimpy.DKIM(raw, logger=_quiet, minkey=MIN_RSA_BITS, timeout=int(timeout))
     except Exception as exc:  # dkimpy's own header parser refuses some hostile input
