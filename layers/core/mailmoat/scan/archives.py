@@ -59,6 +59,8 @@ class _Walker:
         self.expanded_here = 0
 
     def count_member(self) -> None:
+        if self.budget.stopped:
+            raise LimitReached(self.budget.stopped)
         self.budget.members += 1
         if self.budget.members > self.budget.limits.archive_max_members:
             raise LimitReached(f"more than {self.budget.limits.archive_max_members} members")
@@ -85,6 +87,8 @@ class _Walker:
                 raise LimitReached(f"compression ratio over {limits.archive_max_ratio}")
             if self.budget.out_of_time():
                 raise LimitReached(f"scan time over {limits.scan_seconds:g} s")
+        if self.budget.stopped:
+            raise LimitReached(self.budget.stopped)
         return bytes(buf)
 
     def member(self, name: str, *, encrypted: str | None = None, content: bytes | None = None,
@@ -152,9 +156,11 @@ def walk_archive(data: bytes, detected: str, name: str | None, result: FileResul
         else:
             _walk_libarchive(data, walker)
     except LimitReached as exc:
+        budget.stopped = budget.stopped or str(exc)
         result.add("ARCHIVE_LIMIT", str(exc))
     except MemoryError:
-        result.add("ARCHIVE_LIMIT", "out of memory while expanding")
+        budget.stopped = "out of memory while expanding"
+        result.add("ARCHIVE_LIMIT", budget.stopped)
     except _Corrupt as exc:
         result.add("ARCHIVE_CORRUPT", str(exc)[:200])
     except Exception as exc:  # a reader choking on hostile input is a finding, not a crash
@@ -206,7 +212,25 @@ def _aes_strength(extra: bytes) -> int | None:
     return None
 
 
+def zip_directory_entries(data: bytes) -> int | None:
+    """Members the central directory holds, from its end record, before parsing it: opening
+    a 100k-member zip costs a second; the count (or the directory's size) says so at once."""
+    try:
+        endrec = zipfile._EndRecData(io.BytesIO(data))  # type: ignore[attr-defined]
+    except Exception:
+        return None
+    if not endrec:
+        return None
+    total = int(endrec[zipfile._ECD_ENTRIES_TOTAL])  # type: ignore[attr-defined]
+    by_size = int(endrec[zipfile._ECD_SIZE]) // 46  # type: ignore[attr-defined]  # 46 = min entry
+    return max(total, by_size)
+
+
 def _walk_zip(data: bytes, w: _Walker) -> None:
+    entries = zip_directory_entries(data)
+    if entries is not None and entries > w.budget.limits.archive_max_members:
+        w.budget.members += entries
+        raise LimitReached(f"{entries} members, more than {w.budget.limits.archive_max_members}")
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
@@ -430,10 +454,17 @@ def _stream_member_name(name: str | None) -> str:
 # --- everything else libarchive reads (lzh, cab, iso, rar content, broken zips) ------------------
 
 def _entry_encrypted(entry: Any) -> bool:
+    """libarchive knows per entry; libarchive-c does not expose it, so ask through ctypes."""
+    import ctypes
+
     from libarchive.ffi import libarchive as lib
 
+    func = lib.archive_entry_is_encrypted
+    if func.argtypes is None:  # a pointer passed as a default int would be truncated
+        func.argtypes = [ctypes.c_void_p]
+        func.restype = ctypes.c_int
     try:
-        return bool(lib.archive_entry_is_encrypted(entry._entry_p))
+        return bool(func(entry._entry_p))
     except Exception:
         return False
 

@@ -80,6 +80,8 @@ class Budget:
         self.deadline = deadline if deadline is not None else time.monotonic() + limits.scan_seconds
         self.members = 0
         self.expanded = 0
+        # Once one bound is hit the whole attachment stops: a bomb's siblings are not walked.
+        self.stopped: str | None = None
 
     def time_left(self) -> float:
         return self.deadline - time.monotonic()
