@@ -219,3 +219,35 @@ def test_ses_verdicts_recorded_beside_ours(analyse: Callable[..., MessageContext
     assert ctx.auth.upstream == {"spf": "pass", "dkim": "pass", "dmarc": "pass",
                                  "received_spf": "pass", "spam": "pass", "virus": "fail"}
     assert ctx.auth.spf == "pass"  # ours, from the Received line SES wrote
+
+
+def test_a_crashing_check_is_a_finding_and_fails_closed(
+        monkeypatch: pytest.MonkeyPatch, analyse: Callable[..., MessageContext]) -> None:
+    from mailmoat.auth import dkim
+
+    def boom(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("dkimpy exploded")
+
+    monkeypatch.setattr(dkim, "verify_all", boom)
+    ctx = analyse(message(), zone(), client_ip=GOOD_IP, helo="mail.sender.example",
+                  mail_from="alice@sender.example")
+    assert ctx.disposition == Disposition.DELIVER  # the message is not held for it
+    assert ctx.has("AUTH_CHECK_FAILED")
+    assert (ctx.auth.spf, ctx.auth.dkim) == ("pass", "temperror")
+    assert ctx.auth.warn and ctx.auth.defang
+
+
+def test_stage_runs_on_its_own_with_only_a_resolver() -> None:
+    # The stage needs nothing but services.resolver and services.geoip (may be None).
+    from types import SimpleNamespace
+
+    from mailmoat.adapters.dns import ZoneFileResolver
+    from mailmoat.context import Envelope
+    from mailmoat.stages.authenticate import Authenticate
+
+    raw = b"Return-Path: <alice@sender.example>\r\n" + received(BAD_IP) + message()
+    ctx = MessageContext(id="t1", raw=raw, envelope=Envelope())
+    services = SimpleNamespace(resolver=ZoneFileResolver(zone()), geoip=None)
+    Authenticate().run(ctx, services)  # type: ignore[arg-type]
+    assert (ctx.auth.spf, ctx.auth.dmarc, ctx.auth.dmarc_policy) == ("fail", "fail", "reject")
+    assert [h.ip for h in ctx.route] == [BAD_IP]
