@@ -80,3 +80,24 @@ def test_bounded_and_never_raises() -> None:
     assert dkim.verify_all(b"\tcontinuation first\r\n\r\nbody", resolver({})).result in (
         "none", "permerror")
     assert dkim.verify_all(message(), resolver({})).result == "none"
+
+
+def test_body_length_limit_is_reported(rsa_key: Key) -> None:
+    raw = message()
+    header = dkim_sign_with_length(raw, rsa_key)
+    appended = header + raw + b"Log in now at https://evil.example\r\n"
+    got = dkim.verify_all(appended, resolver(published(rsa_key)))
+    (sig,) = got.signatures
+    assert sig.result == "pass" and sig.partial_body
+    whole = dkim.verify_all(header + raw, resolver(published(rsa_key)))
+    assert not whole.signatures[0].partial_body
+
+
+def dkim_sign_with_length(raw: bytes, key: Key) -> bytes:
+    import dkim as dkimpy
+
+    from tests.unit.auth.helpers import SIGNED_HEADERS
+
+    header: bytes = dkimpy.sign(raw, b"s1", b"sender.example", key.private,
+                                include_headers=SIGNED_HEADERS, length=True)
+    return header

@@ -251,3 +251,15 @@ def test_stage_runs_on_its_own_with_only_a_resolver() -> None:
     Authenticate().run(ctx, services)  # type: ignore[arg-type]
     assert (ctx.auth.spf, ctx.auth.dmarc, ctx.auth.dmarc_policy) == ("fail", "fail", "reject")
     assert [h.ip for h in ctx.route] == [BAD_IP]
+
+
+def test_partial_body_signature_is_a_finding(rsa_key: Key,
+                                             analyse: Callable[..., MessageContext]) -> None:
+    import dkim as dkimpy
+
+    raw = message()
+    header = dkimpy.sign(raw, b"s1", b"sender.example", rsa_key.private, length=True,
+                         include_headers=[b"from", b"subject"])
+    ctx = analyse(header + raw + b"appended\r\n", zone(sender_example=rsa_key),
+                  client_ip=GOOD_IP, helo="mail.sender.example", mail_from="alice@sender.example")
+    assert ctx.auth.dkim == "pass" and ctx.has("DKIM_PARTIAL_BODY")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dkim as dkimpy
+from dkim.canonicalization import CanonicalizationPolicy
 from dkim.util import InvalidTagValueList, parse_tag_value
 
 from mailmoat.auth.lookup import query_follow
@@ -68,11 +69,14 @@ class DkimSignature:
     identity: str = ""
     b: str = ""  # first characters of b=, for Authentication-Results header.b (RFC 6008)
     detail: str = ""
+    # l= signed only a prefix of the body: whatever follows it was added by anyone
+    # (RFC 6376 §8.2), the classic way to replay a validly signed message with new content.
+    partial_body: bool = False
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, Any]:
         return {"result": self.result, "domain": self.domain, "selector": self.selector,
                 "algorithm": self.algorithm, "identity": self.identity, "b": self.b,
-                "detail": self.detail}
+                "detail": self.detail, "partial_body": self.partial_body}
 
 
 @dataclass(slots=True)
@@ -121,6 +125,18 @@ def header_lines(raw: bytes, name: bytes) -> int:
     return sum(1 for line in raw[:end].splitlines() if line[: len(prefix)].lower() == prefix)
 
 
+def _unsigned_tail(verifier: Any, tags: dict[bytes, bytes]) -> int:
+    """Canonical body bytes after the l= limit (0 when the whole body is signed)."""
+    if b"l" not in tags:
+        return 0
+    try:
+        limit = int(tags[b"l"])
+        policy = CanonicalizationPolicy.from_c_value(tags.get(b"c", b"simple/simple"))
+        return max(0, len(policy.canonicalize_body(verifier.body)) - limit)
+    except Exception:
+        return 0
+
+
 def verify_all(raw: bytes, resolver: Resolver, *, max_signatures: int = MAX_SIGNATURES,
                timeout: float = 5.0) -> DkimResult:
     """Verify every DKIM-Signature (top first) independently. Never raises."""
@@ -161,6 +177,9 @@ def verify_all(raw: bytes, resolver: Resolver, *, max_signatures: int = MAX_SIGN
         else:
             if ok:
                 sig.result = "pass"
+                if tail := _unsigned_tail(verifier, tags):
+                    sig.partial_body = True
+                    sig.detail = f"{tail} body bytes after l= are not signed"
             elif seen.timed_out:
                 sig.result, sig.detail = "temperror", "key lookup timed out"
             elif seen.missing:

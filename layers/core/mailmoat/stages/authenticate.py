@@ -123,6 +123,9 @@ class Authenticate:
         if dkim_result.total > dkim.MAX_SIGNATURES:
             ctx.add("DKIM_LIMIT", "message",
                     f"{dkim_result.total} signatures, the first {dkim.MAX_SIGNATURES} verified")
+        for sig in dkim_result.signatures:
+            if sig.partial_body:
+                ctx.add("DKIM_PARTIAL_BODY", "message", f"{sig.domain}: {sig.detail}")
         if symbol := _DKIM_SYMBOLS.get(auth.dkim):
             failed = [f"{s.domain}/{s.selector}: {s.result} {s.detail}".strip()
                       for s in dkim_result.signatures if s.result != "pass"]
