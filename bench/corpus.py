@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 import random
 import zipfile
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
-from datetime import UTC, datetime
 
-WORDS = ("invoice quarterly meeting schedule report figures attached please review regards "
-         "project deadline budget proposal contract shipment order").split()
+WORDS = ("invoice", "quarterly", "meeting", "schedule", "report", "figures", "attached", "please",
+         "review", "regards", "project", "deadline", "budget", "proposal", "contract", "shipment",
+         "order")
 JP = "お世話になっております。請求書を送付いたします。ご確認のほどよろしくお願いいたします。"
 
 

@@ -46,7 +46,7 @@ def test_name_and_filename_disagreement_is_recorded() -> None:
 def test_filename_variants(header: str, expected: str) -> None:
     raw = (f"From: a@b.example\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n"
            f"--x\r\nContent-Type: application/octet-stream\r\nContent-Disposition: {header}\r\n\r\n"
-           f"data\r\n--x--\r\n").encode("utf-8")
+           f"data\r\n--x--\r\n").encode()
     (part,) = parse(raw).attachments
     assert part.filename == expected
 

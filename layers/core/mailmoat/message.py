@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from email import policy
 from email.errors import MessageDefect
 from email.header import decode_header
-from email.message import EmailMessage, _parseparam  # the stdlib's own splitter
+from email.message import EmailMessage, _parseparam  # type: ignore[attr-defined]  # stdlib splitter
 from email.parser import BytesHeaderParser, BytesParser
 
 from mailmoat.charsets import decode_bytes, unescape_surrogates
@@ -124,7 +124,7 @@ def parse_bytes(raw: bytes) -> tuple[EmailMessage, list[tuple[str, str, str]]]:
         msg = EmailMessage(policy=policy.default)
     if not isinstance(msg, EmailMessage):  # pragma: no cover - policy.default gives EmailMessage
         raise TypeError("policy.default parser did not return EmailMessage")
-    if not any(True for _ in msg.keys()):
+    if not msg.keys():
         findings.append(("NO_HEADERS", "message", ""))
     return msg, findings
 
@@ -214,9 +214,9 @@ def classify(part: Part, parents: tuple[str, ...], third_party_ext: frozenset[st
     if ctype in _REPORT_TYPES:
         return "report"
     attached = part.disposition == "attachment"
-    if part.filename and "." in part.filename:
-        if part.filename.rsplit(".", 1)[1].strip().lower() in third_party_ext:
-            return "third-party-encrypted"
+    if part.filename and "." in part.filename and \
+            part.filename.rsplit(".", 1)[1].strip().lower() in third_party_ext:
+        return "third-party-encrypted"
     if ctype.startswith("text/") and not attached:
         return "body"
     if (ctype.startswith("image/") and part.content_id and not attached

@@ -19,7 +19,7 @@ def _sender_matches(sender: str | None, patterns: list[str]) -> bool:
     domain = sender.rpartition("@")[2]
     for pattern in patterns:
         p = pattern.lower().strip()
-        if p == sender or (p.startswith("@") and p[1:] == domain) or p == domain:
+        if p in (sender, domain) or (p.startswith("@") and p[1:] == domain):
             return True
     return False
 

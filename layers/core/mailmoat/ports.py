@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-
 # --- errors a port may raise ---------------------------------------------------------------
 
 class DnsError(Exception):

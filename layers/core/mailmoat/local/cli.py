@@ -118,8 +118,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     users = [r.address for r in runtime.services.directory.recipients()]
     data_dir = settings.data_dir.resolve()
+    max_mb = settings.max_message_bytes // (1024 * 1024)
     print(f"""mailmoat is running
-  SMTP    {settings.smtp_host}:{settings.smtp_port}  (max {settings.max_message_bytes // (1024 * 1024)} MB; unknown recipients get 550 5.1.1)
+  SMTP    {settings.smtp_host}:{settings.smtp_port}  (max {max_mb} MB; unknown recipients get 550 5.1.1)
   portal  {settings.portal_url}
   data    {data_dir}  (Maildirs under {data_dir / 'maildir'})
   tenants {', '.join(t.name for t in runtime.services.config.tenants) or '(none: set MAILMOAT_CONFIG)'}
@@ -297,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("users", help="import or export recipients (CSV)")
     users = p.add_subparsers(dest="users_command", required=True)
-    pi = users.add_parser("import", help="import a CSV (UTF-8 or CP932); nothing is imported if any row is bad")
+    pi = users.add_parser("import",
+                          help="import a CSV (UTF-8 or CP932); nothing is imported if any row is bad")
     pi.add_argument("file", help="CSV file, or - for stdin")
     pi.add_argument("--tenant", default=None, help="tenant for every row (default: by address domain)")
     pi.add_argument("--replace", action="store_true",

@@ -14,7 +14,8 @@ from email.utils import format_datetime
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope as SmtpEnvelope, Session
+from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
 from mailmoat.context import Envelope
 from mailmoat.runtime import Runtime, new_message_id
@@ -33,7 +34,8 @@ def received_header(message_id: str, envelope: Envelope, hostname: str, peer_nam
     ip = envelope.client_ip or "unknown"
     addr = f"IPv6:{ip}" if ":" in ip else ip
     rdns = _clean(peer_name) if peer_name else "unknown"
-    line = f"Received: from {helo} ({rdns} [{addr}])\r\n\tby {_clean(hostname)} (mailmoat) with ESMTP id {message_id}"
+    line = (f"Received: from {helo} ({rdns} [{addr}])\r\n"
+            f"\tby {_clean(hostname)} (mailmoat) with ESMTP id {message_id}")
     if len(envelope.rcpt_to) == 1:  # naming every recipient would leak a Bcc list
         line += f"\r\n\tfor <{_clean(envelope.rcpt_to[0])}>"
     line += f"; {format_datetime(now)}\r\n"
@@ -203,6 +205,8 @@ class Gateway:
 
 def port_is_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        # Same option the servers use, so connections in TIME_WAIT after a restart don't count.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
