@@ -86,3 +86,10 @@ def test_envelope_from_message_fills_only_missing_fields(head: str, given: Envel
 def test_chain_is_bounded() -> None:
     hops, total = parse_chain(_msg(TOP * 80))  # type: ignore[arg-type]
     assert total == 80 and len(hops) == 50
+
+
+def test_envelope_from_raw_bytes() -> None:
+    raw = (f"Return-Path: <x@a.example>\n{TOP}Subject: s\n\nbody\n").encode()
+    env = envelope_from_message(raw, Envelope(rcpt_to=["r@b.example"]))
+    assert (env.client_ip, env.helo, env.mail_from, env.rcpt_to) == (
+        "203.0.113.5", "mail.a.example", "x@a.example", ["r@b.example"])

@@ -6,6 +6,8 @@ import email.message
 import ipaddress
 import re
 from dataclasses import dataclass
+from email import policy
+from email.parser import BytesHeaderParser
 from email.utils import parseaddr
 
 from mailmoat.context import Envelope
@@ -167,9 +169,14 @@ def return_path(msg: email.message.Message) -> str | None:
     return None
 
 
-def envelope_from_message(msg: email.message.Message, envelope: Envelope) -> Envelope:
+def envelope_from_message(msg: email.message.Message | bytes, envelope: Envelope) -> Envelope:
     """DESIGN §9: fill only the envelope fields the caller left None from the topmost
-    Received added by the receiving side (client IP, HELO) and from Return-Path."""
+    Received added by the receiving side (client IP, HELO) and from Return-Path.
+
+    `msg` may be the raw message; then only its header block is parsed.
+    """
+    if isinstance(msg, bytes):
+        msg = BytesHeaderParser(policy=policy.default).parsebytes(msg)
     if envelope.client_ip is None or envelope.helo is None:
         hops, _total = parse_chain(msg, MAX_INTERNAL_HOPS + 1)
         hop = client_hop(hops)
