@@ -87,3 +87,15 @@ def _env(sender: str):
     from mailmoat.context import Envelope
 
     return Envelope(mail_from=sender, rcpt_to=["alice@example.test"])
+
+
+def test_a_file_policy_wants_out_is_never_delivered_in_place(runtime) -> None:
+    from mailmoat.context import AttachmentReport, Verdict
+
+    ctx = MessageContext(id="t2", raw=b"From: a@b\r\n\r\nhi\r\n")
+    ctx.attachments.append(AttachmentReport(path="2", filename="a.exe", declared_type="x/y",
+                                            size=1, sha256="0", verdict=Verdict.RISKY))
+    run_pipeline(ctx, runtime.services, ("isolate",))
+    assert ctx.attachments[0].action == "isolate"
+    assert ctx.disposition == Disposition.QUARANTINE
+    assert ctx.has("ISOLATION_UNAVAILABLE")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mailmoat.context import MessageContext
+from mailmoat.context import AttachmentAction, Disposition, MessageContext
 from mailmoat.pipeline import Services, register
 from mailmoat.policy import decide
 
@@ -12,6 +12,13 @@ class Isolate:
 
     def run(self, ctx: MessageContext, services: Services) -> None:
         decide(ctx, services.tenant(ctx))
+        pending = [a for a in ctx.attachments if a.action != AttachmentAction.KEEP]
+        if pending and ctx.disposition == Disposition.DELIVER:
+            # Moving files to the portal is not built yet. Delivering the message with a file
+            # the policy wants out of it would be a silent bypass, so fail closed: quarantine.
+            ctx.add("ISOLATION_UNAVAILABLE", "message",
+                    ", ".join(f"{a.path}:{a.action}" for a in pending))
+            ctx.disposition = Disposition.QUARANTINE
 
 
 register(Isolate())
