@@ -114,6 +114,7 @@ def test_every_signature_is_verified_and_one_pass_is_enough(
     results = [(s["domain"], s["result"]) for s in ctx.auth.details["dkim"]]
     assert results == [("list.example", "permerror"), ("sender.example", "pass")]
     assert ctx.auth.dkim == "pass" and not ctx.auth.warn
+    assert ctx.auth.details["dkim_domain"] == "sender.example"  # header.d for our A-R
 
 
 def test_envelope_taken_from_received_and_return_path(

@@ -59,6 +59,16 @@ def _route(hops: list[received.ReceivedHop], geoip: GeoIp | None) -> list[Hop]:
     return route
 
 
+def _dkim_domain(result: dkim.DkimResult, from_domains: list[str]) -> str | None:
+    passing = result.passing_domains
+    for domain in passing:
+        if any(dmarc.aligned(domain, f, "r") for f in from_domains):
+            return domain
+    if passing:
+        return passing[0]
+    return next((s.domain for s in result.signatures if s.domain), None)
+
+
 class Authenticate:
     name = "authenticate"
 
@@ -163,6 +173,10 @@ class Authenticate:
                         f"{worst.from_domain} p={worst.policy} applied={worst.applied}")
         else:
             auth.dmarc, auth.dmarc_policy = "none", None
+        # header.d for our Authentication-Results (the rewrite stage reads it): the signature
+        # that speaks for the From domain if one passed, else any that passed, else the first.
+        if dkim_domain := _dkim_domain(dkim_result, domains):
+            auth.details["dkim_domain"] = dkim_domain
 
         # ARC and what SES already said ---------------------------------------------------------
         arc_result = guarded("arc", lambda: arc.verify_chain(ctx.raw, resolver),
