@@ -103,7 +103,7 @@ def test_attached_message_is_as_bad_as_the_worst_file_inside(analyse):
     inner = {a["filename"]: a for a in report["attachments"] if a["path"] != "2"}
     assert inner["tool.exe"]["path"].startswith("2.") and inner["tool.exe"]["verdict"] == "risky"
     assert inner["notes.txt"]["verdict"] == "safe"
-    assert [a["path"] for a in report["attachments"]][0] == "2"  # the message comes first
+    assert report["attachments"][0]["path"] == "2"  # the message comes first
 
 
 def test_attached_message_with_clean_files(analyse):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,12 +12,12 @@ import pikepdf
 import py7zr
 import pytest
 import pyzipper
-from tests.unit.scan.scanfiles import R, W, eml, encrypt_ooxml, make_ooxml, make_zip, only
 
 from mailmoat.config import GatewayConfig, TenantConfig
 from mailmoat.context import Envelope
 from mailmoat.runtime import bootstrap
 from mailmoat.settings import Settings
+from tests.unit.scan.scanfiles import R, W, eml, encrypt_ooxml, make_ooxml, make_zip, only
 
 MZ = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00" + b"\x00" * 48 + \
     b"This program cannot be run in DOS mode.\r\r\n$" + b"\x00" * 128

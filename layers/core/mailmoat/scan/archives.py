@@ -395,7 +395,7 @@ def _walk_tar(data: bytes, w: _Walker) -> None:
     import tarfile
 
     try:
-        tf = tarfile.open(fileobj=io.BytesIO(data), mode="r:")
+        tf = tarfile.open(fileobj=io.BytesIO(data), mode="r:")  # noqa: SIM115 - closed by the with below
     except tarfile.TarError as exc:
         raise _Corrupt(f"tar: {exc}") from exc
     with tf:

@@ -6,7 +6,7 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mailmoat.context import Verdict
 from mailmoat.ports import Antivirus
@@ -59,7 +59,7 @@ class Engine:
     limits: Limits
     antivirus: Antivirus | None = None
     sandbox: Sandbox | None = None
-    sandbox_config: SandboxConfig = SandboxConfig()
+    sandbox_config: SandboxConfig = field(default_factory=SandboxConfig)
     cache: ResultCache = CACHE
 
     def analyse(self, data: bytes, filename: str | None, lists: Lists, *,

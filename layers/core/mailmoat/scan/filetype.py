@@ -179,17 +179,27 @@ _MAIN_PARTS = ("/word/document.xml", "/xl/workbook.xml", "/xl/workbook.bin",
                "/ppt/presentation.xml")
 
 
-def _ooxml_main_type(content_types: bytes) -> str:
-    """The content type of the package's main part (an embedded xlsx must not make a docx an xlsx)."""
-    import xml.etree.ElementTree as ET  # expat refuses entity-expansion bombs since 2.4
+def parse_xml(data: bytes) -> Any | None:
+    """An untrusted XML part, parsed with entities, DTDs and network off; None if broken."""
+    from lxml import etree
 
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
+                             huge_tree=False)
     try:
-        root = ET.fromstring(content_types)
-    except ET.ParseError:
+        return etree.fromstring(data, parser)
+    except etree.XMLSyntaxError:
+        return None
+
+
+def _ooxml_main_type(content_types: bytes) -> str:
+    """The content type of the package's main part (an embedded xlsx must not make a docx
+    an xlsx)."""
+    root = parse_xml(content_types)
+    if root is None:
         return ""
     for el in root:
-        if el.tag.endswith("Override") and el.get("PartName", "").lower() in _MAIN_PARTS:
-            return el.get("ContentType", "").lower()
+        if str(el.tag).endswith("Override") and el.get("PartName", "").lower() in _MAIN_PARTS:
+            return str(el.get("ContentType", "")).lower()
     return ""
 
 

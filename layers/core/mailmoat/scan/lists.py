@@ -8,16 +8,17 @@ from mailmoat.config import TenantConfig
 
 # DESIGN §8, executable and script types; flagged on attachments and on members of
 # unencrypted archives at any depth.
-DANGEROUS_EXTENSIONS: frozenset[str] = frozenset(
-    "ade adp apk app appx appxbundle asp aspx asx bas bat cab cer chm cmd cnt com "
-    "cpl crt csh der diagcab dll dmg ex ex_ exe fpx gadget grp hlp hpj hta htc inf "
-    "ins iso isp its jar jnlp js jse ksh lib lnk mad maf mag mam maq mar mas mat "
-    "mau mav maw mcf mda mdb mde mdt mdw mdz msc msh msh1 msh1xml msh2 msh2xml "
-    "mshxml msi msix msixbundle msp mst msu nsh ops osd pcd pif pl plg prf prg "
-    "printerexport ps1 ps1xml ps2 ps2xml psc1 psc2 psd1 psdm1 pst py pyc pyo pyw "
-    "pyz pyzw reg scf scr sct shb shs sys theme tmp url vb vbe vbp vbs vhd vhdx "
-    "vsmacros vsw vxd webpnp website ws wsc wsf wsh xbap xll".split()  # noqa: SIM905
-)
+_DESIGN_8 = """
+ade adp apk app appx appxbundle asp aspx asx bas bat cab cer chm cmd cnt com
+cpl crt csh der diagcab dll dmg ex ex_ exe fpx gadget grp hlp hpj hta htc inf
+ins iso isp its jar jnlp js jse ksh lib lnk mad maf mag mam maq mar mas mat
+mau mav maw mcf mda mdb mde mdt mdw mdz msc msh msh1 msh1xml msh2 msh2xml
+mshxml msi msix msixbundle msp mst msu nsh ops osd pcd pif pl plg prf prg
+printerexport ps1 ps1xml ps2 ps2xml psc1 psc2 psd1 psdm1 pst py pyc pyo pyw
+pyz pyzw reg scf scr sct shb shs sys theme tmp url vb vbe vbp vbs vhd vhdx
+vsmacros vsw vxd webpnp website ws wsc wsf wsh xbap xll
+"""
+DANGEROUS_EXTENSIONS: frozenset[str] = frozenset(_DESIGN_8.split())
 
 # DESIGN §8 archive types (compared case-insensitively, so "Z" is "z"); zip is optional.
 ARCHIVE_TYPES: frozenset[str] = frozenset({"7z", "bz2", "wim", "rar", "lzh", "z", "gz", "tar"})

@@ -114,16 +114,16 @@ def _ooxml(data: bytes, detected: str, result: FileResult) -> None:
 
 
 def _remote_relationships(zf: zipfile.ZipFile, names: list[str], result: FileResult) -> None:
-    import xml.etree.ElementTree as ET  # expat refuses entity-expansion bombs since 2.4
-
     rels = [n for n in names if n.lower().endswith(".rels")][:MAX_RELS]
     for name in rels:
         info = zf.getinfo(name)
         if info.file_size > MAX_XML_PART or info.flag_bits & 0x1:
             continue
         try:
-            root = ET.fromstring(zf.read(info))
-        except (ET.ParseError, zipfile.BadZipFile, OSError, ValueError):
+            root = ft.parse_xml(zf.read(info))
+        except (zipfile.BadZipFile, OSError, ValueError):
+            continue
+        if root is None:
             continue
         for rel in root:
             if rel.get("TargetMode", "").lower() != "external":
@@ -175,10 +175,10 @@ def _odf(data: bytes, result: FileResult) -> None:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             names = zf.namelist()
             manifest = "META-INF/manifest.xml"
-            if manifest in names and zf.getinfo(manifest).file_size <= MAX_XML_PART:
-                if b"encryption-data" in zf.read(manifest):
-                    result.add("ENCRYPTED_OFFICE", "OpenDocument with a password")
-                    return
+            if manifest in names and zf.getinfo(manifest).file_size <= MAX_XML_PART \
+                    and b"encryption-data" in zf.read(manifest):
+                result.add("ENCRYPTED_OFFICE", "OpenDocument with a password")
+                return
             if any(n.lower().startswith("basic/") and n.lower().endswith(".xml")
                    and not n.lower().endswith(("script-lc.xml", "script-lb.xml")) for n in names):
                 result.add("MACRO", "OpenDocument Basic macros")

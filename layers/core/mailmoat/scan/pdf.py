@@ -66,7 +66,7 @@ def _scan_objects(pdf: Any, found: dict[str, str], deadline: float, result: File
         while stack:
             node = stack.pop()
             seen += 1
-            if seen > MAX_OBJECTS or (seen & 0x3FF) == 0 and time.monotonic() > deadline:
+            if seen > MAX_OBJECTS or ((seen & 0x3FF) == 0 and time.monotonic() > deadline):
                 result.add("SCAN_FAILED", "pdf: object walk stopped at a bound")
                 return
             if isinstance(node, pikepdf.Array):
