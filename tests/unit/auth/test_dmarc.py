@@ -99,3 +99,17 @@ def test_pct_sampling_is_deterministic_per_message() -> None:
     assert dmarc.sample_point(b"message one") == dmarc.sample_point(b"message one")
     points = {dmarc.sample_point(f"m{i}".encode()) for i in range(300)}
     assert min(points) >= 0 and max(points) <= 99 and len(points) > 50
+
+
+class Refusing:
+    """A resolver that must not be asked: names DNS cannot carry are refused before it."""
+
+    def query(self, name: str, rdtype: str) -> list[str]:
+        raise AssertionError(f"asked for {name}")
+
+
+@pytest.mark.parametrize("domain", ["a" * 64 + ".example", "b" * 300, "a..b"])
+def test_names_dns_cannot_carry_are_not_looked_up(domain: str) -> None:
+    got = dmarc.evaluate(Refusing(), domain, spf_result="none", spf_domain="",
+                         dkim_pass_domains=[])
+    assert got.result == "none"

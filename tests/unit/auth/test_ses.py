@@ -32,6 +32,7 @@ SES_AR = ("Authentication-Results: amazonses.com; spf=fail (spfCheck: not permit
     (("Authentication-Results: mx.other.example; spf=none", SES_AR), {}),
     (("Authentication-Results: amazonses.com; spf=pass",
       SES_AR.replace("spf=fail", "spf=neutral")), {"spf": "pass"}),
+    (("Authentication-Results: ;",), {}),  # found by the property test: no authserv-id
     ((), {}),
 ])
 def test_upstream_verdicts(headers: tuple[str, ...], expected: dict[str, str]) -> None:

@@ -19,14 +19,23 @@ class TxtOutcome:
         self.timed_out = timed_out
 
 
+def valid_name(name: str) -> bool:
+    """A name DNS can carry (RFC 1035 §2.3.4); the sender chooses these, so check first
+    rather than let a resolver library raise on a 64-character label."""
+    labels = name.split(".")
+    return 0 < len(name) <= 253 and all(0 < len(label) <= 63 for label in labels)
+
+
 def query_follow(resolver: Resolver, name: str, rdtype: str) -> list[str]:
     """Records of `rdtype` for `name`, following at most MAX_CNAME_HOPS CNAMEs.
 
-    NXDOMAIN and NODATA give []; DnsTimeout is raised to the caller, which maps it to
-    its own temperror.
+    NXDOMAIN, NODATA and names DNS cannot carry give []; DnsTimeout is raised to the
+    caller, which maps it to its own temperror.
     """
     seen: set[str] = set()
     current = name.rstrip(".").lower()
+    if not valid_name(current):
+        return []
     for _ in range(MAX_CNAME_HOPS + 1):
         try:
             return resolver.query(current, rdtype)

@@ -26,7 +26,8 @@ def _ses_authentication_results(msg: email.message.Message) -> str | None:
     for key, value in msg.raw_items():
         if key.lower() == "authentication-results":
             text = " ".join(str(value).split())[:4000]
-            authserv = text.split(";", 1)[0].strip().split()[0] if text.strip() else ""
+            words = text.split(";", 1)[0].split()
+            authserv = words[0] if words else ""
             if authserv.lower() == SES_AUTHSERV_ID:
                 return text
             return None  # the topmost one is not SES's: nothing below it can be trusted
