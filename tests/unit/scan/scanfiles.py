@@ -93,3 +93,49 @@ def encrypt_ooxml(plain: bytes, password: str) -> bytes:
 def only(report: dict[str, Any]) -> dict[str, Any]:
     assert len(report["attachments"]) == 1, report["attachments"]
     return report["attachments"][0]  # type: ignore[no-any-return]
+
+
+# --- formats nothing installable here can write: minimal stored-only writers for tests -----------
+
+def _crc16_arc(data: bytes) -> int:
+    crc = 0
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
+def make_lzh(members: dict[bytes, bytes]) -> bytes:
+    """LHA level-0 headers, method -lh0- (stored); names as raw bytes (Japanese tools: CP932)."""
+    import struct
+
+    out = bytearray()
+    for name, data in members.items():
+        body = (b"-lh0-" + struct.pack("<IIIBB", len(data), len(data), 0x5A2E0000, 0x20, 0)
+                + bytes([len(name)]) + name + struct.pack("<H", _crc16_arc(data)))
+        out += bytes([len(body), sum(body) & 0xFF]) + body + data
+    out += b"\0"
+    return bytes(out)
+
+
+def make_rar4(members: dict[str, bytes], *, encrypted: bool = False) -> bytes:
+    """RAR 4 with stored members (method 0x30); `encrypted` sets the password flag per file,
+    which is what readers see of a password-protected RAR before decrypting."""
+    import struct
+    import zlib
+
+    def block(head_type: int, flags: int, rest: bytes) -> bytes:
+        head = struct.pack("<BHH", head_type, flags, 7 + len(rest)) + rest
+        return struct.pack("<H", zlib.crc32(head) & 0xFFFF) + head
+
+    out = bytearray(b"Rar!\x1a\x07\x00")
+    out += block(0x73, 0, b"\0" * 6)
+    for name, data in members.items():
+        raw_name = name.encode()
+        flags = 0x8000 | (0x04 if encrypted else 0)
+        rest = struct.pack("<IIBIIBBHI", len(data), len(data), 2, zlib.crc32(data),
+                           0x5A2E0000, 20, 0x30, len(raw_name), 0x20) + raw_name
+        out += block(0x74, flags, rest) + data
+    out += block(0x7B, 0x4000, b"")
+    return bytes(out)

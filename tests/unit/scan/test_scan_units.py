@@ -161,3 +161,29 @@ def test_cache_is_bounded():
     for i in range(10):
         engine.analyse(f"text {i}".encode(), "a.txt", Lists())
     assert len(engine.cache) == 3
+
+
+def test_lzh_with_cp932_names(analyse):
+    from tests.unit.scan.scanfiles import make_lzh
+
+    data = make_lzh({"請求書.exe".encode("cp932"): b"MZ\x90\x00", b"readme.txt": b"hello"})
+    att = only(analyse(eml(("書類.lzh", data))))
+    assert att["detected_type"] == "application/x-lzh-compressed"
+    members = {m["name"]: m for m in att["members"]}
+    assert members["請求書.exe"]["symbols"] == ["DANGEROUS_EXTENSION"]
+    assert members["readme.txt"]["verdict"] == "safe"
+    assert {"ARCHIVE_TYPE", "DANGEROUS_EXTENSION"} <= set(att["symbols"])
+
+
+@pytest.mark.parametrize(("encrypted", "verdict", "symbols"), [
+    (False, "risky", {"ARCHIVE_TYPE", "DANGEROUS_EXTENSION"}),
+    (True, "encrypted", {"ARCHIVE_TYPE", "ENCRYPTED_ARCHIVE"}),
+])
+def test_rar(analyse, encrypted, verdict, symbols):
+    from tests.unit.scan.scanfiles import make_rar4
+
+    data = make_rar4({"payload.exe": b"MZ\x90\x00", "a.txt": b"hi"}, encrypted=encrypted)
+    att = only(analyse(eml(("invoice.rar", data))))
+    assert att["verdict"] == verdict and symbols <= set(att["symbols"]), att
+    names = {m["name"] for m in att["members"]}
+    assert "payload.exe" in names

@@ -7,6 +7,7 @@ import posixpath
 import re
 import zipfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import IO, Any
 
 from mailmoat.context import MemberReport, Verdict
@@ -424,7 +425,7 @@ def _walk_stream(data: bytes, detected: str, name: str | None, w: _Walker) -> No
     import gzip
     import lzma
 
-    def opener(raw: IO[bytes]) -> IO[bytes]:
+    def opener(raw: IO[bytes]) -> gzip.GzipFile | bz2.BZ2File | lzma.LZMAFile:
         if detected in {"application/gzip", "application/x-gzip"}:
             return gzip.GzipFile(fileobj=raw)
         if detected == "application/x-bzip2":
@@ -469,13 +470,31 @@ def _entry_encrypted(entry: Any) -> bool:
         return False
 
 
+@contextmanager
+def _libarchive_reader(data: bytes) -> Iterator[Any]:
+    """libarchive-c's memory_reader plus one reader option it does not expose: LHA headers
+    without a charset are CP932 (Japanese LHA tools); libarchive would otherwise fail on them."""
+    import ctypes
+
+    from libarchive import ffi
+    from libarchive.read import ArchiveRead, new_archive_read
+
+    set_options = ffi.libarchive.archive_read_set_options
+    if set_options.argtypes is None:
+        set_options.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        set_options.restype = ctypes.c_int
+    with new_archive_read("all", "all") as archive_p:
+        set_options(archive_p, b"lha:hdrcharset=CP932")  # a refusal only means no LHA module
+        ffi.read_open_memory(archive_p, ctypes.cast(data, ctypes.c_void_p), len(data))
+        yield ArchiveRead(archive_p, "utf-8")
+
+
 def _walk_libarchive(data: bytes, w: _Walker, encrypted: dict[str, str] | None = None) -> None:
-    import libarchive
     from libarchive.exception import ArchiveError
 
     encrypted = encrypted or {}
     try:
-        with libarchive.memory_reader(data) as archive:
+        with _libarchive_reader(data) as archive:
             for entry in archive:
                 w.count_member()
                 name = entry.pathname or "unnamed"
