@@ -22,6 +22,10 @@ _SIGNED_TOP = frozenset({"multipart/signed", "application/pkcs7-mime", "applicat
 _TEXT_KINDS = frozenset({"text/plain", "text/html"})
 
 
+class RewriteLimitError(RuntimeError):
+    """The message is too large or deep to rewrite completely; the stage holds it."""
+
+
 @dataclass(slots=True)
 class BodyPlan:
     banner: Banner | None = None
@@ -60,6 +64,9 @@ def rewrite_body(raw: bytes, plan: BodyPlan, limits: WalkLimits) -> BodyOutcome:
         return BodyOutcome(wrap_signed(raw, plan.banner), ["banner"])
     msg, _ = parse_bytes(raw)
     parsed = walk(msg, limits)
+    if parsed.truncated:
+        # Parts past the walk's bounds would keep live links or miss the banner.
+        raise RewriteLimitError("MIME tree beyond the walk limits; not rewritten partially")
     done: list[str] = []
     for part in parsed.parts:
         if part.kind != "body" or part.content_type not in _TEXT_KINDS:
@@ -122,7 +129,9 @@ def _serialize(raw: bytes, msg: EmailMessage, linesep: bytes) -> bytes:
     """The original top-level header fields byte for byte (they are what DKIM/ARC and the
     reader see), with the MIME headers and the body from the rewritten tree."""
     buffer = io.BytesIO()
-    gen_policy = policy.default.clone(linesep=linesep.decode("ascii"))
+    # refold_source="none": fields we did not touch are written as they came (S/MIME entity
+    # headers included); only fields we set are folded.
+    gen_policy = policy.default.clone(linesep=linesep.decode("ascii"), refold_source="none")
     BytesGenerator(buffer, mangle_from_=False, policy=gen_policy).flatten(msg)
     generated = RawMessage.split(buffer.getvalue())
     original = RawMessage.split(raw)

@@ -45,15 +45,21 @@ class RawMessage:
             cut = match.start() + (2 if raw[match.start():match.start() + 2] == b"\r\n" else 1)
             head, rest = raw[:cut], raw[cut:]
         fields: list[bytes] = []
-        for line in head.splitlines(keepends=True):
+        lines = head.splitlines(keepends=True)
+        for index, line in enumerate(lines):
             if line[:1] in (b" ", b"\t"):
                 if fields:  # a continuation before any field is noise, and so dropped
                     fields[-1] += line
                 continue
             if _FIELD_NAME.match(line):
                 fields.append(line)
-            # Anything else (an mbox "From " line, garbage) is not a header field; keeping it
-            # would make the output unparseable for us and for the ARC signer.
+                continue
+            if index == 0 and line.startswith(b"From "):
+                continue  # an mbox separator, as the stdlib parser also drops it
+            # Like the stdlib parser: the first line that is no header field starts the body.
+            # The blank line is made explicit so that every later reader agrees.
+            rest = linesep + b"".join(lines[index:]) + rest
+            break
         if fields and not fields[-1].endswith(b"\n"):
             fields[-1] += linesep
         if not rest:

@@ -90,10 +90,9 @@ def rewrite(ctx: MessageContext, settings: Settings, tenant: TenantConfig,
     has_chain = message.has_arc_chain()
     # arc_sign needs our arc= result to agree with the message: "none" when there is no
     # chain; a chain the authenticate stage did not validate is not trusted (fail).
+    arc_result = "none"
     if has_chain:
         arc_result = ctx.auth.arc if ctx.auth.arc in ("pass", "fail") else "fail"
-    else:
-        arc_result = "none"
     dkim_domain = ctx.auth.details.get("dkim_domain")
     header = authentication_results(
         settings.authserv_id, ctx.auth, mail_from=ctx.envelope.mail_from,

@@ -92,9 +92,19 @@ def seal(message: bytes, key: ArcKey, *, selector: str, domain: str, authserv_id
          linesep: bytes) -> bytes:
     """Prepend the next ARC set (ARC-Seal, ARC-Message-Signature, ARC-Authentication-Results).
     The message must already carry our Authentication-Results (authserv-id `authserv_id`)."""
+    args = (message, selector.encode("ascii"), domain.encode("ascii"), key.private_pem,
+            authserv_id.encode("ascii"))
     try:
-        arc_set = dkim.arc_sign(message, selector.encode("ascii"), domain.encode("ascii"),
-                                key.private_pem, authserv_id.encode("ascii"), linesep=linesep)
+        try:
+            arc_set = dkim.arc_sign(*args, linesep=linesep)
+        except dkim.ParameterError:
+            # A message without From: dkimpy's default header list then lacks "from", which
+            # the signature must cover. Signing the absent field is allowed (RFC 6376 §5.4)
+            # and stops anyone adding a From later.
+            include = dkim.ARC(message, linesep=linesep).default_sign_headers()
+            if b"from" in (h.lower() for h in include):
+                raise
+            arc_set = dkim.arc_sign(*args, include_headers=[*include, b"from"], linesep=linesep)
     except dkim.DKIMException as exc:
         raise SealError(f"arc_sign: {exc}") from exc
     if not arc_set:

@@ -1,0 +1,146 @@
+"""Our Authentication-Results, spoofed copies removed, X-Spam-*, the ARC seal, and byte preservation."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import authres
+import dkim
+import pytest
+
+from mailmoat.rewrite.headers import RawMessage, authserv_id_of
+from tests.unit.rewrite.conftest import RunRewrite
+from tests.unit.rewrite.helpers import leaf, message, multipart, parse
+
+PLAIN = message(leaf("text/plain", "hello https://example.com\n", "utf-8"))
+
+
+def ours(data: bytes, authserv_id: str = "mx.example.test") -> list[str]:
+    msg = parse(data)
+    return [str(v) for v in msg.get_all("Authentication-Results", [])
+            if authserv_id_of(str(v)) == authserv_id]
+
+
+def test_authentication_results_from_auth_result(run_rewrite: RunRewrite) -> None:
+    _, result = run_rewrite(PLAIN, spf="softfail", dkim="fail", dmarc="fail")
+    [value] = ours(result.data)
+    header = authres.AuthenticationResultsHeader.parse(f"Authentication-Results: {value}")
+    assert header.authserv_id == "mx.example.test"
+    got = {r.method: r.result for r in header.results}
+    assert got == {"spf": "softfail", "dkim": "fail", "dmarc": "fail", "arc": "none"}
+    assert "smtp.mailfrom=taro@example.com" in value
+    assert "header.from=example.com" in value
+
+
+@pytest.mark.parametrize("spoof", [
+    "Authentication-Results: mx.example.test; spf=pass; dkim=pass; dmarc=pass",
+    "authentication-results: MX.EXAMPLE.TEST; dmarc=pass",
+    "Authentication-Results: (injected) mx.example.test;\r\n\tdmarc=pass header.from=bank.example",
+    "Authentication-Results: mx.example.test 1; none",
+])
+def test_incoming_results_claiming_to_be_ours_are_removed(run_rewrite: RunRewrite,
+                                                          spoof: str) -> None:
+    upstream = "Authentication-Results: amazonses.com; spf=pass smtp.mailfrom=x@example.com"
+    raw = message(leaf("text/plain", "hi\n"), extra_headers=f"{spoof}\r\n{upstream}\r\n")
+    _, result = run_rewrite(raw, spf="fail", dmarc="fail")
+    values = ours(result.data)
+    assert len(values) == 1 and "spf=fail" in values[0] and "pass" not in values[0]
+    assert upstream.split(": ", 1)[1] in [str(v) for v in parse(result.data).get_all(
+        "Authentication-Results", [])]
+    assert ("SPOOFED_RESULTS_REMOVED", "1 header(s) claimed ours") in result.findings
+
+
+@pytest.mark.parametrize(("actions", "flag"), [(("x-spam-flag",), "YES"), ((), None)])
+def test_spam_flag(run_rewrite: RunRewrite, actions: tuple[str, ...], flag: str | None) -> None:
+    raw = message(leaf("text/plain", "hi\n"), extra_headers="X-Spam-Flag: NO\r\n")
+    _, result = run_rewrite(raw, actions=actions, score=7.25)
+    msg = parse(result.data)
+    assert msg.get_all("X-Spam-Flag") == ([flag] if flag else None)
+    if flag:
+        assert msg["X-Spam-Status"] == "Yes, score=7.2"
+
+
+def test_headers_only_preserves_body_bytes(run_rewrite: RunRewrite) -> None:
+    body = leaf("text/plain", "行末の空白   \n\n  indented\n", "iso-2022-jp", cte="7bit")
+    raw = message(body, extra_headers="X-Odd:   spaced   value\r\n")
+    _, result = run_rewrite(raw)
+    assert result.data.endswith(raw.split(b"\r\n\r\n", 1)[1])
+    assert b"X-Odd:   spaced   value\r\n" in result.data
+    assert result.actions == ["arc-seal"]
+
+
+@pytest.mark.parametrize("actions", [(), ("banner", "defang")])
+@pytest.mark.parametrize("linesep", [b"\r\n", b"\n"])
+def test_output_line_endings_consistent_and_clean_parse(run_rewrite: RunRewrite,
+                                                        actions: tuple[str, ...],
+                                                        linesep: bytes) -> None:
+    raw = message(multipart("alternative", leaf("text/plain", "a https://x.example\n"),
+                            leaf("text/html", "<a href='https://x.example'>x</a>")))
+    raw = raw.replace(b"\r\n", linesep)
+    _, result = run_rewrite(raw, actions=actions)
+    if linesep == b"\r\n":
+        assert re.search(rb"(?<!\r)\n", result.data) is None
+    else:
+        assert b"\r" not in result.data
+    msg = parse(result.data)
+    assert [type(d).__name__ for p in msg.walk() for d in p.defects] == []
+
+
+@pytest.mark.parametrize("actions", [(), ("banner",), ("banner", "defang"), ("x-spam-flag",)])
+def test_arc_seal_verifies(run_rewrite: RunRewrite, dnsfunc: Callable[..., bytes],
+                           actions: tuple[str, ...]) -> None:
+    _, result = run_rewrite(alternative_html(), actions=actions)
+    assert "arc-seal" in result.actions
+    cv, results, reason = dkim.arc_verify(result.data, dnsfunc=dnsfunc)
+    assert cv == dkim.CV_Pass, reason
+    assert results[0]["as-domain"] == b"gw.example.test"
+    assert results[0]["aar-value"].startswith(b"i=1; mx.example.test;")
+
+
+def test_arc_seal_fails_against_a_tampered_message(run_rewrite: RunRewrite,
+                                                   dnsfunc: Callable[..., bytes]) -> None:
+    _, result = run_rewrite(PLAIN)
+    tampered = result.data.replace(b"hello", b"HELLO")
+    cv, _, _ = dkim.arc_verify(tampered, dnsfunc=dnsfunc)
+    assert cv == dkim.CV_Fail
+
+
+def test_second_seal_extends_an_existing_chain(run_rewrite: RunRewrite,
+                                               dnsfunc: Callable[..., bytes]) -> None:
+    _, first = run_rewrite(PLAIN)
+    # The next hop validated our chain (arc=pass) and seals again with i=2.
+    _, second = run_rewrite(first.data, arc="pass")
+    cv, results, reason = dkim.arc_verify(second.data, dnsfunc=dnsfunc)
+    assert cv == dkim.CV_Pass, reason
+    assert [r["instance"] for r in results] == [2, 1]
+
+
+def test_unvalidated_existing_chain_is_sealed_as_failed(run_rewrite: RunRewrite) -> None:
+    _, first = run_rewrite(PLAIN)
+    _, second = run_rewrite(first.data, arc="none")  # authenticate did not validate it
+    assert b"arc=fail" in second.data
+    assert re.search(rb"ARC-Seal: i=2; cv=fail", second.data)
+
+
+@pytest.mark.parametrize(("raw", "fields", "rest"), [
+    (b"From nobody Mon\nA: 1\nB:  two\n\tfolded\n\nbody\n",
+     [b"A: 1\n", b"B:  two\n\tfolded\n"], b"\nbody\n"),
+    # like the stdlib parser: the first line that is no field starts the body
+    (b"A: 1\r\nnot a header\r\n\r\nbody\r\n", [b"A: 1\r\n"],
+     b"\r\nnot a header\r\n\r\nbody\r\n"),
+    (b"Subject: x", [b"Subject: x\n"], b"\n"),
+    (b"", [], b"\n"),
+])
+def test_raw_message_split(raw: bytes, fields: list[bytes], rest: bytes) -> None:
+    split = RawMessage.split(raw)
+    assert (split.fields, split.rest) == (fields, rest)
+    if raw:
+        assert parse(split.to_bytes()).get_payload() == parse(raw).get_payload()
+
+
+def alternative_html() -> bytes:
+    return message(multipart("alternative", leaf("text/plain", "本文 https://example.com\n",
+                                                 "iso-2022-jp", cte="7bit"),
+                             leaf("text/html", "<p>本文</p><a href='https://example.com'>x</a>",
+                                  "shift_jis", cte="8bit")))

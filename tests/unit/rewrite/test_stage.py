@@ -1,0 +1,167 @@
+"""The rewrite stage through the real pipeline: bootstrap, policy, rewrite; failures hold the message."""
+
+from __future__ import annotations
+
+import re
+import stat
+from pathlib import Path
+
+import dkim
+import pytest
+
+from mailmoat.config import GatewayConfig
+from mailmoat.context import Disposition, Envelope, MessageContext
+from mailmoat.pipeline import run_pipeline
+from mailmoat.rewrite.rewriter import arc_key
+from mailmoat.rewrite.seal import SealError
+from mailmoat.runtime import Runtime, bootstrap
+from mailmoat.settings import Settings
+from tests.unit.rewrite.helpers import leaf, message, multipart, parse, text_parts
+
+LINK = "https://example.com/login"
+RAW = message(multipart(
+    "alternative",
+    leaf("text/plain", f"ご確認ください {LINK}\n", "iso-2022-jp", cte="7bit"),
+    leaf("text/html", f'<p>ご確認ください</p><a href="{LINK}">こちら</a>', "shift_jis",
+         cte="base64"),
+))
+
+
+def run(rt: Runtime, raw: bytes, *, warn: bool, defang: bool, dmarc_policy: str | None = "reject",
+        tenant: str | None = None) -> MessageContext:
+    ctx = MessageContext(id="m1", raw=raw, tenant=tenant,
+                         envelope=Envelope(client_ip="192.0.2.10", mail_from="taro@example.com",
+                                           rcpt_to=["alice@example.test"]))
+    ctx.auth.spf, ctx.auth.dkim, ctx.auth.dmarc = "fail", "none", "fail"
+    ctx.auth.dmarc_policy = dmarc_policy
+    ctx.auth.warn, ctx.auth.defang = warn, defang
+    return run_pipeline(ctx, rt.services, ["isolate", "rewrite"])
+
+
+def dns_from_public_txt(data_dir: Path):  # type: ignore[no-untyped-def]
+    record = (data_dir / "arc" / "public.txt").read_text()
+    assert record.startswith("mailmoat._domainkey.mailmoat.localhost. IN TXT ")
+    value = re.search(r'"(v=DKIM1; k=rsa; p=[A-Za-z0-9+/=]+)"', record)
+    assert value
+    return lambda name, timeout=5: value.group(1).encode()
+
+
+@pytest.mark.parametrize(("warn", "defang", "policy", "banner", "links_left"), [
+    (True, True, "reject", True, False),  # SPF/DMARC failed: banner and dead links
+    (True, False, "none", True, True),  # DMARC p=none only: banner, links left alone
+    (False, False, None, False, True),  # authenticated: only our headers and the seal
+])
+def test_pipeline_isolate_then_rewrite(tmp_path: Path, warn: bool, defang: bool,
+                                       policy: str | None, banner: bool, links_left: bool) -> None:
+    rt = bootstrap(Settings(mode="test"), data_dir=tmp_path)
+    ctx = run(rt, RAW, warn=warn, defang=defang, dmarc_policy=policy)
+    assert ctx.disposition == Disposition.DELIVER
+    assert [t.outcome for t in ctx.trace] == ["ok", "ok", "ok"]
+    assert ctx.output is not None
+    assert ("banner" in ctx.actions) is banner
+    assert ("defang" in ctx.actions) is (not links_left)
+    assert "arc-seal" in ctx.actions
+    for ctype, text in text_parts(ctx.output):
+        assert "ご確認ください" in text
+        assert ("【注意】" in text) is banner
+        assert (LINK in text) is links_left, ctype
+    # the locally generated key: private 0600, public record published beside it
+    private = tmp_path / "arc" / "private.pem"
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    cv, _, reason = dkim.arc_verify(ctx.output, dnsfunc=dns_from_public_txt(tmp_path))
+    assert cv == dkim.CV_Pass, reason
+    assert ctx.to_report()["actions"] == ctx.actions
+
+
+def test_key_is_generated_once(tmp_path: Path) -> None:
+    rt = bootstrap(Settings(mode="test"), data_dir=tmp_path)
+    run(rt, RAW, warn=False, defang=False)
+    first = (tmp_path / "arc" / "private.pem").read_bytes()
+    rt2 = bootstrap(Settings(mode="test"), data_dir=tmp_path)
+    ctx = run(rt2, RAW, warn=False, defang=False)
+    assert (tmp_path / "arc" / "private.pem").read_bytes() == first
+    assert ctx.output is not None
+    cv, _, _ = dkim.arc_verify(ctx.output, dnsfunc=dns_from_public_txt(tmp_path))
+    assert cv == dkim.CV_Pass
+
+
+def test_english_tenant_through_pipeline(tmp_path: Path) -> None:
+    config = GatewayConfig.model_validate(
+        {"tenant": [{"name": "acme", "domains": ["example.test"], "language": "en",
+                     "html_to_text": True}]})
+    rt = bootstrap(Settings(mode="test"), data_dir=tmp_path, config=config)
+    ctx = run(rt, RAW, warn=True, defang=True, tenant="acme")
+    assert ctx.output is not None
+    parts = text_parts(ctx.output)
+    assert [c for c, _ in parts] == ["text/plain", "text/plain"]  # HTML alternative rendered
+    assert all("CAUTION: the sender" in t and "【注意】" not in t for _, t in parts)
+    assert "html-to-text" in ctx.actions
+
+
+def test_broken_key_holds_the_message(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pem"
+    bad.write_text("-----BEGIN RSA PRIVATE KEY-----\nnot a key\n-----END RSA PRIVATE KEY-----\n")
+    rt = bootstrap(Settings(mode="test", arc_key_file=bad), data_dir=tmp_path)
+    ctx = run(rt, RAW, warn=True, defang=True)
+    assert ctx.disposition == Disposition.HELD
+    assert ctx.has("REWRITE_FAILED") and ctx.has("HELD")
+    assert ctx.output is None  # never half-rewritten
+    assert "arc-seal" not in ctx.actions
+
+
+def test_aws_runtime_needs_a_configured_key(tmp_path: Path) -> None:
+    with pytest.raises(SealError):
+        arc_key(Settings(mode="test", runtime="aws", data_dir=tmp_path))
+
+
+def _deep(depth: int) -> bytes:
+    body = leaf("text/html", "<a href='https://x.example'>x</a>")
+    for i in range(depth):
+        body = f'Content-Type: multipart/mixed; boundary="d{i}"\r\n\r\n--d{i}\r\n'.encode() + body \
+            + f"\r\n--d{i}--\r\n".encode()
+    return message(body)
+
+
+def _arc_sets(count: int) -> str:
+    return "".join(f"ARC-Seal: i={i}; cv=pass; a=rsa-sha256; d=x.example; s=s; b=AAAA\r\n"
+                   for i in range(1, count + 1))
+
+
+HOSTILE = {
+    "empty": b"",
+    "no-headers": b"just some text https://example.com\r\n",
+    "headers-only": b"From: a@example.com\r\nSubject: x",
+    "mbox-from-line": b"From someone Fri Nov 27\r\n" + RAW,
+    "deep-nesting": _deep(120),
+    "broken-base64": message(b"Content-Type: text/html; charset=utf-8\r\n"
+                             b"Content-Transfer-Encoding: base64\r\n\r\n@@@!!!===\r\nPGE+\r\n"),
+    "control-chars-html": message(leaf("text/html", "<p>\x00\x01\x0b<a href='https://x.example'>"
+                                       "\x0c</a>\x1f</p>")),
+    "comment-only-html": message(leaf("text/html", "<!-- only a comment -->")),
+    "unknown-8bit": message(b"Content-Type: text/plain; charset=unknown-8bit\r\n\r\n"
+                            + "壊れた https://x.example".encode("cp932") + b"\r\n"),
+    "bogus-charset": message(leaf("text/plain", "hello https://x.example\n")
+                             .replace(b"charset=utf-8", b"charset=x-no-such-charset")),
+    "utf16-declared": message(b"Content-Type: text/plain; charset=utf-16\r\n"
+                              b"Content-Transfer-Encoding: base64\r\n\r\n"
+                              b"//5oAGkAIABoAHQAdABwAHMAOgAvAC8AeAAuAGUAeABhAG0AcABsAGUA\r\n"),
+    "long-header": message(leaf("text/plain", "x\n"), extra_headers="X-Long: " + "a" * 5000
+                           + "\r\n"),
+    "too-many-arc-sets": message(leaf("text/plain", "x\n"), extra_headers=_arc_sets(50)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_input_never_raises(tmp_path: Path, name: str) -> None:
+    rt = bootstrap(Settings(mode="test"), data_dir=tmp_path)
+    ctx = run(rt, HOSTILE[name], warn=True, defang=True)  # must not raise
+    if ctx.disposition == Disposition.HELD:
+        assert ctx.output is None
+        assert ctx.has("REWRITE_FAILED") or ctx.has("STAGE_FAILED")
+        return
+    assert ctx.output is not None
+    msg = parse(ctx.output)
+    assert any(str(v).startswith("mailmoat;") for v in msg.get_all("Authentication-Results", []))
+    for ctype, text in text_parts(ctx.output):
+        if ctype == "text/plain":
+            assert "https://" not in text, name
