@@ -31,7 +31,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 stamp=.venv/.mailmoat-installed
-want=$(cat pyproject.toml requirements.lock 2>/dev/null | sha256sum | cut -d' ' -f1)
+lockfiles=(pyproject.toml)
+[ -f requirements.lock ] && lockfiles+=(requirements.lock)
+want=$(cat "${lockfiles[@]}" | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "setup: installing mailmoat and its dependencies into .venv"
   constraints=()

@@ -53,7 +53,8 @@ def test_process_several_files_prints_json_lines_in_order_and_writes_out_dir(tmp
 def test_process_a_directory(tmp_path) -> None:
     result = mailmoat("process", str(FIXTURES), "--dns-zone", ZONE, "--json")
     lines = result.stdout.decode().splitlines()
-    expected = sorted(str(p) for p in FIXTURES.iterdir() if p.is_file())
+    expected = sorted(str(p) for p in FIXTURES.rglob("*")
+                      if p.is_file() and "__pycache__" not in p.parts)
     assert [json.loads(line)["file"] for line in lines] == expected and result.returncode == 0
 
 

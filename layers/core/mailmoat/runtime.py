@@ -8,7 +8,6 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.utils import parseaddr
 from pathlib import Path
 
 from mailmoat.config import GatewayConfig, TenantConfig, load_config
@@ -131,24 +130,6 @@ class Runtime:
                     for u in tenant.users)
 
 
-def envelope_from_headers(raw: bytes, envelope: Envelope) -> Envelope:
-    """Fill what the caller did not give from the message itself (Return-Path)."""
-    if envelope.mail_from is None:
-        head = raw[: raw.find(b"\n\n") if b"\n\n" in raw else len(raw)]
-        for line in head.splitlines():
-            if line[:12].lower() == b"return-path:":
-                envelope.mail_from = parseaddr(line[12:].decode("latin-1"))[1] or ""
-                break
-    return envelope
-
-
-class DiscardMailer:
-    """For offline analysis (`mailmoat process`): the caller writes the output itself."""
-
-    def deliver(self, message_id: str, recipient: str, mail_from: str | None, data: bytes) -> str:
-        return "analysed only"
-
-
 def _mailer_factory(settings: Settings) -> object:
     from mailmoat.adapters.maildir import MaildirMailer
     from mailmoat.adapters.smtp import SmtpMailer
@@ -213,6 +194,10 @@ def bootstrap(settings: Settings | None = None, *, config: GatewayConfig | None 
         resolver=make_resolver(settings),
         clock=SystemClock(),
     )
+    if settings.geoip_db is not None:
+        from mailmoat.adapters.geoip import GeoIp2Reader
+
+        services.geoip = GeoIp2Reader(settings.geoip_db)
     runtime = Runtime(settings=settings, services=services)
     runtime.sync_config_to_directory()
     return runtime

@@ -41,7 +41,8 @@ def _inputs(paths: Sequence[str]) -> Iterator[Path]:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
-    from mailmoat.runtime import bootstrap, envelope_from_headers
+    from mailmoat.auth.received import envelope_from_message
+    from mailmoat.runtime import bootstrap
 
     files = list(_inputs(args.messages))
     many = len(files) > 1 or any(Path(m).is_dir() for m in args.messages)
@@ -60,7 +61,8 @@ def cmd_process(args: argparse.Namespace) -> int:
                 print(json.dumps({"file": str(path), "error": str(exc)}), file=sys.stdout)
                 status = 1
                 continue
-            envelope = envelope_from_headers(raw, Envelope(
+            # Flags win; what they leave out comes from the topmost Received and Return-Path.
+            envelope = envelope_from_message(raw, Envelope(
                 client_ip=args.client_ip, helo=args.helo, mail_from=args.mail_from,
                 rcpt_to=[r.lower() for r in (args.rcpt or [])]))
             ctx = runtime.analyse(raw, envelope, stages=("authenticate", "scan", "isolate", "rewrite"))
