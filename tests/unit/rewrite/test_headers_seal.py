@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 import authres
 import dkim
@@ -144,3 +145,17 @@ def alternative_html() -> bytes:
                                                  "iso-2022-jp", cte="7bit"),
                              leaf("text/html", "<p>本文</p><a href='https://example.com'>x</a>",
                                   "shift_jis", cte="8bit")))
+
+
+def test_openssl_signing_gives_dkimpy_bytes(arc_key_file: tuple[Path, bytes]) -> None:
+    import hashlib
+
+    from dkim.crypto import RSASSA_PKCS1_v1_5_sign as pure_python_sign
+    from dkim.crypto import parse_pem_private_key
+
+    from mailmoat.rewrite.seal import load_key, openssl_pkcs1_sign
+
+    private = parse_pem_private_key(load_key(arc_key_file[0]).private_pem)
+    for algorithm in ("sha256", "sha1"):
+        digest = hashlib.new(algorithm, b"message to sign")
+        assert openssl_pkcs1_sign(digest, private) == bytes(pure_python_sign(digest, private))

@@ -17,6 +17,8 @@ _URL = re.compile(r"""(?i)(?:(?:https?|ftp)://|(?<![a-z0-9.-])www\.)[^\s<>"'\u30
 _SCHEME = re.compile(r"(?i)(h)tt(ps?)(?=\s*:)|f(t)p(?=\s*://)")
 # The same across text nodes (<b>https</b>://…): the "tt" positions are what we change.
 _SPLIT_SCHEME = re.compile(r"(?i)h(tt)ps?\s*:\s*/")
+# Cheap pre-check, a superset of what the two patterns above can match: most text has no link.
+_MAYBE_LINK = re.compile(r"(?i)tps?\s*:|ftp|www\.")
 _SCHEME_REWRITE = {"http": "hxxp", "https": "hxxps", "ftp": "fxp"}
 _MAX_SHOWN = 300  # a defanged target longer than this is shortened in the visible text
 
@@ -67,6 +69,8 @@ def _split_host(rest: str) -> tuple[str, str, str]:
 
 def defang_text(text: str) -> str:
     """Bare URLs become `hxxps://example[.]com/...`; no clickable http(s):// remains."""
+    if not _MAYBE_LINK.search(text):
+        return text
     text = _URL.sub(lambda m: defang_url(m.group(0)), text)
     return _SCHEME.sub(_scheme_repl, text)
 

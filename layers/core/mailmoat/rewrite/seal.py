@@ -8,16 +8,49 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import dkim
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
 log = logging.getLogger("mailmoat.rewrite.seal")
 
 _KEY_BITS = 2048
 _lock = threading.Lock()
 _cache: dict[tuple[str, int], ArcKey] = {}
+
+
+_HASHES: dict[str, type[hashes.HashAlgorithm]] = {"sha256": hashes.SHA256, "sha1": hashes.SHA1}
+_openssl_keys: dict[int, rsa.RSAPrivateKey] = {}
+
+
+class _Digest(Protocol):
+    name: str
+
+    def digest(self) -> bytes: ...
+
+
+def openssl_pkcs1_sign(digest: _Digest, private_key: dict[str, int]) -> bytes:
+    """dkimpy's RSASSA-PKCS1-v1_5 signing done by OpenSSL instead of Python big-int pow:
+    about 15 ms less per seal on a 2048-bit key. PKCS#1 v1.5 signatures are deterministic,
+    so the bytes are exactly those dkimpy would produce (a test checks this)."""
+    modulus = private_key["modulus"]
+    key = _openssl_keys.get(modulus)
+    if key is None:
+        public = rsa.RSAPublicNumbers(private_key["publicExponent"], modulus)
+        key = rsa.RSAPrivateNumbers(
+            p=private_key["prime1"], q=private_key["prime2"], d=private_key["privateExponent"],
+            dmp1=private_key["exponent1"], dmq1=private_key["exponent2"],
+            iqmp=private_key["coefficient"], public_numbers=public).private_key()
+        _openssl_keys[modulus] = key
+    algorithm = _HASHES[digest.name.lower()]()
+    return key.sign(digest.digest(), padding.PKCS1v15(), utils.Prehashed(algorithm))
+
+
+# dkim.gen_header calls this module-level name; only signing goes through it (verification,
+# which the authenticate stage uses, does not).
+dkim.RSASSA_PKCS1_v1_5_sign = openssl_pkcs1_sign
 
 
 class SealError(RuntimeError):
