@@ -485,7 +485,8 @@ def _libarchive_reader(data: bytes) -> Iterator[Any]:
         set_options.restype = ctypes.c_int
     with new_archive_read("all", "all") as archive_p:
         set_options(archive_p, b"lha:hdrcharset=CP932")  # a refusal only means no LHA module
-        ffi.read_open_memory(archive_p, ctypes.cast(data, ctypes.c_void_p), len(data))
+        ffi.read_open_memory(archive_p, ctypes.cast(data, ctypes.c_void_p),  # type: ignore[arg-type]
+                             len(data))
         yield ArchiveRead(archive_p, "utf-8")
 
 
