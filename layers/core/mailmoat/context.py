@@ -225,6 +225,9 @@ class MessageContext:
     disposition: Disposition = Disposition.DELIVER
     trace: list[StageTiming] = field(default_factory=list)
     output: bytes | None = None
+    # Per-recipient bodies when they differ (the isolate notice carries each recipient's own
+    # portal token); deliver uses outputs[rcpt] when present, else output, else raw.
+    outputs: dict[str, bytes] = field(default_factory=dict)
     deliveries: dict[str, str] = field(default_factory=dict)  # recipient -> outcome
     parsed: ParsedMessage | None = field(default=None, repr=False)  # set by pipeline.prepare
 

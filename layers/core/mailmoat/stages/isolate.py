@@ -1,24 +1,277 @@
-"""Stage 3: decide what happens to the message and each attachment, then isolate."""
+"""Stage 3: decide what happens to each attachment, move isolated files to the portal, add the notice."""
 
 from __future__ import annotations
 
-from mailmoat.context import AttachmentAction, Disposition, MessageContext
+import email.message
+import html
+import logging
+from dataclasses import dataclass
+from email.message import EmailMessage
+
+from mailmoat.adapters.sqlite_isolation import isolation_store
+from mailmoat.config import TenantConfig
+from mailmoat.context import AttachmentAction, AttachmentReport, Disposition, MessageContext
+from mailmoat.isolation import (
+    IsolatedFile,
+    PortalMessage,
+    blob_key,
+    expiry,
+    issue_token,
+)
+from mailmoat.message import Part, WalkLimits, header_text, parse_bytes, walk
 from mailmoat.pipeline import Services, register
 from mailmoat.policy import decide
+from mailmoat.rewrite import bodytext
+from mailmoat.rewrite.banner import Banner, insert_html_banner
+from mailmoat.rewrite.body import _serialize, _write_html
+from mailmoat.rewrite.headers import RawMessage
+from mailmoat.rewrite.htmldoc import parse_html
+
+log = logging.getLogger("mailmoat.isolate")
+
+_TEXT_KINDS = frozenset({"text/plain", "text/html"})
+_MAX_NODES = 20_000  # the walk already bounded the tree; this only guards the parent map
+_MAX_NAME = 120
+
+# The product's Japanese wording is the model (issue 5); English follows it.
+NOTICE: dict[str, dict[str, str]] = {
+    "ja": {
+        "title": "【添付ファイルの分離】",
+        "isolated": "添付ファイルはセキュリティポリシーにより分離されました。"
+                    "以下のURLから確認してください（有効期限 {days} 日）。",
+        "deleted": "以下の添付ファイルは危険と判定されたため削除されました。",
+        "virus": "ウイルスを検出",
+        "danger": "危険なファイル",
+        "link": "添付ファイルを確認する",
+    },
+    "en": {
+        "title": "[Attachments isolated]",
+        "isolated": "Attachments were separated from this message by security policy. "
+                    "Check them at the URL below (valid for {days} days).",
+        "deleted": "The following attachments were judged dangerous and have been deleted.",
+        "virus": "virus detected",
+        "danger": "dangerous file",
+        "link": "Check the attachments",
+    },
+}
+_RULE = "━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━"
+_HTML = ('<table role="presentation" width="100%" cellpadding="0" cellspacing="0" border="0" '
+         'style="width:100%;border-collapse:collapse;margin:0 0 16px 0;"><tr><td bgcolor="#EEF4FB" '
+         'style="background-color:#EEF4FB;border:2px solid #1C5FA8;padding:10px 14px;'
+         "font-family:Meiryo,'Hiragino Kaku Gothic ProN','Yu Gothic',Arial,Helvetica,sans-serif;"
+         'font-size:14px;line-height:1.6;color:#1A1A1A;text-align:left;">{body}</td></tr></table>')
+
+
+class IsolationError(RuntimeError):
+    """The files cannot be taken out of this message safely; the stage fails closed."""
+
+
+@dataclass(slots=True)
+class _Removed:
+    report: AttachmentReport
+    deleted: bool
 
 
 class Isolate:
     name = "isolate"
 
     def run(self, ctx: MessageContext, services: Services) -> None:
-        decide(ctx, services.tenant(ctx))
+        tenant = services.tenant(ctx)
+        decide(ctx, tenant)
         pending = [a for a in ctx.attachments if a.action != AttachmentAction.KEEP]
-        if pending and ctx.disposition == Disposition.DELIVER:
-            # Moving files to the portal is not built yet. Delivering the message with a file
-            # the policy wants out of it would be a silent bypass, so fail closed: quarantine.
+        if not pending or ctx.disposition != Disposition.DELIVER:
+            return  # a quarantined message keeps its files with it
+        try:
+            isolate(ctx, services, tenant, pending)
+        except IsolationError as exc:
+            # Never deliver a file the policy wants out of the message: quarantine instead.
             ctx.add("ISOLATION_UNAVAILABLE", "message",
-                    ", ".join(f"{a.path}:{a.action}" for a in pending))
+                    f"{exc}; " + ", ".join(f"{a.path}:{a.action}" for a in pending))
             ctx.disposition = Disposition.QUARANTINE
+
+
+def isolate(ctx: MessageContext, services: Services, tenant: TenantConfig,
+            pending: list[AttachmentReport]) -> None:
+    source = ctx.output if ctx.output is not None else ctx.raw
+    limits = WalkLimits(max_parts=services.settings.limits.max_parts,
+                        max_depth=services.settings.limits.max_depth)
+    msg, _ = parse_bytes(source)
+    parsed = walk(msg, limits)
+    if parsed.truncated:
+        raise IsolationError("MIME tree beyond the walk limits")
+    by_path = {p.path: p for p in parsed.parts}
+    pending_paths = {a.path for a in pending}
+    # An attached message that leaves takes its inner files with it.
+    outermost = [a for a in pending if not any(a.path.startswith(p + ".") for p in pending_paths)]
+    for report in pending:
+        part = by_path.get(report.path)
+        if part is None or part.kind not in ("attachment", "message"):
+            raise IsolationError(f"part {report.path} cannot be removed")
+
+    store = isolation_store(services)
+    now = services.clock.now()
+    expires = expiry(now, tenant.retention_days)
+    files: list[IsolatedFile] = []
+    for report in pending:
+        deleted = report.action == AttachmentAction.DELETE
+        key = None
+        if not deleted:
+            key = blob_key(ctx.id, report.path)
+            # Original bytes, for the portal; a danger file is never kept for download.
+            services.blobs.put(key, by_path[report.path].payload())
+        files.append(IsolatedFile(
+            message_id=ctx.id, path=report.path, filename=report.filename or "unnamed",
+            size=report.size, sha256=report.sha256, declared_type=report.declared_type,
+            detected_type=report.detected_type, verdict=report.verdict, symbols=list(report.symbols),
+            action="delete" if deleted else "isolate", expires_at=expires, blob_key=key,
+            members=[m.to_dict() for m in report.members]))
+    store.save(PortalMessage(
+        id=ctx.id, tenant=tenant.name, language=tenant.language, from_header=ctx.from_header,
+        subject=ctx.subject, date=header_text(parsed.message, "date"),
+        mail_from=ctx.envelope.mail_from, route=[h.to_dict() for h in ctx.route],
+        created_at=now, expires_at=expires), files)
+
+    _strip(msg, [by_path[a.path] for a in outermost])
+    stripped = _serialize(source, msg, RawMessage.split(source).linesep)
+
+    shown = [_Removed(a, a.action == AttachmentAction.DELETE) for a in outermost]
+    recipients = list(dict.fromkeys(r.lower() for r in ctx.envelope.rcpt_to)) or [""]
+    base = services.settings.portal_url.rstrip("/")
+    outputs: dict[str, bytes] = {}
+    first_url: str | None = None
+    for rcpt in recipients:
+        if rcpt and store.has_token(ctx.id, rcpt) and _already_delivered(services, ctx.id, rcpt):
+            continue  # a re-run: that recipient has its message and link; keep both working
+        url = f"{base}/m/{issue_token(store, ctx.id, rcpt, expires)}"
+        first_url = first_url or url
+        outputs[rcpt] = _with_notice(stripped, shown, url, tenant, limits)
+    if first_url is None:  # every recipient was done by an earlier run
+        ctx.output = _with_notice(stripped, shown, None, tenant, limits)
+    else:
+        ctx.output = next(iter(outputs.values()))
+        ctx.portal_url = first_url
+    ctx.outputs = {r: data for r, data in outputs.items() if r}
+    ctx.add_action("isolate")
+    log.info("attachments isolated", extra={
+        "message_id": ctx.id, "tenant": tenant.name, "stage": "isolate", "action": "isolate",
+        "count": len(files)})
+
+
+def _already_delivered(services: Services, message_id: str, rcpt: str) -> bool:
+    outcome = services.log.delivery_outcome(message_id, rcpt)
+    return outcome is not None and outcome.startswith(("delivered", "failed"))
+
+
+def _children(node: email.message.Message) -> list[email.message.Message]:
+    payload = node.get_payload()
+    return [p for p in payload if isinstance(p, email.message.Message)] \
+        if isinstance(payload, list) else []
+
+
+def _strip(msg: EmailMessage, parts: list[Part]) -> None:
+    """Take the parts out of the tree. Containers left empty go too, and a file that was the
+    whole message becomes an empty text part the notice is written into."""
+    parent: dict[int, email.message.Message] = {}
+    stack: list[email.message.Message] = [msg]
+    seen = 0
+    while stack:
+        current = stack.pop()
+        seen += 1
+        if seen > _MAX_NODES:
+            raise IsolationError("too many MIME nodes")
+        for child in _children(current):
+            parent[id(child)] = current
+            stack.append(child)
+    for part in parts:
+        node: email.message.Message | None = part.node
+        while node is not None:
+            if node is msg:
+                _empty_text(msg)
+                break
+            up = parent.get(id(node))
+            if up is None:
+                raise IsolationError(f"part {part.path} has no parent")
+            if up.get_content_maintype() != "multipart":
+                node = up  # the only body of an attached message: the message goes
+                continue
+            payload = up.get_payload()
+            assert isinstance(payload, list)
+            payload[:] = [p for p in payload if p is not node]
+            node = up if not payload and up is not msg else None
+
+
+def _empty_text(msg: email.message.Message) -> None:
+    for name in [k for k in msg if k.lower().startswith("content-")]:
+        del msg[name]
+    msg["Content-Type"] = 'text/plain; charset="utf-8"'
+    msg["Content-Transfer-Encoding"] = "7bit"
+    msg.set_payload("\n")
+
+
+def _display_name(name: str) -> str:
+    name = " ".join(name.split())
+    return name if len(name) <= _MAX_NAME else name[: _MAX_NAME - 1] + "…"
+
+
+def _notice(shown: list[_Removed], url: str | None, tenant: TenantConfig) -> Banner:
+    words = NOTICE.get(tenant.language, NOTICE["ja"])
+    isolated = [r.report for r in shown if not r.deleted]
+    deleted = [r.report for r in shown if r.deleted]
+    lines: list[str] = [_RULE, words["title"]]
+    parts: list[str] = [f'<strong style="color:#1C5FA8;font-size:15px;">'
+                        f"{html.escape(words['title'])}</strong>"]
+    if isolated:
+        intro = words["isolated"].format(days=tenant.retention_days)
+        lines.append(intro)
+        parts.append(html.escape(intro))
+        if url:
+            lines.append(url)
+            parts.append(f'<a href="{html.escape(url)}">{html.escape(words["link"])}</a> '
+                         f"({html.escape(url)})")
+        for report in isolated:
+            name = _display_name(report.filename or "unnamed")
+            lines.append(f"・{name}")
+            parts.append(f"・{html.escape(name)}")
+    if deleted:
+        lines.append(words["deleted"])
+        parts.append(html.escape(words["deleted"]))
+        for report in deleted:
+            why = words["virus"] if "VIRUS" in report.symbols else words["danger"]
+            name = _display_name(report.filename or "unnamed")
+            lines.append(f"・{name} ({why})")
+            parts.append(f"・{html.escape(name)} ({html.escape(why)})")
+    lines.append(_RULE)
+    return Banner(text="\n".join(lines) + "\n\n", html=_HTML.format(body="<br>".join(parts)))
+
+
+def _with_notice(stripped: bytes, shown: list[_Removed], url: str | None, tenant: TenantConfig,
+                 limits: WalkLimits) -> bytes:
+    """The notice at the top of the first text and the first HTML body part of the message
+    itself (not of attached messages); a new text part when there is none."""
+    notice = _notice(shown, url, tenant)
+    msg, _ = parse_bytes(stripped)
+    parsed = walk(msg, limits)
+    targets: dict[str, Part] = {}
+    for part in parsed.parts:
+        if part.kind == "body" and part.inside_message is None and part.content_type in _TEXT_KINDS:
+            targets.setdefault(part.content_type, part)
+    if not targets:
+        if not msg.is_multipart():
+            raise IsolationError("no place for the notice")
+        text = EmailMessage()
+        text.set_content(notice.text, subtype="plain", charset="utf-8", cte="base64")
+        del text["MIME-Version"]
+        payload = msg.get_payload()
+        assert isinstance(payload, list)
+        payload.insert(0, text)
+    for ctype, part in targets.items():
+        if ctype == "text/plain":
+            bodytext.prepend_text(part.node, notice.text)
+        else:
+            doc = parse_html(bodytext.read_text(part.node))
+            insert_html_banner(doc, notice)
+            _write_html(part.node, doc)
+    return _serialize(stripped, msg, RawMessage.split(stripped).linesep)
 
 
 register(Isolate())

@@ -1,0 +1,218 @@
+"""SqliteIsolationStore: isolated-file records, portal tokens (hashed), downloads and attempts in SQLite."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mailmoat.adapters.sqlite import SqliteDatabase
+from mailmoat.context import Verdict
+from mailmoat.isolation import DownloadRecord, IsolatedFile, IsolationStore, PortalAccess, PortalMessage
+
+if TYPE_CHECKING:
+    from mailmoat.pipeline import Services
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS portal_messages (
+      id TEXT PRIMARY KEY,
+      tenant TEXT NOT NULL,
+      language TEXT NOT NULL,
+      from_header TEXT,
+      subject TEXT,
+      date TEXT,
+      mail_from TEXT,
+      route TEXT NOT NULL DEFAULT '[]',
+      created_at TEXT NOT NULL,
+      expires_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS isolated_files (
+      message_id TEXT NOT NULL,
+      path TEXT NOT NULL,
+      filename TEXT NOT NULL,
+      size INTEGER NOT NULL,
+      sha256 TEXT NOT NULL,
+      declared_type TEXT NOT NULL,
+      detected_type TEXT,
+      verdict TEXT NOT NULL,
+      symbols TEXT NOT NULL DEFAULT '[]',
+      members TEXT NOT NULL DEFAULT '[]',
+      action TEXT NOT NULL,
+      blob_key TEXT,
+      expires_at TEXT NOT NULL,
+      PRIMARY KEY (message_id, path)
+    )""",
+    "CREATE INDEX IF NOT EXISTS isolated_files_expiry ON isolated_files(expires_at)",
+    # token_sha256 only: the token itself is never written anywhere on our side.
+    """CREATE TABLE IF NOT EXISTS portal_tokens (
+      token_sha256 TEXT PRIMARY KEY,
+      message_id TEXT NOT NULL,
+      recipient TEXT NOT NULL,
+      created_at TEXT NOT NULL,
+      expires_at TEXT NOT NULL,
+      UNIQUE (message_id, recipient)
+    )""",
+    """CREATE TABLE IF NOT EXISTS portal_downloads (
+      id INTEGER PRIMARY KEY AUTOINCREMENT,
+      at TEXT NOT NULL,
+      message_id TEXT NOT NULL,
+      path TEXT NOT NULL,
+      kind TEXT NOT NULL,
+      client_ip TEXT,
+      recipient TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS portal_attempts (
+      message_id TEXT NOT NULL,
+      path TEXT NOT NULL,
+      at TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS portal_attempts_file ON portal_attempts(message_id, path, at)",
+)
+
+
+def _ts(value: datetime) -> str:
+    # One zone and one format, so text comparison in SQL is time comparison.
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+def _dt(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+class SqliteIsolationStore:
+    def __init__(self, db: SqliteDatabase) -> None:
+        self.db = db
+        with db.transaction() as c:
+            for statement in _SCHEMA:
+                c.execute(statement)
+
+    def save(self, message: PortalMessage, files: list[IsolatedFile]) -> None:
+        """Idempotent: a stage re-run rewrites the same rows."""
+        with self.db.transaction() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO portal_messages(id, tenant, language, from_header, subject,"
+                " date, mail_from, route, created_at, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (message.id, message.tenant, message.language, message.from_header, message.subject,
+                 message.date, message.mail_from, json.dumps(message.route, ensure_ascii=False),
+                 _ts(message.created_at), _ts(message.expires_at)))
+            for f in files:
+                c.execute(
+                    "INSERT OR REPLACE INTO isolated_files(message_id, path, filename, size, sha256,"
+                    " declared_type, detected_type, verdict, symbols, members, action, blob_key,"
+                    " expires_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (f.message_id, f.path, f.filename, f.size, f.sha256, f.declared_type,
+                     f.detected_type, str(f.verdict), json.dumps(f.symbols),
+                     json.dumps(f.members, ensure_ascii=False), f.action, f.blob_key,
+                     _ts(f.expires_at)))
+
+    def set_token(self, message_id: str, recipient: str, token_sha256: str,
+                  expires_at: datetime) -> None:
+        with self.db.transaction() as c:
+            c.execute("DELETE FROM portal_tokens WHERE message_id = ? AND recipient = ?",
+                      (message_id, recipient))
+            c.execute("INSERT INTO portal_tokens(token_sha256, message_id, recipient, created_at,"
+                      " expires_at) VALUES (?,?,?,?,?)",
+                      (token_sha256, message_id, recipient, _ts(datetime.now(UTC)), _ts(expires_at)))
+
+    def has_token(self, message_id: str, recipient: str) -> bool:
+        rows = self.db.query("SELECT 1 FROM portal_tokens WHERE message_id = ? AND recipient = ?",
+                             (message_id, recipient.lower()))
+        return bool(rows)
+
+    def access(self, token_sha256: str, now: datetime) -> PortalAccess | None:
+        rows = self.db.query(
+            "SELECT message_id, recipient, expires_at FROM portal_tokens"
+            " WHERE token_sha256 = ? AND expires_at > ?", (token_sha256, _ts(now)))
+        if not rows:
+            return None
+        row = rows[0]
+        return PortalAccess(row["message_id"], row["recipient"], _dt(row["expires_at"]))
+
+    def message(self, message_id: str) -> PortalMessage | None:
+        rows = self.db.query("SELECT * FROM portal_messages WHERE id = ?", (message_id,))
+        if not rows:
+            return None
+        r = rows[0]
+        return PortalMessage(id=r["id"], tenant=r["tenant"], language=r["language"],
+                             from_header=r["from_header"], subject=r["subject"], date=r["date"],
+                             mail_from=r["mail_from"], route=json.loads(r["route"] or "[]"),
+                             created_at=_dt(r["created_at"]), expires_at=_dt(r["expires_at"]))
+
+    def files(self, message_id: str) -> list[IsolatedFile]:
+        rows = self.db.query("SELECT * FROM isolated_files WHERE message_id = ?", (message_id,))
+        files = [_file(r) for r in rows]
+        # IMAP-like paths sort by their numbers ("2" < "10", "3" < "3.1").
+        return sorted(files, key=lambda f: [int(x) if x.isdigit() else 0 for x in f.path.split(".")])
+
+    def record_download(self, record: DownloadRecord) -> None:
+        with self.db.transaction() as c:
+            c.execute("INSERT INTO portal_downloads(at, message_id, path, kind, client_ip, recipient)"
+                      " VALUES (?,?,?,?,?,?)",
+                      (_ts(record.at), record.message_id, record.path, record.kind,
+                       record.client_ip, record.recipient))
+
+    def downloads(self, message_id: str) -> list[DownloadRecord]:
+        rows = self.db.query("SELECT * FROM portal_downloads WHERE message_id = ? ORDER BY id",
+                             (message_id,))
+        return [DownloadRecord(_dt(r["at"]), r["message_id"], r["path"], r["kind"], r["client_ip"],
+                               r["recipient"]) for r in rows]
+
+    def add_attempt(self, message_id: str, path: str, at: datetime) -> None:
+        with self.db.transaction() as c:
+            c.execute("INSERT INTO portal_attempts(message_id, path, at) VALUES (?,?,?)",
+                      (message_id, path, _ts(at)))
+
+    def attempts_since(self, message_id: str, path: str, since: datetime) -> int:
+        rows = self.db.query("SELECT COUNT(*) AS n FROM portal_attempts"
+                             " WHERE message_id = ? AND path = ? AND at > ?",
+                             (message_id, path, _ts(since)))
+        return int(rows[0]["n"])
+
+    def expired(self, now: datetime) -> list[IsolatedFile]:
+        rows = self.db.query("SELECT * FROM isolated_files WHERE expires_at <= ?", (_ts(now),))
+        return [_file(r) for r in rows]
+
+    def delete_expired(self, now: datetime) -> int:
+        stamp = _ts(now)
+        with self.db.transaction() as c:
+            n = c.execute("DELETE FROM isolated_files WHERE expires_at <= ?", (stamp,)).rowcount
+            c.execute("DELETE FROM portal_tokens WHERE expires_at <= ?", (stamp,))
+            c.execute("DELETE FROM portal_messages WHERE expires_at <= ?", (stamp,))
+            # Attempts only matter inside the rate-limit window; a day is plenty.
+            c.execute("DELETE FROM portal_attempts WHERE at <= ?", (_ts(now - timedelta(days=1)),))
+        return int(n)
+
+
+def _file(r: sqlite3.Row) -> IsolatedFile:
+    return IsolatedFile(
+        message_id=r["message_id"], path=r["path"], filename=r["filename"], size=r["size"],
+        sha256=r["sha256"], declared_type=r["declared_type"], detected_type=r["detected_type"],
+        verdict=Verdict(r["verdict"]), symbols=json.loads(r["symbols"] or "[]"),
+        action=r["action"], expires_at=_dt(r["expires_at"]), blob_key=r["blob_key"],
+        members=json.loads(r["members"] or "[]"))
+
+
+_STORES: dict[Path, SqliteIsolationStore] = {}
+_STORES_LOCK = threading.Lock()
+
+
+def isolation_store(services: Services) -> IsolationStore:
+    """The store for these services. Until bootstrap() builds it (Services.isolation), reuse the
+    directory's SQLite database, or open the data directory's one; one store per file."""
+    built = getattr(services, "isolation", None)
+    if built is not None:
+        return built  # type: ignore[no-any-return]
+    db = getattr(services.directory, "db", None)
+    path = db.path if isinstance(db, SqliteDatabase) else \
+        services.settings.data_dir / "mailmoat.sqlite3"
+    with _STORES_LOCK:
+        store = _STORES.get(path)
+        if store is None or (isinstance(db, SqliteDatabase) and store.db is not db):
+            store = SqliteIsolationStore(db if isinstance(db, SqliteDatabase) else SqliteDatabase(path))
+            _STORES[path] = store
+        return store

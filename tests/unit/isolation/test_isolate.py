@@ -1,0 +1,212 @@
+"""The isolate stage (DESIGN §1 stage 3, §4; issue 5): files out, notice in, records and tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes, policy
+from pathlib import Path
+
+import pytest
+
+from mailmoat.adapters.sqlite_isolation import isolation_store
+from mailmoat.context import Disposition
+from mailmoat.isolation import hash_token, resolve, sweep
+from tests.unit.isolation.builders import (
+    EICAR_LIKE,
+    RECIPIENTS,
+    aes_zip,
+    analyse,
+    clean_pdf,
+    make_runtime,
+    message,
+)
+
+TOKEN_URL = re.compile(r"http://127\.0\.0\.1:8080/m/([A-Za-z0-9_-]+)")
+
+
+def parts(raw: bytes) -> list[tuple[str, str | None, bytes]]:
+    msg = message_from_bytes(raw, policy=policy.default)
+    out = []
+    for node in msg.walk():
+        if node.is_multipart():
+            continue
+        out.append((node.get_content_type(), node.get_filename(),
+                    node.get_payload(decode=True) or b""))
+    return out
+
+
+def text_of(raw: bytes, ctype: str) -> str:
+    msg = message_from_bytes(raw, policy=policy.default)
+    for node in msg.walk():
+        if node.get_content_type() == ctype:
+            return str(node.get_content())
+    raise AssertionError(f"no {ctype} part")
+
+
+@pytest.fixture
+def runtime(tmp_path: Path):
+    return make_runtime(tmp_path / "var")
+
+
+def test_encrypted_zip_is_isolated_with_notice_and_the_pdf_stays(runtime) -> None:
+    zip_bytes, pdf = aes_zip({"report.txt": b"member bytes\n"}), clean_pdf()
+    ctx = analyse(runtime, message(("請求書.zip", zip_bytes, "application/zip"),
+                                   ("clean.pdf", pdf, "application/pdf")))
+    assert ctx.disposition == Disposition.DELIVER
+    by_name = {a.filename: a for a in ctx.attachments}
+    assert by_name["請求書.zip"].action == "isolate" and by_name["clean.pdf"].action == "keep"
+    assert "isolate" in ctx.actions
+    assert ctx.portal_url is not None and TOKEN_URL.fullmatch(ctx.portal_url)
+    assert set(ctx.outputs) == set(RECIPIENTS)
+    for rcpt, out in ctx.outputs.items():
+        files = [(c, n) for c, n, _ in parts(out) if n]
+        assert files == [("application/pdf", "clean.pdf")], rcpt
+        assert [d for c, n, d in parts(out) if n == "clean.pdf"] == [pdf]
+        plain, html = text_of(out, "text/plain"), text_of(out, "text/html")
+        assert plain.index("添付ファイルはセキュリティポリシーにより分離されました") < plain.index("パスワードは")
+        assert "有効期限 30 日" in plain and "請求書.zip" in plain
+        assert html.index("分離されました") < html.index("パスワードは")
+        assert len(set(TOKEN_URL.findall(plain))) == 1
+    # One token per recipient, each in that recipient's copy only.
+    tokens = {r: TOKEN_URL.findall(text_of(o, "text/plain"))[0] for r, o in ctx.outputs.items()}
+    assert tokens["alice@example.test"] != tokens["bob@example.test"]
+    store = isolation_store(runtime.services)
+    now = datetime.now(UTC)
+    for rcpt, token in tokens.items():
+        assert len(token) >= 22  # ≥ 128 bits in URL-safe base64
+        access = resolve(store, token, now)
+        assert access is not None and access.recipient == rcpt and access.message_id == ctx.id
+        assert access.expires_at - now > timedelta(days=29)
+    # The original bytes are kept for the portal, with their hash and verdict.
+    [record] = store.files(ctx.id)
+    assert record.verdict == "encrypted" and record.symbols == ["ENCRYPTED_ARCHIVE"]
+    assert record.blob_key == f"isolated/{ctx.id}/2"
+    assert runtime.services.blobs.get(record.blob_key) == zip_bytes
+    assert record.sha256 == hashlib.sha256(zip_bytes).hexdigest()
+
+
+def test_tokens_are_stored_only_as_hashes(runtime, tmp_path: Path) -> None:
+    ctx = analyse(runtime, message(("a.zip", aes_zip({"a.txt": b"x"}), "application/zip")))
+    tokens = {TOKEN_URL.findall(text_of(o, "text/plain"))[0] for o in ctx.outputs.values()}
+    db = sqlite3.connect(tmp_path / "var" / "mailmoat.sqlite3")
+    rows = db.execute("SELECT token_sha256 FROM portal_tokens WHERE message_id = ?",
+                      (ctx.id,)).fetchall()
+    assert {r[0] for r in rows} == {hash_token(t) for t in tokens}
+    db.close()
+    raw_db = b"".join(p.read_bytes() for p in (tmp_path / "var").glob("mailmoat.sqlite3*"))
+    for token in tokens:
+        assert token.encode() not in raw_db
+
+
+def test_danger_file_is_deleted_not_stored_and_the_notice_says_so(runtime) -> None:
+    ctx = analyse(runtime, message(("eicar.com.txt", EICAR_LIKE, "text/plain"),
+                                   ("clean.pdf", clean_pdf(), "application/pdf")))
+    danger = next(a for a in ctx.attachments if a.filename == "eicar.com.txt")
+    assert danger.verdict == "danger" and "VIRUS" in danger.symbols and danger.action == "delete"
+    out = ctx.outputs["alice@example.test"]
+    assert EICAR_LIKE not in out
+    assert [n for _, n, _ in parts(out) if n] == ["clean.pdf"]
+    plain = text_of(out, "text/plain")
+    assert "危険と判定されたため削除されました" in plain and "eicar.com.txt (ウイルスを検出)" in plain
+    assert "以下のURLから確認してください" not in plain  # nothing was kept for the portal
+    [record] = isolation_store(runtime.services).files(ctx.id)
+    assert record.action == "delete" and record.blob_key is None
+    assert not list(runtime.services.blobs.keys(f"isolated/{ctx.id}/"))
+
+
+def test_english_tenant_gets_the_english_notice(tmp_path: Path) -> None:
+    config = tmp_path / "en.toml"
+    config.write_text(Path(__file__).resolve().parents[3].joinpath("config/demo.toml").read_text()
+                      .replace('language = "ja"', 'language = "en"')
+                      .replace("retention_days = 30", "retention_days = 7"))
+    runtime = make_runtime(tmp_path / "var", config=config)
+    ctx = analyse(runtime, message(("a.zip", aes_zip({"a.txt": b"x"}), "application/zip"),
+                                   html=False))
+    plain = text_of(ctx.outputs["alice@example.test"], "text/plain")
+    assert "separated from this message by security policy" in plain
+    assert "valid for 7 days" in plain
+    [record] = isolation_store(runtime.services).files(ctx.id)
+    assert timedelta(days=6) < record.expires_at - datetime.now(UTC) <= timedelta(days=7)
+
+
+def test_a_message_that_is_only_the_file_becomes_the_notice(runtime) -> None:
+    raw = (b"From: s@sender.example\r\nTo: alice@example.test\r\nSubject: x\r\n"
+           b"MIME-Version: 1.0\r\nContent-Type: application/zip; name=\"a.zip\"\r\n"
+           b"Content-Transfer-Encoding: base64\r\n\r\n"
+           + __import__("base64").encodebytes(aes_zip({"a.txt": b"x"})).replace(b"\n", b"\r\n"))
+    ctx = analyse(runtime, raw, ["alice@example.test"])
+    out = ctx.outputs["alice@example.test"]
+    [(ctype, name, _)] = parts(out)
+    assert ctype == "text/plain" and name is None
+    assert "分離されました" in text_of(out, "text/plain")
+
+
+def test_signed_smime_is_never_touched(runtime) -> None:
+    raw = (b"From: s@sender.example\r\nTo: alice@example.test\r\nSubject: signed\r\n"
+           b"MIME-Version: 1.0\r\nContent-Type: multipart/signed; protocol=\"application/pkcs7-signature\";"
+           b" micalg=sha-256; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: multipart/mixed; boundary=\"b2\"\r\n\r\n"
+           b"--b2\r\nContent-Type: text/plain\r\n\r\nhello\r\n--b2\r\nContent-Type: application/x-msdownload\r\n"
+           b"Content-Disposition: attachment; filename=\"a.exe\"\r\n\r\nMZ\r\n--b2--\r\n--b1\r\n"
+           b"Content-Type: application/pkcs7-signature; name=smime.p7s\r\n\r\nsig\r\n--b1--\r\n")
+    ctx = analyse(runtime, raw, ["alice@example.test"])
+    assert ctx.attachments == [] and ctx.outputs == {} and ctx.portal_url is None
+    assert b"a.exe" in (ctx.output or raw)
+
+
+def test_attached_message_with_a_risky_file_leaves_whole(runtime) -> None:
+    inner = message(("a.zip", aes_zip({"a.txt": b"x"}), "application/zip"), html=False)
+    outer = message(html=False)
+    msg = message_from_bytes(outer, policy=policy.default)
+    msg.make_mixed()
+    from email.message import EmailMessage
+
+    part = EmailMessage()
+    part.set_content(message_from_bytes(inner, policy=policy.default))
+    part["Content-Disposition"] = "attachment"
+    msg.attach(part)
+    ctx = analyse(runtime, msg.as_bytes(), ["alice@example.test"])
+    actions = {a.path: a.action for a in ctx.attachments}
+    assert actions == {"2": "isolate", "2.2": "isolate"}
+    out = ctx.outputs["alice@example.test"]
+    assert all(c != "message/rfc822" for c, _, _ in parts(out))
+    assert {f.path for f in isolation_store(runtime.services).files(ctx.id)} == {"2", "2.2"}
+
+
+def test_rerun_keeps_the_link_of_a_recipient_already_delivered(runtime) -> None:
+    raw = message(("a.zip", aes_zip({"a.txt": b"x"}), "application/zip"))
+    first = analyse(runtime, raw)
+    token = TOKEN_URL.findall(text_of(first.outputs["alice@example.test"], "text/plain"))[0]
+    runtime.services.log.finish_delivery(first.id, "alice@example.test", "delivered: test")
+    again = analyse(runtime, raw, message_id=first.id)
+    store = isolation_store(runtime.services)
+    assert resolve(store, token, datetime.now(UTC)) is not None
+    assert set(again.outputs) == {"bob@example.test"}
+
+
+def test_sweep_removes_expired_files_records_and_tokens(runtime) -> None:
+    ctx = analyse(runtime, message(("a.zip", aes_zip({"a.txt": b"x"}), "application/zip")))
+    token = TOKEN_URL.findall(text_of(ctx.outputs["alice@example.test"], "text/plain"))[0]
+    store = isolation_store(runtime.services)
+    blobs = runtime.services.blobs
+    assert sweep(store, blobs, datetime.now(UTC)) == 0
+    assert resolve(store, token, datetime.now(UTC)) is not None
+    later = datetime.now(UTC) + timedelta(days=31)
+    assert resolve(store, token, later) is None  # expired tokens resolve to nothing
+    assert sweep(store, blobs, later) == 1
+    assert store.files(ctx.id) == [] and store.message(ctx.id) is None
+    assert not list(blobs.keys(f"isolated/{ctx.id}/"))
+    assert resolve(store, token, datetime.now(UTC)) is None
+
+
+def test_a_file_that_cannot_be_removed_quarantines_the_message(runtime) -> None:
+    from mailmoat.context import AttachmentReport, MessageContext, Verdict
+    from mailmoat.pipeline import run_pipeline
+
+    ctx = MessageContext(id="t-missing", raw=b"From: a@b\r\n\r\nhi\r\n")
+    ctx.attachments.append(AttachmentReport(path="2", filename="a.exe", declared_type="x/y",
+                                            size=1, sha256="0", verdict=Verdict.RISKY))
+    run_pipeline(ctx, runtime.services, ("isolate",))
+    assert ctx.disposition == Disposition.QUARANTINE and ctx.has("ISOLATION_UNAVAILABLE")
