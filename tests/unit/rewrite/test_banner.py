@@ -155,3 +155,19 @@ def test_attached_message_gets_no_banner(run_rewrite: RunRewrite) -> None:
     texts = [t for _, t in text_parts(result.data)]
     assert "【注意】" in texts[0]
     assert "forwarded body" in texts[1] and "【注意】" not in texts[1]
+
+
+@pytest.mark.parametrize("entity", [
+    b"Content-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n"
+    b"Content-Disposition: attachment; filename=a.pdf\r\n\r\nJVBERi0xLjQK\r\n",
+    multipart("mixed", b"Content-Type: application/zip\r\nContent-Disposition: attachment;"
+                       b" filename=a.zip\r\nContent-Transfer-Encoding: base64\r\n\r\nUEsFBgAA\r\n"),
+], ids=["single-attachment", "attachments-only"])
+def test_message_without_body_part_gets_banner_part(run_rewrite: RunRewrite,
+                                                   entity: bytes) -> None:
+    _, result = run_rewrite(message(entity), actions=("banner",))
+    assert entity in result.data
+    msg = parse(result.data)
+    assert msg.get_content_type() == "multipart/mixed"
+    first = next(msg.iter_parts())
+    assert first.get_content_type() == "text/plain" and "【注意】" in first.get_content()

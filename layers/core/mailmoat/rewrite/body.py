@@ -61,7 +61,7 @@ def rewrite_body(raw: bytes, plan: BodyPlan, limits: WalkLimits) -> BodyOutcome:
     if is_signed_or_encrypted(raw):
         if plan.banner is None:
             return BodyOutcome(None)
-        return BodyOutcome(wrap_signed(raw, plan.banner), ["banner"])
+        return BodyOutcome(wrap_with_banner(raw, plan.banner), ["banner"])
     msg, _ = parse_bytes(raw)
     parsed = walk(msg, limits)
     if parsed.truncated:
@@ -106,9 +106,13 @@ def rewrite_body(raw: bytes, plan: BodyPlan, limits: WalkLimits) -> BodyOutcome:
             text = banner.text.replace("\n", "\r\n" if "\r\n" in text else "\n") + text
             _add(done, "banner")
         bodytext.write_text(node, text)
-    if not done:
-        return BodyOutcome(None)
-    return BodyOutcome(_serialize(raw, msg, linesep), done)
+    data = _serialize(raw, msg, linesep) if done else None
+    if plan.banner is not None and "banner" not in done:
+        # No readable body part to put it in (only attachments, or an empty message): the
+        # banner becomes a first part of its own, as for S/MIME.
+        data = wrap_with_banner(data if data is not None else raw, plan.banner)
+        done.append("banner")
+    return BodyOutcome(data, done)
 
 
 def _add(done: list[str], action: str) -> None:
@@ -147,9 +151,10 @@ def _is_mime_field(field_bytes: bytes) -> bool:
     return name.startswith(b"content-") or name == b"mime-version"
 
 
-def wrap_signed(raw: bytes, banner: Banner) -> bytes:
-    """A multipart/mixed around the untouched S/MIME entity, the banner as a new first part.
-    The signed entity (its Content-* fields and body) is copied byte for byte."""
+def wrap_with_banner(raw: bytes, banner: Banner) -> bytes:
+    """A multipart/mixed around the untouched entity (S/MIME, or a message without a body
+    part), the banner as a new first part. The entity (its Content-* fields and body) is
+    copied byte for byte."""
     original = RawMessage.split(raw)
     ls = original.linesep
     entity_fields = [f for f in original.fields if RawMessage.name_of(f).startswith(b"content-")]

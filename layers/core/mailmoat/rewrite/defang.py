@@ -19,6 +19,7 @@ _SCHEME = re.compile(r"(?i)(h)tt(ps?)(?=\s*:)|f(t)p(?=\s*://)")
 _SPLIT_SCHEME = re.compile(r"(?i)h(tt)ps?\s*:\s*/")
 # Cheap pre-check, a superset of what the two patterns above can match: most text has no link.
 _MAYBE_LINK = re.compile(r"(?i)tps?\s*:|ftp|www\.")
+_SCHEME_PREFIX = re.compile(r"(?i)([a-z][a-z0-9+.-]*):(//)?(.*)", re.DOTALL)
 _SCHEME_REWRITE = {"http": "hxxp", "https": "hxxps", "ftp": "fxp"}
 _MAX_SHOWN = 300  # a defanged target longer than this is shortened in the visible text
 
@@ -44,7 +45,7 @@ def _defang_host(host: str) -> str:
 def defang_url(url: str) -> str:
     """`https://www.example.com/a.b?c` → `hxxps://www[.]example[.]com/a.b?c`."""
     url = url.strip()
-    match = re.match(r"(?i)([a-z][a-z0-9+.-]*):(//)?(.*)", url, re.DOTALL)
+    match = _SCHEME_PREFIX.match(url)
     if match is None:
         if url.lower().startswith("www."):
             host, sep, rest = _split_host(url)
