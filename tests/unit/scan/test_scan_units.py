@@ -187,3 +187,18 @@ def test_rar(analyse, encrypted, verdict, symbols):
     assert att["verdict"] == verdict and symbols <= set(att["symbols"]), att
     names = {m["name"] for m in att["members"]}
     assert "payload.exe" in names
+
+
+def test_scan_stage_import_stays_light():
+    """DESIGN §10: the scan handler imports in ≤ 800 ms; heavy analysers load on first use."""
+    import subprocess
+    import sys
+
+    code = ("import sys, time; t = time.perf_counter(); import mailmoat.stages.scan; "
+            "print(round((time.perf_counter() - t) * 1000)); "
+            "print(' '.join(m for m in ('oletools', 'pikepdf', 'py7zr', 'msoffcrypto', 'libarchive',"
+            " 'rarfile', 'magic', 'lxml') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    ms, heavy = [*out.stdout.splitlines(), ""][:2]
+    assert heavy == ""
+    assert int(ms) < 800

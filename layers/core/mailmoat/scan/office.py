@@ -81,7 +81,11 @@ def _ole_encryption(data: bytes, detected: str, result: FileResult,
 
 def _try_password(office: object, password: str) -> bytes | None:
     try:
-        office.load_key(password=password)  # type: ignore[attr-defined]
+        try:
+            # OOXML: check the verifier first, so a wrong guess costs no payload decryption.
+            office.load_key(password=password, verify_password=True)  # type: ignore[attr-defined]
+        except TypeError:  # 97–2003 formats verify inside load_key and take no such argument
+            office.load_key(password=password)  # type: ignore[attr-defined]
         out = io.BytesIO()
         office.decrypt(out)  # type: ignore[attr-defined]
     except Exception:  # wrong password shows as one of several msoffcrypto errors
