@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import codecs
 import quopri
 import re
 from email.message import Message
@@ -98,10 +99,24 @@ def encode_iso2022jp(text: str) -> bytes:
     return bytes(out)
 
 
+def _encoder(charset: str | None) -> str | None:
+    """The codec to write a declared charset with. Stricter than reading: charsets.py reads
+    "gb2312" as GB18030 and "euc-jp" as EUC-JIS-2004 to be lenient, but bytes written under
+    the old label must be what an old reader expects. Shift_JIS is the exception: every
+    client reads it as CP932, the NEC characters Japanese users type included."""
+    codec = codec_for(charset)
+    if codec in (None, "iso-2022-jp", "cp932") or charset is None:
+        return codec
+    try:
+        return codecs.lookup(charset.strip().strip('"').lower()).name
+    except LookupError:
+        return None
+
+
 def encode_text(text: str, charset: str | None) -> tuple[bytes, str]:
     """Encode in the part's charset when it holds every character, otherwise as UTF-8.
     Returns the bytes and the charset label to declare."""
-    codec = codec_for(charset)
+    codec = _encoder(charset)
     if codec == "iso-2022-jp" and charset:
         try:
             return encode_iso2022jp(text), charset
@@ -120,7 +135,7 @@ def encode_text(text: str, charset: str | None) -> tuple[bytes, str]:
 def encode_prefix(prefix: str, charset: str | None) -> bytes | None:
     """`prefix` in the part's charset such that it can be put in front of the existing bytes
     unchanged, or None when the charset cannot hold it (or is not safely concatenable)."""
-    codec = codec_for(charset)
+    codec = _encoder(charset)
     if not codec or not charset or codec in _NOT_CONCATENABLE:
         return None
     try:
