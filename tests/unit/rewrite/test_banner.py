@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import lxml.html
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mailmoat.settings import Settings
 from tests.unit.rewrite.conftest import RunRewrite
@@ -171,3 +173,31 @@ def test_message_without_body_part_gets_banner_part(run_rewrite: RunRewrite,
     assert msg.get_content_type() == "multipart/mixed"
     first = next(msg.iter_parts())
     assert first.get_content_type() == "text/plain" and "【注意】" in first.get_content()
+
+
+_JP_ALPHABET = "あいうえおアイウエオ漢字試験①②㈱㍻ⅰⅱ髙﨑～－ー　。、「」abc 123\n"
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(alphabet=_JP_ALPHABET, min_size=1, max_size=60),
+       charset=st.sampled_from(["iso-2022-jp", "shift_jis"]),
+       defang=st.booleans())
+def test_property_japanese_text_survives(run_rewrite: RunRewrite, text: str, charset: str,
+                                         defang: bool) -> None:
+    raw = message(leaf("text/plain", text, charset, cte="7bit" if charset == "iso-2022-jp"
+                       else "8bit"))
+    _, result = run_rewrite(raw, actions=("banner", "defang") if defang else ("banner",))
+    [(_, out)] = text_parts(result.data)
+    assert out.replace("\r\n", "\n").endswith(text.replace("\r\n", "\n"))
+    assert parse(result.data).get_content_charset() == charset
+
+
+def test_rewrite_starts_from_an_earlier_stages_output(run_rewrite: RunRewrite) -> None:
+    raw = message(multipart("mixed", leaf("text/plain", "body\n"),
+                            b"Content-Type: application/zip\r\nContent-Disposition: attachment;"
+                            b" filename=a.zip\r\n\r\nPK\r\n"))
+    isolated = message(leaf("text/plain", "body\n\n[a.zip was isolated]\n"))
+    _, result = run_rewrite(raw, actions=("banner",), output=isolated)
+    [(_, text)] = text_parts(result.data)
+    assert "【注意】" in text and "[a.zip was isolated]" in text

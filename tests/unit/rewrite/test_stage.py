@@ -16,6 +16,7 @@ from mailmoat.rewrite.rewriter import arc_key
 from mailmoat.rewrite.seal import SealError
 from mailmoat.runtime import Runtime, bootstrap
 from mailmoat.settings import Settings
+from tests.conftest import FIXTURES
 from tests.unit.rewrite.helpers import leaf, message, multipart, parse, text_parts
 
 LINK = "https://example.com/login"
@@ -165,3 +166,22 @@ def test_hostile_input_never_raises(tmp_path: Path, name: str) -> None:
     for ctype, text in text_parts(ctx.output):
         if ctype == "text/plain":
             assert "https://" not in text, name
+
+
+SHARED_FIXTURES = sorted(p.name for p in FIXTURES.glob("*.eml"))
+
+
+@pytest.mark.parametrize("name", SHARED_FIXTURES)
+def test_shared_fixtures_rewrite_cleanly(tmp_path: Path, name: str) -> None:
+    rt = bootstrap(Settings(mode="test"), data_dir=tmp_path)
+    raw = (FIXTURES / name).read_bytes()
+    ctx = run(rt, raw, warn=True, defang=True)
+    assert ctx.disposition != Disposition.HELD, ctx.findings
+    assert ctx.output is not None and "banner" in ctx.actions
+    texts = text_parts(ctx.output)
+    assert any("【注意】" in text for _, text in texts)
+    for ctype, text in texts:
+        if ctype == "text/plain":
+            assert "https://" not in text and "http://" not in text
+        else:
+            assert not re.search(r"(?i)href\s*=", text)
