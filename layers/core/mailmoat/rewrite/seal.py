@@ -26,7 +26,8 @@ _openssl_keys: dict[int, rsa.RSAPrivateKey] = {}
 
 
 class _Digest(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def digest(self) -> bytes: ...
 
