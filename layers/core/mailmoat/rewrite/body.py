@@ -73,6 +73,10 @@ def rewrite_body(raw: bytes, plan: BodyPlan, limits: WalkLimits) -> BodyOutcome:
             continue
         node = part.node
         ctype = part.content_type
+        # Attached messages keep their own look; the banner belongs to the message we deliver.
+        banner = plan.banner if part.inside_message is None else None
+        if banner is None and not plan.defang and not (plan.html_to_text and ctype == "text/html"):
+            continue
         html_doc: HtmlDoc | None = None
         text: str | None = None
         if ctype == "text/html":
@@ -88,14 +92,11 @@ def rewrite_body(raw: bytes, plan: BodyPlan, limits: WalkLimits) -> BodyOutcome:
             else:
                 text = defang_text(text if text is not None else bodytext.read_text(node))
             _add(done, "defang")
-        # Attached messages keep their own look; the banner belongs to the message we deliver.
-        banner = plan.banner if part.inside_message is None else None
         if html_doc is not None:
             if banner is not None:
                 insert_html_banner(html_doc, banner)
                 _add(done, "banner")
-            if banner is not None or plan.defang:
-                _write_html(node, html_doc)
+            _write_html(node, html_doc)
             continue
         if text is None:
             if banner is not None:
