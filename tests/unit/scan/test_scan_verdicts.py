@@ -18,6 +18,7 @@ from mailmoat.context import Envelope
 from mailmoat.runtime import bootstrap
 from mailmoat.settings import Settings
 from tests.unit.scan.scanfiles import R, W, eml, encrypt_ooxml, make_ooxml, make_zip, only
+from tests.unit.scan.vbafiles import legacy_word_with_macros, vba_project_bin
 
 MZ = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00" + b"\x00" * 48 + \
     b"This program cannot be run in DOS mode.\r\r\n$" + b"\x00" * 128
@@ -134,7 +135,16 @@ CASES: list[tuple[str, str, Callable[[Path], bytes], str, set[str], str]] = [
     ("xlsm-xlm-macro-sheet", "book.xlsm",
      lambda t: make_ooxml("excel-macro", extra={"xl/macrosheets/sheet1.xml": XLM_SHEET}), "risky",
      {"MACRO", "XLM_MACRO"}, "isolate"),
-    ("docm-vba-project", "letter.docm",
+    ("docm-autoopen-vba", "letter.docm",
+     lambda t: make_ooxml("word-macro", extra={"word/vbaProject.bin": vba_project_bin()}), "risky",
+     {"MACRO", "MACRO_AUTOEXEC", "MACRO_SUSPICIOUS"}, "isolate"),
+    ("docm-harmless-vba", "letter.docm",
+     lambda t: make_ooxml("word-macro", extra={"word/vbaProject.bin": vba_project_bin(
+         'Attribute VB_Name = "Module1"\r\nFunction Twice(x)\r\n    Twice = 2 * x\r\nEnd Function\r\n')}),
+     "risky", {"MACRO"}, "isolate"),
+    ("doc-97-2003-autoopen-vba", "old.doc", lambda t: legacy_word_with_macros(), "risky",
+     {"MACRO", "MACRO_AUTOEXEC"}, "isolate"),
+    ("docm-unparseable-vba-project", "letter.docm",
      lambda t: make_ooxml("word-macro", extra={"word/vbaProject.bin": b"\xd0\xcf\x11\xe0junk"}),
      "risky", {"MACRO"}, "isolate"),
     ("docx-dde", "dde.docx", lambda t: make_ooxml("word", body=DDE_BODY), "risky", {"DDE"},
@@ -225,6 +235,20 @@ def test_encrypted_zip_names_its_algorithm(analyse):
     report = analyse(eml(("secret.zip", aes_zip())))
     details = [f["detail"] for f in report["findings"] if f["symbol"] == "ENCRYPTED_ARCHIVE"]
     assert details == ["AES-256"]
+
+
+def test_harmless_macro_is_not_autoexec(analyse):
+    source = 'Attribute VB_Name = "Module1"\r\nFunction Twice(x)\r\n    Twice = 2 * x\r\nEnd Function\r\n'
+    doc = make_ooxml("word-macro", extra={"word/vbaProject.bin": vba_project_bin(source)})
+    att = only(analyse(eml(("a.docm", doc))))
+    assert att["symbols"] == ["MACRO"]
+
+
+def test_velvetsweatshop_hiding_an_autoopen_macro(analyse):
+    book = make_ooxml("excel-macro", extra={"xl/vbaProject.bin": vba_project_bin()}, padding=6000)
+    att = only(analyse(eml(("invoice.xlsm", encrypt_ooxml(book, "VelvetSweatshop")))))
+    assert att["verdict"] == "danger" and att["action"] == "delete"
+    assert {"VELVETSWEATSHOP", "MACRO", "MACRO_AUTOEXEC"} <= set(att["symbols"])
 
 
 def test_velvetsweatshop_still_reports_what_it_hides(analyse):
