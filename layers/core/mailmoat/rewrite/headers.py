@@ -118,6 +118,23 @@ def remove_claims_of(message: RawMessage, authserv_id: str) -> int:
     return message.remove(claims)
 
 
+def remove_unreadable_results(message: RawMessage) -> int:
+    """Drop Authentication-Results fields that are not UTF-8: no reader can parse them, and
+    the ARC signer (which reads every one of them) would fail on the whole message."""
+    def unreadable(data: bytes) -> bool:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            return True
+        return False
+
+    kept = [f for f in message.fields
+            if not (message.name_of(f) == b"authentication-results" and unreadable(f))]
+    removed = len(message.fields) - len(kept)
+    message.fields = kept
+    return removed
+
+
 def _result(value: str) -> str:
     value = (value or "none").strip().lower()
     return value if _TOKEN.match(value) else "permerror"

@@ -17,6 +17,7 @@ from mailmoat.rewrite.headers import (
     authentication_results,
     fold,
     remove_claims_of,
+    remove_unreadable_results,
     spam_headers,
 )
 from mailmoat.rewrite.seal import ArcKey, SealError, ensure_local_key, load_key, seal
@@ -84,6 +85,8 @@ def rewrite(ctx: MessageContext, settings: Settings, tenant: TenantConfig,
     removed = remove_claims_of(message, settings.authserv_id)
     if removed:
         result.findings.append(("SPOOFED_RESULTS_REMOVED", f"{removed} header(s) claimed ours"))
+    if unreadable := remove_unreadable_results(message):
+        result.findings.append(("AUTH_RESULTS_UNREADABLE", f"{unreadable} non-UTF-8 header(s) removed"))
     linesep = message.linesep.decode("ascii")
     if "x-spam-flag" in ctx.actions:
         message.prepend(spam_headers(ctx.spam.score))
