@@ -201,3 +201,15 @@ def test_rewrite_starts_from_an_earlier_stages_output(run_rewrite: RunRewrite) -
     _, result = run_rewrite(raw, actions=("banner",), output=isolated)
     [(_, text)] = text_parts(result.data)
     assert "【注意】" in text and "[a.zip was isolated]" in text
+
+
+@pytest.mark.parametrize("charset", ["iso-2022-jp", "shift_jis"])
+def test_html_keeps_japanese_charset_with_nbsp_and_emoji(run_rewrite: RunRewrite,
+                                                         charset: str) -> None:
+    html = '<p>ご案内&nbsp;です &#128512; <a href="https://example.com">こちら</a></p>'
+    raw = message(leaf("text/html", html, charset, cte="base64"))
+    _, result = run_rewrite(raw, actions=("banner", "defang"))
+    assert parse(result.data).get_content_charset() == charset
+    [(_, out)] = text_parts(result.data)
+    text = lxml.html.document_fromstring(out).text_content()
+    assert "ご案内\u00a0です \U0001F600" in text and "【注意】" in text

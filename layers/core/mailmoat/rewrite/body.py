@@ -122,11 +122,10 @@ def _add(done: list[str], action: str) -> None:
 
 
 def _write_html(node: Message, doc: HtmlDoc) -> None:
-    html_text = serialize_html(doc)
-    _, charset = bodytext.encode_text(html_text, bodytext.declared_charset(node))
-    # Only ASCII inside <meta> changes, so the charset chosen above still holds every character.
+    declared = bodytext.declared_charset(node)
+    charset = declared if declared is not None and bodytext.can_write(declared) else "utf-8"
     set_declared_charset(doc.root, charset)
-    data, charset = bodytext.encode_text(serialize_html(doc), charset)
+    data, charset = bodytext.encode_text(serialize_html(doc), charset, html=True)
     bodytext.write_bytes(node, data, charset)
 
 

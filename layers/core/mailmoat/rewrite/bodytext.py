@@ -15,6 +15,7 @@ from mailmoat.charsets import codec_for, decode_bytes
 _NOT_CONCATENABLE = frozenset({"utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le",
                                "utf-32-be", "utf-8-sig"})
 _NEWLINES = re.compile(rb"\r\n|\r|\n")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
 _MAX_LINE = 998  # RFC 5322 hard limit for 7bit/8bit bodies
 
 
@@ -113,20 +114,40 @@ def _encoder(charset: str | None) -> str | None:
         return None
 
 
-def encode_text(text: str, charset: str | None) -> tuple[bytes, str]:
+def can_write(charset: str | None) -> bool:
+    """Whether text can be written back under this charset label at all."""
+    codec = _encoder(charset)
+    return bool(codec) and codec not in _NOT_CONCATENABLE
+
+
+def _encode_with(codec: str, text: str) -> bytes:
+    return encode_iso2022jp(text) if codec == "iso-2022-jp" else text.encode(codec)
+
+
+@cache
+def _encodable(codec: str, ch: str) -> bool:
+    try:
+        _encode_with(codec, ch)
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def encode_text(text: str, charset: str | None, *, html: bool = False) -> tuple[bytes, str]:
     """Encode in the part's charset when it holds every character, otherwise as UTF-8.
+    HTML keeps its charset in any case: a character the charset lacks (lxml turns &nbsp;
+    into U+00A0, which Shift_JIS has no place for) is written as a character reference.
     Returns the bytes and the charset label to declare."""
     codec = _encoder(charset)
-    if codec == "iso-2022-jp" and charset:
+    if codec and charset and codec not in _NOT_CONCATENABLE:
         try:
-            return encode_iso2022jp(text), charset
+            return _encode_with(codec, text), charset
         except UnicodeEncodeError:
-            pass
-    elif codec and charset and codec not in _NOT_CONCATENABLE:
-        try:
-            return text.encode(codec), charset
-        except UnicodeEncodeError:
-            pass
+            if html:
+                escaped = _NON_ASCII.sub(
+                    lambda m: m.group() if _encodable(codec, m.group()) else f"&#{ord(m.group())};",
+                    text)
+                return _encode_with(codec, escaped), charset
     elif charset is None and text.isascii():
         return text.encode("ascii"), "us-ascii"
     return text.encode("utf-8"), "utf-8"
