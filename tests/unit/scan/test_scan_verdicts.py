@@ -18,7 +18,12 @@ from mailmoat.context import Envelope
 from mailmoat.runtime import bootstrap
 from mailmoat.settings import Settings
 from tests.unit.scan.scanfiles import R, W, eml, encrypt_ooxml, make_ooxml, make_zip, only
-from tests.unit.scan.vbafiles import legacy_word_with_macros, vba_project_bin
+from tests.unit.scan.vbafiles import (
+    VELVET_XOR_VERIFIER,
+    legacy_excel,
+    legacy_word_with_macros,
+    vba_project_bin,
+)
 
 MZ = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00" + b"\x00" * 48 + \
     b"This program cannot be run in DOS mode.\r\r\n$" + b"\x00" * 128
@@ -132,6 +137,11 @@ CASES: list[tuple[str, str, Callable[[Path], bytes], str, set[str], str]] = [
     ("xlsx-velvetsweatshop", "invoice.xlsx",
      lambda t: encrypt_ooxml(make_ooxml("excel", padding=6000), "VelvetSweatshop"), "danger", {"VELVETSWEATSHOP"},
      "delete"),
+    ("xls-97-2003-plain", "old.xls", lambda t: legacy_excel(None), "safe", set(), "keep"),
+    ("xls-97-2003-read-password", "old.xls", lambda t: legacy_excel(0x1111), "unsupported",
+     {"ENCRYPTED_OFFICE", "ENCRYPTED_OFFICE_LEGACY"}, "isolate"),
+    ("xls-97-2003-velvetsweatshop", "old.xls", lambda t: legacy_excel(VELVET_XOR_VERIFIER),
+     "danger", {"VELVETSWEATSHOP"}, "delete"),
     ("xlsm-xlm-macro-sheet", "book.xlsm",
      lambda t: make_ooxml("excel-macro", extra={"xl/macrosheets/sheet1.xml": XLM_SHEET}), "risky",
      {"MACRO", "XLM_MACRO"}, "isolate"),

@@ -180,3 +180,21 @@ def legacy_word_with_macros(source: str = AUTOOPEN_SOURCE) -> bytes:
     streams = {"WordDocument": b"\xec\xa5" + b"\0" * 600}
     streams.update({f"Macros/{k}": v for k, v in project_streams(source).items()})
     return write_cfb(streams)
+
+
+def _biff(record: int, data: bytes) -> bytes:
+    return struct.pack("<HH", record, len(data)) + data
+
+
+# MS-OFFCRYPTO 2.3.7.1 password verifier of "VelvetSweatshop" (also in msoffcrypto's doctest).
+VELVET_XOR_VERIFIER = 0x9A0A
+
+
+def legacy_excel(verifier: int | None) -> bytes:
+    """An Excel 97–2003 Workbook stream: BOF, FILEPASS with XOR obfuscation (when `verifier`
+    is given), EOF. verifier=VELVET_XOR_VERIFIER is the VelvetSweatshop trick."""
+    records = _biff(0x0809, struct.pack("<HHHHII", 0x0600, 0x0005, 0x1F35, 0x07CD, 0, 0x0106))
+    if verifier is not None:
+        records += _biff(0x002F, struct.pack("<HHH", 0x0000, 0x1234, verifier))
+    records += _biff(0x000A, b"")
+    return write_cfb({"Workbook": records})

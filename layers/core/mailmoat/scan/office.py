@@ -61,10 +61,10 @@ def _ole_encryption(data: bytes, detected: str, result: FileResult,
         info = office.type if hasattr(office, "type") else ""
     except Exception:
         info = ""
-    decrypted = _try_password(office, VELVETSWEATSHOP)
-    if decrypted is not None:
+    verified, decrypted = _try_password(office, VELVETSWEATSHOP)
+    if verified:
         result.add("VELVETSWEATSHOP", f"{kind} opens with the built-in Excel password")
-        if analyse_decrypted is not None:
+        if analyse_decrypted is not None and decrypted is not None:
             # What it hides still counts (macros under the VelvetSweatshop layer).
             inner = analyse_decrypted(decrypted)
             for hit in inner.hits:
@@ -79,19 +79,22 @@ def _ole_encryption(data: bytes, detected: str, result: FileResult,
     return True
 
 
-def _try_password(office: object, password: str) -> bytes | None:
+def _try_password(office: object, password: str) -> tuple[bool, bytes | None]:
+    """(the password is right, the decrypted file if decryption also worked)."""
     try:
         try:
             # OOXML: check the verifier first, so a wrong guess costs no payload decryption.
             office.load_key(password=password, verify_password=True)  # type: ignore[attr-defined]
         except TypeError:  # 97–2003 formats verify inside load_key and take no such argument
             office.load_key(password=password)  # type: ignore[attr-defined]
-        out = io.BytesIO()
-        office.decrypt(out)  # type: ignore[attr-defined]
     except Exception:  # wrong password shows as one of several msoffcrypto errors
-        return None
-    value = out.getvalue()
-    return value or None
+        return False, None
+    out = io.BytesIO()
+    try:
+        office.decrypt(out)  # type: ignore[attr-defined]
+    except Exception:  # verified but not decryptable here: the verdict stands, contents unknown
+        return True, None
+    return True, out.getvalue() or None
 
 
 # --- OOXML -------------------------------------------------------------------------------------
