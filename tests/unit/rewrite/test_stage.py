@@ -196,3 +196,19 @@ def test_shared_fixtures_rewrite_cleanly(tmp_path: Path, name: str) -> None:
             assert "https://" not in text and "http://" not in text
         else:
             assert not re.search(r"(?i)href\s*=", text)
+
+
+def _key_in_subprocess(arc_dir: str) -> str:
+    from mailmoat.rewrite.seal import ensure_local_key
+
+    return ensure_local_key(Path(arc_dir), "mailmoat", "gw.example.test").public_b64
+
+
+def test_concurrent_processes_agree_on_one_generated_key(tmp_path: Path) -> None:
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(4) as pool:
+        keys = set(pool.map(_key_in_subprocess, [str(tmp_path / "arc")] * 4))
+    assert len(keys) == 1
+    assert sorted(p.name for p in (tmp_path / "arc").iterdir()) == ["private.pem", "public.txt"]
+    assert keys.pop() in (tmp_path / "arc" / "public.txt").read_text()

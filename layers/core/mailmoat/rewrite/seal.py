@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import secrets
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,19 +107,27 @@ def ensure_local_key(arc_dir: Path, selector: str, domain: str) -> ArcKey:
             pem = key.private_bytes(serialization.Encoding.PEM,
                                     serialization.PrivateFormat.TraditionalOpenSSL,
                                     serialization.NoEncryption())
+            # Written in full under a private temporary name, then linked into place: another
+            # process never reads a half-written key, and the first one to link wins.
+            temporary = arc_dir / f".private-{os.getpid()}-{secrets.token_hex(4)}.pem"
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
-                # O_EXCL: another process that got here first wins and we read its key.
-                fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                pass
-            else:
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(pem)
-                generated = _from_pem(pem, private)
-                (arc_dir / "public.txt").write_text(generated.dns_record(selector, domain) + "\n",
-                                                    encoding="ascii")
-                log.warning("generated an ARC sealing key at %s; publish the TXT record in %s",
-                            private, arc_dir / "public.txt")
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                try:
+                    os.link(temporary, private)
+                except FileExistsError:
+                    pass
+                else:
+                    generated = _from_pem(pem, private)
+                    (arc_dir / "public.txt").write_text(
+                        generated.dns_record(selector, domain) + "\n", encoding="ascii")
+                    log.warning("generated an ARC sealing key at %s; publish the TXT record "
+                                "in %s", private, arc_dir / "public.txt")
+            finally:
+                temporary.unlink(missing_ok=True)
     return load_key(private)
 
 
