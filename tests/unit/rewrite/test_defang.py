@@ -154,3 +154,17 @@ def test_property_no_clickable_link_survives(run_rewrite: RunRewrite, html: str,
             assert no_clickable_url(doc.text_content())
         else:
             assert no_clickable_url(body)
+
+
+@pytest.mark.parametrize(("anchor", "expected"), [
+    ('<a href="https://example.com">こちら</a>', "<a>[hxxps://example[.]com] こちら</a>"),
+    ('<a href="https://example.com">https://example.com</a>', "<a>hxxps://example[.]com</a>"),
+    ('<a href="#top">top</a>', "<a>top</a>"),
+    ('<a href="mailto:a@example.com">mail</a>', "<a>[mailto:a@example.com] mail</a>"),
+    ('<a href="https://example.com"><img src="cid:x"></a>',
+     '<a>[hxxps://example[.]com] <img src="cid:x"></a>'),
+])
+def test_anchor_labels(anchor: str, expected: str) -> None:
+    doc = parse_html(anchor)
+    defang_html(doc.root)
+    assert expected in serialize_html(doc)

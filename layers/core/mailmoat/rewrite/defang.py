@@ -158,7 +158,12 @@ def _defang_text_nodes(root: lxml.html.HtmlElement) -> None:
 
 
 def _show_target(el: lxml.html.HtmlElement, tag: str, target: str) -> None:
-    label = f"[{_shown(target)}]"
+    if target.strip().startswith("#"):
+        return  # a jump within the message goes nowhere else
+    shown = _shown(target)
+    if defang_text(el.text_content().strip()) == shown:
+        return  # the link text already is the address, defanged with the other text
+    label = f"[{shown}]"
     if tag == "area":
         alt = el.get("alt") or ""
         el.set("alt", xml_safe(f"{label} {alt}".strip()))
