@@ -108,6 +108,11 @@ def test_nobody_listening(tmp_path):
         ClamdAntivirus("127.0.0.1:1", connect_timeout=0.5).scan(b"x")
 
 
+def test_address_forms(clamd):
+    assert ClamdAntivirus(f"unix://{clamd}").ping()
+    assert ClamdAntivirus(f"unix:{clamd}").ping()
+
+
 def test_one_reconnect_after_a_dropped_connection(tmp_path):
     """clamd drops idle connections and restarts on reloads: the first failure is retried once."""
     path = tmp_path / "flaky.sock"

@@ -154,3 +154,18 @@ def test_time_bound_applies_to_the_whole_message(tmp_path):
         stages=["scan", "isolate"]).to_report()
     assert all("SCAN_FAILED" in a["symbols"] for a in report["attachments"])
     assert {a["action"] for a in report["attachments"]} == {"isolate"}
+
+
+def test_pdf_embedded_bomb_stops_at_the_ratio_bound(analyse):
+    import pikepdf
+
+    doc = pikepdf.new()
+    doc.add_blank_page()
+    doc.attachments["zeros.bin"] = pikepdf.AttachedFileSpec(doc, b"\0" * (64 * 1024 * 1024),
+                                                            filename="zeros.bin")
+    out = io.BytesIO()
+    doc.save(out)
+    started = time.perf_counter()
+    att = only(analyse(eml(("report.pdf", out.getvalue()))))
+    assert time.perf_counter() - started < SECONDS
+    assert {"PDF_EMBEDDED_FILE", "ARCHIVE_LIMIT"} <= set(att["symbols"])

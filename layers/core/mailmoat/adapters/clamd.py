@@ -52,8 +52,10 @@ class ClamdAntivirus:
     # --- transport ----------------------------------------------------------------------------
     def _connect(self) -> socket.socket:
         address = self.address
-        if address.startswith("unix:"):
-            address = address[5:]
+        for prefix in ("unix://", "unix:", "tcp://"):
+            if address.startswith(prefix):
+                address = address[len(prefix):]
+                break
         if "/" in address or ":" not in address:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             target: str | tuple[str, int] = address

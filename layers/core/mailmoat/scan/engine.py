@@ -6,6 +6,7 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from mailmoat.context import Verdict
@@ -118,8 +119,9 @@ class Engine:
 
         walker = archives._Walker(result, prefix, depth, budget, lists, member, len(data))
 
-        def embedded(name: str, content: bytes) -> None:
+        def embedded(name: str, chunks: Iterator[bytes], compressed: int) -> None:
             walker.count_member()
+            content = walker.read_bounded(chunks, compressed)
             walker.member(name, content=content, size=len(content))
 
         analyse_pdf(data, result, budget.deadline,

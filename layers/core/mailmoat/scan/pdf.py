@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from mailmoat.scan.result import FileResult
+from mailmoat.scan.result import FileResult, LimitReached
 
 MAX_OBJECTS = 500_000
 MAX_EMBEDDED = 100
 
-# (name, content) of an embedded file → analysed like an archive member
-EmbeddedSink = Callable[[str, bytes], None]
+# (name, decoded chunks, compressed size) of an embedded file → read bounded, analysed like an
+# archive member
+EmbeddedSink = Callable[[str, Iterator[bytes], int], None]
+CHUNK = 64 * 1024
 
 
 def analyse_pdf(data: bytes, result: FileResult, deadline: float,
@@ -112,6 +115,42 @@ def _embedded_files(pdf: Any, embedded: EmbeddedSink, result: FileResult) -> Non
             if n >= MAX_EMBEDDED:
                 result.add("ARCHIVE_LIMIT", f"more than {MAX_EMBEDDED} embedded files")
                 return
-            embedded(str(spec.filename or name), spec.get_file().read_bytes())
+            stream = spec.get_file().obj
+            raw = stream.read_raw_bytes()
+            embedded(str(spec.filename or name), _decoded_chunks(stream, raw), len(raw))
+    except LimitReached as exc:
+        result.add("ARCHIVE_LIMIT", f"embedded file: {exc}")
     except Exception as exc:
         result.add("SCAN_FAILED", f"pdf embedded files: {type(exc).__name__}: {exc}"[:200])
+
+
+def _decoded_chunks(stream: Any, raw: bytes) -> Iterator[bytes]:
+    """Flate (by far the usual filter) is inflated in chunks so a PDF-borne bomb stops at the
+    archive bounds; other filters are left to qpdf."""
+    import pikepdf
+
+    filters = stream.get("/Filter")
+    if filters is None:
+        names: list[str] = []
+    elif isinstance(filters, pikepdf.Array):
+        names = [str(f) for f in filters]
+    else:
+        names = [str(filters)]
+    if not names:
+        yield raw
+        return
+    if names == ["/FlateDecode"] and stream.get("/DecodeParms") is None:
+        inflater = zlib.decompressobj()
+        data = raw
+        while data:
+            out = inflater.decompress(data, CHUNK)
+            data = inflater.unconsumed_tail
+            if out:
+                yield out
+            elif not data:
+                break
+        tail = inflater.flush()
+        if tail:
+            yield tail
+        return
+    yield stream.read_bytes()
