@@ -2,14 +2,39 @@
 
 from __future__ import annotations
 
+import hmac
+import logging
+import secrets
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Form, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from mailmoat.adapters.sqlite_isolation import isolation_store
+from mailmoat.context import Verdict
+from mailmoat.isolation import DownloadRecord, IsolatedFile, IsolationStore, PortalAccess, resolve
+from mailmoat_web import files as filetools
+from mailmoat_web.i18n import LANG_COOKIE, flag, negotiate, reasons, translator, verdict_words
 
 if TYPE_CHECKING:
+    from mailmoat.config import TenantConfig
+    from mailmoat.isolation import PortalMessage
+    from mailmoat.pipeline import Services
     from mailmoat.runtime import Runtime
+
+log = logging.getLogger("mailmoat.portal")
+
+HERE = Path(__file__).resolve().parent
+CSRF_COOKIE = "mm_csrf"
+# Password attempts per file: at most this many failures in the window (DESIGN §7).
+ATTEMPTS_MAX = 5
+ATTEMPTS_WINDOW = timedelta(minutes=15)
 
 # Strict by default: no inline script, no framing, no referrer leaking portal tokens.
 SECURITY_HEADERS = {
@@ -20,21 +45,72 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
     "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "X-Robots-Tag": "noindex, nofollow",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
 
-_NOT_FOUND = """<!doctype html><html lang="ja"><meta charset="utf-8"><title>mailmoat</title>
-<h1>見つかりません / Not found</h1>
-<p>このリンクは無効か、有効期限が切れています。<br>This link is invalid or has expired.</p></html>"""
+_ENV = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True,
+                   undefined=StrictUndefined, auto_reload=False)
 
-_HOME = """<!doctype html><html lang="ja"><meta charset="utf-8"><title>mailmoat</title>
-<h1>mailmoat</h1>
-<p>隔離された添付ファイルは、通知メールのリンクから確認できます。<br>
-Isolated attachments are reached through the link in the notice you received.</p></html>"""
+
+@dataclass(slots=True)
+class MemberView:
+    index: int
+    name: str
+    size: int
+    verdict: str
+    verdict_label: str
+    reasons: list[str]
+    downloadable: bool
+    needs_confirm: bool
+
+
+@dataclass(slots=True)
+class UnlockView:
+    ok: bool
+    message: str
+    password: str = ""  # echoed only into the forms of this one no-store response
+    archive: bool = True
+    members: list[MemberView] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class FileView:
+    path: str
+    filename: str
+    size: int
+    sha256: str
+    verdict: str
+    verdict_label: str
+    reasons: list[str]
+    deleted: bool
+    actions: list[str]
+    needs_confirm: bool
+    macro_free_name: str
+    members: list[dict[str, str]]
+    unlock: UnlockView | None = None
+
+
+class Portal:
+    """Everything a request needs, taken from the runtime's services."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.store: IsolationStore = isolation_store(services)
+
+    def tenant(self, message: PortalMessage) -> TenantConfig:
+        return self.services.config.tenant(message.tenant)
+
+    def now(self) -> Any:
+        return self.services.clock.now()
 
 
 def create_app(runtime: Runtime | None = None) -> FastAPI:
     app = FastAPI(title="mailmoat portal", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.runtime = runtime
+    app.state.portal = Portal(runtime.services) if runtime is not None else None
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     @app.middleware("http")
     async def security_headers(request: Request,
@@ -44,17 +120,280 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
             response.headers.setdefault(name, value)
         return response
 
+    def portal() -> Portal | None:
+        value = app.state.portal
+        return value if isinstance(value, Portal) else None
+
     @app.get("/", response_class=HTMLResponse)
-    async def home() -> str:
-        return _HOME
+    async def home(request: Request) -> Response:
+        lang = _language(request, "ja")
+        return _page(request, "home.html", lang, {"switch_url": "/"})
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
     @app.get("/m/{token}", response_class=HTMLResponse)
-    async def message_page(token: str) -> HTMLResponse:
-        # Unknown and expired tokens look the same (no oracle for guessing).
-        return HTMLResponse(_NOT_FOUND, status_code=404)
+    def message_page(request: Request, token: str) -> Response:
+        found = _open(portal(), token)
+        if found is None:
+            return _not_found(request)
+        p, access, message = found
+        return _message_page(request, p, token, access, message)
+
+    @app.post("/m/{token}/f/{path}/download")
+    def download(request: Request, token: str, path: str, csrf: str = Form(""),
+                 kind: str = Form("original"), confirm: str = Form("")) -> Response:
+        if not _csrf_ok(request, csrf):
+            return _forbidden(request)
+        found = _open(portal(), token)
+        if found is None:
+            return _not_found(request)
+        p, access, message = found
+        record = _file(p, message.id, path)
+        if record is None or record.blob_key is None:
+            return _not_found(request)
+        lang = _language(request, message.language)
+        if kind == "original":
+            if record.verdict == Verdict.SAFE or (record.verdict == Verdict.RISKY and confirm == "1"):
+                data = p.services.blobs.get(record.blob_key)
+                return _send(request, p, access, record, data, record.filename, "original")
+            if record.verdict == Verdict.RISKY:
+                return _warning(request, lang, token, record, {"kind": "original"})
+            return _refused(request, lang, token)
+        if kind == "macro-removed" and _macro_removable(record):
+            try:
+                data = filetools.remove_macros(p.services.blobs.get(record.blob_key),
+                                               p.services.settings.limits)
+            except filetools.MacroRemovalError as exc:
+                log.warning("macro removal failed", extra={"message_id": message.id,
+                                                           "detail": str(exc)[:200]})
+                return _refused(request, lang, token)
+            return _send(request, p, access, record, data, filetools.macro_free_name(record.filename),
+                         "macro-removed")
+        return _refused(request, lang, token)
+
+    @app.post("/m/{token}/f/{path}/unlock")
+    def unlock(request: Request, token: str, path: str, csrf: str = Form(""),
+               password: str = Form("")) -> Response:
+        if not _csrf_ok(request, csrf):
+            return _forbidden(request)
+        found = _open(portal(), token)
+        if found is None:
+            return _not_found(request)
+        p, access, message = found
+        record = _file(p, message.id, path)
+        if record is None or record.blob_key is None or record.verdict != Verdict.ENCRYPTED:
+            return _not_found(request)
+        view, status, _ = _unlock(p, message, record, password, _language(request, message.language))
+        return _message_page(request, p, token, access, message, {record.path: view}, status)
+
+    @app.post("/m/{token}/f/{path}/member")
+    def member(request: Request, token: str, path: str, csrf: str = Form(""),
+               password: str = Form(""), index: int = Form(-1), confirm: str = Form("")) -> Response:
+        if not _csrf_ok(request, csrf):
+            return _forbidden(request)
+        found = _open(portal(), token)
+        if found is None:
+            return _not_found(request)
+        p, access, message = found
+        record = _file(p, message.id, path)
+        if record is None or record.blob_key is None or record.verdict != Verdict.ENCRYPTED:
+            return _not_found(request)
+        lang = _language(request, message.language)
+        view, status, decrypted = _unlock(p, message, record, password, lang)
+        if decrypted is None or not 0 <= index < len(view.members):
+            return _message_page(request, p, token, access, message, {record.path: view},
+                                 status if status != 200 else 404)
+        shown = view.members[index]
+        if not shown.downloadable:
+            return _refused(request, lang, token)
+        if shown.needs_confirm and confirm != "1":
+            return _warning(request, lang, token, record,
+                            {"index": str(index), "password": password}, action="member")
+        name, data = decrypted.members[index]
+        filename = name.rsplit("/", 1)[-1] if decrypted.archive else record.filename
+        kind = f"member:{name}" if decrypted.archive else "decrypted"
+        return _send(request, p, access, record, data, filename, kind)
+
+    @app.exception_handler(404)
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return _not_found(request)
 
     return app
+
+
+# --- request helpers ---------------------------------------------------------------------------
+
+def _open(p: Portal | None, token: str) -> tuple[Portal, PortalAccess, PortalMessage] | None:
+    """The token's message, or None: unknown, malformed and expired look the same."""
+    if p is None:
+        return None
+    access = resolve(p.store, token, p.now())
+    if access is None:
+        return None
+    message = p.store.message(access.message_id)
+    if message is None:
+        return None
+    return p, access, message
+
+
+def _file(p: Portal, message_id: str, path: str) -> IsolatedFile | None:
+    return next((f for f in p.store.files(message_id) if f.path == path), None)
+
+
+def _language(request: Request, default: str) -> str:
+    return negotiate(request.query_params.get("lang"), request.cookies.get(LANG_COOKIE),
+                     request.headers.get("accept-language"), default)
+
+
+def _secure(request: Request) -> bool:
+    return request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"
+
+
+def _csrf_ok(request: Request, submitted: str) -> bool:
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    return bool(cookie) and bool(submitted) and hmac.compare_digest(cookie.encode(), submitted.encode())
+
+
+def _page(request: Request, template: str, lang: str, values: dict[str, Any],
+          status: int = 200) -> Response:
+    csrf = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(32)
+    other = "en" if lang == "ja" else "ja"
+    switch_url = values.pop("switch_url", "/")
+    body = _ENV.get_template(template).render(
+        lang=lang, _=translator(lang), csrf=csrf, other_lang=other,
+        switch_url=f"{switch_url}?lang={other}", **values)
+    response = HTMLResponse(body, status_code=status)
+    if request.cookies.get(CSRF_COOKIE) != csrf:
+        # Double-submit: the form carries the same value; a cross-site page can read neither.
+        response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="strict",
+                            secure=_secure(request), path="/")
+    if request.query_params.get("lang") == lang:
+        response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, httponly=True,
+                            samesite="lax", secure=_secure(request), path="/")
+    return response
+
+
+def _not_found(request: Request) -> Response:
+    lang = _language(request, "ja")
+    return _page(request, "error.html", lang, {"title_key": "notfound.title",
+                                                "body_key": "notfound.body"}, 404)
+
+
+def _forbidden(request: Request) -> Response:
+    lang = _language(request, "ja")
+    return _page(request, "error.html", lang, {"title_key": "forbidden.title",
+                                                "body_key": "forbidden.body"}, 403)
+
+
+def _refused(request: Request, lang: str, token: str) -> Response:
+    return _page(request, "error.html", lang, {"title_key": "file.no_download", "body_key": "",
+                                                "back": f"/m/{token}"}, 403)
+
+
+def _warning(request: Request, lang: str, token: str, record: IsolatedFile, fields: dict[str, str],
+             action: str = "download") -> Response:
+    return _page(request, "warning.html", lang, {
+        "filename": record.filename, "action": f"/m/{token}/f/{record.path}/{action}",
+        "fields": fields, "back": f"/m/{token}", "reasons": reasons(record.symbols, lang)})
+
+
+def _send(request: Request, p: Portal, access: PortalAccess, record: IsolatedFile, data: bytes,
+          filename: str, kind: str) -> Response:
+    client_ip = request.client.host if request.client else None
+    p.store.record_download(DownloadRecord(at=p.now(), message_id=record.message_id, path=record.path,
+                                           kind=kind[:300], client_ip=client_ip,
+                                           recipient=access.recipient))
+    log.info("portal download", extra={"message_id": record.message_id, "path": record.path,
+                                       "action": kind.split(":")[0], "client_ip": client_ip})
+    # octet-stream + nosniff: a downloaded .html or .svg is never rendered in our origin.
+    return Response(data, media_type="application/octet-stream", headers={
+        "Content-Disposition": filetools.content_disposition(filename)})
+
+
+def _macro_removable(record: IsolatedFile) -> bool:
+    return (record.detected_type in filetools.OOXML_MACRO_TYPES
+            and any(s.startswith("MACRO") or s == "VBA_STOMPING" for s in record.symbols)
+            and "XLM_MACRO" not in record.symbols
+            and record.verdict in (Verdict.RISKY, Verdict.SAFE))
+
+
+# --- views -------------------------------------------------------------------------------------
+
+def _file_view(record: IsolatedFile, lang: str) -> FileView:
+    words = verdict_words(lang)
+    actions: list[str] = []
+    if record.blob_key is not None:
+        if record.verdict in (Verdict.SAFE, Verdict.RISKY):
+            actions.append("original")
+        if _macro_removable(record):
+            actions.append("macro-removed")
+        if record.verdict == Verdict.ENCRYPTED:
+            actions.append("unlock")
+    members = [{"name": str(m.get("name", "")), "verdict": str(m.get("verdict", "")),
+                "verdict_label": words.get(str(m.get("verdict", "")), "")}
+               for m in record.members[:200]] if record.verdict != Verdict.ENCRYPTED else []
+    return FileView(path=record.path, filename=record.filename, size=record.size,
+                    sha256=record.sha256, verdict=str(record.verdict),
+                    verdict_label=words[str(record.verdict)], reasons=reasons(record.symbols, lang),
+                    deleted=record.blob_key is None, actions=actions,
+                    needs_confirm=record.verdict == Verdict.RISKY,
+                    macro_free_name=filetools.macro_free_name(record.filename), members=members)
+
+
+def _message_page(request: Request, p: Portal, token: str, access: PortalAccess,
+                  message: PortalMessage, unlocked: dict[str, UnlockView] | None = None,
+                  status: int = 200) -> Response:
+    lang = _language(request, message.language)
+    t = translator(lang)
+    views = [_file_view(f, lang) for f in p.store.files(message.id)]
+    for view in views:
+        if unlocked and view.path in unlocked:
+            view.unlock = unlocked[view.path]
+    hops = [{"flag": flag(h.get("country")), "country": h.get("country"), "ip": h.get("ip"),
+             "name": h.get("from")} for h in message.route]
+    countries = list(dict.fromkeys(str(h["country"]) for h in hops if h["country"]))
+    warning = t("route.warning", countries=", ".join(countries)) if len(countries) > 1 else ""
+    return _page(request, "message.html", lang, {
+        "m": message, "files": views, "hops": hops, "route_warning": warning,
+        "expires": f"{access.expires_at:%Y-%m-%d %H:%M} UTC", "base": f"/m/{token}",
+        "switch_url": f"/m/{token}"}, status)
+
+
+def _unlock(p: Portal, message: PortalMessage, record: IsolatedFile, password: str,
+            lang: str) -> tuple[UnlockView, int, filetools.Decrypted | None]:
+    """Decrypt in memory and analyse the plain content again. The password is neither stored
+    nor logged; failed attempts are counted per file."""
+    t = translator(lang)
+    now = p.now()
+    if p.store.attempts_since(message.id, record.path, now - ATTEMPTS_WINDOW) >= ATTEMPTS_MAX:
+        return UnlockView(False, t("unlock.limited")), 429, None
+    assert record.blob_key is not None
+    data = p.services.blobs.get(record.blob_key)
+    limits = p.services.settings.limits
+    try:
+        decrypted = filetools.decrypt(data, record.detected_type, password, limits)
+    except filetools.WrongPassword:
+        p.store.add_attempt(message.id, record.path, now)
+        log.info("portal wrong password", extra={"message_id": message.id, "path": record.path})
+        return UnlockView(False, t("unlock.wrong")), 400, None
+    except filetools.Unsupported:
+        return UnlockView(False, t("unlock.unsupported")), 422, None
+    from mailmoat.scan.engine import Engine
+    from mailmoat.scan.lists import Lists
+
+    engine = Engine(limits, antivirus=p.services.antivirus)
+    lists = Lists.for_tenant(p.tenant(message))
+    words = verdict_words(lang)
+    view = UnlockView(True, t("unlock.ok"), password=password, archive=decrypted.archive)
+    for i, (name, content) in enumerate(decrypted.members):
+        shown = name or record.filename
+        result = engine.analyse(content, shown.rsplit("/", 1)[-1], lists)
+        verdict = result.verdict
+        view.members.append(MemberView(
+            index=i, name=shown, size=len(content), verdict=str(verdict),
+            verdict_label=words[str(verdict)], reasons=reasons(result.symbols, lang),
+            downloadable=verdict in (Verdict.SAFE, Verdict.RISKY),
+            needs_confirm=verdict == Verdict.RISKY))
+    return view, 200, decrypted

@@ -90,3 +90,39 @@ def analyse(runtime: Runtime, raw: bytes, rcpt: list[str] | None = None,
     return runtime.analyse(raw, Envelope(mail_from="sender@sender.example",
                                          rcpt_to=list(rcpt or RECIPIENTS)),
                            stages=stages, message_id=message_id)
+
+
+def vba_project_bin() -> bytes:
+    """A minimal OLE compound file shaped like a VBA project (VBA/dir, VBA/_VBA_PROJECT,
+    PROJECT), enough for oletools to report macros. Every stream is 4096 bytes so that none
+    lives in the mini stream, which keeps this writer short."""
+    import struct
+
+    end, free, fat_sect, nostream = 0xFFFFFFFE, 0xFFFFFFFF, 0xFFFFFFFD, 0xFFFFFFFF
+    streams = [b"\x01\x00" + b"\x00" * 4094, b"\xcc\x61" + b"\x00" * 4094,
+               b'ID="{00000000-0000-0000-0000-000000000000}"\r\nModule=Module1\r\n'.ljust(4096, b" ")]
+    first = [3, 11, 19]  # sector 0: FAT, 1-2: directory, then 8 sectors per stream
+    fat = [fat_sect, 2, end]
+    for start in first:
+        fat += [start + i + 1 for i in range(7)] + [end]
+    fat += [free] * (128 - len(fat))
+
+    def entry(name: str, kind: int, child: int = nostream, right: int = nostream,
+              start: int = end, size: int = 0) -> bytes:
+        raw = name.encode("utf-16-le") + b"\x00\x00" if name else b""
+        return (raw.ljust(64, b"\x00") + struct.pack("<HBB3I", len(raw), kind, 1, nostream, right, child)
+                + b"\x00" * 16 + b"\x00" * 4 + b"\x00" * 16 + struct.pack("<IQ", start, size))
+
+    directory = b"".join([
+        entry("Root Entry", 5, child=1),
+        entry("VBA", 1, child=2, right=4),
+        entry("dir", 2, right=3, start=first[0], size=4096),
+        entry("_VBA_PROJECT", 2, start=first[1], size=4096),
+        entry("PROJECT", 2, start=first[2], size=4096),
+    ]) + b"".join(entry("", 0) for _ in range(3))
+    header = (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 16
+              + struct.pack("<HHHHH", 0x3E, 3, 0xFFFE, 9, 6) + b"\x00" * 6
+              + struct.pack("<IIIIIIIII", 0, 1, 1, 0, 4096, end, 0, end, 0)
+              + struct.pack("<I", 0) + struct.pack("<I", free) * 108)
+    assert len(header) == 512 and len(directory) == 1024
+    return header + struct.pack("<128I", *fat) + directory + b"".join(streams)

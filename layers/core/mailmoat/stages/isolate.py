@@ -43,6 +43,7 @@ NOTICE: dict[str, dict[str, str]] = {
         "virus": "ウイルスを検出",
         "danger": "危険なファイル",
         "link": "添付ファイルを確認する",
+        "details": "詳細は以下のURLから確認できます（有効期限 {days} 日）。",
     },
     "en": {
         "title": "[Attachments isolated]",
@@ -52,6 +53,7 @@ NOTICE: dict[str, dict[str, str]] = {
         "virus": "virus detected",
         "danger": "dangerous file",
         "link": "Check the attachments",
+        "details": "Details are at the URL below (valid for {days} days).",
     },
 }
 _RULE = "━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━"
@@ -224,10 +226,7 @@ def _notice(shown: list[_Removed], url: str | None, tenant: TenantConfig) -> Ban
         intro = words["isolated"].format(days=tenant.retention_days)
         lines.append(intro)
         parts.append(html.escape(intro))
-        if url:
-            lines.append(url)
-            parts.append(f'<a href="{html.escape(url)}">{html.escape(words["link"])}</a> '
-                         f"({html.escape(url)})")
+        _link(lines, parts, url, words)
         for report in isolated:
             name = _display_name(report.filename or "unnamed")
             lines.append(f"・{name}")
@@ -240,8 +239,21 @@ def _notice(shown: list[_Removed], url: str | None, tenant: TenantConfig) -> Ban
             name = _display_name(report.filename or "unnamed")
             lines.append(f"・{name} ({why})")
             parts.append(f"・{html.escape(name)} ({html.escape(why)})")
+        if not isolated and url:
+            # Nothing to fetch, but the portal says why each file was judged dangerous.
+            details = words["details"].format(days=tenant.retention_days)
+            lines.append(details)
+            parts.append(html.escape(details))
+            _link(lines, parts, url, words)
     lines.append(_RULE)
     return Banner(text="\n".join(lines) + "\n\n", html=_HTML.format(body="<br>".join(parts)))
+
+
+def _link(lines: list[str], parts: list[str], url: str | None, words: dict[str, str]) -> None:
+    if url:
+        lines.append(url)
+        parts.append(f'<a href="{html.escape(url)}">{html.escape(words["link"])}</a> '
+                     f"({html.escape(url)})")
 
 
 def _with_notice(stripped: bytes, shown: list[_Removed], url: str | None, tenant: TenantConfig,

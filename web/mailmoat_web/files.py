@@ -1,0 +1,368 @@
+"""What the portal does to a file: decrypt with a password (in memory), strip macros, name downloads."""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from mailmoat.settings import Limits
+
+OOXML_MACRO_TYPES = frozenset({
+    "application/vnd.ms-word.document.macroEnabled.12",
+    "application/vnd.ms-excel.sheet.macroEnabled.12",
+    "application/vnd.ms-powerpoint.presentation.macroEnabled.12",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+})
+ZIP = "application/zip"
+SEVEN_ZIP = "application/x-7z-compressed"
+PDF = "application/pdf"
+OFFICE_ENCRYPTED = frozenset({"application/x-ooxml-encrypted", "application/encrypted",
+                              "application/x-ole-storage", "application/msword",
+                              "application/vnd.ms-excel", "application/vnd.ms-powerpoint"})
+
+
+class WrongPassword(Exception):
+    """The format is one we can open, and this password does not open it."""
+
+
+class Unsupported(Exception):
+    """This file cannot be decrypted here, whatever the password."""
+
+
+@dataclass(slots=True)
+class Decrypted:
+    """Plain content: an archive's members, or one decrypted document (`members` = [(name, data)])."""
+
+    archive: bool
+    members: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+class _Budget:
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.total = 0
+        self.count = 0
+
+    def add(self, size: int) -> None:
+        self.total += size
+        if self.total > self.limits.archive_max_expanded_bytes:
+            raise Unsupported(f"expanded size over {self.limits.archive_max_expanded_bytes} bytes")
+
+    def member(self) -> None:
+        self.count += 1
+        if self.count > self.limits.archive_max_members:
+            raise Unsupported(f"more than {self.limits.archive_max_members} members")
+
+
+def decrypt(data: bytes, detected_type: str | None, password: str, limits: Limits) -> Decrypted:
+    """Open an encrypted file with the recipient's password. Nothing is written anywhere."""
+    if not password:
+        raise WrongPassword("empty password")
+    kind = detected_type or ""
+    if kind == ZIP or data[:4] == b"PK\x03\x04":
+        return _zip(data, password, _Budget(limits))
+    if kind == SEVEN_ZIP or data[:6] == b"7z\xbc\xaf\x27\x1c":
+        return _7z(data, password, _Budget(limits))
+    if kind == PDF or data[:5] == b"%PDF-":
+        return _pdf(data, password)
+    if kind in OFFICE_ENCRYPTED or data[:8] == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1":
+        return _office(data, password)
+    raise Unsupported(f"no decryption for {kind or 'this type'}")
+
+
+def _zip(data: bytes, password: str, budget: _Budget) -> Decrypted:
+    import pyzipper
+
+    out = Decrypted(archive=True)
+    try:
+        zf = pyzipper.AESZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise Unsupported(f"zip: {exc}") from exc
+    with zf:
+        zf.setpassword(password.encode("utf-8"))
+        infos = [i for i in zf.infolist() if not i.is_dir()]
+        for info in infos:
+            budget.member()
+            if info.file_size > budget.limits.archive_max_expanded_bytes:
+                raise Unsupported("member larger than the expansion limit")
+        for info in infos:
+            try:
+                with zf.open(info) as fh:
+                    content = _read_bounded(fh, budget)
+            except RuntimeError as exc:  # "Bad password for file"
+                raise WrongPassword(str(exc)) from exc
+            except (zipfile.BadZipFile, zlib.error) as exc:
+                # ZipCrypto's one-byte check lets 1 in 256 wrong passwords through; the CRC
+                # (or inflate) then fails, which is still a wrong password.
+                raise WrongPassword(str(exc)) from exc
+            except NotImplementedError as exc:  # compression method we cannot read
+                raise Unsupported(str(exc)) from exc
+            out.members.append((_member_name(info.filename), content))
+    return out
+
+
+def _read_bounded(fh: Any, budget: _Budget) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        chunk = fh.read(1 << 20)
+        if not chunk:
+            return b"".join(chunks)
+        budget.add(len(chunk))
+        chunks.append(chunk)
+
+
+def _7z(data: bytes, password: str, budget: _Budget) -> Decrypted:
+    import lzma
+
+    import py7zr
+    from py7zr.exceptions import Bad7zFile, CrcError, PasswordRequired, UnsupportedCompressionMethodError
+    from py7zr.io import Py7zIO, WriterFactory
+
+    class Sink(Py7zIO):
+        def __init__(self) -> None:
+            self.buf = bytearray()
+
+        def write(self, s: bytes | bytearray) -> int:
+            budget.add(len(s))
+            self.buf += s
+            return len(s)
+
+        def read(self, size: int | None = None) -> bytes:
+            return b""
+
+        def seek(self, offset: int, whence: int = 0) -> int:
+            return 0
+
+        def flush(self) -> None:
+            return None
+
+        def size(self) -> int:
+            return len(self.buf)
+
+    class Factory(WriterFactory):
+        def __init__(self) -> None:
+            self.files: dict[str, Sink] = {}
+
+        def create(self, filename: str) -> Py7zIO:
+            sink = Sink()
+            self.files[filename] = sink
+            return sink
+
+    try:
+        archive = py7zr.SevenZipFile(io.BytesIO(data), mode="r", password=password)
+        with archive:
+            infos = [i for i in archive.list() if not i.is_directory]
+            for _ in infos:
+                budget.member()
+            factory = Factory()
+            archive.extract(factory=factory)
+    except UnsupportedCompressionMethodError as exc:
+        raise Unsupported(str(exc)) from exc
+    except (PasswordRequired, CrcError, lzma.LZMAError, Bad7zFile, EOFError, ValueError) as exc:
+        # py7zr has no password check of its own: a wrong key shows as broken data.
+        raise WrongPassword(f"{type(exc).__name__}") from exc
+    except Unsupported:
+        raise
+    except Exception as exc:  # other decoder errors on a wrong key (zlib, bz2 …)
+        raise WrongPassword(type(exc).__name__) from exc
+    out = Decrypted(archive=True)
+    for info in infos:
+        sink = factory.files.get(info.filename)
+        out.members.append((_member_name(info.filename), bytes(sink.buf) if sink else b""))
+    return out
+
+
+def _pdf(data: bytes, password: str) -> Decrypted:
+    import pikepdf
+
+    try:
+        pdf = pikepdf.open(io.BytesIO(data), password=password)
+    except pikepdf.PasswordError as exc:
+        raise WrongPassword("pdf password") from exc
+    except pikepdf.PdfError as exc:
+        raise Unsupported(f"pdf: {exc}") from exc
+    with pdf:
+        buf = io.BytesIO()
+        pdf.save(buf, encryption=False)
+    return Decrypted(archive=False, members=[("", buf.getvalue())])
+
+
+def _office(data: bytes, password: str) -> Decrypted:
+    import msoffcrypto
+    from msoffcrypto import exceptions as office_errors
+
+    try:
+        office = msoffcrypto.OfficeFile(io.BytesIO(data))
+        if not office.is_encrypted():
+            raise Unsupported("not encrypted")
+    except Unsupported:
+        raise
+    except Exception as exc:
+        raise Unsupported(f"office: {type(exc).__name__}") from exc
+    try:
+        try:
+            office.load_key(password=password, verify_password=True)
+        except TypeError:  # 97–2003 formats verify inside load_key
+            office.load_key(password=password)
+        buf = io.BytesIO()
+        office.decrypt(buf)
+    except office_errors.InvalidKeyError as exc:
+        raise WrongPassword("office password") from exc
+    except (office_errors.DecryptionError, office_errors.FileFormatError, NotImplementedError) as exc:
+        if "password" in str(exc).lower() or "key" in str(exc).lower():
+            raise WrongPassword("office password") from exc
+        raise Unsupported(f"office: {exc}") from exc
+    return Decrypted(archive=False, members=[("", buf.getvalue())])
+
+
+def _member_name(name: str) -> str:
+    # Archive names are hostile: shown and offered as plain names, never as paths.
+    cleaned = "".join(ch for ch in name if ch >= " " and ch != "\x7f").replace("\\", "/")
+    return cleaned.strip("/")[:500] or "unnamed"
+
+
+# --- macro removal ---------------------------------------------------------------------------
+
+_MACRO_PARTS = re.compile(r"(^|/)(vbaProject\.bin|vbaData\.xml|vbaProjectSignature\.bin|"
+                          r"vbaProjectSignatureAgile\.bin|vbaProjectSignatureV3\.bin)(\.rels)?$",
+                          re.IGNORECASE)
+_MACRO_FREE_TYPES = {
+    "application/vnd.ms-word.document.macroEnabled.main+xml":
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml",
+    "application/vnd.ms-word.template.macroEnabledTemplate.main+xml":
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.template.main+xml",
+    "application/vnd.ms-excel.sheet.macroEnabled.main+xml":
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml",
+    "application/vnd.ms-excel.template.macroEnabled.main+xml":
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.template.main+xml",
+    "application/vnd.ms-powerpoint.presentation.macroEnabled.main+xml":
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation.main+xml",
+    "application/vnd.ms-powerpoint.slideshow.macroEnabled.main+xml":
+        "application/vnd.openxmlformats-officedocument.presentationml.slideshow.main+xml",
+    "application/vnd.ms-powerpoint.template.macroEnabled.main+xml":
+        "application/vnd.openxmlformats-officedocument.presentationml.template.main+xml",
+}
+_MACRO_FREE_EXT = {"docm": "docx", "dotm": "dotx", "xlsm": "xlsx", "xltm": "xltx",
+                   "pptm": "pptx", "potm": "potx", "ppsm": "ppsx"}
+_CT_NS = "http://schemas.openxmlformats.org/package/2006/content-types"
+_REL_NS = "http://schemas.openxmlformats.org/package/2006/relationships"
+
+
+class MacroRemovalError(Exception):
+    """The document cannot be made macro-free here (e.g. binary .xlsb, XLM macro sheets)."""
+
+
+def has_vba_project(data: bytes) -> bool:
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            return any(_MACRO_PARTS.search(n) for n in zf.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
+
+
+def macro_free_name(filename: str) -> str:
+    stem, dot, ext = filename.rpartition(".")
+    if dot and ext.lower() in _MACRO_FREE_EXT:
+        return f"{stem}.{_MACRO_FREE_EXT[ext.lower()]}"
+    return filename
+
+
+def _xml(data: bytes) -> Any:
+    from lxml import etree
+
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
+    return etree.fromstring(data, parser=parser)
+
+
+def _xml_bytes(root: Any) -> bytes:
+    from lxml import etree
+
+    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8", standalone=True))
+
+
+def remove_macros(data: bytes, limits: Limits) -> bytes:
+    """An OOXML package without its VBA project: the parts, their relationships and content
+    types go; a macro-enabled main part gets the macro-free content type. Verified with
+    oletools afterwards (raises MacroRemovalError if any VBA is still found)."""
+    budget = _Budget(limits)
+    try:
+        zin = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise MacroRemovalError(f"not an OOXML package: {exc}") from exc
+    out = io.BytesIO()
+    with zin, zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zout:
+        names = zin.namelist()
+        if any("macrosheets/" in n.lower() for n in names):
+            raise MacroRemovalError("XLM macro sheets cannot be removed here")
+        if not any(n == "[Content_Types].xml" for n in names):
+            raise MacroRemovalError("no [Content_Types].xml")
+        dropped = {n for n in names if _MACRO_PARTS.search(n)}
+        for info in zin.infolist():
+            budget.member()
+            if info.filename in dropped or info.is_dir():
+                continue
+            with zin.open(info) as fh:
+                content = _read_bounded(fh, budget)
+            if info.filename == "[Content_Types].xml":
+                content = _fix_content_types(content, dropped)
+            elif info.filename.lower().endswith(".rels"):
+                content = _drop_relationships(content)
+            zout.writestr(info.filename, content)
+    cleaned = out.getvalue()
+    if vba_present(cleaned):
+        raise MacroRemovalError("VBA still present after removal")
+    return cleaned
+
+
+def _fix_content_types(content: bytes, dropped: set[str]) -> bytes:
+    root = _xml(content)
+    dropped_parts = {"/" + n.lower() for n in dropped}
+    for el in list(root):
+        tag = el.tag.split("}")[-1]
+        ctype = el.get("ContentType", "")
+        vba_type = "vbaproject" in ctype.lower() or "vbadata" in ctype.lower()
+        if vba_type or (tag == "Override" and el.get("PartName", "").lower() in dropped_parts):
+            root.remove(el)
+        elif ctype in _MACRO_FREE_TYPES:
+            el.set("ContentType", _MACRO_FREE_TYPES[ctype])
+    return _xml_bytes(root)
+
+
+def _drop_relationships(content: bytes) -> bytes:
+    root = _xml(content)
+    for el in list(root):
+        target = el.get("Target", "")
+        rtype = el.get("Type", "")
+        if _MACRO_PARTS.search(target.split("#")[0]) or rtype.lower().endswith(
+                ("/vbaproject", "/wordvbadata", "/vbaprojectsignature")):
+            root.remove(el)
+    return _xml_bytes(root)
+
+
+def vba_present(data: bytes) -> bool:
+    """oletools' view: does this file carry VBA macros?"""
+    from oletools.olevba import VBA_Parser
+
+    parser = VBA_Parser("document", data=data)
+    try:
+        return bool(parser.detect_vba_macros())
+    finally:
+        parser.close()
+
+
+# --- downloads -------------------------------------------------------------------------------
+
+def content_disposition(filename: str) -> str:
+    """`attachment` with an ASCII fallback and the exact name in RFC 5987 `filename*`:
+    quotes, semicolons, CR/LF and non-ASCII can never break out of the header."""
+    name = "".join(ch for ch in filename if ch >= " " and ch != "\x7f").replace("\\", "/")
+    name = name.rsplit("/", 1)[-1].strip() or "download"
+    fallback = "".join(ch if " " <= ch < "\x7f" and ch not in '"\\;%' else "_" for ch in name)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"

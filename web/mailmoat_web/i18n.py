@@ -1,0 +1,255 @@
+"""Portal text in Japanese and English: dict catalogs, symbol → sentence, and language choice."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+LANGUAGES = ("ja", "en")
+LANG_COOKIE = "mm_lang"
+
+CATALOG: dict[str, dict[str, str]] = {
+    "ja": {
+        "title": "隔離された添付ファイル",
+        "home.body": "隔離された添付ファイルは、通知メールのリンクから確認できます。",
+        "notfound.title": "見つかりません",
+        "notfound.body": "このリンクは無効か、有効期限が切れています。",
+        "forbidden.title": "リクエストを処理できません",
+        "forbidden.body": "ページの有効期限が切れた可能性があります。"
+                          "ページを再読み込みしてからもう一度お試しください。",
+        "message.heading": "メッセージ",
+        "message.from": "差出人",
+        "message.subject": "件名",
+        "message.date": "日付",
+        "message.expires": "有効期限",
+        "route.heading": "経路",
+        "route.unknown": "不明",
+        "route.warning": "このメールは複数の国を経由して届きました（{countries}）。"
+                         "差出人に心当たりがない場合は注意してください。",
+        "files.heading": "添付ファイル",
+        "file.size": "{size} バイト",
+        "file.reasons": "判定理由",
+        "file.deleted": "このファイルは危険と判定されたため削除されました。ダウンロードできません。",
+        "file.no_download": "このファイルはダウンロードできません。",
+        "verdict.safe": "安全",
+        "verdict.risky": "注意",
+        "verdict.encrypted": "暗号化",
+        "verdict.unsupported": "確認不可",
+        "verdict.danger": "危険",
+        "action.original": "元のファイルをダウンロード",
+        "action.macro_removed": "マクロを削除したファイルをダウンロード（{name}）",
+        "action.unlock": "パスワードを入力して確認",
+        "action.password": "パスワード",
+        "action.download": "ダウンロード",
+        "action.confirm": "危険性を理解したうえでダウンロードする",
+        "action.back": "戻る",
+        "unlock.ok": "パスワードで開き、内容を再検査しました。",
+        "unlock.wrong": "パスワードが違います。",
+        "unlock.unsupported": "この形式はここでは復号できません。",
+        "unlock.limited": "パスワードの入力回数が上限に達しました。しばらくしてからお試しください。",
+        "unlock.members": "内容",
+        "unlock.document": "復号したファイル",
+        "warning.title": "注意が必要なファイルです",
+        "warning.body": "このファイルは安全と確認できませんでした。"
+                        "差出人と内容に心当たりがある場合のみダウンロードしてください。",
+        "lang.switch": "English",
+        "reason.generic": "確認項目 {symbol} に該当しました。",
+    },
+    "en": {
+        "title": "Isolated attachments",
+        "home.body": "Isolated attachments are reached through the link in the "
+                     "notice you received.",
+        "notfound.title": "Not found",
+        "notfound.body": "This link is invalid or has expired.",
+        "forbidden.title": "The request cannot be processed",
+        "forbidden.body": "The page may have expired. Reload the page and try again.",
+        "message.heading": "Message",
+        "message.from": "From",
+        "message.subject": "Subject",
+        "message.date": "Date",
+        "message.expires": "Available until",
+        "route.heading": "Route",
+        "route.unknown": "unknown",
+        "route.warning": "This message crossed several countries on its way ({countries}). "
+                         "Be careful if you do not know the sender.",
+        "files.heading": "Attachments",
+        "file.size": "{size} bytes",
+        "file.reasons": "Why",
+        "file.deleted": "This file was judged dangerous and has been deleted. It "
+                        "cannot be downloaded.",
+        "file.no_download": "This file cannot be downloaded.",
+        "verdict.safe": "Safe",
+        "verdict.risky": "Caution",
+        "verdict.encrypted": "Encrypted",
+        "verdict.unsupported": "Cannot be checked",
+        "verdict.danger": "Dangerous",
+        "action.original": "Download the original file",
+        "action.macro_removed": "Download without macros ({name})",
+        "action.unlock": "Enter the password to check it",
+        "action.password": "Password",
+        "action.download": "Download",
+        "action.confirm": "I understand the risk; download it",
+        "action.back": "Back",
+        "unlock.ok": "Opened with the password and checked again.",
+        "unlock.wrong": "The password is not correct.",
+        "unlock.unsupported": "This format cannot be decrypted here.",
+        "unlock.limited": "Too many password attempts. Try again later.",
+        "unlock.members": "Contents",
+        "unlock.document": "Decrypted file",
+        "warning.title": "This file needs caution",
+        "warning.body": "This file could not be confirmed safe. Download it only if you know the "
+                        "sender and expected this file.",
+        "lang.switch": "日本語",
+        "reason.generic": "Matched the check {symbol}.",
+    },
+}
+
+REASONS: dict[str, dict[str, str]] = {
+    "ja": {
+        "ENCRYPTED_ARCHIVE": "パスワード付きの圧縮ファイルのため、中身を検査できません。",
+        "ENCRYPTED_OFFICE": "パスワードで保護された Office 文書のため、中身を検査できません。",
+        "ENCRYPTED_OFFICE_LEGACY": "古い形式（Office 97–2003）のパスワード付き文書で、"
+                                   "ここでは復号できません。",
+        "ENCRYPTED_PDF": "パスワードで保護された PDF のため、中身を検査できません。",
+        "VELVETSWEATSHOP": "検査を逃れるための既知の手口（Excel の"
+                           "既定パスワードによる暗号化）が使われています。",
+        "VIRUS": "ウイルス対策エンジンがマルウェアを検出しました。",
+        "SANDBOX_MALICIOUS": "サンドボックスでの実行結果が悪意のある動作を示しました。",
+        "SANDBOX_SUSPICIOUS": "サンドボックスでの実行結果に不審な動作がありました。",
+        "DANGEROUS_EXTENSION": "実行ファイルやスクリプトなど、危険な種類のファイルです。",
+        "ARCHIVE_TYPE": "検査対象として隔離される種類の圧縮ファイルです。",
+        "EXT_MISMATCH": "ファイル名の拡張子と実際のファイルの種類が一致しません。",
+        "NO_EXTENSION": "ファイル名に拡張子がありません。",
+        "DOUBLE_EXTENSION": "拡張子が二重になっており、ファイルの種類を偽装している可能性があります。",
+        "FILENAME_RLO": "ファイル名に表示を反転させる特殊文字が含まれています。",
+        "FILENAME_TRAILING_DOT": "ファイル名の末尾が不自然です（拡張子の偽装の可能性）。",
+        "FILENAME_MISMATCH": "メールに記載された2つのファイル名が一致しません。",
+        "MACRO": "マクロ（VBA）が含まれています。",
+        "MACRO_AUTOEXEC": "開いただけで自動実行されるマクロが含まれています。",
+        "MACRO_SUSPICIOUS": "不審な処理を行うマクロが含まれています。",
+        "XLM_MACRO": "Excel 4.0（XLM）マクロが含まれています。",
+        "VBA_STOMPING": "マクロのソースと実行コードが食い違っています（VBA stomping）。",
+        "DDE": "DDE（外部プログラムの起動）を含む文書です。",
+        "REMOTE_TEMPLATE": "外部のテンプレートを読み込む設定があります。",
+        "PDF_ACTIVE_CONTENT": "PDF に自動で動作する内容が含まれています。",
+        "PDF_JAVASCRIPT": "PDF に JavaScript が含まれています。",
+        "PDF_OPENACTION": "PDF を開いたときに自動で実行される動作があります。",
+        "PDF_AA": "PDF に自動実行される動作があります。",
+        "PDF_LAUNCH": "PDF に外部プログラムを起動する動作があります。",
+        "PDF_ACTION": "PDF に動作（アクション）が含まれています。",
+        "PDF_EMBEDDED_FILE": "PDF の中に別のファイルが埋め込まれています。",
+        "PDF_FILE_URI": "PDF がローカルファイルやネットワーク共有を参照しています。",
+        "PDF_XFA": "PDF に XFA フォームが含まれています。",
+        "PDF_UNREADABLE": "PDF を解析できませんでした。",
+        "ARCHIVE_LIMIT": "圧縮ファイルが大きすぎるか深すぎるため、最後まで検査できませんでした。",
+        "ARCHIVE_CORRUPT": "圧縮ファイルが壊れています。",
+        "PATH_TRAVERSAL": "圧縮ファイル内に不正なパスを持つファイルがあります。",
+        "SCAN_FAILED": "検査を完了できませんでした。",
+        "NFKC": "ファイル名に紛らわしい文字が含まれています。",
+    },
+    "en": {
+        "ENCRYPTED_ARCHIVE": "It is a password-protected archive, so its contents "
+                             "could not be checked.",
+        "ENCRYPTED_OFFICE": "It is a password-protected Office document, so its contents "
+                            "could not be checked.",
+        "ENCRYPTED_OFFICE_LEGACY": "It is an old-format (Office 97–2003) document with a password, "
+                                   "which cannot be decrypted here.",
+        "ENCRYPTED_PDF": "It is a password-protected PDF, so its contents could not be checked.",
+        "VELVETSWEATSHOP": "It uses a known trick to hide from scanners (Excel's "
+                           "built-in password).",
+        "VIRUS": "The antivirus engine found malware.",
+        "SANDBOX_MALICIOUS": "Running it in a sandbox showed malicious behaviour.",
+        "SANDBOX_SUSPICIOUS": "Running it in a sandbox showed suspicious behaviour.",
+        "DANGEROUS_EXTENSION": "It is a dangerous kind of file, such as a program or a script.",
+        "ARCHIVE_TYPE": "It is a kind of archive that is isolated for checking.",
+        "EXT_MISMATCH": "The file name's extension does not match what the file really is.",
+        "NO_EXTENSION": "The file name has no extension.",
+        "DOUBLE_EXTENSION": "The name has two extensions, which can disguise the file's type.",
+        "FILENAME_RLO": "The name contains a character that reverses how it is displayed.",
+        "FILENAME_TRAILING_DOT": "The name ends oddly, which can disguise the file's type.",
+        "FILENAME_MISMATCH": "The message gives two different names for this file.",
+        "MACRO": "It contains macros (VBA).",
+        "MACRO_AUTOEXEC": "It contains macros that run as soon as it is opened.",
+        "MACRO_SUSPICIOUS": "It contains macros that do suspicious things.",
+        "XLM_MACRO": "It contains Excel 4.0 (XLM) macros.",
+        "VBA_STOMPING": "The macro source and its compiled code disagree (VBA stomping).",
+        "DDE": "It uses DDE, which can start other programs.",
+        "REMOTE_TEMPLATE": "It loads a template from elsewhere.",
+        "PDF_ACTIVE_CONTENT": "The PDF contains content that acts on its own.",
+        "PDF_JAVASCRIPT": "The PDF contains JavaScript.",
+        "PDF_OPENACTION": "The PDF does something automatically when opened.",
+        "PDF_AA": "The PDF has automatic actions.",
+        "PDF_LAUNCH": "The PDF can start another program.",
+        "PDF_ACTION": "The PDF contains actions.",
+        "PDF_EMBEDDED_FILE": "Another file is embedded in the PDF.",
+        "PDF_FILE_URI": "The PDF refers to local files or network shares.",
+        "PDF_XFA": "The PDF contains an XFA form.",
+        "PDF_UNREADABLE": "The PDF could not be analysed.",
+        "ARCHIVE_LIMIT": "The archive is too large or too deep to be checked to the end.",
+        "ARCHIVE_CORRUPT": "The archive is damaged.",
+        "PATH_TRAVERSAL": "A file in the archive has an unsafe path.",
+        "SCAN_FAILED": "The check could not be completed.",
+        "NFKC": "The name contains look-alike characters.",
+    },
+}
+
+# Symbols that describe, but are no reason to worry the recipient with.
+QUIET = frozenset({"AV_CLEAN", "AV_DISABLED", "ARCHIVE", "PDF_OWNER_PASSWORD", "OFFICE_PROTECTION"})
+
+
+def translator(lang: str) -> Callable[..., str]:
+    table = CATALOG.get(lang, CATALOG["ja"])
+
+    def gettext(key: str, **values: object) -> str:
+        text = table.get(key) or CATALOG["en"].get(key) or key
+        return text.format(**values) if values else text
+
+    return gettext
+
+
+def reasons(symbols: list[str], lang: str) -> list[str]:
+    """Plain sentences for the symbols, each once, in the order found."""
+    table = REASONS.get(lang, REASONS["ja"])
+    out: list[str] = []
+    for symbol in symbols:
+        if symbol in QUIET:
+            continue
+        sentence = table.get(symbol) or translator(lang)("reason.generic", symbol=symbol)
+        if sentence not in out:
+            out.append(sentence)
+    return out
+
+
+def negotiate(query: str | None, cookie: str | None, accept_language: str | None,
+              default: str) -> str:
+    """?lang= first, then the cookie, then the browser's Accept-Language, then the tenant's."""
+    for choice in (query, cookie):
+        if choice in LANGUAGES:
+            return choice
+    if accept_language:
+        ranked: list[tuple[float, int, str]] = []
+        for i, item in enumerate(accept_language.split(",")[:20]):
+            tag, _, params = item.strip().partition(";")
+            q = 1.0
+            if params.strip().startswith("q="):
+                try:
+                    q = float(params.strip()[2:])
+                except ValueError:
+                    q = 0.0
+            primary = tag.strip().lower().split("-")[0]
+            if primary in LANGUAGES and q > 0:
+                ranked.append((-q, i, primary))
+        if ranked:
+            return sorted(ranked)[0][2]
+    return default if default in LANGUAGES else "ja"
+
+
+def flag(country: str | None) -> str:
+    """Regional-indicator emoji for an ISO 3166 alpha-2 code ("JP" → 🇯🇵); empty otherwise."""
+    if not country or len(country) != 2 or not country.isascii() or not country.isalpha():
+        return ""
+    return "".join(chr(0x1F1E6 + ord(c) - ord("A")) for c in country.upper())
+
+
+def verdict_words(lang: str) -> Mapping[str, str]:
+    t = translator(lang)
+    return {v: t(f"verdict.{v}") for v in ("safe", "risky", "encrypted", "unsupported", "danger")}
