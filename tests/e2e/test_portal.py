@@ -401,3 +401,28 @@ def test_page_with_ten_files_renders_fast(runtime: Runtime) -> None:
     median = statistics.median(timings)
     print(f"portal page, 10 files: median {median:.2f} ms")
     assert median <= 50
+
+
+# --- housekeeping --------------------------------------------------------------------------
+
+def test_the_portal_sweeps_expired_files_when_it_starts(portal: Portal) -> None:
+    store = isolation_store(portal.runtime.services)
+    blobs = portal.runtime.services.blobs
+    assert store.files(portal.ctx.id) and list(blobs.keys(f"isolated/{portal.ctx.id}/"))
+    portal.runtime.services.clock = _Later(timedelta(days=31))  # type: ignore[assignment]
+    with TestClient(create_app(portal.runtime)) as client:
+        for _ in range(100):  # the sweep runs in a worker thread right after start-up
+            if not store.files(portal.ctx.id):
+                break
+            time.sleep(0.02)
+        assert client.get(f"/m/{portal.token}").status_code == 404
+    assert store.files(portal.ctx.id) == [] and store.message(portal.ctx.id) is None
+    assert not list(blobs.keys(f"isolated/{portal.ctx.id}/"))
+
+
+def test_portal_url_can_be_redacted_for_the_message_log(portal: Portal) -> None:
+    from mailmoat.isolation import redact_portal_url
+
+    assert portal.ctx.portal_url is not None and portal.token in portal.ctx.portal_url
+    assert redact_portal_url(portal.ctx.portal_url) == "http://127.0.0.1:8080/m/<redacted>"
+    assert redact_portal_url(None) is None

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -18,7 +20,14 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from mailmoat.adapters.sqlite_isolation import isolation_store
 from mailmoat.context import Verdict
-from mailmoat.isolation import DownloadRecord, IsolatedFile, IsolationStore, PortalAccess, resolve
+from mailmoat.isolation import (
+    DownloadRecord,
+    IsolatedFile,
+    IsolationStore,
+    PortalAccess,
+    resolve,
+    sweep,
+)
 from mailmoat_web import files as filetools
 from mailmoat_web.i18n import LANG_COOKIE, flag, negotiate, reasons, translator, verdict_words
 
@@ -106,8 +115,28 @@ class Portal:
         return self.services.clock.now()
 
 
-def create_app(runtime: Runtime | None = None) -> FastAPI:
-    app = FastAPI(title="mailmoat portal", docs_url=None, redoc_url=None, openapi_url=None)
+SWEEP_EVERY_SECONDS = 24 * 3600.0
+
+
+def create_app(runtime: Runtime | None = None, *, sweep_every: float | None = SWEEP_EVERY_SECONDS
+               ) -> FastAPI:
+    """The portal app. With a runtime and `sweep_every`, expired isolated files are swept when
+    the server starts and then periodically (local `mailmoat serve`; AWS uses lifecycle + TTL)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task: asyncio.Task[None] | None = None
+        p = app.state.portal
+        if isinstance(p, Portal) and sweep_every:
+            task = asyncio.create_task(_sweep_forever(p, sweep_every))
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+
+    app = FastAPI(title="mailmoat portal", docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=lifespan)
     app.state.runtime = runtime
     app.state.portal = Portal(runtime.services) if runtime is not None else None
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
@@ -221,6 +250,15 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         return _not_found(request)
 
     return app
+
+
+async def _sweep_forever(p: Portal, every: float) -> None:
+    while True:
+        try:
+            await asyncio.to_thread(sweep, p.store, p.services.blobs, p.now())
+        except Exception:  # a failed sweep is retried next time; it must not stop the portal
+            log.exception("isolation sweep failed")
+        await asyncio.sleep(every)
 
 
 # --- request helpers ---------------------------------------------------------------------------

@@ -120,6 +120,14 @@ def issue_token(store: IsolationStore, message_id: str, recipient: str, expires_
     return token
 
 
+def redact_portal_url(url: str | None) -> str | None:
+    """The portal URL without its token, for anything stored or logged (the message log's
+    report): only the recipient's copy of the message carries a working link."""
+    if not url or "/m/" not in url:
+        return url
+    return url.rsplit("/m/", 1)[0] + "/m/<redacted>"
+
+
 def resolve(store: IsolationStore, token: str, now: datetime) -> PortalAccess | None:
     """The access a token grants, or None for unknown, malformed and expired alike."""
     if not token or len(token) > 128:
