@@ -75,9 +75,8 @@ def clamd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc.kill()
 
 
-pytestmark = pytest.mark.clamd
 
-
+@pytest.mark.clamd
 def test_clean_and_eicar(clamd):
     av = ClamdAntivirus(clamd)
     assert av.ping()
@@ -86,11 +85,13 @@ def test_clean_and_eicar(clamd):
     assert hit.infected and hit.signature and "Mailmoat.Test.EICAR" in hit.signature
 
 
+@pytest.mark.clamd
 def test_large_stream_is_sent_in_chunks(clamd):
     av = ClamdAntivirus(clamd)
     assert av.scan(b"\0" * (3 * 1024 * 1024) + EICAR).infected  # the .ndb body signature
 
 
+@pytest.mark.clamd
 def test_over_the_stream_limit_is_not_a_clean_answer(clamd):
     with pytest.raises(AntivirusUnavailable):
         ClamdAntivirus(clamd, max_stream=1000).scan(b"x" * 2000)
@@ -108,6 +109,7 @@ def test_nobody_listening(tmp_path):
         ClamdAntivirus("127.0.0.1:1", connect_timeout=0.5).scan(b"x")
 
 
+@pytest.mark.clamd
 def test_address_forms(clamd):
     assert ClamdAntivirus(f"unix://{clamd}").ping()
     assert ClamdAntivirus(f"unix:{clamd}").ping()
@@ -165,6 +167,7 @@ def _report(tmp_path: Path, av: ClamdAntivirus | None, raw: bytes) -> dict:
     ("eicar.zip", make_zip({"eicar.com.txt": EICAR}), "danger", {"VIRUS"}, "delete"),
     ("clean.txt", b"nothing to see", "safe", set(), "keep"),
 ])
+@pytest.mark.clamd
 def test_virus_verdicts(clamd, tmp_path, name, data, verdict, symbols, action):
     report = _report(tmp_path, ClamdAntivirus(clamd), eml((name, data)))
     att = only(report)
