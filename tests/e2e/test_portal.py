@@ -426,3 +426,33 @@ def test_portal_url_can_be_redacted_for_the_message_log(portal: Portal) -> None:
     assert portal.ctx.portal_url is not None and portal.token in portal.ctx.portal_url
     assert redact_portal_url(portal.ctx.portal_url) == "http://127.0.0.1:8080/m/<redacted>"
     assert redact_portal_url(None) is None
+
+
+# --- preview -----------------------------------------------------------------------------------
+
+def test_preview_shows_pdf_pages_as_images_and_text_as_text(runtime: Runtime) -> None:
+    import pikepdf
+
+    pdf = pikepdf.open(io.BytesIO(clean_pdf()))
+    pdf.Root.OpenAction = pikepdf.Dictionary(S=pikepdf.Name.JavaScript, JS=pikepdf.String("app.alert(1)"))
+    buf = io.BytesIO()
+    pdf.save(buf)
+    p = open_portal(runtime, message(("active.pdf", buf.getvalue(), "application/pdf"),
+                                     ("notes", f"{XSS}\nline two".encode(), "application/octet-stream")))
+    html = p.page()
+    block = article(html, "active.pdf")
+    assert "badge-risky" in block and "/preview" in block
+    shown = p.client.get(f"/m/{p.token}/f/{path_of(p, 'active.pdf')}/preview")
+    assert shown.status_code == 200
+    assert shown.text.count('src="data:image/png;base64,') == 1
+    text = p.client.get(f"/m/{p.token}/f/{path_of(p, 'notes')}/preview")
+    assert text.status_code == 200 and "<img src=x" not in text.text
+    assert "&lt;img src=x onerror=alert(1)&gt;\nline two" in text.text
+
+
+def test_no_preview_for_danger_or_encrypted(runtime: Runtime) -> None:
+    p = open_portal(runtime, message(("eicar.com", EICAR_LIKE, "application/octet-stream"),
+                                     ("a.zip", aes_zip(MEMBERS), "application/zip")))
+    for name in ("eicar.com", "a.zip"):
+        assert "/preview" not in article(p.page(), name)
+        assert p.client.get(f"/m/{p.token}/f/{path_of(p, name)}/preview").status_code == 404

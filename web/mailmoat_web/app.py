@@ -245,6 +245,28 @@ def create_app(runtime: Runtime | None = None, *, sweep_every: float | None = SW
         kind = f"member:{name}" if decrypted.archive else "decrypted"
         return _send(request, p, access, record, data, filename, kind)
 
+    @app.get("/m/{token}/f/{path}/preview", response_class=HTMLResponse)
+    def preview(request: Request, token: str, path: str) -> Response:
+        found = _open(portal(), token)
+        if found is None:
+            return _not_found(request)
+        p, _access, message = found
+        record = _file(p, message.id, path)
+        if record is None or "preview" not in _file_view(record, "ja").actions:
+            return _not_found(request)
+        assert record.blob_key is not None
+        lang = _language(request, message.language)
+        try:
+            shown = filetools.preview(p.services.blobs.get(record.blob_key), record.detected_type,
+                                      p.services.settings.limits)
+        except Exception as exc:  # a file the renderer chokes on gets no preview, not a 500
+            log.warning("preview failed", extra={"message_id": message.id, "path": path,
+                                                 "detail": type(exc).__name__})
+            shown = None
+        return _page(request, "preview.html", lang, {
+            "filename": record.filename, "preview": shown, "back": f"/m/{token}",
+            "switch_url": f"/m/{token}/f/{path}/preview"}, 200 if shown is not None else 422)
+
     @app.exception_handler(404)
     async def not_found(request: Request, exc: Exception) -> Response:
         return _not_found(request)
@@ -369,6 +391,8 @@ def _file_view(record: IsolatedFile, lang: str) -> FileView:
             actions.append("macro-removed")
         if record.verdict == Verdict.ENCRYPTED:
             actions.append("unlock")
+        if record.verdict in (Verdict.SAFE, Verdict.RISKY) and filetools.previewable(record.detected_type):
+            actions.append("preview")
     members = [{"name": str(m.get("name", "")), "verdict": str(m.get("verdict", "")),
                 "verdict_label": words.get(str(m.get("verdict", "")), "")}
                for m in record.members[:200]] if record.verdict != Verdict.ENCRYPTED else []
