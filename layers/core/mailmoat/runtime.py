@@ -176,6 +176,7 @@ def bootstrap(settings: Settings | None = None, *, config: GatewayConfig | None 
     if settings.runtime == "aws":
         raise RuntimeError("the AWS runtime is built by the AWS-stack issue; "
                            "set MAILMOAT_RUNTIME=local")
+    from mailmoat.adapters.clamd import ClamdAntivirus
     from mailmoat.adapters.clock import SystemClock
     from mailmoat.adapters.fs import FsBlobStore
     from mailmoat.adapters.sqlite import SqliteDatabase, SqliteDirectory, SqliteMessageLog
@@ -193,6 +194,7 @@ def bootstrap(settings: Settings | None = None, *, config: GatewayConfig | None 
         mailer_for=mailer_for,  # type: ignore[arg-type]
         resolver=make_resolver(settings),
         clock=SystemClock(),
+        antivirus=ClamdAntivirus.from_address(settings.clamd_socket),  # None → AV_DISABLED
     )
     if settings.geoip_db is not None:
         from mailmoat.adapters.geoip import GeoIp2Reader

@@ -11,9 +11,16 @@ import pytest
 
 from mailmoat.config import GatewayConfig
 from mailmoat.context import Envelope, MessageContext
-from mailmoat.runtime import DiscardMailer, Runtime, bootstrap
+from mailmoat.runtime import Runtime, bootstrap
 from mailmoat.settings import Settings
 from tests.unit.auth.helpers import Key, make_ed25519_key, make_rsa_key
+
+
+class DiscardMailer:
+    """Unit tests of authentication never deliver; this mailer refuses to pretend it did."""
+
+    def deliver(self, message_id: str, recipient: str, mail_from: str | None, data: bytes) -> str:
+        raise AssertionError("authentication tests must not deliver")
 
 
 @pytest.fixture(scope="session")
