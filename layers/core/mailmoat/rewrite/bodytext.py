@@ -64,6 +64,23 @@ def _sjis_to_jis(s1: int, s2: int) -> tuple[int, int]:
     return j1, s2 - 0x1F - (1 if s2 >= 0x80 else 0)
 
 
+_RUNS = re.compile(r"[\x00-\x7f]+|[^\x00-\x7f]+")
+
+
+@cache
+def _jis_pair(ch: str) -> bytes | None:
+    """The JIS X 0208 (NEC rows included) code of one character, or None."""
+    try:
+        sjis = ch.encode("cp932")
+    except UnicodeEncodeError:
+        return None
+    if len(sjis) == 2 and sjis[0] >= 0xF0:
+        sjis = _nec_selected_ibm().get(ch, sjis)
+    if len(sjis) != 2 or not (0x81 <= sjis[0] <= 0x9F or 0xE0 <= sjis[0] <= 0xEF):
+        return None
+    return bytes(_sjis_to_jis(sjis[0], sjis[1]))
+
+
 def encode_iso2022jp(text: str) -> bytes:
     """ISO-2022-JP the way Windows writes it (CP50220): NEC special characters (①, ㈱) are kept,
     which Python's strict iso2022_jp refuses. The inverse of charsets.decode_iso2022jp.
@@ -71,32 +88,34 @@ def encode_iso2022jp(text: str) -> bytes:
     Raises UnicodeEncodeError for what JIS X 0208 + NEC rows cannot hold (half-width
     katakana, emoji …); the caller then re-encodes the part as UTF-8.
     """
+    if any(ch in text for ch in "\x0e\x0f\x1b"):  # would switch the reader's state
+        raise UnicodeEncodeError("iso-2022-jp", text, 0, len(text), "control character")
     out = bytearray()
-    jis = False
-    for index, ch in enumerate(text):
-        code = ord(ch)
-        if code < 0x80:
-            if ch in "\x0e\x0f\x1b":  # would switch the reader's state
-                raise UnicodeEncodeError("iso-2022-jp", text, index, index + 1, "control")
-            if jis:
-                out += b"\x1b(B"
-                jis = False
-            out.append(code)
+    for run in _RUNS.finditer(text):
+        chunk = run.group()
+        if chunk[0] < "\x80":
+            out += chunk.encode("ascii")
             continue
         try:
-            sjis = ch.encode("cp932")
+            # The C codec for the common case; it writes only ESC $ B and ESC ( B here, and
+            # what it writes decodes to the same characters through CP932.
+            encoded = chunk.encode("iso2022_jp")
         except UnicodeEncodeError:
-            raise UnicodeEncodeError("iso-2022-jp", text, index, index + 1, "no CP932") from None
-        if len(sjis) == 2 and sjis[0] >= 0xF0:
-            sjis = _nec_selected_ibm().get(ch, sjis)
-        if len(sjis) != 2 or not (0x81 <= sjis[0] <= 0x9F or 0xE0 <= sjis[0] <= 0xEF):
-            raise UnicodeEncodeError("iso-2022-jp", text, index, index + 1, "not in JIS X 0208")
-        if not jis:
-            out += b"\x1b$B"
-            jis = True
-        out += bytes(_sjis_to_jis(sjis[0], sjis[1]))
-    if jis:
-        out += b"\x1b(B"
+            pairs = []
+            for offset, ch in enumerate(chunk):
+                pair = _jis_pair(ch)
+                if pair is None:
+                    index = run.start() + offset
+                    raise UnicodeEncodeError("iso-2022-jp", text, index, index + 1,
+                                             "not in JIS X 0208") from None
+                pairs.append(pair)
+            encoded = b"\x1b$B" + b"".join(pairs) + b"\x1b(B"
+        if b"\x1b(J" in encoded:  # ¥ or ‾ via JIS X 0201 Roman, which reads back as ASCII
+            pairs = [_jis_pair(ch) for ch in chunk]
+            if any(p is None for p in pairs):
+                raise UnicodeEncodeError("iso-2022-jp", text, run.start(), run.end(), "mixed")
+            encoded = b"\x1b$B" + b"".join(p for p in pairs if p) + b"\x1b(B"
+        out += encoded
     return bytes(out)
 
 
