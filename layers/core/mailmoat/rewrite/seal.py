@@ -77,6 +77,8 @@ def _from_pem(pem: bytes, path: Path) -> ArcKey:
     key = serialization.load_pem_private_key(pem, password=None)
     if not isinstance(key, rsa.RSAPrivateKey):
         raise SealError(f"ARC key {path} is not an RSA key")
+    # The signing shortcut finds the already validated key by its modulus.
+    _openssl_keys[key.private_numbers().public_numbers.n] = key
     pkcs1 = key.private_bytes(serialization.Encoding.PEM,
                               serialization.PrivateFormat.TraditionalOpenSSL,
                               serialization.NoEncryption())
