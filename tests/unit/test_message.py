@@ -137,3 +137,40 @@ def test_iso2022jp_keeps_nec_special_characters() -> None:
 ])
 def test_decode_bytes(data: bytes, charset: str | None, expected: str) -> None:
     assert decode_bytes(data, charset) == expected
+
+
+def _big_message(eol: bytes, text_epilogue: bool = False) -> bytes:
+    import os
+
+    body = base64.encodebytes(os.urandom(1_200_000)).replace(b"\n", eol)
+    parts = [b"From: a@b.example", b"MIME-Version: 1.0",
+             b"Content-Type: multipart/mixed; boundary=zz", b"", b"preamble", b"--zz",
+             b"Content-Type: text/plain", b"", b"hello", b"--zz",
+             b"Content-Type: application/octet-stream; name=a.bin",
+             b"Content-Transfer-Encoding: base64", b""]
+    tail = [b"--zz--", b"epilogue " + (b"QUJD" * 20 if text_epilogue else b"")]
+    return eol.join(parts) + eol + body + eol.join(tail) + eol
+
+
+@pytest.mark.parametrize("eol", [b"\r\n", b"\n"])
+def test_fast_path_for_large_base64_gives_the_same_tree_as_the_stdlib(eol: bytes) -> None:
+    from email import policy as email_policy
+    from email.parser import BytesParser
+
+    from mailmoat.message import parse_bytes
+
+    raw = _big_message(eol, text_epilogue=True)
+    fast, _ = parse_bytes(raw)
+    slow = BytesParser(policy=email_policy.default).parsebytes(raw)
+    assert fast.as_bytes() == slow.as_bytes()
+    fast_parts = [p.get_payload(decode=True) for p in fast.walk() if not p.is_multipart()]
+    slow_parts = [p.get_payload(decode=True) for p in slow.walk() if not p.is_multipart()]
+    assert fast_parts == slow_parts and len(fast_parts[1]) == 1_200_000
+
+
+def test_message_text_cannot_forge_a_lift_token() -> None:
+    from mailmoat.message import parse_bytes
+
+    raw = _big_message(b"\r\n").replace(b"hello", b"MAILMOATRUN0000000000000000000000")
+    msg, _ = parse_bytes(raw)
+    assert b"MAILMOATRUN0000000000000000000000" in msg.as_bytes()

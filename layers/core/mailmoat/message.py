@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import email.message
 import email.utils
+import re
+import secrets
 from dataclasses import dataclass, field
 from email import policy
 from email.errors import MessageDefect
@@ -111,11 +113,62 @@ class ParsedMessage:
         return [p for p in self.parts if p.is_attachment]
 
 
+# The stdlib feed parser costs ~10 µs per line: a 25 MB attachment (450,000 base64 lines)
+# takes seconds. Runs of pure base64 lines can never hold a MIME boundary or a header (a
+# delimiter starts with "--", which is not in the alphabet), so we lift long runs out before
+# parsing, leave one token line in their place, and put the original text back into the
+# parsed tree: same tree, same bytes, a fraction of the time.
+_BASE64_RUN = re.compile(rb"(?:(?<=\n)|^)(?:[A-Za-z0-9+/]{40,}={0,2}\r?\n){1024,}")
+_LIFT_MIN_BYTES = 1_000_000
+
+
+def _lift_base64_runs(raw: bytes) -> tuple[bytes, dict[str, str]]:
+    """Replace long base64 runs by `MAILMOATRUN<nonce><n>` lines; returns the token → text map."""
+    if len(raw) < _LIFT_MIN_BYTES:
+        return raw, {}
+    nonce = secrets.token_hex(8)  # unguessable, so message content cannot forge a token
+    runs: dict[str, str] = {}
+    out: list[bytes] = []
+    pos = 0
+    for i, match in enumerate(_BASE64_RUN.finditer(raw)):
+        run = match.group()
+        eol = b"\r\n" if run.endswith(b"\r\n") else b"\n"
+        token = f"MAILMOATRUN{nonce}{i:06d}"
+        # The line ending stays in the lifted text: the parser may give it to the boundary.
+        runs[token] = run[: -len(eol)].decode("ascii")
+        out += (raw[pos:match.start()], token.encode(), eol)
+        pos = match.end()
+    if not runs:
+        return raw, {}
+    out.append(raw[pos:])
+    return b"".join(out), runs
+
+
+def _restore_base64_runs(msg: email.message.Message, runs: dict[str, str]) -> None:
+    def put_back(text: str) -> str:
+        for token, run in runs.items():
+            if token in text:
+                text = text.replace(token, run)
+        return text
+
+    for node in msg.walk():
+        for attr in ("preamble", "epilogue"):
+            value = getattr(node, attr, None)
+            if isinstance(value, str) and "MAILMOATRUN" in value:
+                setattr(node, attr, put_back(value))
+        payload = node.get_payload() if not node.is_multipart() else None
+        if isinstance(payload, str) and "MAILMOATRUN" in payload:
+            node.set_payload(put_back(payload))
+
+
 def parse_bytes(raw: bytes) -> tuple[EmailMessage, list[tuple[str, str, str]]]:
     """Parse with policy.default. Returns the message and parse findings; never raises."""
     findings: list[tuple[str, str, str]] = []
+    lifted, runs = _lift_base64_runs(raw)
     try:
-        msg = BytesParser(policy=policy.default).parsebytes(raw)
+        msg = BytesParser(policy=policy.default).parsebytes(lifted)
+        if runs:
+            _restore_base64_runs(msg, runs)
     except RecursionError:
         findings.append(("MIME_PARSE_FAILED", "message", "nesting too deep for the parser"))
         msg = BytesHeaderParser(policy=policy.default).parsebytes(raw)
