@@ -456,3 +456,54 @@ def test_no_preview_for_danger_or_encrypted(runtime: Runtime) -> None:
     for name in ("eicar.com", "a.zip"):
         assert "/preview" not in article(p.page(), name)
         assert p.client.get(f"/m/{p.token}/f/{path_of(p, name)}/preview").status_code == 404
+
+
+# --- safe copies -------------------------------------------------------------------------------
+
+def test_safe_copy_of_an_active_pdf_is_rebuilt_from_its_pages(runtime: Runtime) -> None:
+    import pikepdf
+
+    from mailmoat.scan.engine import Engine
+    from mailmoat.scan.lists import Lists
+
+    pdf = pikepdf.open(io.BytesIO(clean_pdf()))
+    pdf.add_blank_page()
+    pdf.Root.OpenAction = pikepdf.Dictionary(S=pikepdf.Name.JavaScript, JS=pikepdf.String("app.alert(1)"))
+    buf = io.BytesIO()
+    pdf.save(buf)
+    p = open_portal(runtime, message(("active.pdf", buf.getvalue(), "application/pdf")))
+    path = path_of(p, "active.pdf")
+    assert 'value="safe"' in article(p.page(), "active.pdf")
+    got = p.post(path, "download", kind="safe")
+    assert got.status_code == 200  # type: ignore[attr-defined]
+    clean = got.content  # type: ignore[attr-defined]
+    assert "filename*=UTF-8''active.pdf" in got.headers["content-disposition"]  # type: ignore[attr-defined]
+    assert len(pikepdf.open(io.BytesIO(clean)).pages) == 2
+    engine = Engine(runtime.services.settings.limits)
+    before = engine.analyse(buf.getvalue(), "active.pdf", Lists())
+    after = engine.analyse(clean, "active.pdf", Lists())
+    assert before.verdict == "risky" and after.verdict == "safe", after.symbols
+    assert b"JavaScript" not in clean
+
+
+def test_safe_copy_of_an_image_drops_what_follows_the_picture(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from tests.unit.isolation.builders import DEMO
+
+    config = tmp_path / "all.toml"  # zero-trust tenant: every attachment goes to the portal
+    config.write_text(DEMO.read_text().replace('isolation = "risky"', 'isolation = "all"'))
+    runtime = make_runtime(tmp_path / "var", config=config)
+
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(buf, format="PNG")
+    tainted = buf.getvalue() + b"PK\x03\x04 appended payload"
+    p = open_portal(runtime, message(("photo.png", tainted, "image/png")))
+    att = next(a for a in p.ctx.attachments if a.filename == "photo.png")
+    assert att.action == "isolate"
+    if att.verdict == "safe":  # a safe file downloads as is, and the safe copy is offered too
+        assert 'value="original"' in article(p.page(), "photo.png")
+    got = p.post(path_of(p, "photo.png"), "download", kind="safe")
+    assert got.status_code == 200  # type: ignore[attr-defined]
+    assert b"appended payload" not in got.content  # type: ignore[attr-defined]
+    assert Image.open(io.BytesIO(got.content)).size == (40, 30)  # type: ignore[attr-defined]

@@ -190,6 +190,16 @@ def create_app(runtime: Runtime | None = None, *, sweep_every: float | None = SW
             if record.verdict == Verdict.RISKY:
                 return _warning(request, lang, token, record, {"kind": "original"})
             return _refused(request, lang, token)
+        if kind == "safe" and filetools.safe_copy_kind(record.detected_type) \
+                and record.verdict in (Verdict.SAFE, Verdict.RISKY):
+            try:
+                data, name = filetools.safe_copy(p.services.blobs.get(record.blob_key),
+                                                 record.detected_type, record.filename)
+            except Exception as exc:  # hostile input the renderer refuses: no copy, no 500
+                log.warning("safe copy failed", extra={"message_id": message.id,
+                                                       "detail": type(exc).__name__})
+                return _refused(request, lang, token)
+            return _send(request, p, access, record, data, name, "safe")
         if kind == "macro-removed" and _macro_removable(record):
             try:
                 data = filetools.remove_macros(p.services.blobs.get(record.blob_key),
@@ -385,6 +395,8 @@ def _file_view(record: IsolatedFile, lang: str) -> FileView:
     words = verdict_words(lang)
     actions: list[str] = []
     if record.blob_key is not None:
+        if record.verdict in (Verdict.SAFE, Verdict.RISKY) and filetools.safe_copy_kind(record.detected_type):
+            actions.append("safe")
         if record.verdict in (Verdict.SAFE, Verdict.RISKY):
             actions.append("original")
         if _macro_removable(record):

@@ -466,3 +466,78 @@ def _office_text(data: bytes, limits: Limits) -> Preview:
             if size > PREVIEW_TEXT_BYTES:
                 return Preview(text="".join(texts)[:PREVIEW_TEXT_BYTES], truncated=True)
     return Preview(text="".join(texts))
+
+
+# --- safe copies -------------------------------------------------------------------------------
+
+SAFE_PDF_MAX_PAGES = 100
+SAFE_PDF_DPI = 150
+_SAFE_IMAGE_FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/gif": "PNG",
+                       "image/bmp": "PNG", "image/webp": "PNG", "image/tiff": "PNG"}
+_SAFE_IMAGE_EXT = {"PNG": "png", "JPEG": "jpg"}
+
+
+class SanitiseError(Exception):
+    """No safe copy can be made of this file here."""
+
+
+def safe_copy_kind(detected_type: str | None) -> str | None:
+    kind = detected_type or ""
+    if kind == PDF:
+        return "pdf"
+    if kind in _SAFE_IMAGE_FORMATS:
+        return "image"
+    return None
+
+
+def safe_copy(data: bytes, detected_type: str | None, filename: str) -> tuple[bytes, str]:
+    """A copy with nothing active left: a PDF rebuilt from its rendered pages (no scripts,
+    actions, forms or embedded files survive a raster), an image decoded and encoded again
+    (no metadata, no trailing payload). Returns the bytes and the download name."""
+    kind = safe_copy_kind(detected_type)
+    if kind == "pdf":
+        return _pdf_from_pages(data), _renamed(filename, "pdf")
+    if kind == "image":
+        return _reencoded(data, _SAFE_IMAGE_FORMATS[detected_type or ""], filename)
+    raise SanitiseError(f"no safe copy for {detected_type}")
+
+
+def _renamed(filename: str, ext: str) -> str:
+    stem, dot, _ = filename.rpartition(".")
+    return f"{stem if dot else filename}.{ext}"
+
+
+def _pdf_from_pages(data: bytes) -> bytes:
+    import pypdfium2
+
+    doc = pypdfium2.PdfDocument(data)
+    try:
+        if len(doc) > SAFE_PDF_MAX_PAGES:
+            raise SanitiseError(f"more than {SAFE_PDF_MAX_PAGES} pages")
+        images = []
+        for index in range(len(doc)):
+            page = doc[index]
+            try:
+                images.append(page.render(scale=SAFE_PDF_DPI / 72).to_pil().convert("RGB"))
+            finally:
+                page.close()
+    finally:
+        doc.close()
+    if not images:
+        raise SanitiseError("no pages")
+    buf = io.BytesIO()
+    images[0].save(buf, format="PDF", save_all=True, append_images=images[1:],
+                   resolution=float(SAFE_PDF_DPI))
+    return buf.getvalue()
+
+
+def _reencoded(data: bytes, fmt: str, filename: str) -> tuple[bytes, str]:
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = PREVIEW_MAX_PIXELS
+    with Image.open(io.BytesIO(data)) as image:
+        image.seek(0)
+        frame = image.convert("RGB") if fmt == "JPEG" else image.convert("RGBA")
+    buf = io.BytesIO()
+    frame.save(buf, format=fmt)
+    return buf.getvalue(), _renamed(filename, _SAFE_IMAGE_EXT[fmt])

@@ -43,6 +43,7 @@ CATALOG: dict[str, dict[str, str]] = {
         "action.confirm": "危険性を理解したうえでダウンロードする",
         "action.back": "戻る",
         "action.preview": "プレビュー",
+        "action.safe": "安全化したファイルをダウンロード",
         "preview.title": "プレビュー",
         "preview.note": "ファイルを開かずに内容を確認できるよう、"
                         "画像または文字だけに変換して表示しています。",
@@ -96,6 +97,7 @@ CATALOG: dict[str, dict[str, str]] = {
         "action.confirm": "I understand the risk; download it",
         "action.back": "Back",
         "action.preview": "Preview",
+        "action.safe": "Download a safe copy",
         "preview.title": "Preview",
         "preview.note": "Shown as images or plain text only, so you can look at it without opening the file.",
         "preview.truncated": "Only the beginning is shown.",
