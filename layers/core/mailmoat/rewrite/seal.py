@@ -73,7 +73,8 @@ class ArcKey:
         return f"v=DKIM1; k=rsa; p={self.public_b64}".encode("ascii")
 
 
-def _from_pem(pem: bytes, path: Path) -> ArcKey:
+def key_from_pem(pem: bytes, path: Path) -> ArcKey:
+    """An ArcKey from PEM bytes (PKCS#1 or PKCS#8); `path` names where it came from."""
     key = serialization.load_pem_private_key(pem, password=None)
     if not isinstance(key, rsa.RSAPrivateKey):
         raise SealError(f"ARC key {path} is not an RSA key")
@@ -93,7 +94,7 @@ def load_key(path: Path) -> ArcKey:
     cache_key = (str(path), stat.st_mtime_ns)
     cached = _cache.get(cache_key)
     if cached is None:
-        cached = _from_pem(path.read_bytes(), path)
+        cached = key_from_pem(path.read_bytes(), path)
         _cache[cache_key] = cached
     return cached
 
@@ -123,7 +124,7 @@ def ensure_local_key(arc_dir: Path, selector: str, domain: str) -> ArcKey:
                 except FileExistsError:
                     pass
                 else:
-                    generated = _from_pem(pem, private)
+                    generated = key_from_pem(pem, private)
                     (arc_dir / "public.txt").write_text(
                         generated.dns_record(selector, domain) + "\n", encoding="ascii")
                     log.warning("generated an ARC sealing key at %s; publish the TXT record "
