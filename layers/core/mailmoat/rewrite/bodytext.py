@@ -81,6 +81,17 @@ def _jis_pair(ch: str) -> bytes | None:
     return bytes(_sjis_to_jis(sjis[0], sjis[1]))
 
 
+def _jis_run(chunk: str, text: str, start: int) -> bytes:
+    pairs = []
+    for offset, ch in enumerate(chunk):
+        pair = _jis_pair(ch)
+        if pair is None:
+            raise UnicodeEncodeError("iso-2022-jp", text, start + offset, start + offset + 1,
+                                     "not in JIS X 0208")
+        pairs.append(pair)
+    return b"\x1b$B" + b"".join(pairs) + b"\x1b(B"
+
+
 def encode_iso2022jp(text: str) -> bytes:
     """ISO-2022-JP the way Windows writes it (CP50220): NEC special characters (①, ㈱) are kept,
     which Python's strict iso2022_jp refuses. The inverse of charsets.decode_iso2022jp.
@@ -101,20 +112,9 @@ def encode_iso2022jp(text: str) -> bytes:
             # what it writes decodes to the same characters through CP932.
             encoded = chunk.encode("iso2022_jp")
         except UnicodeEncodeError:
-            pairs = []
-            for offset, ch in enumerate(chunk):
-                pair = _jis_pair(ch)
-                if pair is None:
-                    index = run.start() + offset
-                    raise UnicodeEncodeError("iso-2022-jp", text, index, index + 1,
-                                             "not in JIS X 0208") from None
-                pairs.append(pair)
-            encoded = b"\x1b$B" + b"".join(pairs) + b"\x1b(B"
+            encoded = _jis_run(chunk, text, run.start())
         if b"\x1b(J" in encoded:  # ¥ or ‾ via JIS X 0201 Roman, which reads back as ASCII
-            pairs = [_jis_pair(ch) for ch in chunk]
-            if any(p is None for p in pairs):
-                raise UnicodeEncodeError("iso-2022-jp", text, run.start(), run.end(), "mixed")
-            encoded = b"\x1b$B" + b"".join(p for p in pairs if p) + b"\x1b(B"
+            encoded = _jis_run(chunk, text, run.start())
         out += encoded
     return bytes(out)
 
