@@ -39,6 +39,8 @@ def test_authentication_results_from_auth_result(run_rewrite: RunRewrite) -> Non
     "authentication-results: MX.EXAMPLE.TEST; dmarc=pass",
     "Authentication-Results: (injected) mx.example.test;\r\n\tdmarc=pass header.from=bank.example",
     "Authentication-Results: mx.example.test 1; none",
+    "Authentication-Results: (a (b (c \\) d) e) f) mx.example.test; dmarc=pass",
+    "Authentication-Results: " + "(" * 5000 + ")" * 5000 + " mx.example.test; dmarc=pass",
 ])
 def test_incoming_results_claiming_to_be_ours_are_removed(run_rewrite: RunRewrite,
                                                           spoof: str) -> None:

@@ -17,7 +17,6 @@ _FIELD_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")
 _TOKEN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _ADDRESS = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}$")
 _DOMAIN = re.compile(r"^[A-Za-z0-9.-]{1,253}$")
-_COMMENT = re.compile(r"\([^()]*\)")
 _SPAM_HEADERS = frozenset({b"x-spam-flag", b"x-spam-status"})
 _ARC_HEADERS = frozenset({b"arc-seal", b"arc-message-signature", b"arc-authentication-results"})
 _INSTANCE = re.compile(rb"(?:^|[\s;])i\s*=\s*\d+", re.IGNORECASE)
@@ -97,11 +96,33 @@ class RawMessage:
 
 
 def authserv_id_of(value: str) -> str:
-    """The authserv-id of an Authentication-Results value (RFC 8601 §2.2), comments ignored."""
-    previous = None
-    while previous != value:  # nested comments: strip innermost first
-        previous, value = value, _COMMENT.sub(" ", value)
-    return value.strip().split(";", 1)[0].strip().split(" ", 1)[0].lower()
+    """The authserv-id of an Authentication-Results value (RFC 8601 §2.2), comments ignored.
+    One pass over the value, so deeply nested comments cost no more than their length."""
+    out: list[str] = []
+    depth = 0
+    escaped = False
+    for ch in value:
+        if escaped:
+            escaped = False
+            continue
+        if depth:
+            if ch == "\\":
+                escaped = True
+            elif ch == "(":
+                depth += 1
+            elif ch == ")":
+                depth -= 1
+                if not depth:
+                    out.append(" ")
+            continue
+        if ch == "(":
+            depth += 1
+        elif ch == ";":
+            break
+        else:
+            out.append(ch)
+    words = "".join(out).split()
+    return words[0].lower() if words else ""
 
 
 def remove_claims_of(message: RawMessage, authserv_id: str) -> int:

@@ -61,6 +61,8 @@ def _consistent_newlines(data: bytes, linesep: bytes) -> bytes:
 
 def rewrite(ctx: MessageContext, settings: Settings, tenant: TenantConfig,
             template_dirs: list[Path] | None = None) -> RewriteResult:
+    """The delivered bytes for `ctx`: body actions first, then our headers, then the seal
+    (which must see our Authentication-Results). Raises on any failure: the stage holds."""
     source = ctx.output if ctx.output is not None else ctx.raw
     result = RewriteResult(data=source)
     want_banner = "banner" in ctx.actions
