@@ -198,6 +198,20 @@ def test_cfn_lint_reports_no_errors():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.skipif(not (ROOT / ".venv-tools/bin/sam").exists(),
+                    reason="aws-sam-cli not installed (scripts/sam-validate.sh installs it)")
+def test_sam_validate_lint_offline(tmp_path):
+    # SAM's own transform as well as cfn-lint; it needs a region and, through boto3, some
+    # credentials, never a network connection.
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SAM_CLI_TELEMETRY": "0",
+           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1"}
+    result = subprocess.run([str(ROOT / ".venv-tools/bin/sam"), "validate", "--lint",
+                             "--template", str(TEMPLATE), "--region", "us-east-1"],
+                            capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_is_a_sam_template_with_the_agreed_parameters(template):
     assert template["Transform"] == "AWS::Serverless-2016-10-31"
     params = template["Parameters"]
