@@ -210,3 +210,91 @@ def test_a_file_that_cannot_be_removed_quarantines_the_message(runtime) -> None:
                                             size=1, sha256="0", verdict=Verdict.RISKY))
     run_pipeline(ctx, runtime.services, ("isolate",))
     assert ctx.disposition == Disposition.QUARANTINE and ctx.has("ISOLATION_UNAVAILABLE")
+
+
+# --- through the gateway path (accept → process_stored → Maildir) ------------------------------
+
+def _delivered(runtime, rcpt: str) -> bytes:
+    user = rcpt.split("@")[0]
+    files = [p for p in (runtime.settings.data_dir / "maildir").rglob("*")
+             if p.is_file() and "/new/" in p.as_posix() and user in p.as_posix()]
+    assert len(files) == 1, files
+    return files[0].read_bytes()
+
+
+def _accepted(runtime):
+    from mailmoat.context import Envelope
+
+    zip_bytes = aes_zip({"report.txt": b"member bytes\n"})
+    raw = message(("請求書.zip", zip_bytes, "application/zip"), ("clean.pdf", clean_pdf(), "application/pdf"))
+    message_id = runtime.accept(raw, Envelope(client_ip="203.0.113.5", helo="mx.sender.example",
+                                              mail_from="sender@sender.example", rcpt_to=RECIPIENTS))
+    ctx = runtime.process_stored(message_id)
+    assert ctx is not None
+    return ctx
+
+
+def test_gateway_delivers_the_notice_and_keeps_the_pdf(runtime) -> None:
+    ctx = _accepted(runtime)
+    assert runtime.services.log.get(ctx.id).state == "delivered"
+    out = _delivered(runtime, "alice@example.test")
+    assert [n for _, n, _ in parts(out) if n] == ["clean.pdf"]
+    plain = text_of(out, "text/plain")
+    assert "分離されました" in plain and "請求書.zip" in plain
+    token = TOKEN_URL.findall(plain)[0]
+    access = resolve(isolation_store(runtime.services), token, datetime.now(UTC))
+    assert access is not None and access.message_id == ctx.id
+    assert b"ARC-Seal:" in out  # the rewrite stage sealed what was delivered
+
+
+def _source_has(module: str, needle: str) -> bool:
+    """Whether another team's module already carries the change these tests wait for; until
+    then the test is an expected failure, afterwards it must pass."""
+    import importlib
+    import inspect
+
+    return needle in inspect.getsource(importlib.import_module(module))
+
+
+@pytest.mark.xfail(not _source_has("mailmoat.stages.deliver", "outputs"), strict=True,
+                   reason="deliver stage sends ctx.output (alice's copy) to everyone "
+                          "until it uses ctx.outputs[rcpt] (snippet in the report)")
+def test_gateway_gives_each_recipient_their_own_link(runtime) -> None:
+    _accepted(runtime)
+    links = {r: TOKEN_URL.findall(text_of(_delivered(runtime, r), "text/plain"))[0] for r in RECIPIENTS}
+    store = isolation_store(runtime.services)
+    for rcpt, token in links.items():
+        access = resolve(store, token, datetime.now(UTC))
+        assert access is not None and access.recipient == rcpt
+
+
+@pytest.mark.xfail(not _source_has("mailmoat.runtime", "redact_portal_url"), strict=True,
+                   reason="runtime.process_stored writes ctx.portal_url with its token "
+                          "into the message log report until it applies redact_portal_url")
+def test_no_token_in_the_message_log(runtime, tmp_path: Path) -> None:
+    ctx = _accepted(runtime)
+    token = ctx.portal_url.rsplit("/", 1)[1]
+    raw_db = b"".join(p.read_bytes() for p in (tmp_path / "var").glob("mailmoat.sqlite3*"))
+    assert token.encode() not in raw_db
+
+
+@pytest.mark.xfail(not _source_has("mailmoat.rewrite.defang", "portal"), strict=True,
+                   reason="rewrite defangs every link when authentication fails, the "
+                          "portal link in our own notice included (snippet in the report)")
+def test_portal_link_stays_clickable_in_unauthenticated_mail(tmp_path: Path) -> None:
+    import json
+
+    zone = tmp_path / "zone.json"
+    zone.write_text(json.dumps({"sender.example": {"TXT": ["v=spf1 -all"]},
+                                "_dmarc.sender.example": {"TXT": ["v=DMARC1; p=reject"]}}))
+    runtime = make_runtime(tmp_path / "var", dns_zone=zone)
+    from mailmoat.context import Envelope
+
+    ctx = runtime.analyse(message(("a.zip", aes_zip({"a.txt": b"x"}), "application/zip")),
+                          Envelope(client_ip="203.0.113.9", helo="x", mail_from="s@sender.example",
+                                   rcpt_to=["alice@example.test"]),
+                          stages=("authenticate", "scan", "isolate", "rewrite"))
+    assert "defang" in ctx.actions and "isolate" in ctx.actions
+    out = ctx.outputs.get("alice@example.test", ctx.output)
+    assert TOKEN_URL.search(text_of(out, "text/plain"))
+    assert re.search(r'<a href="http://127\.0\.0\.1:8080/m/[A-Za-z0-9_-]+"', text_of(out, "text/html"))

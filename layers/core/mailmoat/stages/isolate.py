@@ -122,7 +122,7 @@ def isolate(ctx: MessageContext, services: Services, tenant: TenantConfig,
             # Original bytes, for the portal; a danger file is never kept for download.
             services.blobs.put(key, by_path[report.path].payload())
         files.append(IsolatedFile(
-            message_id=ctx.id, path=report.path, filename=report.filename or "unnamed",
+            message_id=ctx.id, path=report.path, filename=_file_name(report),
             size=report.size, sha256=report.sha256, declared_type=report.declared_type,
             detected_type=report.detected_type, verdict=report.verdict, symbols=list(report.symbols),
             action="delete" if deleted else "isolate", expires_at=expires, blob_key=key,
@@ -157,6 +157,13 @@ def isolate(ctx: MessageContext, services: Services, tenant: TenantConfig,
     log.info("attachments isolated", extra={
         "message_id": ctx.id, "tenant": tenant.name, "stage": "isolate", "action": "isolate",
         "count": len(files)})
+
+
+def _file_name(report: AttachmentReport) -> str:
+    if report.filename:
+        return report.filename
+    # An attached message usually has no name; the portal offers it as a mail file.
+    return "message.eml" if report.declared_type.startswith("message/") else "unnamed"
 
 
 def _already_delivered(services: Services, message_id: str, rcpt: str) -> bool:
@@ -228,7 +235,7 @@ def _notice(shown: list[_Removed], url: str | None, tenant: TenantConfig) -> Ban
         parts.append(html.escape(intro))
         _link(lines, parts, url, words)
         for report in isolated:
-            name = _display_name(report.filename or "unnamed")
+            name = _display_name(_file_name(report))
             lines.append(f"・{name}")
             parts.append(f"・{html.escape(name)}")
     if deleted:
@@ -236,7 +243,7 @@ def _notice(shown: list[_Removed], url: str | None, tenant: TenantConfig) -> Ban
         parts.append(html.escape(words["deleted"]))
         for report in deleted:
             why = words["virus"] if "VIRUS" in report.symbols else words["danger"]
-            name = _display_name(report.filename or "unnamed")
+            name = _display_name(_file_name(report))
             lines.append(f"・{name} ({why})")
             parts.append(f"・{html.escape(name)} ({html.escape(why)})")
         if not isolated and url:
