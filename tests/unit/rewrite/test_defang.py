@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailmoat.rewrite.defang import defang_html, defang_text, defang_url
+from mailmoat.rewrite.defang import defang_html, defang_text, defang_url, portal_links
 from mailmoat.rewrite.htmldoc import parse_html, serialize_html
 from tests.unit.rewrite.conftest import RunRewrite
 from tests.unit.rewrite.helpers import leaf, message, multipart, no_clickable_url, text_parts
@@ -168,3 +168,23 @@ def test_anchor_labels(anchor: str, expected: str) -> None:
     doc = parse_html(anchor)
     defang_html(doc.root)
     assert expected in serialize_html(doc)
+
+
+@pytest.mark.parametrize(("url", "kept"), [
+    ("https://portal.example.test/m/AbC123", True),
+    ("HTTPS://PORTAL.EXAMPLE.TEST/m/AbC123", True),
+    ("https://portal.example.test/m/", True),
+    ("http://portal.example.test/m/AbC123", False),  # other scheme
+    ("https://portal.example.test.evil.test/m/AbC123", False),  # longer host
+    ("https://portal.example.test@evil.test/m/AbC123", False),  # userinfo trick
+    ("https://portal.example.test:8443/m/AbC123", False),  # other port
+    ("https://portal.example.test/login", False),  # not a message page
+    ("https://portal.example.test/m/../admin", False),
+])
+def test_only_our_portal_links_stay_alive(url: str, kept: bool) -> None:
+    keep = portal_links("https://portal.example.test/")
+    assert keep(url) is kept
+    assert (url in defang_text(f"see {url} now", keep)) is kept
+    doc = parse_html(f'<a href="{url}">open</a>')
+    defang_html(doc.root, keep)
+    assert (doc.root.find(".//a").get("href") == url) is kept

@@ -212,3 +212,33 @@ def test_concurrent_processes_agree_on_one_generated_key(tmp_path: Path) -> None
     assert len(keys) == 1
     assert sorted(p.name for p in (tmp_path / "arc").iterdir()) == ["private.pem", "public.txt"]
     assert keys.pop() in (tmp_path / "arc" / "public.txt").read_text()
+
+
+def test_each_recipients_copy_is_rewritten_and_sealed_with_portal_link_alive(
+        tmp_path: Path) -> None:
+    from tests.conftest import make_settings
+
+    rt = bootstrap(make_settings(tmp_path))
+    exe = (b'Content-Type: application/octet-stream; name="invoice.exe"\r\n'
+           b'Content-Disposition: attachment; filename="invoice.exe"\r\n'
+           b"Content-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAA==\r\n")
+    raw = message(multipart("mixed", leaf("text/plain", f"請求書です {LINK}\n", "iso-2022-jp",
+                                          cte="7bit"), exe))
+    ctx = MessageContext(id="m2", raw=raw, envelope=Envelope(
+        client_ip="192.0.2.10", mail_from="taro@example.com",
+        rcpt_to=["alice@example.test", "bob@example.test"]))
+    ctx.auth.spf, ctx.auth.warn, ctx.auth.defang = "fail", True, True
+    run_pipeline(ctx, rt.services, ["scan", "isolate", "rewrite"])
+    assert ctx.disposition == Disposition.DELIVER, ctx.findings
+    assert set(ctx.outputs) == {"alice@example.test", "bob@example.test"}
+    dns = dns_from_public_txt(rt.settings.data_dir)
+    links = set()
+    for data in ctx.outputs.values():
+        assert dkim.arc_verify(data, dnsfunc=dns)[0] == dkim.CV_Pass
+        [(_, text)] = text_parts(data)
+        assert "【注意】" in text and "hxxps://example[.]com/login" in text
+        portal = re.findall(r"http://127\.0\.0\.1:8080/m/[\w-]+", text)
+        assert len(portal) == 1  # the recipient's own link, still clickable
+        links.add(portal[0])
+    assert len(links) == 2
+    assert ctx.output in ctx.outputs.values()

@@ -13,7 +13,7 @@ from email.message import EmailMessage, Message
 from mailmoat.message import WalkLimits, parse_bytes, walk
 from mailmoat.rewrite import bodytext
 from mailmoat.rewrite.banner import Banner, insert_html_banner
-from mailmoat.rewrite.defang import defang_html, defang_text
+from mailmoat.rewrite.defang import KeepLink, defang_html, defang_text
 from mailmoat.rewrite.headers import RawMessage
 from mailmoat.rewrite.html2text import html_to_text
 from mailmoat.rewrite.htmldoc import HtmlDoc, parse_html, serialize_html, set_declared_charset
@@ -31,6 +31,7 @@ class BodyPlan:
     banner: Banner | None = None
     defang: bool = False
     html_to_text: bool = False
+    keep_link: KeepLink = lambda _url: False  # links that stay alive (our portal's)
 
     @property
     def empty(self) -> bool:
@@ -88,15 +89,16 @@ def rewrite_body(raw: bytes, plan: BodyPlan, limits: WalkLimits) -> BodyOutcome:
                 _add(done, "html-to-text")
         if plan.defang:
             if html_doc is not None:
-                defang_html(html_doc.root)
+                defang_html(html_doc.root, plan.keep_link)
             else:
-                text = defang_text(text if text is not None else bodytext.read_text(node))
+                text = defang_text(text if text is not None else bodytext.read_text(node),
+                                   plan.keep_link)
             _add(done, "defang")
         if html_doc is not None:
             if banner is not None:
                 insert_html_banner(html_doc, banner)
                 _add(done, "banner")
-            _write_html(node, html_doc)
+            write_html(node, html_doc)
             continue
         if text is None:
             if banner is not None:
@@ -107,7 +109,7 @@ def rewrite_body(raw: bytes, plan: BodyPlan, limits: WalkLimits) -> BodyOutcome:
             text = banner.text.replace("\n", "\r\n" if "\r\n" in text else "\n") + text
             _add(done, "banner")
         bodytext.write_text(node, text)
-    data = _serialize(raw, msg, linesep) if done else None
+    data = serialize_tree(raw, msg, linesep) if done else None
     if plan.banner is not None and "banner" not in done:
         # No readable body part to put it in (only attachments, or an empty message): the
         # banner becomes a first part of its own, as for S/MIME.
@@ -121,7 +123,7 @@ def _add(done: list[str], action: str) -> None:
         done.append(action)
 
 
-def _write_html(node: Message, doc: HtmlDoc) -> None:
+def write_html(node: Message, doc: HtmlDoc) -> None:
     declared = bodytext.declared_charset(node)
     charset = declared if declared is not None and bodytext.can_write(declared) else "utf-8"
     set_declared_charset(doc.root, charset)
@@ -129,7 +131,7 @@ def _write_html(node: Message, doc: HtmlDoc) -> None:
     bodytext.write_bytes(node, data, charset)
 
 
-def _serialize(raw: bytes, msg: EmailMessage, linesep: bytes) -> bytes:
+def serialize_tree(raw: bytes, msg: EmailMessage, linesep: bytes) -> bytes:
     """The original top-level header fields byte for byte (they are what DKIM/ARC and the
     reader see), with the MIME headers and the body from the rewritten tree."""
     buffer = io.BytesIO()
@@ -180,3 +182,8 @@ def wrap_with_banner(raw: bytes, banner: Banner) -> bytes:
         b"--" + boundary + b"--" + ls,
     ]
     return b"".join(outer_fields) + b"".join(parts)
+
+
+# The isolate stage imported these under their first names.
+_serialize = serialize_tree
+_write_html = write_html

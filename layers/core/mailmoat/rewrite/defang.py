@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
+from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import lxml.html
 from lxml import etree
@@ -37,6 +39,34 @@ _NAVIGATING = {
 _HREF_NAMES = frozenset({"href", "{http://www.w3.org/1999/xlink}href", "xlink:href"})
 _NO_TEXT_REWRITE = frozenset({"script", "style"})
 
+# Links to leave alive: our own portal (the isolate notice's link must stay clickable).
+KeepLink = Callable[[str], bool]
+
+
+def _never(_url: str) -> bool:
+    return False
+
+
+def portal_links(portal_url: str) -> KeepLink:
+    """True for `<portal>/m/…` only: same scheme, same host and port (compared parsed, so
+    `https://portal.example.evil.test` is not ours), path under the portal's `/m/`."""
+    base = urlsplit(portal_url.strip())
+    scheme, netloc = base.scheme.lower(), base.netloc.lower()
+    prefix = base.path.rstrip("/") + "/m/"
+    if scheme not in ("http", "https") or not netloc:
+        return _never
+
+    def keep(url: str) -> bool:
+        try:
+            parts = urlsplit(url.strip())
+        except ValueError:
+            return False
+        return (parts.scheme.lower() == scheme and parts.netloc.lower() == netloc
+                and parts.path.startswith(prefix) and "@" not in parts.netloc
+                and ".." not in parts.path)
+
+    return keep
+
 
 def _defang_host(host: str) -> str:
     return host.replace(".", "[.]")
@@ -68,12 +98,20 @@ def _split_host(rest: str) -> tuple[str, str, str]:
     return rest, "", ""
 
 
-def defang_text(text: str) -> str:
-    """Bare URLs become `hxxps://example[.]com/...`; no clickable http(s):// remains."""
+def defang_text(text: str, keep: KeepLink = _never) -> str:
+    """Bare URLs become `hxxps://example[.]com/...`; no clickable http(s):// remains
+    except the links `keep` names (our portal)."""
     if not _MAYBE_LINK.search(text):
         return text
-    text = _URL.sub(lambda m: defang_url(m.group(0)), text)
-    return _SCHEME.sub(_scheme_repl, text)
+    out: list[str] = []
+    position = 0
+    for match in _URL.finditer(text):
+        out.append(_SCHEME.sub(_scheme_repl, text[position:match.start()]))
+        url = match.group(0)
+        out.append(url if keep(url) else _SCHEME.sub(_scheme_repl, defang_url(url)))
+        position = match.end()
+    out.append(_SCHEME.sub(_scheme_repl, text[position:]))
+    return "".join(out)
 
 
 def _scheme_repl(match: re.Match[str]) -> str:
@@ -87,8 +125,9 @@ def _shown(url: str) -> str:
     return shown if len(shown) <= _MAX_SHOWN else shown[: _MAX_SHOWN - 1] + "…"
 
 
-def defang_html(root: lxml.html.HtmlElement) -> int:
-    """Neutralise every link in the document in place. Returns how many targets were removed."""
+def defang_html(root: lxml.html.HtmlElement, keep: KeepLink = _never) -> int:
+    """Neutralise every link in the document in place, except those `keep` names (our
+    portal). Returns how many targets were removed."""
     removed = 0
     # Conditional comments (<!--[if mso]><a href=…><![endif]-->) are rendered by Outlook,
     # so a comment can hold a live link: comments go, their tail text stays.
@@ -109,6 +148,8 @@ def defang_html(root: lxml.html.HtmlElement) -> int:
         for name in list(el.attrib):
             lname = name.lower()
             if lname in _HREF_NAMES or lname.endswith(":href") or lname.endswith("}href"):
+                if tag == "a" and keep(el.attrib[name]):
+                    continue
                 target = el.attrib.pop(name)
                 removed += 1
                 if tag in ("a", "area") and target.strip():
@@ -116,11 +157,11 @@ def defang_html(root: lxml.html.HtmlElement) -> int:
             elif lname in _NAVIGATING.get(tag, ()) or lname == "ping":
                 del el.attrib[name]
                 removed += 1
-    _defang_text_nodes(root)
+    _defang_text_nodes(root, keep)
     return removed
 
 
-def _defang_text_nodes(root: lxml.html.HtmlElement) -> None:
+def _defang_text_nodes(root: lxml.html.HtmlElement, keep: KeepLink) -> None:
     """Defang every visible text node, then the schemes that only appear when adjacent
     nodes are read together, as the reader (and a client's linkifier) sees them."""
     segments: list[tuple[etree._Element, bool, str]] = []  # (element, is_tail, new text)
@@ -131,12 +172,12 @@ def _defang_text_nodes(root: lxml.html.HtmlElement) -> None:
             if tag in _NO_TEXT_REWRITE:
                 hidden += 1
             elif not hidden and el.text:
-                segments.append((el, False, defang_text(el.text)))
+                segments.append((el, False, defang_text(el.text, keep)))
             continue
         if tag in _NO_TEXT_REWRITE:
             hidden -= 1
         if not hidden and el.tail and el is not root:
-            segments.append((el, True, defang_text(el.tail)))
+            segments.append((el, True, defang_text(el.tail, keep)))
     texts = [list(text) for _, _, text in segments]
     joined = "".join(text for _, _, text in segments)
     if _SPLIT_SCHEME.search(joined):
@@ -144,7 +185,10 @@ def _defang_text_nodes(root: lxml.html.HtmlElement) -> None:
         for _, _, text in segments:
             starts.append(offset)
             offset += len(text)
+        kept = [(m.start(), m.end()) for m in _URL.finditer(joined) if keep(m.group(0))]
         for match in _SPLIT_SCHEME.finditer(joined):
+            if any(start <= match.start() < end for start, end in kept):
+                continue
             for position in range(match.start(1), match.end(1)):
                 index = bisect_right(starts, position) - 1
                 texts[index][position - starts[index]] = "x"

@@ -12,6 +12,7 @@ from mailmoat.context import MessageContext
 from mailmoat.message import WalkLimits
 from mailmoat.rewrite.banner import BannerFacts, build_banner, failure_reasons
 from mailmoat.rewrite.body import BodyPlan, is_signed_or_encrypted, rewrite_body
+from mailmoat.rewrite.defang import portal_links
 from mailmoat.rewrite.headers import (
     RawMessage,
     authentication_results,
@@ -60,16 +61,20 @@ def _consistent_newlines(data: bytes, linesep: bytes) -> bytes:
 
 
 def rewrite(ctx: MessageContext, settings: Settings, tenant: TenantConfig,
-            template_dirs: list[Path] | None = None) -> RewriteResult:
-    """The delivered bytes for `ctx`: body actions first, then our headers, then the seal
-    (which must see our Authentication-Results). Raises on any failure: the stage holds."""
-    source = ctx.output if ctx.output is not None else ctx.raw
+            template_dirs: list[Path] | None = None, *,
+            source: bytes | None = None) -> RewriteResult:
+    """The delivered bytes for `ctx` (or for `source`, one recipient's copy): body actions
+    first, then our headers, then the seal (which must see our Authentication-Results).
+    Raises on any failure: the stage holds."""
+    if source is None:
+        source = ctx.output if ctx.output is not None else ctx.raw
     result = RewriteResult(data=source)
     want_banner = "banner" in ctx.actions
     want_defang = "defang" in ctx.actions
     want_text = "html-to-text" in ctx.actions or tenant.html_to_text
 
-    plan = BodyPlan(defang=want_defang, html_to_text=want_text)
+    plan = BodyPlan(defang=want_defang, html_to_text=want_text,
+                    keep_link=portal_links(settings.portal_url))
     signed = (want_banner or want_defang or want_text) and is_signed_or_encrypted(source)
     if signed and (want_defang or want_text):
         result.findings.append(("SMIME_NOT_MODIFIED", "signed or encrypted content left as sent"))

@@ -21,7 +21,14 @@ class Rewrite:
         if ctx.disposition not in _REWRITTEN:
             return
         try:
-            result = rewrite(ctx, services.settings, services.tenant(ctx))
+            tenant = services.tenant(ctx)
+            result = rewrite(ctx, services.settings, tenant)
+            # Per-recipient copies (isolate puts each recipient's own portal link in) get the
+            # same treatment; the copy that also is ctx.output is not done twice.
+            outputs = {
+                rcpt: result.data if data is ctx.output else
+                rewrite(ctx, services.settings, tenant, source=data).data
+                for rcpt, data in ctx.outputs.items()}
         except Exception as exc:
             # Fail closed: hostile input or a broken key must not deliver a half-rewritten
             # (or unsealed) message; the original stays stored and the admin can re-drive it.
@@ -34,6 +41,7 @@ class Rewrite:
         for action in result.actions:
             ctx.add_action(action)
         ctx.output = result.data
+        ctx.outputs = outputs
 
 
 register(Rewrite())
