@@ -7,6 +7,7 @@ import html
 import logging
 from dataclasses import dataclass
 from email.message import EmailMessage
+from typing import TYPE_CHECKING
 
 from mailmoat.adapters.sqlite_isolation import isolation_store
 from mailmoat.config import TenantConfig
@@ -21,11 +22,9 @@ from mailmoat.isolation import (
 from mailmoat.message import Part, WalkLimits, header_text, parse_bytes, walk
 from mailmoat.pipeline import Services, register
 from mailmoat.policy import decide
-from mailmoat.rewrite import bodytext
-from mailmoat.rewrite.banner import Banner, insert_html_banner
-from mailmoat.rewrite.body import _serialize, _write_html
-from mailmoat.rewrite.headers import RawMessage
-from mailmoat.rewrite.htmldoc import parse_html
+
+if TYPE_CHECKING:
+    from mailmoat.rewrite.banner import Banner
 
 log = logging.getLogger("mailmoat.isolate")
 
@@ -94,6 +93,10 @@ class Isolate:
 
 def isolate(ctx: MessageContext, services: Services, tenant: TenantConfig,
             pending: list[AttachmentReport]) -> None:
+    # The body-editing helpers (lxml and all) load only for messages that need a notice.
+    from mailmoat.rewrite.body import _serialize
+    from mailmoat.rewrite.headers import RawMessage
+
     source = ctx.output if ctx.output is not None else ctx.raw
     limits = WalkLimits(max_parts=services.settings.limits.max_parts,
                         max_depth=services.settings.limits.max_depth)
@@ -223,6 +226,8 @@ def _display_name(name: str) -> str:
 
 
 def _notice(shown: list[_Removed], url: str | None, tenant: TenantConfig) -> Banner:
+    from mailmoat.rewrite.banner import Banner
+
     words = NOTICE.get(tenant.language, NOTICE["ja"])
     isolated = [r.report for r in shown if not r.deleted]
     deleted = [r.report for r in shown if r.deleted]
@@ -267,6 +272,12 @@ def _with_notice(stripped: bytes, shown: list[_Removed], url: str | None, tenant
                  limits: WalkLimits) -> bytes:
     """The notice at the top of the first text and the first HTML body part of the message
     itself (not of attached messages); a new text part when there is none."""
+    from mailmoat.rewrite import bodytext
+    from mailmoat.rewrite.banner import insert_html_banner
+    from mailmoat.rewrite.body import _serialize, _write_html
+    from mailmoat.rewrite.headers import RawMessage
+    from mailmoat.rewrite.htmldoc import parse_html
+
     notice = _notice(shown, url, tenant)
     msg, _ = parse_bytes(stripped)
     parsed = walk(msg, limits)
