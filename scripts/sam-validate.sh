@@ -2,9 +2,9 @@
 # Validate template.yaml with the SAM CLI (offline), and with --build also run `sam build`.
 #
 #   scripts/sam-validate.sh            sam validate --lint (falls back to cfn-lint)
-#   scripts/sam-validate.sh --build    ... then sam build: everything when a Docker daemon
-#                                      answers, else all but the scan image (which needs
-#                                      Docker) into .aws-sam/build-zip
+#   scripts/sam-validate.sh --build    ... then sam build (`build` works too, as in make build):
+#                                      everything when a Docker daemon answers, else all but
+#                                      the scan image (it needs Docker) into .aws-sam/build-zip
 #
 # aws-sam-cli lives in its own venv (.venv-tools): its pins conflict with the project's.
 set -euo pipefail
@@ -50,7 +50,7 @@ start=$SECONDS
 "$TOOLS/bin/sam" validate --lint --template template.yaml --region "$REGION"
 echo "sam validate --lint: $((SECONDS - start)) s" >&2
 
-[ "${1:-}" = "--build" ] || exit 0
+case "${1:-}" in --build|build) ;; *) exit 0 ;; esac
 
 start=$SECONDS
 if docker info >/dev/null 2>&1; then
