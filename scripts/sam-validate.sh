@@ -11,7 +11,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 SAM_CLI_VERSION="${SAM_CLI_VERSION:-1.170.0}"
-TOOLS=.venv-tools
+TOOLS="${SAM_TOOLS_VENV:-.venv-tools}"
 REGION="${AWS_REGION:-us-east-1}"
 
 # sam validate translates locally and makes no AWS call, but boto3 under it wants a region and
