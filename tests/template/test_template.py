@@ -336,8 +336,10 @@ def test_layer_requirements_match_pyproject():
     lines = [line.strip() for line in requirements.splitlines()]
     layer = {re.split(r"[=<>~!\[ ]", d)[0].lower(): d for d in lines if d and not d.startswith("#")}
     local_only = {"aiosmtpd", "uvicorn"}
-    assert set(layer) == set(declared) - local_only
-    assert {k: declared[k] for k in layer} == layer
+    hint = ("layers/core/requirements.txt (the Lambda layer and the scan image) must list "
+            "pyproject's [project] dependencies, minus aiosmtpd and uvicorn, with the same pins")
+    assert set(layer) == set(declared) - local_only, hint
+    assert {k: declared.get(k) for k in layer} == layer, hint
 
 
 def test_every_handler_directory_is_a_function(template):
