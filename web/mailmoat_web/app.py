@@ -194,10 +194,16 @@ def create_app(runtime: Runtime | None = None, *, sweep_every: float | None = SW
                 and record.verdict in (Verdict.SAFE, Verdict.RISKY):
             try:
                 data, name = filetools.safe_copy(p.services.blobs.get(record.blob_key),
-                                                 record.detected_type, record.filename)
+                                                 record.detected_type, record.filename,
+                                                 p.services.settings.limits)
+                verdict = _rescan(p, message, data, name).verdict
             except Exception as exc:  # hostile input the renderer refuses: no copy, no 500
                 log.warning("safe copy failed", extra={"message_id": message.id,
                                                        "detail": type(exc).__name__})
+                return _refused(request, lang, token)
+            if verdict != Verdict.SAFE:  # the copy must pass the same checks, or it is no copy
+                log.warning("safe copy not safe", extra={"message_id": message.id,
+                                                         "detail": str(verdict)})
                 return _refused(request, lang, token)
             return _send(request, p, access, record, data, name, "safe")
         if kind == "macro-removed" and _macro_removable(record):
@@ -433,6 +439,14 @@ def _message_page(request: Request, p: Portal, token: str, access: PortalAccess,
         "m": message, "files": views, "hops": hops, "route_warning": warning,
         "expires": f"{access.expires_at:%Y-%m-%d %H:%M} UTC", "base": f"/m/{token}",
         "switch_url": f"/m/{token}"}, status)
+
+
+def _rescan(p: Portal, message: PortalMessage, data: bytes, name: str) -> Any:
+    from mailmoat.scan.engine import Engine
+    from mailmoat.scan.lists import Lists
+
+    engine = Engine(p.services.settings.limits, antivirus=p.services.antivirus)
+    return engine.analyse(data, name, Lists.for_tenant(p.tenant(message)))
 
 
 def _unlock(p: Portal, message: PortalMessage, record: IsolatedFile, password: str,

@@ -287,10 +287,14 @@ def _xml_bytes(root: Any) -> bytes:
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8", standalone=True))
 
 
-def remove_macros(data: bytes, limits: Limits) -> bytes:
+def remove_macros(data: bytes, limits: Limits, *, active_content: bool = False) -> bytes:
     """An OOXML package without its VBA project: the parts, their relationships and content
     types go; a macro-enabled main part gets the macro-free content type. Verified with
-    oletools afterwards (raises MacroRemovalError if any VBA is still found)."""
+    oletools afterwards (raises MacroRemovalError if any VBA is still found).
+
+    With `active_content`, also the rest of what makes Office documents act on their own:
+    external relationships other than hyperlinks (remote templates, linked OLE objects,
+    frames) and Word DDE fields. Excel external links cannot be cut out cleanly: refused."""
     budget = _Budget(limits)
     try:
         zin = zipfile.ZipFile(io.BytesIO(data))
@@ -303,6 +307,8 @@ def remove_macros(data: bytes, limits: Limits) -> bytes:
             raise MacroRemovalError("XLM macro sheets cannot be removed here")
         if not any(n == "[Content_Types].xml" for n in names):
             raise MacroRemovalError("no [Content_Types].xml")
+        if active_content and any(n.lower().startswith("xl/externallinks/") for n in names):
+            raise MacroRemovalError("Excel external links (DDE) cannot be removed here")
         dropped = {n for n in names if _MACRO_PARTS.search(n)}
         for info in zin.infolist():
             budget.member()
@@ -313,7 +319,10 @@ def remove_macros(data: bytes, limits: Limits) -> bytes:
             if info.filename == "[Content_Types].xml":
                 content = _fix_content_types(content, dropped)
             elif info.filename.lower().endswith(".rels"):
-                content = _drop_relationships(content)
+                content = _drop_relationships(content, external=active_content)
+            elif active_content and info.filename.lower().startswith("word/") \
+                    and info.filename.lower().endswith(".xml") and _DDE_BYTES.search(content):
+                content = _drop_dde_fields(content)
             zout.writestr(info.filename, content)
     cleaned = out.getvalue()
     if vba_present(cleaned):
@@ -335,7 +344,7 @@ def _fix_content_types(content: bytes, dropped: set[str]) -> bytes:
     return _xml_bytes(root)
 
 
-def _drop_relationships(content: bytes) -> bytes:
+def _drop_relationships(content: bytes, *, external: bool = False) -> bytes:
     root = _xml(content)
     for el in list(root):
         target = el.get("Target", "")
@@ -343,6 +352,27 @@ def _drop_relationships(content: bytes) -> bytes:
         if _MACRO_PARTS.search(target.split("#")[0]) or rtype.lower().endswith(
                 ("/vbaproject", "/wordvbadata", "/vbaprojectsignature")):
             root.remove(el)
+        elif external and el.get("TargetMode", "").lower() == "external" \
+                and not rtype.endswith("/hyperlink"):
+            root.remove(el)  # remote template, linked object or frame: nothing is fetched
+    return _xml_bytes(root)
+
+
+_DDE_BYTES = re.compile(rb"(?i)\bDDE(AUTO)?\b")
+_DDE_TEXT = re.compile(r"(?i)\bDDE(AUTO)?\b")
+
+
+def _drop_dde_fields(content: bytes) -> bytes:
+    """Field codes that start programs go; the text the field last showed stays."""
+    root = _xml(content)
+    for el in root.iter():
+        tag = el.tag if isinstance(el.tag, str) else ""
+        if tag.endswith("}instrText") and el.text and _DDE_TEXT.search(el.text):
+            el.text = ""
+        elif tag.endswith("}fldSimple"):
+            for name in list(el.attrib):
+                if name.endswith("instr") and _DDE_TEXT.search(el.attrib[name]):
+                    el.attrib[name] = ""
     return _xml_bytes(root)
 
 
@@ -485,20 +515,31 @@ def safe_copy_kind(detected_type: str | None) -> str | None:
     kind = detected_type or ""
     if kind == PDF:
         return "pdf"
+    if kind in OOXML_MACRO_TYPES:
+        return "office"
     if kind in _SAFE_IMAGE_FORMATS:
         return "image"
     return None
 
 
-def safe_copy(data: bytes, detected_type: str | None, filename: str) -> tuple[bytes, str]:
+def safe_copy(data: bytes, detected_type: str | None, filename: str,
+              limits: Limits | None = None) -> tuple[bytes, str]:
     """A copy with nothing active left: a PDF rebuilt from its rendered pages (no scripts,
     actions, forms or embedded files survive a raster), an image decoded and encoded again
-    (no metadata, no trailing payload). Returns the bytes and the download name."""
+    (no metadata, no trailing payload), an OOXML document without macros, remote
+    relationships and DDE fields. Returns the bytes and the download name. The caller
+    scans the copy again before handing it out."""
     kind = safe_copy_kind(detected_type)
     if kind == "pdf":
         return _pdf_from_pages(data), _renamed(filename, "pdf")
     if kind == "image":
         return _reencoded(data, _SAFE_IMAGE_FORMATS[detected_type or ""], filename)
+    if kind == "office":
+        try:
+            return (remove_macros(data, limits or Limits(), active_content=True),
+                    macro_free_name(filename))
+        except MacroRemovalError as exc:
+            raise SanitiseError(str(exc)) from exc
     raise SanitiseError(f"no safe copy for {detected_type}")
 
 
