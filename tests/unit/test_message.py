@@ -174,3 +174,13 @@ def test_message_text_cannot_forge_a_lift_token() -> None:
     raw = _big_message(b"\r\n").replace(b"hello", b"MAILMOATRUN0000000000000000000000")
     msg, _ = parse_bytes(raw)
     assert b"MAILMOATRUN0000000000000000000000" in msg.as_bytes()
+
+
+def test_iso2022jp_fast_path_agrees_with_the_cp932_route_for_every_jis_pair() -> None:
+    from mailmoat.charsets import _jis_pair_to_sjis
+
+    for j1 in range(0x21, 0x7F):
+        for j2 in range(0x21, 0x7F):
+            expected = _jis_pair_to_sjis(j1, j2).decode("cp932", "replace")
+            got = decode_iso2022jp(b"\x1b$B" + bytes((j1, j2)) + b"\x1b(B")
+            assert got == expected, (hex(j1), hex(j2))

@@ -99,3 +99,24 @@ def test_a_file_policy_wants_out_is_never_delivered_in_place(runtime) -> None:
     assert ctx.attachments[0].action == "isolate"
     assert ctx.disposition == Disposition.QUARANTINE
     assert ctx.has("ISOLATION_UNAVAILABLE")
+
+
+@pytest.mark.parametrize(("rule", "matches"), [
+    ({"sender": ["@sender.example"]}, True),
+    ({"sender": ["@other.example"]}, False),
+    ({"countries": ["jp"]}, True),
+    ({"countries": ["US"]}, False),
+    ({"min_size": 10_000_000}, False),
+    ({"max_size": 10_000_000, "sender": ["x@sender.example"]}, True),
+])
+def test_custom_html_to_text_rule(runtime, rule, matches) -> None:
+    from mailmoat.config import RuleConfig
+    from mailmoat.context import Envelope, Hop
+
+    tenant = runtime.services.config.tenants[0]
+    tenant.rules = [RuleConfig(name="r", action="html-to-text", **rule)]
+    ctx = MessageContext(id="t3", raw=b"From: a@b\r\n\r\nhi\r\n",
+                         envelope=Envelope(mail_from="x@sender.example"),
+                         route=[Hop(ip="203.0.113.5", country="JP")])
+    run_pipeline(ctx, runtime.services, ("isolate",))
+    assert ("html-to-text" in ctx.actions) is matches

@@ -34,6 +34,12 @@ ISO2022JP_NAMES = frozenset({"iso-2022-jp", "csiso2022jp", "iso-2022-jp-1", "iso
 
 _ESC = 0x1B
 
+# Python's iso2022_jp follows the JIS mapping; Windows (and so the senders) use CP932's for
+# these seven code points. Mapping them makes the fast path identical to the CP932 route.
+_JIS_TO_CP932 = str.maketrans({"\u301c": "\uff5e", "\u2016": "\u2225", "\u2212": "\uff0d",
+                               "\u00a2": "\uffe0", "\u00a3": "\uffe1", "\u00ac": "\uffe2",
+                               "\u2014": "\u2015"})
+
 
 def codec_for(charset: str | None) -> str | None:
     """The Python codec for a MIME charset name, or None when unknown."""
@@ -63,6 +69,13 @@ def decode_iso2022jp(data: bytes) -> str:
     """ISO-2022-JP decoded the way Windows does (CP50220): JIS X 0208 rows map
     through CP932, so NEC special characters (①, ㈱, ⅰ) and half-width katakana survive.
     """
+    # Fast path: the C codec handles plain JIS X 0208 text; NEC/IBM extensions, JIS-Roman and
+    # half-width katakana fall through to the byte-level route below.
+    if b"\x1b(J" not in data and b"\x1b(I" not in data and b"\x0e" not in data:
+        try:
+            return data.decode("iso2022_jp").translate(_JIS_TO_CP932)
+        except UnicodeDecodeError:
+            pass
     out = bytearray()
     mode = "ascii"  # ascii | jis | kana
     i, n = 0, len(data)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mailmoat.config import TenantConfig
+from mailmoat.config import RuleConfig, TenantConfig
 from mailmoat.context import AttachmentAction, Disposition, MessageContext, Verdict
 
 # A message whose structure we could not walk to the end is never delivered as is.
@@ -61,5 +61,21 @@ def decide(ctx: MessageContext, tenant: TenantConfig) -> None:
         ctx.add_action("banner")
     if ctx.auth.defang or tenant.defang_all_links:
         ctx.add_action("defang")
+    if tenant.html_to_text or any(r.action == "html-to-text" and rule_matches(r, ctx)
+                                  for r in tenant.rules):
+        ctx.add_action("html-to-text")
     if any(a.action != AttachmentAction.KEEP for a in ctx.attachments):
         ctx.add_action("isolate")
+
+
+def rule_matches(rule: RuleConfig, ctx: MessageContext, size: int | None = None) -> bool:
+    """A custom rule's conditions, ANDed: sender, size (the message's unless given), countries."""
+    if rule.sender and not _sender_matches(ctx.envelope.mail_from, rule.sender):
+        return False
+    size = len(ctx.raw) if size is None else size
+    if rule.min_size is not None and size < rule.min_size:
+        return False
+    if rule.max_size is not None and size > rule.max_size:
+        return False
+    return not rule.countries or bool({h.country for h in ctx.route if h.country}
+                                      & {c.upper() for c in rule.countries})
