@@ -94,7 +94,7 @@ class Isolate:
 def isolate(ctx: MessageContext, services: Services, tenant: TenantConfig,
             pending: list[AttachmentReport]) -> None:
     # The body-editing helpers (lxml and all) load only for messages that need a notice.
-    from mailmoat.rewrite.body import _serialize
+    from mailmoat.rewrite.body import serialize_tree
     from mailmoat.rewrite.headers import RawMessage
 
     source = ctx.output if ctx.output is not None else ctx.raw
@@ -137,7 +137,7 @@ def isolate(ctx: MessageContext, services: Services, tenant: TenantConfig,
         created_at=now, expires_at=expires), files)
 
     _strip(msg, [by_path[a.path] for a in outermost])
-    stripped = _serialize(source, msg, RawMessage.split(source).linesep)
+    stripped = serialize_tree(source, msg, RawMessage.split(source).linesep)
 
     shown = [_Removed(a, a.action == AttachmentAction.DELETE) for a in outermost]
     recipients = list(dict.fromkeys(r.lower() for r in ctx.envelope.rcpt_to)) or [""]
@@ -274,7 +274,7 @@ def _with_notice(stripped: bytes, shown: list[_Removed], url: str | None, tenant
     itself (not of attached messages); a new text part when there is none."""
     from mailmoat.rewrite import bodytext
     from mailmoat.rewrite.banner import insert_html_banner
-    from mailmoat.rewrite.body import _serialize, _write_html
+    from mailmoat.rewrite.body import serialize_tree, write_html
     from mailmoat.rewrite.headers import RawMessage
     from mailmoat.rewrite.htmldoc import parse_html
 
@@ -300,8 +300,8 @@ def _with_notice(stripped: bytes, shown: list[_Removed], url: str | None, tenant
         else:
             doc = parse_html(bodytext.read_text(part.node))
             insert_html_banner(doc, notice)
-            _write_html(part.node, doc)
-    return _serialize(stripped, msg, RawMessage.split(stripped).linesep)
+            write_html(part.node, doc)
+    return serialize_tree(stripped, msg, RawMessage.split(stripped).linesep)
 
 
 register(Isolate())
