@@ -298,3 +298,22 @@ def test_portal_link_stays_clickable_in_unauthenticated_mail(tmp_path: Path) -> 
     out = ctx.outputs.get("alice@example.test", ctx.output)
     assert TOKEN_URL.search(text_of(out, "text/plain"))
     assert re.search(r'<a href="http://127\.0\.0\.1:8080/m/[A-Za-z0-9_-]+"', text_of(out, "text/html"))
+
+
+def test_a_convert_action_isolates_the_file_and_says_so(runtime, monkeypatch) -> None:
+    from mailmoat.context import AttachmentAction
+    from mailmoat.policy import decide as real_decide
+    from mailmoat.stages import isolate as stage
+
+    def decide(ctx, tenant) -> None:  # a custom rule ("convert-pdf") as policy would set it
+        real_decide(ctx, tenant)
+        for att in ctx.attachments:
+            att.action = AttachmentAction.CONVERT
+
+    monkeypatch.setattr(stage, "decide", decide)
+    pdf = clean_pdf()
+    ctx = analyse(runtime, message(("clean.pdf", pdf, "application/pdf")))
+    assert ctx.has("CONVERT_UNAVAILABLE")
+    assert [n for _, n, _ in parts(ctx.outputs["alice@example.test"]) if n] == []
+    [record] = isolation_store(runtime.services).files(ctx.id)
+    assert record.action == "isolate" and runtime.services.blobs.get(record.blob_key) == pdf

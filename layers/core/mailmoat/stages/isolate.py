@@ -119,6 +119,9 @@ def isolate(ctx: MessageContext, services: Services, tenant: TenantConfig,
     files: list[IsolatedFile] = []
     for report in pending:
         deleted = report.action == AttachmentAction.DELETE
+        if report.action == AttachmentAction.CONVERT:
+            # No converter runs in this stage yet: the file goes to the portal as it is.
+            ctx.add("CONVERT_UNAVAILABLE", report.path, "isolated instead")
         key = None
         if not deleted:
             key = blob_key(ctx.id, report.path)
