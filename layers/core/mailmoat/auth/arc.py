@@ -8,8 +8,11 @@ from typing import Any
 
 import dkim as dkimpy
 
+from mailmoat import dkim_speedups
 from mailmoat.auth.dkim import KeyLookups, header_lines, make_dnsfunc
 from mailmoat.ports import Resolver
+
+dkim_speedups.install()  # exact, faster dkimpy passes for large messages
 
 MAX_ARC_SETS = 50  # RFC 8617 §4.2.1: instance numbers above 50 make the chain fail
 
