@@ -19,7 +19,7 @@ run: setup ## start the gateway: SMTP 127.0.0.1:2525, portal http://127.0.0.1:80
 
 test: setup ## lint, template checks and the whole test suite
 	@scripts/system-deps.sh test
-	@$(MAKE) --no-print-directory lint template-lint
+	@$(MAKE) --no-print-directory lint typecheck template-lint
 	@$(PY) -m pytest -q
 
 test-fast: setup ## the test suite without slow tests
@@ -31,9 +31,9 @@ lint: ## ruff
 typecheck: ## mypy --strict on the core and the portal
 	@$(VENV)/bin/mypy
 
-template-lint: ## cfn-lint on template.yaml (and sam validate --lint when the SAM CLI is set up)
-	@if [ -f template.yaml ]; then $(VENV)/bin/cfn-lint template.yaml; fi
-	@if [ -x scripts/sam-validate.sh ] && [ -f template.yaml ]; then scripts/sam-validate.sh; fi
+template-lint: ## cfn-lint and sam validate --lint on template.yaml (SAM CLI in .venv-tools, installed once)
+	@$(VENV)/bin/cfn-lint template.yaml
+	@scripts/sam-validate.sh
 
 conformance: setup ## RFC 7208 (SPF) test suite through our SPF path
 	@$(PY) tests/conformance/spf_rfc7208.py
@@ -45,7 +45,7 @@ bench-peers: setup ## benchmark side by side with rspamd on loopback
 	@$(PY) bench/run.py --peers
 
 build: ## sam build (zip functions; the scan image needs Docker)
-	@scripts/sam-validate.sh build
+	@scripts/sam-validate.sh --build
 
 deploy: build ## sam deploy --guided
 	@PATH="$(CURDIR)/.venv-tools/bin:$$PATH" sam deploy --guided

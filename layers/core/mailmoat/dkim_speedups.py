@@ -23,13 +23,13 @@ _original_parse = dkim.rfc822_parse
 def strip_trailing_whitespace(content: bytes) -> bytes:
     if b" \r\n" not in content and b"\t\r\n" not in content:
         return content
-    return _original_strip(content)
+    return _original_strip(content)  # type: ignore[no-any-return]
 
 
 def compress_whitespace(content: bytes) -> bytes:
     if b"\t" not in content and b"  " not in content:
         return content
-    return _original_compress(content)
+    return _original_compress(content)  # type: ignore[no-any-return]
 
 
 def rfc822_parse(message: bytes) -> tuple[list[list[bytes]], bytes]:
