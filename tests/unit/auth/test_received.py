@@ -93,3 +93,22 @@ def test_envelope_from_raw_bytes() -> None:
     env = envelope_from_message(raw, Envelope(rcpt_to=["r@b.example"]))
     assert (env.client_ip, env.helo, env.mail_from, env.rcpt_to) == (
         "203.0.113.5", "mail.a.example", "x@a.example", ["r@b.example"])
+
+
+def test_raw_utf8_in_return_path_and_received_is_decoded_not_surrogates() -> None:
+    from mailmoat.auth.received import envelope_from_message, parse_chain
+    from mailmoat.context import Envelope
+    from mailmoat.message import parse_bytes
+
+    raw = ("Return-Path: <Marilù@università.example>\r\n"
+           "Received: from mx.università.example (mx.università.example [203.0.113.9])\r\n"
+           "\tby mx.example.test; Mon, 05 Oct 2015 12:00:00 +0200\r\n"
+           "From: a@b.example\r\n\r\nbody\r\n").encode("utf-8")
+    envelope = envelope_from_message(raw, Envelope())
+    assert envelope.mail_from == "Marilù@università.example"
+    msg, _ = parse_bytes(raw)
+    hops, _ = parse_chain(msg)
+    assert hops[0].from_name == "mx.università.example"
+    for hop in hops:
+        for value in (hop.from_name or "", hop.by_name or "", hop.helo or "", hop.raw):
+            value.encode("utf-8")  # no lone surrogates left

@@ -161,3 +161,18 @@ def test_openssl_signing_gives_dkimpy_bytes(arc_key_file: tuple[Path, bytes]) ->
     for algorithm in ("sha256", "sha1"):
         digest = hashlib.new(algorithm, b"message to sign")
         assert openssl_pkcs1_sign(digest, private) == bytes(pure_python_sign(digest, private))
+
+
+def test_unparseable_foreign_results_are_dropped_and_the_message_is_still_sealed(
+        run_rewrite: RunRewrite, dnsfunc: Callable[..., bytes]) -> None:
+    # Seen in the wild (rspamd's test corpus): an unknown version makes authres raise, and
+    # dkimpy's arc_sign parses every Authentication-Results field.
+    odd = "Authentication-Results: other.example 2; spf=fail smtp.mailfrom=a.example"
+    fine = "Authentication-Results: other.example; spf=pass smtp.mailfrom=a.example"
+    raw = message(leaf("text/plain", "hi\n"), extra_headers=f"{odd}\r\n{fine}\r\n")
+    _, result = run_rewrite(raw)
+    assert "arc-seal" in result.actions
+    values = [str(v) for v in parse(result.data).get_all("Authentication-Results", [])]
+    assert not any("other.example 2" in v for v in values)
+    assert any(v.startswith("other.example; spf=pass") for v in values)
+    assert dkim.arc_verify(result.data, dnsfunc=dnsfunc)[0] == dkim.CV_Pass

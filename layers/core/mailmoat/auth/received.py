@@ -10,6 +10,7 @@ from email import policy
 from email.parser import BytesHeaderParser
 from email.utils import parseaddr
 
+from mailmoat.charsets import unescape_surrogates
 from mailmoat.context import Envelope
 
 MAX_RECEIVED = 50  # headers looked at; more is itself a finding for the caller
@@ -137,7 +138,7 @@ def received_values(msg: email.message.Message, limit: int = MAX_RECEIVED) -> tu
             continue
         total += 1
         if len(values) < limit:
-            values.append(str(value))
+            values.append(unescape_surrogates(str(value)))  # raw 8-bit host names, decoded
     return values, total
 
 
@@ -162,7 +163,8 @@ def return_path(msg: email.message.Message) -> str | None:
     """The topmost Return-Path address; "" for the null reverse path `<>`."""
     for key, value in msg.raw_items():
         if key.lower() == "return-path":
-            text = " ".join(str(value).split())[:1000]
+            # Raw 8-bit (SMTPUTF8 addresses) arrives surrogate-escaped: decode it.
+            text = " ".join(unescape_surrogates(str(value)).split())[:1000]
             if text.replace(" ", "") == "<>":
                 return ""
             return parseaddr(text)[1]

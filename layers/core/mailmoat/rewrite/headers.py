@@ -140,12 +140,15 @@ def remove_claims_of(message: RawMessage, authserv_id: str) -> int:
 
 
 def remove_unreadable_results(message: RawMessage) -> int:
-    """Drop Authentication-Results fields that are not UTF-8: no reader can parse them, and
-    the ARC signer (which reads every one of them) would fail on the whole message."""
+    """Drop Authentication-Results fields that are not UTF-8 or that authres cannot parse
+    (e.g. an unknown version): no reader can use them, and the ARC signer (which parses every
+    one of them) would fail on the whole message."""
     def unreadable(data: bytes) -> bool:
         try:
-            data.decode("utf-8")
+            authres.AuthenticationResultsHeader.parse(data.decode("utf-8"))
         except UnicodeDecodeError:
+            return True
+        except Exception:  # authres raises its own hierarchy and ValueError on bad input
             return True
         return False
 
