@@ -5,7 +5,7 @@ set -euo pipefail
 what=${1:-run}
 
 run_pkgs=(libmagic1)
-test_pkgs=(libmagic1 clamav-daemon zip unzip)
+test_pkgs=(libmagic1 clamav-daemon zip unzip chromium fonts-noto-cjk fonts-noto-color-emoji)
 
 pkgs=("${run_pkgs[@]}")
 [ "$what" = test ] && pkgs=("${test_pkgs[@]}")

@@ -89,18 +89,6 @@ def _env(sender: str):
     return Envelope(mail_from=sender, rcpt_to=["alice@example.test"])
 
 
-def test_a_file_policy_wants_out_is_never_delivered_in_place(runtime) -> None:
-    from mailmoat.context import AttachmentReport, Verdict
-
-    ctx = MessageContext(id="t2", raw=b"From: a@b\r\n\r\nhi\r\n")
-    ctx.attachments.append(AttachmentReport(path="2", filename="a.exe", declared_type="x/y",
-                                            size=1, sha256="0", verdict=Verdict.RISKY))
-    run_pipeline(ctx, runtime.services, ("isolate",))
-    assert ctx.attachments[0].action == "isolate"
-    assert ctx.disposition == Disposition.QUARANTINE
-    assert ctx.has("ISOLATION_UNAVAILABLE")
-
-
 @pytest.mark.parametrize(("rule", "matches"), [
     ({"sender": ["@sender.example"]}, True),
     ({"sender": ["@other.example"]}, False),
@@ -120,3 +108,29 @@ def test_custom_html_to_text_rule(runtime, rule, matches) -> None:
                          route=[Hop(ip="203.0.113.5", country="JP")])
     run_pipeline(ctx, runtime.services, ("isolate",))
     assert ("html-to-text" in ctx.actions) is matches
+
+
+@pytest.mark.parametrize(("rule", "verdict", "symbols", "action"), [
+    ({"action": "isolate", "sender": ["@sender.example"]}, "safe", [], "isolate"),
+    ({"action": "isolate", "sender": ["@other.example"]}, "safe", [], "keep"),
+    ({"action": "delete", "min_size": 1000}, "safe", [], "delete"),
+    ({"action": "delete", "min_size": 100_000}, "safe", [], "keep"),
+    ({"action": "keep"}, "risky", ["MACRO"], "keep"),
+    ({"action": "keep"}, "danger", ["VIRUS"], "delete"),          # never lets danger through
+    ({"action": "keep"}, "risky", ["SCAN_FAILED"], "isolate"),    # never keeps an unchecked file
+])
+def test_custom_attachment_rules(runtime, rule, verdict, symbols, action) -> None:
+    from mailmoat.config import RuleConfig
+    from mailmoat.context import AttachmentReport, Envelope, Verdict
+
+    tenant = runtime.services.config.tenants[0]
+    tenant.rules = [RuleConfig(name="r", **rule)]
+    ctx = MessageContext(id="t4", raw=b"From: a@b\r\n\r\nhi\r\n",
+                         envelope=Envelope(mail_from="x@sender.example"))
+    ctx.attachments.append(AttachmentReport(path="2", filename="a.bin", declared_type="x/y",
+                                            size=5000, sha256="0", verdict=Verdict(verdict),
+                                            symbols=list(symbols)))
+    from mailmoat.policy import decide
+
+    decide(ctx, tenant)
+    assert ctx.attachments[0].action == action

@@ -13,6 +13,7 @@ from mailmoat.message import WalkLimits, header_text, parse
 
 if TYPE_CHECKING:
     from mailmoat.config import GatewayConfig, TenantConfig
+    from mailmoat.isolation import IsolationStore
     from mailmoat.ports import (
         Antivirus,
         BlobStore,
@@ -44,6 +45,7 @@ class Services:
     clock: Clock
     geoip: GeoIp | None = None
     antivirus: Antivirus | None = None
+    isolation: IsolationStore | None = None
 
     def tenant(self, ctx: MessageContext) -> TenantConfig:
         return self.config.tenant(ctx.tenant)

@@ -8,6 +8,10 @@ from mailmoat.context import AttachmentAction, Disposition, MessageContext, Verd
 # A message whose structure we could not walk to the end is never delivered as is.
 _UNSCANNABLE = frozenset({"MIME_LIMIT", "MIME_PARSE_FAILED", "HEADER_LIMIT"})
 
+_RULE_ACTIONS = {"isolate": AttachmentAction.ISOLATE, "delete": AttachmentAction.DELETE,
+                 "keep": AttachmentAction.KEEP, "remove-macros": AttachmentAction.CONVERT,
+                 "convert-pdf": AttachmentAction.CONVERT}
+
 # Verdicts that keep a file out of the delivered message in the default ("risky") mode.
 _ISOLATED_VERDICTS = frozenset({Verdict.RISKY, Verdict.ENCRYPTED, Verdict.UNSUPPORTED})
 
@@ -57,6 +61,14 @@ def decide(ctx: MessageContext, tenant: TenantConfig) -> None:
             ctx.add_action("x-spam-flag")
     for att in ctx.attachments:
         att.action = attachment_action(att.verdict, att.symbols, tenant)
+        # Custom rules, first match wins; they never let a danger file through, nor keep a
+        # file no scanner could check.
+        rule = next((r for r in tenant.rules if r.action in _RULE_ACTIONS
+                     and rule_matches(r, ctx, size=att.size)), None)
+        if rule is not None and att.verdict != Verdict.DANGER and not (
+                rule.action == "keep" and "SCAN_FAILED" in att.symbols):
+            att.action = _RULE_ACTIONS[rule.action]
+            ctx.add("CUSTOM_RULE", att.path, rule.name)
     if ctx.auth.warn:
         ctx.add_action("banner")
     if ctx.auth.defang or tenant.defang_all_links:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from mailmoat.config import GatewayConfig, TenantConfig, load_config
 from mailmoat.context import Disposition, Envelope, MessageContext
@@ -91,7 +92,7 @@ class Runtime:
         logbook.update(
             message_id, state=state, disposition=str(ctx.disposition), message_id=ctx.message_id,
             subject=ctx.subject, timings={t.stage: round(t.duration_ms, 3) for t in ctx.trace},
-            report=ctx.to_report(), next_attempt_at=next_attempt, error=error)
+            report=_stored_report(ctx), next_attempt_at=next_attempt, error=error)
         log.info("message processed", extra={"message_id": message_id, "tenant": ctx.tenant,
                                              "action": state})
         return ctx
@@ -128,6 +129,15 @@ class Runtime:
                               organisation=u.organisation, department=u.department,
                               title=u.title, memo=u.memo, spam_filter=u.spam_filter)
                     for u in tenant.users)
+
+
+def _stored_report(ctx: MessageContext) -> dict[str, Any]:
+    """The report for the message log: portal tokens live only in the recipients' copies."""
+    from mailmoat.isolation import redact_portal_url
+
+    report = ctx.to_report()
+    report["portal_url"] = redact_portal_url(report["portal_url"])
+    return report
 
 
 def _mailer_factory(settings: Settings) -> object:
@@ -180,6 +190,7 @@ def bootstrap(settings: Settings | None = None, *, config: GatewayConfig | None 
     from mailmoat.adapters.clock import SystemClock
     from mailmoat.adapters.fs import FsBlobStore
     from mailmoat.adapters.sqlite import SqliteDatabase, SqliteDirectory, SqliteMessageLog
+    from mailmoat.adapters.sqlite_isolation import SqliteIsolationStore
 
     data = settings.data_dir
     data.mkdir(parents=True, exist_ok=True)
@@ -195,6 +206,7 @@ def bootstrap(settings: Settings | None = None, *, config: GatewayConfig | None 
         resolver=make_resolver(settings),
         clock=SystemClock(),
         antivirus=ClamdAntivirus.from_address(settings.clamd_socket),  # None → AV_DISABLED
+        isolation=SqliteIsolationStore(db),
     )
     if settings.geoip_db is not None:
         from mailmoat.adapters.geoip import GeoIp2Reader

@@ -30,8 +30,10 @@ class Deliver:
                 ctx.deliveries[rcpt] = done  # a re-run never delivers twice
                 continue
             services.log.claim_delivery(ctx.id, rcpt)
+            # Each recipient's copy carries that recipient's own portal link (isolate stage).
+            data = ctx.outputs.get(rcpt.lower(), body)
             try:
-                where = mailer.deliver(ctx.id, rcpt, ctx.envelope.mail_from, body)
+                where = mailer.deliver(ctx.id, rcpt, ctx.envelope.mail_from, data)
             except DeliveryError as exc:
                 outcome = f"{'failed' if exc.permanent else 'deferred'}: {exc}"[:300]
                 log.warning("delivery %s", outcome.split(":")[0],
