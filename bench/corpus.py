@@ -85,6 +85,15 @@ def _ooxml(kind: str, rng: random.Random, size: int) -> bytes:
     return buf.getvalue()
 
 
+def docx_1mb(rng: random.Random) -> bytes:
+    """A clean ~1 MB .docx (text plus an incompressible embedded picture), as an email."""
+    buf = io.BytesIO(_ooxml("docx", rng, 50_000))
+    with zipfile.ZipFile(buf, "a", zipfile.ZIP_STORED) as z:
+        z.writestr("word/media/image1.png", rng.randbytes(950_000))
+    return with_attachment(rng, "提案書.docx", buf.getvalue(), "application",
+                           "vnd.openxmlformats-officedocument.wordprocessingml.document")
+
+
 def _pdf(rng: random.Random) -> bytes:
     text = " ".join(rng.choice(WORDS) for _ in range(50))
     stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()

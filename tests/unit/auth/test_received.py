@@ -103,7 +103,7 @@ def test_raw_utf8_in_return_path_and_received_is_decoded_not_surrogates() -> Non
     raw = ("Return-Path: <Marilù@università.example>\r\n"
            "Received: from mx.università.example (mx.università.example [203.0.113.9])\r\n"
            "\tby mx.example.test; Mon, 05 Oct 2015 12:00:00 +0200\r\n"
-           "From: a@b.example\r\n\r\nbody\r\n").encode("utf-8")
+           "From: a@b.example\r\n\r\nbody\r\n").encode()
     envelope = envelope_from_message(raw, Envelope())
     assert envelope.mail_from == "Marilù@università.example"
     msg, _ = parse_bytes(raw)
