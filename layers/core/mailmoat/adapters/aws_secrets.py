@@ -1,0 +1,35 @@
+"""The ARC signing key from Secrets Manager, written once per cold start to a private /tmp file."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+_written: dict[str, Path] = {}
+
+
+def arc_key_file(secret_arn: str, *, client: Any = None, directory: Path | None = None) -> Path:
+    """The key as a 0600 file (the sealer reads Settings.arc_key_file). Fetched at most once
+    per process; the secret's value is a PEM string (SecretString) or bytes (SecretBinary)."""
+    cached = _written.get(secret_arn)
+    if cached is not None and cached.exists():
+        return cached
+    client = client if client is not None else boto3.client("secretsmanager")
+    response = client.get_secret_value(SecretId=secret_arn)
+    pem = response.get("SecretBinary") or str(response.get("SecretString", "")).encode("ascii")
+    if b"PRIVATE KEY-----" not in pem:
+        raise ValueError("the ARC key secret does not hold a PEM private key")
+    directory = directory or Path(tempfile.gettempdir())
+    fd, name = tempfile.mkstemp(prefix="mailmoat-arc-", suffix=".pem", dir=directory)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, pem)
+    finally:
+        os.close(fd)
+    path = Path(name)
+    _written[secret_arn] = path
+    return path

@@ -1,0 +1,42 @@
+"""SesMailer: delivery through SES v2 SendEmail (raw) with forwarder semantics (DESIGN §1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+from mailmoat.aws.forwarder import forwarded, relay_address, routing_address
+from mailmoat.ports import DeliveryError
+
+# SES answers these for a message it will never accept, however often it is retried.
+_PERMANENT = frozenset({"MessageRejected", "MailFromDomainNotVerifiedException", "BadRequestException",
+                        "AccountSuspendedException", "SendingPausedException", "NotFoundException"})
+
+
+class SesMailer:
+    def __init__(self, relay_identity: str, *, routing_domain: str | None = None,
+                 configuration_set: str | None = None, client: Any = None) -> None:
+        self.relay = relay_address(relay_identity)
+        self.routing_domain = routing_domain
+        self.configuration_set = configuration_set
+        self.client = client if client is not None else boto3.client("sesv2")
+
+    def deliver(self, message_id: str, recipient: str, mail_from: str | None, data: bytes) -> str:
+        destination = routing_address(recipient, self.routing_domain)
+        request: dict[str, Any] = {
+            "FromEmailAddress": self.relay,
+            "Destination": {"ToAddresses": [destination]},
+            "Content": {"Raw": {"Data": forwarded(data, self.relay)}},
+        }
+        if self.configuration_set:
+            request["ConfigurationSetName"] = self.configuration_set
+        try:
+            response = self.client.send_email(**request)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            raise DeliveryError(f"SES {code}: {exc}"[:300], permanent=code in _PERMANENT) from exc
+        except BotoCoreError as exc:  # no answer: whether SES took it is unknown
+            raise DeliveryError(f"SES unreachable: {exc}"[:300], permanent=False) from exc
+        return f"ses:{response.get('MessageId', '')}"

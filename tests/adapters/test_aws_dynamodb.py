@@ -1,0 +1,170 @@
+"""DynamoDB adapters on moto, with the key schemas of template.yaml."""
+
+from datetime import UTC, datetime, timedelta
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from mailmoat.adapters.aws_dynamodb import (
+    DynamoDirectory,
+    DynamoIsolationStore,
+    DynamoMessageLog,
+    DynamoStageLedger,
+)
+from mailmoat.config import DeliveryConfig, TenantConfig
+from mailmoat.context import Verdict
+from mailmoat.isolation import (
+    DownloadRecord,
+    IsolatedFile,
+    PortalMessage,
+    hash_token,
+    issue_token,
+    resolve,
+)
+from mailmoat.ports import MessageRecord, Recipient
+
+NOW = datetime(2026, 11, 27, 21, 0, tzinfo=UTC)
+
+
+def create_tables(ddb):
+    """The tables of template.yaml (same keys, index and TTL attributes)."""
+    ddb.create_table(TableName="directory", BillingMode="PAY_PER_REQUEST",
+                     AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                           {"AttributeName": "sk", "AttributeType": "S"}],
+                     KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
+                                {"AttributeName": "sk", "KeyType": "RANGE"}])
+    ddb.create_table(TableName="messages", BillingMode="PAY_PER_REQUEST",
+                     AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"},
+                                           {"AttributeName": "state", "AttributeType": "S"},
+                                           {"AttributeName": "received_at", "AttributeType": "S"}],
+                     KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                     GlobalSecondaryIndexes=[{
+                         "IndexName": "by-state",
+                         "KeySchema": [{"AttributeName": "state", "KeyType": "HASH"},
+                                       {"AttributeName": "received_at", "KeyType": "RANGE"}],
+                         "Projection": {"ProjectionType": "KEYS_ONLY"}}])
+    for name, key in (("isolated", "token"), ("idempotency", "id")):
+        ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
+                         AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
+                         KeySchema=[{"AttributeName": key, "KeyType": "HASH"}])
+
+
+@pytest.fixture
+def ddb(monkeypatch):
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        create_tables(client)
+        yield boto3.resource("dynamodb", region_name="us-east-1")
+
+
+def record(message_id="m1", state="accepted"):
+    return MessageRecord(id=message_id, received_at=NOW, state=state, mail_from="a@example.com",
+                         rcpt_to=["alice@corp.example"], client_ip="203.0.113.5", size=10)
+
+
+def test_directory_tenants_domains_recipients_and_config(ddb):
+    directory = DynamoDirectory("directory")
+    assert directory.ensure_tenant("corp", ["Corp.Example."])
+    assert not directory.ensure_tenant("corp", ["corp.example"])
+    assert directory.tenant_for_domain("CORP.example") == "corp"
+    directory.upsert_recipients([Recipient("Alice@corp.example", "corp", name="Alice"),
+                                 Recipient("bob@corp.example", "corp")])
+    assert directory.recipient("alice@CORP.example").name == "Alice"
+    assert directory.recipient("carol@corp.example") is None
+    assert directory.recipient("alice@elsewhere.example") is None
+    directory.replace_recipients("corp", [Recipient("carol@corp.example", "corp")])
+    assert [r.address for r in directory.recipients()] == ["carol@corp.example"]
+    directory.put_tenant_config(TenantConfig(
+        name="corp", domains=["corp.example"], language="en",
+        delivery=DeliveryConfig(mode="ses", routing_domain="corp.onmicrosoft.com")))
+    [config] = directory.tenant_configs()
+    assert config.language == "en" and config.delivery.routing_domain == "corp.onmicrosoft.com"
+
+
+def test_message_log_states_and_the_sparse_index(ddb):
+    log = DynamoMessageLog("messages", retention_days=30)
+    log.accept(record())
+    log.accept(record())  # a re-delivered event does not reset the row
+    log.update("m1", state="processing", attempts=1, timings={"scan": 1.5})
+    got = log.get("m1")
+    assert (got.state, got.attempts, got.timings, got.rcpt_to) == (
+        "processing", 1, {"scan": 1.5}, ["alice@corp.example"])
+    assert [r.id for r in log.unfinished()] == ["m1"]
+    log.update("m1", state="delivered", report={"disposition": "deliver"}, error=None)
+    assert log.get("m1").state == "delivered" and log.get("m1").report == {"disposition": "deliver"}
+    assert log.unfinished() == []
+    item = ddb.Table("messages").get_item(Key={"id": "m1"})["Item"]
+    assert "state" not in item and item["expires_at"] > 0  # TTL set, out of the index
+    with pytest.raises(ValueError):
+        log.update("m1", bogus=1)
+
+
+def test_delivery_claim_is_won_once(ddb):
+    log, other = DynamoMessageLog("messages"), DynamoMessageLog("messages")
+    assert log.claim_delivery("m1", "Alice@corp.example")
+    assert not other.claim_delivery("m1", "alice@corp.example")  # a concurrent duplicate
+    assert log.holds_claim("m1", "alice@corp.example")
+    assert not other.holds_claim("m1", "alice@corp.example")
+    assert log.delivery_outcome("m1", "alice@corp.example") is None
+    log.finish_delivery("m1", "alice@corp.example", "delivered: ses:1")
+    assert other.delivery_outcome("m1", "ALICE@corp.example") == "delivered: ses:1"
+    assert not log.claim_delivery("m1", "alice@corp.example")
+    assert log.get("m1#rcpt#alice@corp.example") is None  # claims are not messages
+
+
+def test_a_released_claim_can_be_won_again(ddb):
+    log = DynamoMessageLog("messages")
+    assert log.claim_delivery("m1", "bob@corp.example")
+    log.release_delivery("m1", "bob@corp.example")
+    assert log.claim_delivery("m1", "bob@corp.example")
+
+
+def test_stage_attempts_count_up(ddb):
+    log = DynamoMessageLog("messages")
+    log.accept(record())
+    assert [log.begin_attempt("m1", "scan") for _ in range(3)] == [1, 2, 3]
+    assert log.begin_attempt("m1", "rewrite") == 1
+
+
+def test_stage_ledger_completes_once(ddb):
+    ledger = DynamoStageLedger("idempotency")
+    assert not ledger.is_complete("m1", "scan")
+    assert ledger.complete("m1", "scan")
+    assert ledger.is_complete("m1", "scan")
+    assert not ledger.complete("m1", "scan")
+    assert not ledger.is_complete("m1", "rewrite")
+
+
+def isolated(path="2"):
+    return IsolatedFile(message_id="m1", path=path, filename="a.zip", size=3, sha256="00",
+                        declared_type="application/zip", detected_type="application/zip",
+                        verdict=Verdict.ENCRYPTED, symbols=["ENCRYPTED_ARCHIVE"], action="isolate",
+                        expires_at=NOW + timedelta(days=30), blob_key=f"isolated/m1/{path}")
+
+
+def test_isolation_store_protocol(ddb):
+    store = DynamoIsolationStore("isolated")
+    store.save(PortalMessage(id="m1", tenant="corp", language="ja", from_header="x@example.com",
+                             subject="s", date=None, mail_from="x@example.com",
+                             route=[{"ip": "203.0.113.5"}], created_at=NOW,
+                             expires_at=NOW + timedelta(days=30)), [isolated("10"), isolated("2")])
+    assert [f.path for f in store.files("m1")] == ["2", "10"]
+    assert store.files("m1")[0].verdict == Verdict.ENCRYPTED
+    assert store.message("m1").route == [{"ip": "203.0.113.5"}]
+    first = issue_token(store, "m1", "Alice@corp.example", NOW + timedelta(days=30))
+    assert store.has_token("m1", "alice@corp.example")
+    assert resolve(store, first, NOW).recipient == "alice@corp.example"
+    second = issue_token(store, "m1", "alice@corp.example", NOW + timedelta(days=30))
+    assert resolve(store, first, NOW) is None  # replaced
+    assert resolve(store, second, NOW).message_id == "m1"
+    assert resolve(store, second, NOW + timedelta(days=31)) is None  # expired
+    assert store.access(hash_token("unknown"), NOW) is None
+    store.record_download(DownloadRecord(NOW, "m1", "2", "original", "198.51.100.1", "alice@corp.example"))
+    assert [d.kind for d in store.downloads("m1")] == ["original"]
+    for minute in range(3):
+        store.add_attempt("m1", "2", NOW + timedelta(minutes=minute))
+    assert store.attempts_since("m1", "2", NOW) == 2
