@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import io
 import random
+import sys
 import zipfile
 from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
+
+from tests.fixtures.make_fixtures import minimal_pdf
 
 WORDS = ("invoice", "quarterly", "meeting", "schedule", "report", "figures", "attached", "please",
          "review", "regards", "project", "deadline", "budget", "proposal", "contract", "shipment",
@@ -95,21 +101,7 @@ def docx_1mb(rng: random.Random) -> bytes:
 
 
 def _pdf(rng: random.Random) -> bytes:
-    text = " ".join(rng.choice(WORDS) for _ in range(50))
-    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
-    objs = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>",
-            b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream"]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for i, obj in enumerate(objs, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % i + obj + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
-    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objs) + 1, xref)
-    return bytes(out)
+    return minimal_pdf(" ".join(rng.choice(WORDS) for _ in range(50)))
 
 
 def with_attachment(rng: random.Random, filename: str, data: bytes, maintype: str,
