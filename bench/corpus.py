@@ -7,13 +7,12 @@ import random
 import sys
 import zipfile
 from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
-
-from tests.fixtures.make_fixtures import minimal_pdf
+from tests.fixtures.make_fixtures import minimal_pdf  # one PDF writer for fixtures and bench
 
 WORDS = ("invoice", "quarterly", "meeting", "schedule", "report", "figures", "attached", "please",
          "review", "regards", "project", "deadline", "budget", "proposal", "contract", "shipment",
