@@ -184,8 +184,11 @@ def bootstrap(settings: Settings | None = None, *, config: GatewayConfig | None 
     if config is None:
         config = load_config(settings.config)
     if settings.runtime == "aws":
-        raise RuntimeError("the AWS runtime is built by the AWS-stack issue; "
-                           "set MAILMOAT_RUNTIME=local")
+        from mailmoat.aws.entry import build_services
+
+        # Tenants come from the directory table unless a config was given or loaded.
+        return Runtime(settings=settings, services=build_services(
+            settings, config=config if config.tenants else None, mailer=mailer))
     from mailmoat.adapters.clamd import ClamdAntivirus
     from mailmoat.adapters.clock import SystemClock
     from mailmoat.adapters.fs import FsBlobStore

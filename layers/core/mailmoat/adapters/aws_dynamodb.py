@@ -168,7 +168,8 @@ def _recipient(item: dict[str, Any]) -> Recipient:
 
 _RECORD_FIELDS = frozenset({"received_at", "updated_at", "state", "mail_from", "rcpt_to", "client_ip",
                             "helo", "message_id", "subject", "tenant", "disposition", "size",
-                            "attempts", "next_attempt_at", "timings", "report", "error"})
+                            "attempts", "next_attempt_at", "timings", "report", "error",
+                            "stage"})  # stage: the last stage that completed (the reconciler's cue)
 _JSON_FIELDS = frozenset({"rcpt_to", "timings", "report"})
 _STALE_CLAIM_SECONDS = 900  # longer than any function timeout: the claimant is gone
 
@@ -235,6 +236,10 @@ class DynamoMessageLog:
             ExpressionAttributeNames={"#a": f"attempts_{stage}", "#st": "status"},
             ExpressionAttributeValues={":one": 1, ":p": "processing"}, ReturnValues="ALL_NEW")
         return int(response["Attributes"][f"attempts_{stage}"])
+
+    def last_stage(self, message_id: str) -> str | None:
+        item = self.table.get_item(Key={"id": message_id}).get("Item") or {}
+        return str(item["stage"]) if item.get("stage") else None
 
     def get(self, message_id: str) -> MessageRecord | None:
         item = self.table.get_item(Key={"id": message_id}).get("Item")

@@ -4,18 +4,35 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
+import re
+import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
-from urllib.parse import unquote_plus
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, unquote_plus
 
 from mailmoat.pipeline import STAGE_NAMES
 from mailmoat.settings import Settings
 
+if TYPE_CHECKING:
+    from mailmoat.adapters.aws_dynamodb import DynamoMessageLog, DynamoStageLedger
+    from mailmoat.adapters.aws_s3 import S3BlobStore
+    from mailmoat.adapters.aws_sqs import SqsStageQueue
+    from mailmoat.config import GatewayConfig, TenantConfig
+    from mailmoat.context import MessageContext
+    from mailmoat.pipeline import Services
+    from mailmoat.ports import Mailer
+    from mailmoat.runtime import Runtime
+
+log = logging.getLogger("mailmoat.aws")
+
 # SES's S3 action writes `raw/<SES message id>`; the bucket notification filters on it too.
 RAW_PREFIX = "raw/"
 _MAX_ID_CHARS = 256
-_NOT_YET = "AWS adapters: issue 6"
+_NOT_YET = "not built yet (issue 6)"
 
 
 def _message_id(value: object) -> str:
@@ -152,6 +169,40 @@ class AwsSettings(Settings):
     arc_key_secret_arn: str = ""
     receipt_rule_set: str = ""
     receipt_rule: str = ""
+    # The stage queues' maxReceiveCount: the attempt that reaches it records `held`.
+    stage_max_attempts: int = 5
+    reconcile_after_minutes: int = 15  # a stored message this long without progress is re-queued
+    config_refresh_seconds: int = 300  # tenant settings re-read from the directory table
+
+    def queue_urls(self) -> dict[str, str]:
+        pairs = (item.partition("=") for item in self.stage_queue_urls.split(",") if "=" in item)
+        return {stage.strip(): url.strip() for stage, _, url in pairs}
+
+
+class StageFailed(RuntimeError):
+    """A stage raised (or delivery was deferred): the record is failed so SQS retries it; after
+    the last attempt it lands in the DLQ and the log already says `held`."""
+
+
+# SES's own Received header names the envelope recipient: "... with SMTP id X for a@b.example;"
+_SES_FOR = re.compile(r"\bfor\s+<?([^\s<>;]+@[^\s<>;]+?)>?\s*;", re.IGNORECASE)
+_FINAL = frozenset({"delivered", "quarantined", "dropped", "held", "failed"})
+
+
+def _next_stage(stage: str | None) -> str | None:
+    if stage is None:
+        return STAGE_NAMES[0]
+    index = STAGE_NAMES.index(stage) + 1
+    return STAGE_NAMES[index] if index < len(STAGE_NAMES) else None
+
+
+def _prefix(message_id: str, stage: str) -> str:
+    # rewrite's result is what deliver reads: out/ is all the deliver role may read besides raw/.
+    return f"{'out' if stage == 'rewrite' else 'work'}/{message_id}/{stage}"
+
+
+def _rcpt_key(recipient: str) -> str:
+    return quote(recipient.lower(), safe="@.+-_")
 
 
 @dataclass(slots=True)
@@ -160,7 +211,66 @@ class AwsRuntime:
     handler module imports fast and a test can load it without AWS."""
 
     settings: AwsSettings
+    _runtime: Runtime | None = field(default=None, repr=False)
+    _ledger: DynamoStageLedger | None = field(default=None, repr=False)
+    _queue: SqsStageQueue | None = field(default=None, repr=False)
+    _config_at: float = 0.0
 
+    # --- wiring ---------------------------------------------------------------------------
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            from mailmoat.runtime import bootstrap
+
+            self._runtime = bootstrap(self.settings)
+            self._config_at = time.monotonic()
+        elif time.monotonic() - self._config_at > self.settings.config_refresh_seconds:
+            self._runtime.services.config = tenant_config(self.settings, self._runtime.services.directory)
+            self._config_at = time.monotonic()
+        return self._runtime
+
+    @property
+    def services(self) -> Services:
+        return self.runtime.services
+
+    @property
+    def log(self) -> DynamoMessageLog:
+        from mailmoat.adapters.aws_dynamodb import DynamoMessageLog
+
+        logbook = self.services.log
+        if not isinstance(logbook, DynamoMessageLog):
+            raise TypeError("the AWS runtime needs the DynamoDB message log")
+        return logbook
+
+    @property
+    def blobs(self) -> S3BlobStore:
+        from mailmoat.adapters.aws_s3 import S3BlobStore
+
+        blobs = self.services.blobs
+        if not isinstance(blobs, S3BlobStore):
+            raise TypeError("the AWS runtime needs the S3 blob store")
+        return blobs
+
+    @property
+    def ledger(self) -> DynamoStageLedger:
+        if self._ledger is None:
+            from mailmoat.adapters.aws_dynamodb import DynamoStageLedger
+
+            self._ledger = DynamoStageLedger(self.settings.idempotency_table)
+        return self._ledger
+
+    @property
+    def queue(self) -> SqsStageQueue:
+        if self._queue is None:
+            from mailmoat.adapters.aws_sqs import SqsStageQueue
+
+            self._queue = SqsStageQueue()
+        return self._queue
+
+    def queue_url(self, stage: str) -> str:
+        return self.settings.queue_urls().get(stage) or self.settings.next_queue_url
+
+    # --- stages ---------------------------------------------------------------------------
     def run_stage(self, stage: str, refs: Iterable[MessageRef]) -> None:
         if stage not in STAGE_NAMES:
             raise ValueError(f"unknown stage {stage!r}")
@@ -171,14 +281,171 @@ class AwsRuntime:
             self._process(stage, ref)
 
     def _process(self, stage: str, ref: MessageRef) -> None:
-        # Issue 6: S3BlobStore + DynamoDB message log/directory, run_pipeline(ctx, services,
-        # [stage]) under a (message id, stage) idempotency key, persist the context, then send
-        # {"id", "stage": next} to settings.next_queue_url.
-        raise NotImplementedError(_NOT_YET)
+        from mailmoat.pipeline import run_pipeline
 
+        if ref.bucket is not None and ref.bucket != self.settings.raw_bucket:
+            raise ValueError(f"object in an unexpected bucket {ref.bucket!r:.80}")
+        message_id = ref.message_id
+        extra = {"message_id": message_id, "stage": stage}
+        if self.ledger.is_complete(message_id, stage):
+            log.info("stage already done; duplicate event ignored", extra=extra)
+            return
+        try:
+            raw = self.blobs.get(ref.key)
+        except FileNotFoundError:
+            if stage == STAGE_NAMES[0]:
+                raise  # S3 notifications can arrive before the object reads back: retry
+            self.log.update(message_id, state="held", error="raw message missing from the store")
+            return
+        if stage == STAGE_NAMES[0]:
+            ctx = self._accept(ref, raw)
+            if ctx is None:
+                return
+        else:
+            ctx = self._load(message_id, raw, STAGE_NAMES[STAGE_NAMES.index(stage) - 1])
+        attempt = self.log.begin_attempt(message_id, stage)
+        run_pipeline(ctx, self.services, [stage])
+        error = next((t.detail for t in ctx.trace if t.stage == stage and t.outcome == "error"), None)
+        if error is not None:
+            self._failed(ctx, stage, attempt, f"stage {stage} failed: {error}")
+        self._save(ctx, stage)
+        following = _next_stage(stage)
+        if following is None or ctx.disposition.value in ("held", "drop"):
+            state, error = self._final_state(ctx)
+            if state == "deferred":
+                self._failed(ctx, stage, attempt, error or "delivery deferred")
+            self._finish(ctx, state, error)
+        else:
+            self.log.update(message_id, state="processing", stage=stage,
+                            timings=_timings(ctx), error=None)
+            self.queue.send(self.queue_url(following), message_id, following)
+        self.ledger.complete(message_id, stage)
+        log.info("stage done", extra={**extra, "tenant": ctx.tenant, "action": str(ctx.disposition)})
+
+    def _failed(self, ctx: MessageContext, stage: str, attempt: int, error: str) -> None:
+        """Raise for SQS to retry; the attempt that reaches maxReceiveCount records `held`
+        first, so the message in the DLQ is also visible as held in the log."""
+        if attempt >= self.settings.stage_max_attempts:
+            self._finish(ctx, "held", f"{error} (attempt {attempt}; record in the DLQ)")
+        else:
+            self.log.update(ctx.id, state="processing", error=f"{error} (attempt {attempt})"[:500])
+        raise StageFailed(error)
+
+    def _final_state(self, ctx: MessageContext) -> tuple[str, str | None]:
+        disposition = ctx.disposition.value
+        if disposition == "held":
+            return "held", "; ".join(f.detail for f in ctx.findings if f.symbol == "HELD") or None
+        if disposition == "quarantine":
+            return "quarantined", None
+        if disposition == "drop":
+            return "dropped", None
+        outcomes = [ctx.deliveries.get(r, "") for r in ctx.envelope.rcpt_to]
+        deferred = [o for o in outcomes if o.startswith("deferred")]
+        if deferred:
+            return "deferred", "; ".join(deferred)[:500]
+        if outcomes and all(o.startswith("failed") for o in outcomes):
+            return "failed", "; ".join(outcomes)[:500]
+        return "delivered", None
+
+    def _finish(self, ctx: MessageContext, state: str, error: str | None) -> None:
+        from mailmoat.isolation import redact_portal_url
+
+        report = ctx.to_report()
+        report["portal_url"] = redact_portal_url(report["portal_url"])
+        self.log.update(ctx.id, state=state, disposition=str(ctx.disposition), message_id=ctx.message_id,
+                        subject=ctx.subject, timings=_timings(ctx), report=report, error=error)
+
+    # --- the message between stages ------------------------------------------------------
+    def _accept(self, ref: MessageRef, raw: bytes) -> MessageContext | None:
+        from mailmoat.auth.received import envelope_from_message
+        from mailmoat.context import Envelope, MessageContext
+        from mailmoat.ports import MessageRecord
+
+        envelope = envelope_from_message(raw, Envelope(rcpt_to=[r.lower() for r in ref.recipients]))
+        if not envelope.rcpt_to:
+            envelope.rcpt_to = self._recipients_from_headers(raw)
+        tenant = self.runtime.tenant_for(envelope)
+        self.log.accept(MessageRecord(
+            id=ref.message_id, received_at=datetime.now(UTC), state="accepted",
+            mail_from=envelope.mail_from, rcpt_to=list(envelope.rcpt_to), client_ip=envelope.client_ip,
+            helo=envelope.helo, tenant=tenant, size=len(raw)))
+        if not envelope.rcpt_to:
+            # Never a silent drop: held, visible to the admin, re-drivable.
+            self.log.update(ref.message_id, state="held",
+                            error="no registered recipient found in the stored message")
+            self.ledger.complete(ref.message_id, STAGE_NAMES[0])
+            return None
+        return MessageContext(id=ref.message_id, raw=raw, envelope=envelope, tenant=tenant)
+
+    def _recipients_from_headers(self, raw: bytes) -> list[str]:
+        """SES's S3 action stores no envelope; its Received header names the recipient when
+        there is one. Otherwise the registered addresses among To / Cc (a Bcc recipient of a
+        multi-recipient message is only found through an SES event carrying the envelope)."""
+        from email import policy
+        from email.parser import BytesHeaderParser
+        from email.utils import getaddresses
+
+        msg = BytesHeaderParser(policy=policy.compat32).parsebytes(raw)
+        directory = self.services.directory
+        received = msg.get_all("Received") or []
+        if received:
+            match = _SES_FOR.search(" ".join(str(received[0]).split()))
+            if match and directory.recipient(match.group(1)) is not None:
+                return [match.group(1).lower()]
+        values = [str(v) for name in ("To", "Cc") for v in (msg.get_all(name) or [])]
+        found = [a.lower() for _, a in getaddresses(values) if a and directory.recipient(a) is not None]
+        return list(dict.fromkeys(found))
+
+    def _save(self, ctx: MessageContext, stage: str) -> None:
+        from mailmoat.aws.state import dump
+
+        prefix = _prefix(ctx.id, stage)
+        state = dump(ctx)
+        if ctx.output is not None:
+            self.blobs.put(f"{prefix}/output.eml", ctx.output)
+        for rcpt, data in ctx.outputs.items():
+            self.blobs.put(f"{prefix}/rcpt/{_rcpt_key(rcpt)}.eml", data)
+        state["stored"] = {"output": ctx.output is not None, "outputs": sorted(ctx.outputs)}
+        self.blobs.put(f"{prefix}/state.json", json.dumps(state, ensure_ascii=False).encode("utf-8"))
+
+    def _load(self, message_id: str, raw: bytes, previous: str) -> MessageContext:
+        from mailmoat.aws.state import load
+
+        prefix = _prefix(message_id, previous)
+        data = json.loads(self.blobs.get(f"{prefix}/state.json"))
+        ctx = load(data, raw)
+        stored = data.get("stored", {})
+        if stored.get("output"):
+            ctx.output = self.blobs.get(f"{prefix}/output.eml")
+        for rcpt in stored.get("outputs", []):
+            ctx.outputs[rcpt] = self.blobs.get(f"{prefix}/rcpt/{_rcpt_key(rcpt)}.eml")
+        return ctx
+
+    # --- schedules ------------------------------------------------------------------------
     def reconcile(self) -> int:
-        """Re-queue every raw/ message whose log row is not in a final state; returns the count."""
-        raise NotImplementedError(_NOT_YET)
+        """Re-queue every raw/ message older than reconcile_after_minutes whose log row is not
+        in a final state and has not moved for as long; returns the count."""
+        cutoff = datetime.now(UTC) - timedelta(minutes=self.settings.reconcile_after_minutes)
+        urls = self.settings.queue_urls()
+        count = 0
+        for key, modified in self.blobs.objects(RAW_PREFIX):
+            if modified > cutoff:
+                continue
+            try:
+                message_id = _id_from_key(key)
+            except ValueError:
+                continue
+            record = self.log.get(message_id)
+            if record is not None and (record.state in _FINAL or
+                                       (record.updated_at is not None and record.updated_at > cutoff)):
+                continue
+            stage = _next_stage(self.log.last_stage(message_id)) if record is not None else STAGE_NAMES[0]
+            if stage is None:
+                continue
+            self.queue.send(urls.get(stage, ""), message_id, stage)
+            count += 1
+            log.info("re-queued", extra={"message_id": message_id, "stage": stage})
+        return count
 
     def sync_directory(self) -> None:
         """Pull tenants' users from Microsoft Graph / Google Directory into the directory table."""
@@ -191,6 +458,100 @@ class AwsRuntime:
     def update_signatures(self) -> None:
         """freshclam into a temp dir, then the databases to the signature bucket for the scanner."""
         raise NotImplementedError(_NOT_YET)
+
+
+def _timings(ctx: MessageContext) -> dict[str, float]:
+    return {t.stage: round(t.duration_ms, 3) for t in ctx.trace}
+
+
+# --- composition (runtime.bootstrap calls this for MAILMOAT_RUNTIME=aws) -----------------------
+
+def tenant_config(settings: Settings, directory: object) -> GatewayConfig:
+    """Tenants from the directory table (DESIGN §9: same fields as the local TOML)."""
+    from mailmoat.adapters.aws_dynamodb import DynamoDirectory
+    from mailmoat.config import GatewayConfig
+
+    if isinstance(directory, DynamoDirectory):
+        return GatewayConfig(tenant=directory.tenant_configs())  # type: ignore[call-arg]
+    return GatewayConfig()
+
+
+def build_services(settings: Settings, *, config: GatewayConfig | None = None,
+                   mailer: Mailer | None = None) -> Services:
+    """The AWS adapters for runtime.bootstrap: S3, DynamoDB, SES / SMTP, Secrets Manager."""
+    from mailmoat.adapters.aws_dynamodb import DynamoDirectory, DynamoIsolationStore, DynamoMessageLog
+    from mailmoat.adapters.aws_s3 import S3BlobStore
+    from mailmoat.adapters.clamd import ClamdAntivirus
+    from mailmoat.adapters.clock import SystemClock
+    from mailmoat.pipeline import Services
+    from mailmoat.runtime import make_resolver
+
+    aws = settings if isinstance(settings, AwsSettings) else AwsSettings(**settings.model_dump())
+    updates: dict[str, Any] = {}
+    if not aws.data_dir.is_absolute():
+        updates["data_dir"] = Path("/tmp/mailmoat")  # noqa: S108 - the only writable place on Lambda
+    if aws.arc_key_secret_arn and aws.arc_key_file is None:
+        from mailmoat.adapters.aws_secrets import arc_key_file
+
+        updates["arc_key_file"] = arc_key_file(aws.arc_key_secret_arn)  # once per cold start
+    if updates:
+        aws = aws.model_copy(update=updates)
+    directory = DynamoDirectory(aws.directory_table)
+    logbook = DynamoMessageLog(aws.message_log_table, retention_days=aws.retention_days)
+    routes = {"isolated/": aws.quarantine_bucket} if aws.quarantine_bucket else {}
+    services = Services(
+        settings=aws,
+        config=config if config is not None else tenant_config(aws, directory),
+        blobs=S3BlobStore(aws.raw_bucket, routes=routes),
+        directory=directory,
+        log=logbook,
+        mailer_for=(lambda _t: mailer) if mailer is not None else _mailer_factory(aws, logbook),
+        resolver=make_resolver(aws),
+        clock=SystemClock(),
+        antivirus=ClamdAntivirus.from_address(aws.clamd_socket),
+        isolation=DynamoIsolationStore(aws.isolated_files_table) if aws.isolated_files_table else None,
+    )
+    if aws.geoip_db is not None:
+        from mailmoat.adapters.geoip import GeoIp2Reader
+
+        services.geoip = GeoIp2Reader(aws.geoip_db)
+    return services
+
+
+def _mailer_factory(settings: AwsSettings, logbook: DynamoMessageLog) -> Any:
+    from mailmoat.aws.delivery import ClaimedMailer
+
+    cache: dict[str, Mailer] = {}
+
+    def mailer_for(tenant: TenantConfig) -> Mailer:
+        delivery = tenant.delivery
+        mode = delivery.mode if delivery.mode != "maildir" else settings.delivery_mode
+        key = f"{tenant.name}:{mode}"
+        if key in cache:
+            return cache[key]
+        inner: Mailer
+        if mode == "ses":
+            from mailmoat.adapters.aws_ses import SesMailer
+
+            inner = SesMailer(delivery.relay_address or settings.relay_identity,
+                              routing_domain=delivery.routing_domain)
+        elif mode == "smtp":
+            import os
+
+            from mailmoat.adapters.smtp import SmtpMailer
+
+            if not delivery.host:
+                raise ValueError(f"tenant {tenant.name}: delivery.mode=smtp needs delivery.host")
+            password = os.environ.get(delivery.password_env) if delivery.password_env else None
+            inner = SmtpMailer(delivery.host, delivery.port, require_tls=True,
+                               username=delivery.username, password=password,
+                               local_hostname=settings.smtp_hostname)
+        else:
+            raise ValueError(f"tenant {tenant.name}: delivery mode {mode!r} is not available on AWS")
+        cache[key] = ClaimedMailer(inner, logbook)
+        return cache[key]
+
+    return mailer_for
 
 
 @functools.cache
