@@ -30,7 +30,7 @@ from mailmoat.ports import Recipient
 ROOT = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
 STAGES = ("authenticate", "scan", "isolate", "rewrite", "deliver")
-RAW_BUCKET = "mailmoat-test-raw-123456789012-us-east-1"
+RAW_BUCKET = "mailmoat-dev-raw-123456789012-us-east-1"  # the name events/ carry
 QUARANTINE_BUCKET = "mailmoat-test-quarantine"
 TABLES = {"DirectoryTable": "directory", "MessageLogTable": "messages",
           "IsolatedFilesTable": "isolated", "IdempotencyTable": "idempotency"}

@@ -222,7 +222,10 @@ class AwsRuntime:
         if self._runtime is None:
             from mailmoat.runtime import bootstrap
 
-            self._runtime = bootstrap(self.settings)
+            settings = self.settings
+            if settings.runtime != "aws":  # a handler always runs on the AWS adapters
+                settings = settings.model_copy(update={"runtime": "aws"})
+            self._runtime = bootstrap(settings)
             self._config_at = time.monotonic()
         elif time.monotonic() - self._config_at > self.settings.config_refresh_seconds:
             self._runtime.services.config = tenant_config(self.settings, self._runtime.services.directory)
