@@ -309,3 +309,17 @@ def test_reconcile_requeues_what_stalled(stack):
         stack.drain(stage)
     assert DynamoMessageLog("messages").get("ses-msg-0005").state == "delivered"
     assert runtime.reconcile() == 0  # final: nothing more to do
+
+
+def test_a_blocked_sender_is_quarantined_not_sent(stack):
+    DynamoDirectory("directory").put_tenant_config(TenantConfig(
+        name="corp", domains=["corp.example"], language="en", blocked_senders=["billing@example.org"],
+        delivery=DeliveryConfig(mode="ses", routing_domain="corp.onmicrosoft.com")))
+    stack.s3.put_object(Bucket=RAW_BUCKET, Key="raw/ses-msg-0006", Body=incoming())
+    run_all(stack)
+    assert sent_messages() == []
+    kept = stack.s3.get_object(Bucket=RAW_BUCKET, Key="quarantine/ses-msg-0006.eml")["Body"].read()
+    assert b"Subject: Invoice" in kept
+    record = DynamoMessageLog("messages").get("ses-msg-0006")
+    assert (record.state, record.disposition) == ("quarantined", "quarantine")
+    assert record.report["deliveries"] == {"alice@corp.example": "quarantined"}
