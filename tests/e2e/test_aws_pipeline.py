@@ -226,6 +226,7 @@ def test_a_message_with_an_encrypted_zip_goes_through_every_stage(stack):
     assert out["Reply-To"] == "Billing Team <billing@example.org>"
     assert "billing@example.org" in out["X-Original-From"]
     assert out.get_all("ARC-Seal") and out.get_all("Authentication-Results")
+    assert arc_chain(sent.raw_data.encode("utf-8")) == b"pass"  # sealed after the From rewrite
     text = "\n".join(p.get_content() for p in out.walk() if p.get_content_type() == "text/plain")
     assert "[Attachments isolated]" in text and "https://portal.example.net/m/" in text
     assert not [p for p in out.walk() if p.get_filename() == "invoice.zip"]  # isolated, not sent
@@ -238,6 +239,23 @@ def test_a_message_with_an_encrypted_zip_goes_through_every_stage(stack):
     assert record.report["attachments"][0]["verdict"] == "encrypted"
     assert record.report["portal_url"].endswith("/m/<redacted>")
     assert stack.s3.get_object(Bucket=RAW_BUCKET, Key="raw/ses-msg-0001")  # the raw mail stays
+
+
+def arc_chain(data: bytes) -> bytes:
+    """ARC validation of what SES sent, with our sealing key's DNS record answered locally."""
+    import base64
+
+    import dkim
+
+    public = serialization.load_pem_private_key(ARC_PEM.encode(), None).public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+
+    def dns(name, timeout=5):
+        return record if name == b"mailmoat._domainkey.mailmoat.localhost." else None
+
+    cv, _results, _comment = dkim.arc_verify(data, dnsfunc=dns)
+    return cv
 
 
 def isolated_bytes(stack: Stack) -> bytes:

@@ -307,6 +307,8 @@ class AwsRuntime:
         else:
             ctx = self._load(message_id, raw, STAGE_NAMES[STAGE_NAMES.index(stage) - 1])
         attempt = self.log.begin_attempt(message_id, stage)
+        if stage == "rewrite":
+            self._forward_before_seal(ctx)
         run_pipeline(ctx, self.services, [stage])
         error = next((t.detail for t in ctx.trace if t.stage == stage and t.outcome == "error"), None)
         if error is not None:
@@ -324,6 +326,23 @@ class AwsRuntime:
             self.queue.send(self.queue_url(following), message_id, following)
         self.ledger.complete(message_id, stage)
         log.info("stage done", extra={**extra, "tenant": ctx.tenant, "action": str(ctx.disposition)})
+
+    def _forward_before_seal(self, ctx: MessageContext) -> None:
+        """SES delivery rewrites From (DESIGN §1). Doing it after the ARC seal would break the
+        seal's message signature (it covers From), so the copies the rewrite stage seals are
+        already the forwarded ones; SesMailer then sends them unchanged."""
+        from mailmoat.aws.forwarder import forwarded, relay_address
+
+        if ctx.disposition.value != "deliver":
+            return
+        tenant = self.services.tenant(ctx)
+        if delivery_mode(self.settings, tenant) != "ses":
+            return
+        relay = relay_address(tenant.delivery.relay_address or self.settings.relay_identity)
+        before = ctx.output
+        ctx.output = forwarded(before if before is not None else ctx.raw, relay)
+        ctx.outputs = {rcpt: ctx.output if data is before else forwarded(data, relay)
+                       for rcpt, data in ctx.outputs.items()}
 
     def _failed(self, ctx: MessageContext, stage: str, attempt: int, error: str) -> None:
         """Raise for SQS to retry; the attempt that reaches maxReceiveCount records `held`
@@ -521,6 +540,12 @@ def build_services(settings: Settings, *, config: GatewayConfig | None = None,
     return services
 
 
+def delivery_mode(settings: AwsSettings, tenant: TenantConfig) -> str:
+    """The tenant's mode; "maildir" (the TOML default) means unset on AWS: the stack's default."""
+    mode = tenant.delivery.mode
+    return mode if mode != "maildir" else settings.delivery_mode
+
+
 def _mailer_factory(settings: AwsSettings, logbook: DynamoMessageLog) -> Any:
     from mailmoat.aws.delivery import ClaimedMailer
 
@@ -528,7 +553,7 @@ def _mailer_factory(settings: AwsSettings, logbook: DynamoMessageLog) -> Any:
 
     def mailer_for(tenant: TenantConfig) -> Mailer:
         delivery = tenant.delivery
-        mode = delivery.mode if delivery.mode != "maildir" else settings.delivery_mode
+        mode = delivery_mode(settings, tenant)
         key = f"{tenant.name}:{mode}"
         if key in cache:
             return cache[key]

@@ -37,9 +37,20 @@ def _decoded(value: str) -> str:
         return value
 
 
+def _already_forwarded(message: RawMessage, relay: str) -> bool:
+    names = [RawMessage.name_of(f) for f in message.fields]
+    if b"x-original-from" not in names:
+        return False
+    first_from = next((f for f in message.fields if RawMessage.name_of(f) == b"from"), b"")
+    pairs = getaddresses([RawMessage.value_of(first_from)])
+    return bool(pairs) and pairs[0][1].lower() == relay.lower()
+
+
 def forwarded(data: bytes, relay: str) -> bytes:
     """The message as SES may send it: From becomes `"Name (orig@example.com)" <relay>`."""
     message = RawMessage.split(data)
+    if _already_forwarded(message, relay):
+        return data  # rewritten before the ARC seal (AwsRuntime): sealed as it is, send as it is
     original: bytes | None = None
     has_reply_to = False
     for field in message.fields:
