@@ -252,7 +252,7 @@ def arc_chain(data: bytes) -> bytes:
     record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
 
     def dns(name, timeout=5):
-        return record if name == b"mailmoat._domainkey.mailmoat.localhost." else None
+        return record if name == b"mailmoat._domainkey.relay.example.net." else None
 
     cv, _results, _comment = dkim.arc_verify(data, dnsfunc=dns)
     return cv
@@ -341,3 +341,14 @@ def test_a_blocked_sender_is_quarantined_not_sent(stack):
     record = DynamoMessageLog("messages").get("ses-msg-0006")
     assert (record.state, record.disposition) == ("quarantined", "quarantine")
     assert record.report["deliveries"] == {"alice@corp.example": "quarantined"}
+
+
+def test_a_lost_stage_state_ends_held_after_the_retries(stack):
+    stack.s3.put_object(Bucket=RAW_BUCKET, Key="raw/ses-msg-0007", Body=incoming())
+    stack.drain("authenticate")
+    stack.s3.delete_object(Bucket=RAW_BUCKET, Key="work/ses-msg-0007/authenticate/state.json")
+    results = stack.drain("scan", rounds=10)
+    assert len(results) == 5 and all(r["batchItemFailures"] for r in results)
+    record = DynamoMessageLog("messages").get("ses-msg-0007")
+    assert record.state == "held" and "unreadable" in record.error
+    assert len(stack.waiting("scan", dlq=True)) == 1

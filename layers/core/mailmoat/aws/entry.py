@@ -301,12 +301,21 @@ class AwsRuntime:
             self.log.update(message_id, state="held", error="raw message missing from the store")
             return
         if stage == STAGE_NAMES[0]:
-            ctx = self._accept(ref, raw)
-            if ctx is None:
+            accepted = self._accept(ref, raw)
+            if accepted is None:
                 return
+            ctx = accepted
+            attempt = self.log.begin_attempt(message_id, stage)
         else:
-            ctx = self._load(message_id, raw, STAGE_NAMES[STAGE_NAMES.index(stage) - 1])
-        attempt = self.log.begin_attempt(message_id, stage)
+            attempt = self.log.begin_attempt(message_id, stage)
+            try:
+                ctx = self._load(message_id, raw, STAGE_NAMES[STAGE_NAMES.index(stage) - 1])
+            except Exception as exc:
+                # No context to record: the row still says held once the retries are used up.
+                if attempt >= self.settings.stage_max_attempts:
+                    self.log.update(message_id, state="held",
+                                    error=f"{stage}: state of the previous stage unreadable: {exc}"[:500])
+                raise
         if stage == "rewrite":
             self._forward_before_seal(ctx)
         run_pipeline(ctx, self.services, [stage])
@@ -512,6 +521,9 @@ def build_services(settings: Settings, *, config: GatewayConfig | None = None,
     updates: dict[str, Any] = {}
     if not aws.data_dir.is_absolute():
         updates["data_dir"] = Path("/tmp/mailmoat")  # noqa: S108 - the only writable place on Lambda
+    if aws.arc_domain is None and aws.relay_identity:
+        # The seal's d=: the relay domain, whose DNS the operator controls anyway (deploy.md).
+        updates["arc_domain"] = aws.relay_identity.rpartition("@")[2]
     if aws.arc_key_secret_arn and aws.arc_key_file is None:
         from mailmoat.adapters.aws_secrets import arc_key_file
 
