@@ -168,3 +168,14 @@ def test_isolation_store_protocol(ddb):
     for minute in range(3):
         store.add_attempt("m1", "2", NOW + timedelta(minutes=minute))
     assert store.attempts_since("m1", "2", NOW) == 2
+
+
+def test_a_report_too_big_for_a_row_is_summarised(ddb):
+    log = DynamoMessageLog("messages")
+    log.accept(record())
+    findings = [{"symbol": "X", "target": "message", "detail": "d" * 100}] * 5000
+    log.update("m1", state="delivered", report={"disposition": "deliver", "findings": findings,
+                                                "attachments": [{"path": "2", "verdict": "safe"}]})
+    report = log.get("m1").report
+    assert report["truncated"] and "findings" not in report
+    assert report["attachments"] == [{"path": "2", "filename": None, "verdict": "safe", "action": None}]

@@ -223,6 +223,8 @@ class DynamoMessageLog:
             if value is None:
                 removes.append(f"#f{i}")
                 continue
+            if key == "report":
+                value = _fitting_report(value)
             values[f":v{i}"] = json.dumps(value, ensure_ascii=False) if key in _JSON_FIELDS else value
             sets.append(f"#f{i} = :v{i}")
         expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
@@ -317,6 +319,23 @@ class DynamoMessageLog:
     def delivery_outcome(self, message_id: str, recipient: str) -> str | None:
         item = self.table.get_item(Key={"id": self._claim_id(message_id, recipient)}).get("Item")
         return str(item["outcome"]) if item and item.get("outcome") else None
+
+
+_MAX_REPORT_CHARS = 300_000  # a DynamoDB item holds 400 KB in all
+_SLIM_REPORT = ("message_id", "disposition", "auth", "spam", "actions", "portal_url", "id", "tenant",
+                "subject", "deliveries")
+
+
+def _fitting_report(report: Any) -> Any:
+    """The report, or, when it would not fit in the row, its summary (the full one is in the
+    stage state in S3): never a failed log write because a message had 5,000 findings."""
+    if not isinstance(report, dict) or len(json.dumps(report, ensure_ascii=False)) <= _MAX_REPORT_CHARS:
+        return report
+    slim = {k: report[k] for k in _SLIM_REPORT if k in report}
+    slim["attachments"] = [{k: a.get(k) for k in ("path", "filename", "verdict", "action")}
+                           for a in report.get("attachments", [])[:200]]
+    slim["truncated"] = True
+    return slim
 
 
 def _record(item: dict[str, Any]) -> MessageRecord:
