@@ -352,3 +352,34 @@ def test_a_lost_stage_state_ends_held_after_the_retries(stack):
     record = DynamoMessageLog("messages").get("ses-msg-0007")
     assert record.state == "held" and "unreadable" in record.error
     assert len(stack.waiting("scan", dlq=True)) == 1
+
+
+def test_a_throttled_send_is_retried_and_sent_once(stack, monkeypatch):
+    from botocore.exceptions import ClientError
+
+    from mailmoat.adapters.aws_ses import SesMailer
+
+    real = SesMailer.deliver
+    calls = []
+
+    def throttled_once(self, *args):
+        calls.append(args[1])
+        if len(calls) == 1:
+            real_send = self.client.send_email
+
+            def refuse(**kwargs):
+                self.client.send_email = real_send
+                raise ClientError({"Error": {"Code": "TooManyRequestsException", "Message": "slow down"},
+                                   "ResponseMetadata": {"HTTPStatusCode": 429}}, "SendEmail")
+
+            self.client.send_email = refuse
+        return real(self, *args)
+
+    monkeypatch.setattr(SesMailer, "deliver", throttled_once)
+    stack.s3.put_object(Bucket=RAW_BUCKET, Key="raw/ses-msg-0008", Body=incoming())
+    for stage in STAGES[:-1]:
+        stack.drain(stage)
+    first, second = stack.drain("deliver", rounds=2)
+    assert first["batchItemFailures"] and second == {"batchItemFailures": []}
+    assert len(sent_messages()) == 1 and len(calls) == 2
+    assert DynamoMessageLog("messages").get("ses-msg-0008").state == "delivered"

@@ -283,7 +283,9 @@ class DynamoMessageLog:
             self.table.put_item(
                 Item={"id": self._claim_id(message_id, recipient), "claimed_at": int(time.time()),
                       "expires_at": self._expires()},
-                ConditionExpression="attribute_not_exists(id)")
+                # A released claim (the host refused, nothing was sent) may be won again.
+                ConditionExpression="attribute_not_exists(id) OR released = :t",
+                ExpressionAttributeValues={":t": True})
         except ClientError as exc:
             if not _conditional_failed(exc):
                 raise
@@ -298,8 +300,11 @@ class DynamoMessageLog:
         """Give a claim back after a delivery that certainly did not happen (a refusal the
         mail host answered), so that the retry may try again."""
         self._claims.discard((message_id, recipient.lower()))
-        self.table.delete_item(Key={"id": self._claim_id(message_id, recipient)},
-                               ConditionExpression="attribute_not_exists(outcome)")
+        # UpdateItem, not DeleteItem: the deliver role may get, put and update only.
+        self.table.update_item(Key={"id": self._claim_id(message_id, recipient)},
+                               UpdateExpression="SET released = :t",
+                               ConditionExpression="attribute_exists(id) AND attribute_not_exists(outcome)",
+                               ExpressionAttributeValues={":t": True})
 
     def claim_age(self, message_id: str, recipient: str) -> float | None:
         item = self.table.get_item(Key={"id": self._claim_id(message_id, recipient)}).get("Item")

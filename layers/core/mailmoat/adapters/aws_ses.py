@@ -36,7 +36,10 @@ class SesMailer:
             response = self.client.send_email(**request)
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
-            raise DeliveryError(f"SES {code}: {exc}"[:300], permanent=code in _PERMANENT) from exc
-        except BotoCoreError as exc:  # no answer: whether SES took it is unknown
+            # SES answered (an HTTP status): nothing was sent, so a retry may send again.
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 400
+            raise DeliveryError(f"SES {code}: {exc}"[:300], permanent=code in _PERMANENT,
+                                code=int(status)) from exc
+        except BotoCoreError as exc:  # no answer (code None): whether SES took it is unknown
             raise DeliveryError(f"SES unreachable: {exc}"[:300], permanent=False) from exc
         return f"ses:{response.get('MessageId', '')}"
