@@ -289,6 +289,9 @@ class DynamoMessageLog:
         except ClientError as exc:
             if not _conditional_failed(exc):
                 raise
+            # Held only by the attempt that just won it: an earlier attempt of this warm
+            # process that ended without an outcome does not count.
+            self._claims.discard((message_id, recipient.lower()))
             return False
         self._claims.add((message_id, recipient.lower()))
         return True
