@@ -1,0 +1,145 @@
+"""Faults on the local runtime through the real Gateway (aiosmtpd on loopback): blob store I/O
+errors, DNS timeouts, a smarthost that answers 4xx / 5xx or hangs up. Afterwards every accepted
+message is delivered, held, quarantined or failed exactly once, and the log accounts for it.
+
+Short here (≈100 messages); `MAILMOAT_SOAK=1` runs 1,000."""
+
+from __future__ import annotations
+
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from mailmoat.local.server import Gateway
+from mailmoat.runtime import bootstrap
+from tests.conftest import free_port, make_settings
+from tests.faults.harness import (
+    FINAL,
+    SOAK,
+    FlakyBlobStore,
+    Sent,
+    Smarthost,
+    account,
+    check_backoff,
+    check_every_message_accounted,
+    dns_zone,
+    make_message,
+    send_with_retries,
+    smtp_config,
+)
+
+MESSAGES = 1000 if SOAK else 100
+RETRY_BASE = 0.2
+
+
+def _wait_until_final(runtime, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not runtime.services.log.unfinished():
+            return
+        time.sleep(0.1)
+    left = [(r.id, r.state) for r in runtime.services.log.unfinished()]
+    raise AssertionError(f"{len(left)} messages never reached a final state: {left[:5]}")
+
+
+@pytest.mark.timeout(1800 if SOAK else 240)
+def test_every_accepted_message_ends_exactly_once_under_faults(tmp_path: Path) -> None:
+    smarthost_port = free_port()
+    settings = make_settings(tmp_path, smtp_port=free_port(), config=smtp_config(tmp_path, smarthost_port),
+                             dns_zone=dns_zone(tmp_path), delivery_retry_base_seconds=RETRY_BASE,
+                             delivery_max_attempts=10)
+    runtime = bootstrap(settings)
+    flaky = FlakyBlobStore(runtime.services.blobs, p=0.03)
+    runtime.services.blobs = flaky
+    rng = random.Random(11)
+    corpus = [make_message(n, rng) for n in range(MESSAGES)]
+    sent = Sent()
+    with Smarthost(smarthost_port) as smarthost:
+        gateway = Gateway(runtime)
+        gateway.start()
+        assert gateway.worker is not None
+        gateway.worker.poll_seconds = 0.1  # retries are due within a poll of their time
+        try:
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                list(pool.map(lambda item: send_with_retries(settings.smtp_port, item[0], item[1][0],
+                                                              item[1][1], item[1][2], sent),
+                              enumerate(corpus)))
+            _wait_until_final(runtime, timeout=1500 if SOAK else 180)
+            assert gateway.worker.drain(timeout=30)
+        finally:
+            gateway.stop()
+        receipts, attempts = smarthost.receipts, smarthost.attempts
+
+    assert not sent.given_up, f"the gateway kept refusing {len(sent.given_up)} messages"
+    acc = account(settings.data_dir / "mailmoat.sqlite3", receipts)
+    check_every_message_accounted(acc, set(sent.accepted.values()), settings.data_dir / "blobs")
+    assert set(acc.states) <= FINAL
+    # How early retries come is checked by the strict backoff tests below (two known bugs).
+    retries = sum(1 for a in attempts) - len({(a[0], a[1]) for a in attempts})
+
+    # The faults really happened, and each left its mark.
+    answers = {a[3] for a in attempts}
+    assert {"250", "451", "550", "disconnect"} <= answers
+    assert retries > 0
+    assert flaky.failures["put"] > 0 and sent.refused_4xx > 0  # 451 at DATA when the store fails
+    assert acc.states["delivered"] > MESSAGES // 3
+    assert acc.states["quarantined"] > 0
+    assert acc.states["failed"] > 0  # 5xx: a non-delivery record
+    failed_outcomes = [o for o in acc.deliveries.values() if o.startswith("failed")]
+    assert any("550" in o for o in failed_outcomes)
+    temperror = [r for r in acc.rows if r["report"] and '"spf": "temperror"' in r["report"]]
+    assert temperror, "no message saw a DNS timeout"
+    retried = [r for r in acc.rows if r["attempts"] > 1 and r["state"] == "delivered"]
+    assert retried, "no message was delivered after a 4xx"
+
+
+def _always_451(tmp_path: Path, base: float, messages: int, want_attempts: int) -> list:
+    from tests.faults.harness import SmarthostPlan
+
+    smarthost_port = free_port()
+    settings = make_settings(tmp_path, smtp_port=free_port(), config=smtp_config(tmp_path, smarthost_port),
+                             delivery_retry_base_seconds=base)
+    runtime = bootstrap(settings)
+    plan = SmarthostPlan(p_permanent=0.0, p_451=1.0, p_disconnect=0.0, p_452=0.0)
+    with Smarthost(smarthost_port, plan) as smarthost:
+        gateway = Gateway(runtime)
+        gateway.start()
+        assert gateway.worker is not None
+        gateway.worker.poll_seconds = 0.05
+        try:
+            rng = random.Random(2)
+            sent = Sent()
+            for n in range(messages):
+                sender, _, raw = make_message(n, rng)
+                send_with_retries(settings.smtp_port, n, sender, ["alice@example.test"], raw, sent)
+            deadline = time.monotonic() + (2 ** want_attempts) * base + 3
+            while time.monotonic() < deadline and \
+                    len(smarthost.attempts) < messages * want_attempts:
+                time.sleep(0.05)
+        finally:
+            gateway.stop()
+        return smarthost.attempts
+
+
+@pytest.mark.xfail(strict=True, reason="bug: next_attempt_at is stored and compared to the second "
+                   "(isoformat timespec='seconds' in runtime._final_state and Worker._due_retries): "
+                   "a retry comes up to 1 s early, at once when the base is under 1 s")
+def test_a_4xx_retry_is_not_due_before_its_backoff(tmp_path: Path) -> None:
+    """After the first 451 the next attempt waits base · 2^0 seconds, the one after base · 2^1."""
+    attempts = _always_451(tmp_path, base=1.5, messages=1, want_attempts=3)
+    assert len(attempts) >= 2
+    check_backoff(attempts, 1.5)
+
+
+@pytest.mark.xfail(strict=True, reason="bug: Worker._due_retries queues a due deferred message on "
+                   "every poll while the worker is busy, and _loop runs every queued copy without "
+                   "checking next_attempt_at: back-to-back retries with no backoff")
+@pytest.mark.timeout(120)
+def test_retries_keep_their_backoff_when_the_worker_is_busy(tmp_path: Path) -> None:
+    # slack = 1 s excuses the to-the-second bug above; what is left is the duplicate queueing.
+    attempts = _always_451(tmp_path, base=1.0, messages=25, want_attempts=4)
+    assert len({a[0] for a in attempts}) == 25
+    check_backoff(attempts, 1.0, slack=1.0)
