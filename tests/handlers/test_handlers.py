@@ -133,3 +133,31 @@ def test_portal_handler_serves_the_http_api_event(monkeypatch):
     response = handler(event("http-api-portal-get.json"), FakeContext())
     assert response["statusCode"] == 404  # unknown token, same as an expired one
     assert response["headers"]["x-frame-options"] == "DENY"
+
+
+def test_the_portal_serves_an_isolated_file_page_on_the_aws_runtime(stack, monkeypatch):
+    """The portal built on runtime.bootstrap with MAILMOAT_RUNTIME=aws (DynamoDB isolation
+    store, S3 quarantine) opens the link the delivered notice carries."""
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from mailmoat.runtime import bootstrap
+    from mailmoat.settings import Settings
+
+    monkeypatch.syspath_prepend(str(ROOT / "web"))
+    from mailmoat_web.app import create_app
+
+    stack.s3.put_object(Bucket=RAW_BUCKET, Key="raw/ses-msg-portal", Body=incoming())
+    moto.run_all(stack)
+    [sent] = moto.sent_messages()
+    import email
+    from email import policy
+
+    out = email.message_from_string(sent.raw_data, policy=policy.default)
+    text = "\n".join(p.get_content() for p in out.walk() if p.get_content_type() == "text/plain")
+    token = re.search(r"https://portal\.example\.net/m/([A-Za-z0-9_-]+)", text).group(1)
+    client = TestClient(create_app(bootstrap(Settings()), sweep_every=None))
+    page = client.get(f"/m/{token}")
+    assert page.status_code == 200 and "invoice.zip" in page.text
+    assert client.get("/m/not-a-token").status_code == 404
