@@ -62,6 +62,7 @@ class SmarthostHandler:
     attempts: list[tuple[str, str, float, str]] = field(default_factory=list)  # (id, rcpt, t, answer)
     lock: threading.Lock = field(default_factory=threading.Lock)
     rng: random.Random = field(default_factory=lambda: random.Random(5))
+    on_receipt: Any = None  # called (outside the lock) after a message was accepted with 250
 
     async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:
         data = envelope.original_content or envelope.content
@@ -94,6 +95,8 @@ class SmarthostHandler:
             return "451 4.3.0 try again later"
         if answer == "452":
             return "452 4.3.1 insufficient storage"
+        if answer == "250" and self.on_receipt is not None:
+            self.on_receipt(gid)
         if answer == "disconnect":
             server.transport.close()  # hang up before any reply: nothing was accepted
             return "421 4.3.0 closing"
