@@ -187,14 +187,15 @@ def encrypted_zip() -> bytes:
     return buffer.getvalue()
 
 
-def incoming(subject: str = "Invoice") -> bytes:
+def incoming(subject: str = "Invoice", *, received_for: str = "for alice@corp.example;",
+             to: str = "alice@corp.example") -> bytes:
     msg = EmailMessage()
     msg["Received"] = ("from mail.example.org (mail.example.org [203.0.113.5]) by "
                        "inbound-smtp.us-east-1.amazonaws.com with SMTP id abc123 "
-                       "for alice@corp.example; Fri, 27 Nov 2026 20:47:00 +0000 (UTC)")
+                       f"{received_for} Fri, 27 Nov 2026 20:47:00 +0000 (UTC)")
     msg["Return-Path"] = "<billing@example.org>"
     msg["From"] = "Billing Team <billing@example.org>"
-    msg["To"] = "alice@corp.example"
+    msg["To"] = to
     msg["Subject"] = subject
     msg["Message-ID"] = "<inv-1@example.org>"
     msg["Date"] = "Fri, 27 Nov 2026 20:46:00 +0000"
@@ -383,3 +384,17 @@ def test_a_throttled_send_is_retried_and_sent_once(stack, monkeypatch):
     assert first["batchItemFailures"] and second == {"batchItemFailures": []}
     assert len(sent_messages()) == 1 and len(calls) == 2
     assert DynamoMessageLog("messages").get("ses-msg-0008").state == "delivered"
+
+
+@pytest.mark.parametrize(("received_for", "state"), [
+    ("for mallory@corp.example;", "dropped"),  # SES named a recipient we do not know
+    (";", "held"),  # no recipient of ours found anywhere
+])
+def test_a_message_for_no_registered_recipient_is_recorded_not_delivered(stack, received_for, state):
+    raw = incoming(received_for=received_for,
+                   to="someone@elsewhere.example" if state == "held" else "alice@corp.example")
+    stack.s3.put_object(Bucket=RAW_BUCKET, Key="raw/ses-msg-0009", Body=raw)
+    assert stack.drain("authenticate") == [{"batchItemFailures": []}]
+    assert stack.waiting("scan") == []
+    assert DynamoMessageLog("messages").get("ses-msg-0009").state == state
+    assert sent_messages() == []

@@ -189,6 +189,15 @@ _SES_FOR = re.compile(r"\bfor\s+<?([^\s<>;]+@[^\s<>;]+?)>?\s*;", re.IGNORECASE)
 _FINAL = frozenset({"delivered", "quarantined", "dropped", "held", "failed"})
 
 
+def _ses_recipient(raw: bytes) -> str | None:
+    from email import policy
+    from email.parser import BytesHeaderParser
+
+    received = BytesHeaderParser(policy=policy.compat32).parsebytes(raw).get_all("Received") or []
+    match = _SES_FOR.search(" ".join(str(received[0]).split())) if received else None
+    return match.group(1).lower() if match else None
+
+
 def _next_stage(stage: str | None) -> str | None:
     if stage is None:
         return STAGE_NAMES[0]
@@ -401,9 +410,12 @@ class AwsRuntime:
             mail_from=envelope.mail_from, rcpt_to=list(envelope.rcpt_to), client_ip=envelope.client_ip,
             helo=envelope.helo, tenant=tenant, size=len(raw)))
         if not envelope.rcpt_to:
-            # Never a silent drop: held, visible to the admin, re-drivable.
-            self.log.update(ref.message_id, state="held",
-                            error="no registered recipient found in the stored message")
+            # Never silent: recorded as dropped (SES named a recipient we do not know) or held
+            # (no recipient found at all), visible to the admin, re-drivable.
+            named = _ses_recipient(raw)
+            self.log.update(ref.message_id, state="dropped" if named else "held",
+                            error=f"unknown recipient {named}"[:300] if named else
+                            "no registered recipient found in the stored message")
             self.ledger.complete(ref.message_id, STAGE_NAMES[0])
             return None
         return MessageContext(id=ref.message_id, raw=raw, envelope=envelope, tenant=tenant)
@@ -421,8 +433,12 @@ class AwsRuntime:
         received = msg.get_all("Received") or []
         if received:
             match = _SES_FOR.search(" ".join(str(received[0]).split()))
-            if match and directory.recipient(match.group(1)) is not None:
-                return [match.group(1).lower()]
+            if match:
+                # The envelope recipient, named by SES: that one only. An address we do not
+                # know got past the recipient conditions and is dropped (DESIGN §1), never
+                # redirected to a registered address that merely appears in To.
+                known = directory.recipient(match.group(1)) is not None
+                return [match.group(1).lower()] if known else []
         values = [str(v) for name in ("To", "Cc") for v in (msg.get_all(name) or [])]
         found = [a.lower() for _, a in getaddresses(values) if a and directory.recipient(a) is not None]
         return list(dict.fromkeys(found))
