@@ -161,3 +161,21 @@ def test_the_portal_serves_an_isolated_file_page_on_the_aws_runtime(stack, monke
     page = client.get(f"/m/{token}")
     assert page.status_code == 200 and "invoice.zip" in page.text
     assert client.get("/m/not-a-token").status_code == 404
+
+
+def test_an_ses_notification_through_sns_carries_every_envelope_recipient(stack):
+    """With an SNS topic on the S3 action, SES's receipt notification names all recipients
+    (Bcc ones too), which the stored message cannot; the runtime takes them from there."""
+    ses = event("ses-receipt.json")["Records"][0]["ses"]
+    ses["receipt"]["recipients"] = ["alice@corp.example", "bob@corp.example"]
+    ses["receipt"]["action"] = {"type": "S3", "bucketName": RAW_BUCKET,
+                                "objectKey": "raw/o3vrnil0e2ic28trm7dfhrc2v0cnbeccl4nbp0g1"}
+    stack.s3.put_object(Bucket=RAW_BUCKET, Key="raw/o3vrnil0e2ic28trm7dfhrc2v0cnbeccl4nbp0g1",
+                        Body=incoming())
+    notification = {"notificationType": "Received", **ses}
+    record = event("sqs-s3-notification.json")["Records"][0]
+    record["body"] = json.dumps({"Type": "Notification", "Message": json.dumps(notification)})
+    handler = stack.handler("authenticate")
+    assert handler({"Records": [record]}, FakeContext()) == {"batchItemFailures": []}
+    logged = DynamoMessageLog("messages").get("o3vrnil0e2ic28trm7dfhrc2v0cnbeccl4nbp0g1")
+    assert logged.rcpt_to == ["alice@corp.example", "bob@corp.example"]
