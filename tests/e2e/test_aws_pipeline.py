@@ -398,3 +398,16 @@ def test_a_message_for_no_registered_recipient_is_recorded_not_delivered(stack, 
     assert stack.waiting("scan") == []
     assert DynamoMessageLog("messages").get("ses-msg-0009").state == state
     assert sent_messages() == []
+
+
+def test_findings_are_not_repeated_by_each_stage_parsing_again(stack):
+    fixture = (ROOT / "tests/fixtures/malformed-bad-base64.eml").read_bytes()
+    raw = (b"Received: from mail.example.org (mail.example.org [203.0.113.5]) by inbound-smtp."
+           b"us-east-1.amazonaws.com with SMTP id x for alice@corp.example; Fri, 27 Nov 2026\n"
+           + fixture.replace(b"alice@example.test", b"alice@corp.example"))  # INVALID_ENCODING
+    stack.s3.put_object(Bucket=RAW_BUCKET, Key="raw/ses-msg-0010", Body=raw)
+    run_all(stack)
+    findings = DynamoMessageLog("messages").get("ses-msg-0010").report["findings"]
+    keys = [(f["symbol"], f["target"], f["detail"]) for f in findings]
+    assert any(k[0] == "INVALID_ENCODING" for k in keys)
+    assert len(keys) == len(set(keys))

@@ -328,6 +328,8 @@ class AwsRuntime:
         if stage == "rewrite":
             self._forward_before_seal(ctx)
         run_pipeline(ctx, self.services, [stage])
+        # Each stage's function parses the message again and so re-adds the parse findings.
+        ctx.findings = list(dict.fromkeys(ctx.findings))
         error = next((t.detail for t in ctx.trace if t.stage == stage and t.outcome == "error"), None)
         if error is not None:
             self._failed(ctx, stage, attempt, f"stage {stage} failed: {error}")
