@@ -2,7 +2,9 @@
 
 from mangum import Mangum
 
+from mailmoat.runtime import bootstrap
 from mailmoat_web.app import create_app
 
-# Built once per cold start. No lifespan events: a Lambda has no shutdown to hook.
-handler = Mangum(create_app(), lifespan="off")
+# Built once per cold start (MAILMOAT_RUNTIME=aws: DynamoDB + S3). No lifespan events and no
+# sweeper task: a Lambda has no shutdown to hook, and expiry is S3 lifecycle + DynamoDB TTL.
+handler = Mangum(create_app(bootstrap(), sweep_every=None), lifespan="off")

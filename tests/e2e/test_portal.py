@@ -332,6 +332,27 @@ def test_risky_original_needs_the_warning_first(runtime: Runtime) -> None:
     assert [d.kind for d in isolation_store(runtime.services).downloads(p.ctx.id)] == ["original"]
 
 
+def test_large_originals_go_by_presigned_url_when_the_store_offers_one(runtime: Runtime,
+                                                                     monkeypatch) -> None:
+    # On AWS the S3 store offers presigned_get; the app must redirect only after its checks.
+    import mailmoat_web.app as portal_app
+
+    p = open_portal(runtime, message(("tool.js", b"WScript.Echo(1)", "application/javascript")))
+    monkeypatch.setattr(portal_app, "PRESIGN_ABOVE_BYTES", 0)
+    monkeypatch.setattr(runtime.services.blobs, "presigned_get",
+                        lambda key, expires_in, filename: f"https://s3.example/{key}?x={filename}",
+                        raising=False)
+    path = path_of(p, "tool.js")
+    warning = p.post(path, "download", kind="original")  # risky: the warning still comes first
+    assert warning.status_code == 200  # type: ignore[attr-defined]
+    data = {"csrf": p.csrf, "kind": "original", "confirm": "1"}
+    redirect = p.client.post(f"/m/{p.token}/f/{path}/download", data=data, follow_redirects=False)
+    assert redirect.status_code == 303
+    assert redirect.headers["location"].startswith("https://s3.example/isolated/")
+    kinds = [d.kind for d in isolation_store(runtime.services).downloads(p.ctx.id)]
+    assert kinds == ["original:presigned"]
+
+
 # --- hostile input and CSRF ----------------------------------------------------------------
 
 def test_filename_and_subject_markup_render_as_text(runtime: Runtime) -> None:

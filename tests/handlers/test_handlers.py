@@ -127,8 +127,9 @@ def test_scheduled_handlers_reach_the_runtime(name):
         handler(event("schedule.json"), FakeContext())
 
 
-def test_portal_handler_serves_the_http_api_event(monkeypatch):
+def test_portal_handler_serves_the_http_api_event(monkeypatch, tmp_path):
     monkeypatch.syspath_prepend(str(ROOT / "web"))
+    monkeypatch.setenv("MAILMOAT_DATA_DIR", str(tmp_path))  # no AWS settings: local runtime
     handler = load_handler("web/app.py")
     response = handler(event("http-api-portal-get.json"), FakeContext())
     assert response["statusCode"] == 404  # unknown token, same as an expired one

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Form, Request, Response
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
@@ -44,6 +44,7 @@ CSRF_COOKIE = "mm_csrf"
 # Password attempts per file: at most this many failures in the window (DESIGN §7).
 ATTEMPTS_MAX = 5
 ATTEMPTS_WINDOW = timedelta(minutes=15)
+PRESIGN_ABOVE_BYTES = 5_000_000  # larger originals are served by presigned URL when the store can
 
 # Strict by default: no inline script, no framing, no referrer leaking portal tokens.
 SECURITY_HEADERS = {
@@ -185,6 +186,13 @@ def create_app(runtime: Runtime | None = None, *, sweep_every: float | None = SW
         lang = _language(request, message.language)
         if kind == "original":
             if record.verdict == Verdict.SAFE or (record.verdict == Verdict.RISKY and confirm == "1"):
+                presign = getattr(p.services.blobs, "presigned_get", None)
+                if presign is not None and record.size > PRESIGN_ABOVE_BYTES:
+                    # On AWS a large file goes straight from S3 (Lambda responses are capped at
+                    # 6 MB); the redirect is only handed out after the checks above.
+                    _log_download(request, p, access, record, "original:presigned")
+                    return RedirectResponse(presign(record.blob_key, expires_in=300,
+                                                    filename=record.filename), status_code=303)
                 data = p.services.blobs.get(record.blob_key)
                 return _send(request, p, access, record, data, record.filename, "original")
             if record.verdict == Verdict.RISKY:
@@ -377,15 +385,20 @@ def _warning(request: Request, lang: str, token: str, record: IsolatedFile, fiel
 
 def _send(request: Request, p: Portal, access: PortalAccess, record: IsolatedFile, data: bytes,
           filename: str, kind: str) -> Response:
+    _log_download(request, p, access, record, kind)
+    # octet-stream + nosniff: a downloaded .html or .svg is never rendered in our origin.
+    return Response(data, media_type="application/octet-stream", headers={
+        "Content-Disposition": filetools.content_disposition(filename)})
+
+
+def _log_download(request: Request, p: Portal, access: PortalAccess, record: IsolatedFile,
+                  kind: str) -> None:
     client_ip = request.client.host if request.client else None
     p.store.record_download(DownloadRecord(at=p.now(), message_id=record.message_id, path=record.path,
                                            kind=kind[:300], client_ip=client_ip,
                                            recipient=access.recipient))
     log.info("portal download", extra={"message_id": record.message_id, "path": record.path,
                                        "action": kind.split(":")[0], "client_ip": client_ip})
-    # octet-stream + nosniff: a downloaded .html or .svg is never rendered in our origin.
-    return Response(data, media_type="application/octet-stream", headers={
-        "Content-Disposition": filetools.content_disposition(filename)})
 
 
 def _macro_removable(record: IsolatedFile) -> bool:
