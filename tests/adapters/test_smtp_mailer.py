@@ -104,3 +104,47 @@ def test_connection_refused_is_temporary() -> None:
     with pytest.raises(DeliveryError) as err:
         SmtpMailer("127.0.0.1", free_port(), timeout=2).deliver("i", "a@x.test", None, b"x\r\n")
     assert not err.value.permanent
+
+
+class HangUpAfterData(Recorder):
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append((envelope.mail_from, envelope.rcpt_tos, envelope.original_content, False))
+        server.transport.close()  # the host has the data and hangs up before its 250
+        return "250 OK"
+
+
+def test_a_hang_up_after_data_is_maybe_delivered_not_a_plain_retry() -> None:
+    handler = HangUpAfterData()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        with pytest.raises(DeliveryError) as err:
+            SmtpMailer("127.0.0.1", port, timeout=5).deliver("i", "a@x.test", None, b"x\r\n")
+    finally:
+        controller.stop()
+    assert err.value.maybe_delivered and not err.value.permanent
+    assert len(handler.messages) == 1
+
+
+class RefuseAfterData(Recorder):
+    def __init__(self, reply: str) -> None:
+        super().__init__()
+        self.reply = reply
+
+    async def handle_DATA(self, server, session, envelope):
+        return self.reply
+
+
+@pytest.mark.parametrize(("reply", "permanent"), [("554 5.7.1 rejected", True),
+                                                   ("452 4.3.1 full", False)])
+def test_a_refusal_after_data_is_not_a_delivery(reply, permanent) -> None:
+    port = free_port()
+    controller = Controller(RefuseAfterData(reply), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        with pytest.raises(DeliveryError) as err:
+            SmtpMailer("127.0.0.1", port, timeout=5).deliver("i", "a@x.test", None, b"x\r\n")
+    finally:
+        controller.stop()
+    assert err.value.permanent is permanent and not err.value.maybe_delivered

@@ -138,3 +138,18 @@ def test_log_json_lists_processed_messages(tmp_path) -> None:
     assert {"authenticate", "scan", "isolate", "rewrite", "deliver"} <= set(row["timings_ms"])
     text = mailmoat("log", data_dir=tmp_path / "var").stdout.decode()
     assert message_id in text and "delivered" in text
+
+
+def test_redrive_resend_releases_an_uncertain_delivery(tmp_path) -> None:
+    from mailmoat.context import Envelope
+    from mailmoat.runtime import bootstrap
+    from tests.conftest import make_settings
+
+    runtime = bootstrap(make_settings(tmp_path))
+    message_id = runtime.accept((FIXTURES / "plain.eml").read_bytes(),
+                                Envelope(mail_from="s@x.example", rcpt_to=["bob@example.test"]))
+    runtime.services.log.claim_delivery(message_id, "bob@example.test")  # an interrupted attempt
+    runtime.services.log.update(message_id, state="held", error="uncertain")
+    plain = mailmoat("redrive", message_id, data_dir=tmp_path / "var")
+    assert b"delivered" in plain.stdout  # Maildir delivery is idempotent: safe to repeat
+    assert runtime.services.log.claim_is_stale(message_id, "bob@example.test") is False

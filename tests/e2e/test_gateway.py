@@ -201,3 +201,65 @@ def test_a_message_that_keeps_crashing_the_process_is_held_not_retried_forever(t
     record = runtime.services.log.get(message_id)
     assert record.state == "held" and "interrupted 2 times" in record.error
     assert maildir_files(runtime.settings.data_dir, "alice@example.test") == []
+
+
+class _Mailer:
+    """Scripted outcomes per call, to drive the deliver stage's bookkeeping."""
+
+    def __init__(self, *outcomes):
+        self.outcomes = list(outcomes)
+        self.calls = 0
+
+    def deliver(self, message_id, recipient, mail_from, data):
+        self.calls += 1
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+
+def _stored(tmp_path, mailer):
+    runtime = bootstrap(make_settings(tmp_path, delivery_retry_base_seconds=0.01), mailer=mailer)
+    message_id = runtime.accept((FIXTURES / "plain.eml").read_bytes(), _envelope(["alice@example.test"]))
+    return runtime, message_id
+
+
+def test_a_4xx_releases_the_claim_and_the_retry_delivers(tmp_path) -> None:
+    from mailmoat.ports import DeliveryError
+
+    mailer = _Mailer(DeliveryError("451 later", permanent=False, code=451), "smtp://host")
+    runtime, message_id = _stored(tmp_path, mailer)
+    runtime.process_stored(message_id)
+    assert runtime.services.log.get(message_id).state == "deferred"
+    runtime.process_stored(message_id)
+    record = runtime.services.log.get(message_id)
+    assert record.state == "delivered" and mailer.calls == 2
+
+
+def test_a_send_that_may_have_happened_is_held_never_repeated(tmp_path) -> None:
+    from mailmoat.ports import DeliveryError
+
+    lost = DeliveryError("connection lost after DATA", permanent=False, maybe_delivered=True)
+    mailer = _Mailer(lost, "smtp://host")
+    runtime, message_id = _stored(tmp_path, mailer)
+    runtime.process_stored(message_id)
+    record = runtime.services.log.get(message_id)
+    assert record.state == "held" and "redrive --resend" in record.error
+    # A plain re-run (e.g. after a restart) still does not send again ...
+    runtime.services.log.update(message_id, state="accepted")
+    runtime.process_stored(message_id)
+    assert mailer.calls == 1 and runtime.services.log.get(message_id).state == "held"
+
+
+def test_an_interrupted_claim_is_uncertain_for_a_non_idempotent_mailer(tmp_path) -> None:
+    mailer = _Mailer("smtp://host")
+    runtime, message_id = _stored(tmp_path, mailer)
+    # A previous run claimed the delivery and died before recording an outcome.
+    assert runtime.services.log.claim_delivery(message_id, "alice@example.test")
+    runtime.process_stored(message_id)
+    assert mailer.calls == 0
+    assert runtime.services.log.get(message_id).state == "held"
+    runtime.services.log.release_delivery(message_id, "alice@example.test")  # what --resend does
+    runtime.services.log.update(message_id, state="accepted")
+    runtime.process_stored(message_id)
+    assert mailer.calls == 1 and runtime.services.log.get(message_id).state == "delivered"

@@ -126,9 +126,6 @@ def _always_451(tmp_path: Path, base: float, messages: int, want_attempts: int) 
         return smarthost.attempts
 
 
-@pytest.mark.xfail(strict=True, reason="bug: next_attempt_at is stored and compared to the second "
-                   "(isoformat timespec='seconds' in runtime._final_state and Worker._due_retries): "
-                   "a retry comes up to 1 s early, at once when the base is under 1 s")
 def test_a_4xx_retry_is_not_due_before_its_backoff(tmp_path: Path) -> None:
     """After the first 451 the next attempt waits base · 2^0 seconds, the one after base · 2^1."""
     # Under 1 s, so that storing the time to the second can only make a retry early.
@@ -137,9 +134,6 @@ def test_a_4xx_retry_is_not_due_before_its_backoff(tmp_path: Path) -> None:
     check_backoff(attempts, 0.4)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: Worker._due_retries queues a due deferred message on "
-                   "every poll while the worker is busy, and _loop runs every queued copy without "
-                   "checking next_attempt_at: back-to-back retries with no backoff")
 @pytest.mark.timeout(120)
 def test_retries_keep_their_backoff_when_the_worker_is_busy(tmp_path: Path) -> None:
     # slack = 1 s excuses the to-the-second bug above; what is left is the duplicate queueing.

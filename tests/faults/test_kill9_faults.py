@@ -144,9 +144,6 @@ def test_random_sigkill_and_restart_loses_and_duplicates_nothing(tmp_path: Path)
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(strict=True, reason="bug: a crash after the smarthost said 250 and before "
-                   "finish_delivery() leaves the claim without an outcome; the re-run sends again "
-                   "(DESIGN §7: at most once per recipient). SmtpMailer is not idempotent like Maildir")
 def test_a_kill_between_the_smarthosts_250_and_the_bookkeeping_does_not_send_twice(tmp_path: Path) -> None:
     plan = SmarthostPlan(p_permanent=0.0, p_451=0.0, p_disconnect=0.0, p_452=0.0)
     smarthost, serve, data_dir = _setup(tmp_path, plan)

@@ -28,10 +28,14 @@ class DnsTimeout(DnsError):
 class DeliveryError(Exception):
     """A delivery attempt failed. `permanent` separates 5xx from 4xx/connection trouble."""
 
-    def __init__(self, message: str, *, permanent: bool, code: int | None = None) -> None:
+    def __init__(self, message: str, *, permanent: bool, code: int | None = None,
+                 maybe_delivered: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
         self.code = code
+        # The connection broke after the message data was handed over: the host may have
+        # it. Sending again could deliver twice, so such a delivery is held, not retried.
+        self.maybe_delivered = maybe_delivered
 
 
 # --- value types shared by ports ---------------------------------------------------------
@@ -104,6 +108,8 @@ class MessageLog(Protocol):
     def unfinished(self) -> list[MessageRecord]: ...
     def recent(self, limit: int = 50) -> list[MessageRecord]: ...
     def claim_delivery(self, message_id: str, recipient: str) -> bool: ...
+    def release_delivery(self, message_id: str, recipient: str) -> None: ...
+    def claim_is_stale(self, message_id: str, recipient: str) -> bool: ...
     def finish_delivery(self, message_id: str, recipient: str, outcome: str) -> None: ...
     def delivery_outcome(self, message_id: str, recipient: str) -> str | None: ...
 

@@ -111,7 +111,8 @@ class Runtime:
                 return "failed", None, "delivery retries exhausted"
             delay = self.settings.delivery_retry_base_seconds * (2 ** (attempts - 1))
             when = self.services.clock.now() + timedelta(seconds=min(delay, 3600.0))
-            return "deferred", when.isoformat(timespec="seconds"), "delivery deferred"
+            # Fixed-width microseconds: the worker compares these strings to decide what is due.
+            return "deferred", when.isoformat(timespec="microseconds"), "delivery deferred"
         if outcomes and all(o.startswith("failed") for o in outcomes):
             return "failed", None, "; ".join(outcomes)[:500]
         return "delivered", None, None

@@ -24,6 +24,8 @@ class MaildirMailer:
     message twice — after a crash between delivery and bookkeeping — finds the file already
     there and does nothing: exactly once per recipient."""
 
+    idempotent = True  # delivering the same (message, recipient) again finds the file there
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.host = socket.gethostname().replace("/", "_").replace(":", "_") or "localhost"

@@ -32,7 +32,20 @@ class SmtpMailer:
                     raise DeliveryError(f"{self.host} does not offer STARTTLS", permanent=False)
                 if self.username and self.password:
                     smtp.login(self.username, self.password)
-                refused = smtp.sendmail(mail_from or "", [recipient], data)
+                code, reply = smtp.mail(mail_from or "")
+                if code != 250:
+                    raise smtplib.SMTPSenderRefused(code, reply, mail_from or "")
+                code, reply = smtp.rcpt(recipient)
+                if code not in (250, 251):
+                    raise smtplib.SMTPRecipientsRefused({recipient: (code, reply)})
+                try:
+                    code, reply = smtp.data(data)
+                except (smtplib.SMTPServerDisconnected, OSError) as exc:
+                    # The data went out and no answer came back: the host may have it.
+                    raise DeliveryError(f"connection lost after DATA: {exc}", permanent=False,
+                                        maybe_delivered=True) from exc
+                if code != 250:  # smtplib.data() returns the final reply without checking it
+                    raise smtplib.SMTPDataError(code, reply)
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()))
             raise DeliveryError(f"{code} {text!r}", permanent=500 <= code < 600, code=code) from exc
@@ -42,7 +55,4 @@ class SmtpMailer:
                                 code=code) from exc
         except (smtplib.SMTPException, OSError) as exc:
             raise DeliveryError(f"{type(exc).__name__}: {exc}", permanent=False) from exc
-        if refused:
-            code, text = refused[recipient]
-            raise DeliveryError(f"{code} {text!r}", permanent=500 <= code < 600, code=code)
         return f"smtp://{self.host}:{self.port}"

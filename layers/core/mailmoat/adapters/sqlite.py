@@ -64,6 +64,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
   message_id TEXT NOT NULL,
   recipient TEXT NOT NULL,
   outcome TEXT,
+  released INTEGER NOT NULL DEFAULT 0,
   updated_at TEXT NOT NULL,
   PRIMARY KEY (message_id, recipient)
 );
@@ -88,6 +89,9 @@ class SqliteDatabase:
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("PRAGMA foreign_keys=ON")
             self._conn.executescript(_SCHEMA)
+            columns = {r["name"] for r in self._conn.execute("PRAGMA table_info(deliveries)")}
+            if "released" not in columns:  # a data directory from before delivery claims
+                self._conn.execute("ALTER TABLE deliveries ADD COLUMN released INTEGER NOT NULL DEFAULT 0")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -220,11 +224,33 @@ class SqliteMessageLog:
         return rows[0]["next_attempt_at"] if rows else None
 
     def claim_delivery(self, message_id: str, recipient: str) -> bool:
+        """Won when nobody claimed it yet, or the last claim was released (nothing was sent)."""
         with self.db.transaction() as c:
             cur = c.execute(
-                "INSERT OR IGNORE INTO deliveries(message_id, recipient, outcome, updated_at)"
-                " VALUES (?,?,NULL,?)", (message_id, recipient.lower(), _now()))
+                "INSERT INTO deliveries(message_id, recipient, outcome, released, updated_at)"
+                " VALUES (?,?,NULL,0,?) ON CONFLICT(message_id, recipient) DO UPDATE SET"
+                " released = 0, outcome = NULL, updated_at = excluded.updated_at"
+                " WHERE deliveries.released = 1 AND deliveries.outcome IS NULL",
+                (message_id, recipient.lower(), _now()))
             return cur.rowcount == 1
+
+    def release_delivery(self, message_id: str, recipient: str) -> None:
+        """Give the claim back after a delivery that certainly did not happen."""
+        with self.db.transaction() as c:
+            c.execute("UPDATE deliveries SET released = 1, outcome = NULL, updated_at = ?"
+                      " WHERE message_id = ? AND recipient = ? AND (outcome IS NULL OR outcome LIKE"
+                      " 'held:%')", (_now(), message_id, recipient.lower()))
+
+    def claim_is_stale(self, message_id: str, recipient: str) -> bool:
+        """Locally one message is never processed twice at once (the worker's in-flight set), so
+        a claim without an outcome found by a new run was left by an interrupted one; a
+        `held:` outcome is one in doubt, waiting for `redrive --resend`."""
+        rows = self.db.query("SELECT outcome, released FROM deliveries WHERE message_id = ? AND"
+                             " recipient = ?", (message_id, recipient.lower()))
+        if not rows:
+            return False
+        outcome = rows[0]["outcome"]
+        return (outcome is None and not rows[0]["released"]) or str(outcome or "").startswith("held:")
 
     def finish_delivery(self, message_id: str, recipient: str, outcome: str) -> None:
         with self.db.transaction() as c:

@@ -253,6 +253,11 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     if record is None:
         print(f"mailmoat: no message {args.id}", file=sys.stderr)
         return 1
+    if args.resend:
+        # The admin checked: deliveries whose outcome was uncertain may be attempted again.
+        for rcpt in record.rcpt_to:
+            if runtime.services.log.claim_is_stale(args.id, rcpt):
+                runtime.services.log.release_delivery(args.id, rcpt)
     runtime.services.log.update(args.id, state="accepted", error=None)
     ctx = runtime.process_stored(args.id)
     final = runtime.services.log.get(args.id)
@@ -321,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("redrive", help="process a held or failed message again")
     p.add_argument("id")
+    p.add_argument("--resend", action="store_true",
+                   help="also retry deliveries whose outcome was uncertain (check the mailbox first)")
     p.set_defaults(func=cmd_redrive)
     return parser
 

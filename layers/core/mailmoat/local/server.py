@@ -95,6 +95,7 @@ class Worker:
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _in_flight: set[str] = field(default_factory=set)
+    _queued: set[str] = field(default_factory=set)  # deferred ids already waiting in `work`
     processed: int = 0
 
     def start(self) -> None:
@@ -111,13 +112,23 @@ class Worker:
             log.info("recovering %d unfinished messages", len(pending))
         return len(pending)
 
+    def _is_due(self, message_id: str) -> bool:
+        """Deferred messages wait for their backoff; everything else is due at once."""
+        logbook = self.runtime.services.log
+        record = logbook.get(message_id)
+        if record is None or record.state in ("delivered", "quarantined", "dropped", "held", "failed"):
+            return False
+        if record.state != "deferred":
+            return True
+        when = getattr(logbook, "next_attempt_at", lambda _i: None)(message_id)
+        return when is None or when <= datetime.now(UTC).isoformat(timespec="microseconds")
+
     def _due_retries(self) -> None:
-        now = datetime.now(UTC).isoformat(timespec="seconds")
         for record in self.runtime.services.log.unfinished():
-            if record.state != "deferred" or record.id in self._in_flight:
+            if record.state != "deferred" or record.id in self._in_flight or record.id in self._queued:
                 continue
-            when = getattr(self.runtime.services.log, "next_attempt_at", lambda _i: None)(record.id)
-            if when is None or when <= now:
+            if self._is_due(record.id):
+                self._queued.add(record.id)
                 self.work.put(record.id)
 
     def _loop(self) -> None:
@@ -128,11 +139,10 @@ class Worker:
             except queue.Empty:
                 message_id = None
             if message_id is not None and message_id not in self._in_flight:
+                self._queued.discard(message_id)
                 self._in_flight.add(message_id)
                 try:
-                    record = self.runtime.services.log.get(message_id)
-                    if record is not None and record.state not in ("delivered", "quarantined",
-                                                                    "dropped", "held", "failed"):
+                    if self._is_due(message_id):
                         self.runtime.process_stored(message_id)
                         self.processed += 1
                 except Exception as exc:  # the worker must survive anything one message does

@@ -24,27 +24,55 @@ class Deliver:
         if ctx.disposition != Disposition.DELIVER:
             return
         mailer = services.mailer_for(services.tenant(ctx))
+        idempotent = getattr(mailer, "idempotent", False)
         for rcpt in ctx.envelope.rcpt_to:
             done = services.log.delivery_outcome(ctx.id, rcpt)
             if done is not None and done.startswith(("delivered", "failed")):
                 ctx.deliveries[rcpt] = done  # a re-run never delivers twice
                 continue
-            services.log.claim_delivery(ctx.id, rcpt)
+            if done is not None and done.startswith("held") and not idempotent:
+                ctx.deliveries[rcpt] = done  # in doubt until an admin says resend
+                ctx.hold(f"delivery to {rcpt} in doubt; check, then `mailmoat redrive --resend`")
+                continue
+            if not services.log.claim_delivery(ctx.id, rcpt) and not idempotent:
+                # Someone claimed this delivery and recorded no outcome. Still running
+                # (concurrent SQS copies on AWS): wait for its outcome. Gone (a crash): it may
+                # have sent; at most once per recipient means we do not send again.
+                if services.log.claim_is_stale(ctx.id, rcpt):
+                    self._uncertain(ctx, services, rcpt,
+                                    "an earlier attempt was interrupted while sending")
+                else:
+                    ctx.deliveries[rcpt] = "deferred: another attempt holds the delivery claim"
+                continue
             # Each recipient's copy carries that recipient's own portal link (isolate stage).
             data = ctx.outputs.get(rcpt.lower(), body)
             try:
                 where = mailer.deliver(ctx.id, rcpt, ctx.envelope.mail_from, data)
             except DeliveryError as exc:
+                if exc.maybe_delivered and not idempotent:
+                    self._uncertain(ctx, services, rcpt, str(exc))
+                    continue
                 outcome = f"{'failed' if exc.permanent else 'deferred'}: {exc}"[:300]
                 log.warning("delivery %s", outcome.split(":")[0],
                             extra={"message_id": ctx.id, "stage": self.name})
                 if exc.permanent:
                     services.log.finish_delivery(ctx.id, rcpt, outcome)
+                else:
+                    services.log.release_delivery(ctx.id, rcpt)  # nothing sent: retry may claim
                 ctx.deliveries[rcpt] = outcome
                 continue
             outcome = f"delivered: {where}"
             services.log.finish_delivery(ctx.id, rcpt, outcome)
             ctx.deliveries[rcpt] = outcome
+
+
+    @staticmethod
+    def _uncertain(ctx: MessageContext, services: Services, rcpt: str, why: str) -> None:
+        outcome = f"held: may already be delivered ({why})"[:300]
+        services.log.finish_delivery(ctx.id, rcpt, outcome)
+        ctx.deliveries[rcpt] = outcome
+        ctx.hold(f"delivery to {rcpt} may already have happened ({why}); check the mailbox, "
+                 "then `mailmoat redrive --resend`")
 
 
 register(Deliver())
