@@ -316,7 +316,8 @@ def check_every_message_accounted(acc: Accounting, accepted_ids: set[str], blob_
         if row["state"] == "delivered":
             for r in rcpts:
                 if outcomes[r].startswith("delivered"):
-                    assert r in got, f"{row['id']} {r}: logged delivered, never received"
+                    assert r in got, (f"{row['id']} {r}: logged delivered, never received; "
+                                      f"outcomes {outcomes}, attempts {row['attempts']}")
                 else:
                     assert outcomes[r].startswith("failed"), (row["id"], r, outcomes[r])
                     assert r not in got

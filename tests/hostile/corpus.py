@@ -312,6 +312,7 @@ CASES: dict[str, tuple[Callable[[], bytes], set[str]]] = {
     "wide-nested-zip": (lambda: named(wide_nested_zip(), "42.zip", b"application/zip"), {"ARCHIVE_LIMIT"}),
     "gzip-bomb": (lambda: named(gzip_bomb(), "bomb.txt.gz", b"application/gzip"), {"ARCHIVE_LIMIT"}),
     "100k-parts": (many_parts, {"MIME_LIMIT"}),
+    "400k-parts": (lambda: many_parts(400_000), {"MIME_LIMIT"}),
     "depth-1000": (deep_nesting, {"MIME_LIMIT", "MIME_PARSE_FAILED"}),
     "rfc822-depth-300": (deep_rfc822, {"MIME_LIMIT", "MIME_PARSE_FAILED"}),
     "10mb-header-line": (huge_header_line, {"HEADER_LIMIT"}),
