@@ -184,3 +184,33 @@ def test_iso2022jp_fast_path_agrees_with_the_cp932_route_for_every_jis_pair() ->
             expected = _jis_pair_to_sjis(j1, j2).decode("cp932", "replace")
             got = decode_iso2022jp(b"\x1b$B" + bytes((j1, j2)) + b"\x1b(B")
             assert got == expected, (hex(j1), hex(j2))
+
+
+@pytest.mark.parametrize(("headers", "body", "symbol"), [
+    (b"Content-Type: text/plain\r\nContent-Transfer-Encoding: x-bogus", b"abc", "UNKNOWN_ENCODING"),
+    (b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable",
+     b"broken =ZZ here", "INVALID_ENCODING"),
+    (b"Content-Type: text/plain", "請求書".encode("cp932"), "CHARSET_UNDECLARED"),
+    (b"Content-Type: text/plain; charset=x-no-such", b"abc", "CHARSET_UNKNOWN"),
+    (b"Content-Type: text/plain; charset=utf-8", "確認".encode("iso-2022-jp"), "CHARSET_MISMATCH"),
+    (b"Content-Type: text/plain; charset=utf-8", "確認".encode("cp932"), "CHARSET_MISMATCH"),
+])
+def test_encoding_findings(headers: bytes, body: bytes, symbol: str) -> None:
+    from mailmoat.message import encoding_findings
+
+    (part,) = parse(b"From: a@b.example\r\nMIME-Version: 1.0\r\n" + headers + b"\r\n\r\n" + body).parts
+    assert symbol in {s for s, _ in encoding_findings(part)}
+
+
+@pytest.mark.parametrize(("headers", "body"), [
+    (b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable",
+     b"caf=C3=A9 soft=\r\nbreak"),
+    (b"Content-Type: text/plain; charset=iso-2022-jp", "確認".encode("iso-2022-jp")),
+    (b"Content-Type: text/plain; charset=Shift_JIS", "髙橋".encode("cp932")),
+    (b"Content-Type: text/plain", b"plain ascii"),
+])
+def test_clean_text_has_no_encoding_findings(headers: bytes, body: bytes) -> None:
+    from mailmoat.message import encoding_findings
+
+    (part,) = parse(b"From: a@b.example\r\nMIME-Version: 1.0\r\n" + headers + b"\r\n\r\n" + body).parts
+    assert encoding_findings(part) == []

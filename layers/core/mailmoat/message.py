@@ -13,7 +13,7 @@ from email.header import decode_header
 from email.message import EmailMessage, _parseparam  # type: ignore[attr-defined]  # stdlib splitter
 from email.parser import BytesHeaderParser, BytesParser
 
-from mailmoat.charsets import decode_bytes, unescape_surrogates
+from mailmoat.charsets import codec_for, decode_bytes, unescape_surrogates
 
 # Extensions of files a third-party tool encrypted with its own format; they are
 # passed through untouched because nothing here could read them (DESIGN §3).
@@ -379,6 +379,45 @@ def _collect_defects(node: email.message.Message, target: str,
             continue
         seen.add(name)
         findings.append(("MIME_DEFECT", target, name))
+
+
+_KNOWN_CTE = frozenset({"", "7bit", "8bit", "binary", "base64", "quoted-printable",
+                        "x-uuencode", "uuencode", "x-uue"})
+# "=" must start "=XX" (two hex digits) or a soft line break; anything else is broken QP,
+# which quopri decodes leniently (and so silently).
+_BAD_QP = re.compile(r"=(?![0-9A-Fa-f]{2}|[ \t]*\r?\n|[ \t]*$)")
+
+
+def encoding_findings(part: Part) -> list[tuple[str, str]]:
+    """What the body decoding glossed over: unknown transfer encodings, broken
+    quoted-printable, and text whose charset is missing, unknown or wrong."""
+    found: list[tuple[str, str]] = []
+    cte = str(part.node.get("content-transfer-encoding", "") or "").strip().lower()
+    if cte not in _KNOWN_CTE:
+        found.append(("UNKNOWN_ENCODING", cte[:60]))
+    elif cte == "quoted-printable":
+        body = part.node.get_payload()
+        if isinstance(body, str) and _BAD_QP.search(body):
+            found.append(("INVALID_ENCODING", "quoted-printable"))
+    if not part.content_type.startswith("text/"):
+        return found
+    data = part.payload()
+    declared = part.charset
+    if declared is None:
+        if any(b >= 0x80 for b in data[:100_000]):
+            found.append(("CHARSET_UNDECLARED", "8-bit text without a charset"))
+        return found
+    codec = codec_for(declared)
+    if codec is None:
+        found.append(("CHARSET_UNKNOWN", declared[:60]))
+    elif codec != "iso-2022-jp" and b"\x1b$" in data:
+        found.append(("CHARSET_MISMATCH", f"ISO-2022-JP text declared as {declared[:40]}"))
+    elif codec != "iso-2022-jp":
+        try:
+            data.decode(codec)
+        except UnicodeDecodeError:
+            found.append(("CHARSET_MISMATCH", f"does not decode as {declared[:40]}"))
+    return found
 
 
 def parse(raw: bytes, limits: WalkLimits | None = None,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from mailmoat.context import Disposition, MessageContext, StageTiming
-from mailmoat.message import WalkLimits, header_text, parse
+from mailmoat.message import WalkLimits, encoding_findings, header_text, parse
 
 if TYPE_CHECKING:
     from mailmoat.config import GatewayConfig, TenantConfig
@@ -99,6 +99,8 @@ def prepare(ctx: MessageContext, services: Services) -> None:
             part.payload()
             for defect in dict.fromkeys(part.decode_defects):
                 ctx.add("INVALID_ENCODING", part.path, defect)
+            for symbol, detail in encoding_findings(part):
+                ctx.add(symbol, part.path, detail)
     msg = parsed.message
     ctx.message_id = header_text(msg, "message-id")
     ctx.subject = header_text(msg, "subject")
