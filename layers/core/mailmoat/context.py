@@ -230,6 +230,7 @@ class MessageContext:
     outputs: dict[str, bytes] = field(default_factory=dict)
     deliveries: dict[str, str] = field(default_factory=dict)  # recipient -> outcome
     parsed: ParsedMessage | None = field(default=None, repr=False)  # set by pipeline.prepare
+    beyond_limits: bool = False  # too big to parse safely: quarantined unprocessed
 
     def add(self, symbol: str, target: str = "message", detail: str = "") -> Finding:
         finding = Finding(symbol, target, detail)

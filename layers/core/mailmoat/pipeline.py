@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("mailmoat.pipeline")
 
 STAGE_NAMES: tuple[str, ...] = ("authenticate", "scan", "isolate", "rewrite", "deliver")
+# Stages that read the whole message; skipped for one beyond the bounds (it is quarantined).
+_READS_WHOLE_MESSAGE = frozenset({"authenticate", "scan", "rewrite"})
+PART_LINE_FACTOR = 4
 
 
 @dataclass(slots=True)
@@ -85,10 +88,23 @@ def prepare(ctx: MessageContext, services: Services) -> None:
     if ctx.parsed is not None:
         return
     limits = services.settings.limits
+    walk_limits = WalkLimits(max_parts=limits.max_parts, max_depth=limits.max_depth)
     header_bytes = header_block_size(ctx.raw)
     if header_bytes > limits.max_header_bytes:
         ctx.add("HEADER_LIMIT", "message", f"header block over {limits.max_header_bytes} bytes")
-    parsed = parse(ctx.raw, WalkLimits(max_parts=limits.max_parts, max_depth=limits.max_depth))
+    # Every MIME part needs a "--boundary" line; far more of them than max_parts means the
+    # stdlib parser would build hundreds of thousands of parts before the walk could stop it.
+    delimiters = ctx.raw.count(b"\n--")
+    if delimiters > PART_LINE_FACTOR * limits.max_parts:
+        ctx.add("MIME_LIMIT", "message", f"{delimiters} boundary-like lines")
+    if ctx.has("HEADER_LIMIT") or ctx.has("MIME_LIMIT"):
+        # Beyond the bounds: read only a bounded head for the log (sender, subject), and let
+        # the decision quarantine the message untouched; no stage parses the rest.
+        ctx.beyond_limits = True
+        head = ctx.raw[:min(header_bytes, limits.max_header_bytes)].rstrip(b"\r\n")
+        parsed = parse(head + b"\r\n\r\n", walk_limits)
+    else:
+        parsed = parse(ctx.raw, walk_limits)
     ctx.parsed = parsed
     for symbol, target, detail in parsed.findings:
         ctx.add(symbol, target, detail)
@@ -123,6 +139,9 @@ def run_pipeline(ctx: MessageContext, services: Services,
     for name in stages:
         if failed:
             ctx.trace.append(StageTiming(name, 0.0, "skipped", "an earlier stage failed"))
+            continue
+        if ctx.beyond_limits and name in _READS_WHOLE_MESSAGE:
+            ctx.trace.append(StageTiming(name, 0.0, "skipped", "message beyond the bounds"))
             continue
         stage = get_stage(name)
         t0 = time.perf_counter()
