@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export MAILMOAT_DATA_DIR ?= ./var
 export MAILMOAT_CONFIG ?= config/demo.toml
 
-.PHONY: help setup run test test-fast lint typecheck template-lint conformance bench bench-peers build deploy clean
+.PHONY: help setup run test test-fast lint typecheck template-lint conformance bench bench-peers soak build deploy clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ bench: setup ## benchmark: writes bench/results.json and prints the table
 
 bench-peers: setup ## benchmark side by side with rspamd on loopback
 	@$(PY) bench/run.py --peers
+
+soak: setup ## long fault-injection run: 1,000 messages through the gateway, 300 with random kill -9
+	@MAILMOAT_SOAK=1 $(PY) -m pytest -q tests/faults
 
 build: ## sam build (zip functions; the scan image needs Docker)
 	@scripts/sam-validate.sh --build

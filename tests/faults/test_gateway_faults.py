@@ -158,8 +158,6 @@ class _GetFailsOnce:
         return getattr(self.inner, name)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a transient blob-store read error in process_stored "
-                   "escapes to the worker, which holds the message at once: no retry (DESIGN §7)")
 def test_a_transient_store_read_error_is_retried_not_held(tmp_path: Path) -> None:
     from mailmoat.context import Envelope
 

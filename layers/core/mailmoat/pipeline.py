@@ -108,6 +108,8 @@ def prepare(ctx: MessageContext, services: Services) -> None:
     ctx.parsed = parsed
     for symbol, target, detail in parsed.findings:
         ctx.add(symbol, target, detail)
+    if parsed.truncated or ctx.has("MIME_PARSE_FAILED"):
+        ctx.beyond_limits = True  # the walk could not reach the end: nothing may act on half
     # Decode every part a stage will read now (the bytes are cached on the part), so broken
     # base64 / quoted-printable is a finding before any stage decides anything.
     for part in parsed.parts:

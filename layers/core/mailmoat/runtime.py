@@ -77,6 +77,19 @@ class Runtime:
         except FileNotFoundError:
             logbook.update(message_id, state="held", error="raw message missing from the store")
             return None
+        except OSError as exc:
+            # A store hiccup (EIO, a timeout) is not the message's fault: retry with backoff like
+            # a 4xx, and hold only when the retries are used up.
+            attempts = record.attempts + 1
+            reason = f"raw message unreadable: {exc}"[:300]
+            if attempts >= self.settings.delivery_max_attempts:
+                logbook.update(message_id, state="held", attempts=attempts, error=reason)
+                return None
+            delay = self.settings.delivery_retry_base_seconds * (2 ** (attempts - 1))
+            when = self.services.clock.now() + timedelta(seconds=min(delay, 3600.0))
+            logbook.update(message_id, state="deferred", attempts=attempts, error=reason,
+                           next_attempt_at=when.isoformat(timespec="microseconds"))
+            return None
         if record.state == "processing" and record.attempts >= self.settings.max_crash_attempts:
             # It was being processed when the process died, this many times: a poison message
             # (e.g. one that crashes a native parser). Hold it instead of crash-looping.
