@@ -131,8 +131,9 @@ def cost_per_1000(stage_ms: dict[str, float]) -> dict[str, Any]:
     Assumptions, written out so the arithmetic can be checked: one invocation per stage per
     message (batch size 1, the worst case), billed duration = measured median + 20 ms of
     handler/SDK overhead rounded up to 1 ms; memory 512 MB for light stages, 2048 MB for scan
-    (clamd); per stage 3 SQS requests (send, receive, delete); S3: 1 PUT (raw, by SES) + 1 GET
-    per stage + 1 PUT for the output; DynamoDB: 2 writes + 1 read per stage (log, idempotency).
+    (clamd); per stage 3 SQS requests (send, receive, delete); S3: 1 PUT (raw, by SES) + per
+    stage 1 PUT (its state snapshot, work/ or out/) and 2 GETs (raw + the previous snapshot);
+    DynamoDB: 2 writes + 1 read per stage (log, stage ledger).
     SES receiving/sending fees are per message and not compute; listed separately.
     """
     memory_gb = {"authenticate": 0.5, "scan": 2.0, "isolate": 0.5, "rewrite": 0.5, "deliver": 0.5}
@@ -141,7 +142,7 @@ def cost_per_1000(stage_ms: dict[str, float]) -> dict[str, Any]:
     stages = len(memory_gb)
     per_message = (gb_s * PRICE["lambda_gb_s_arm64"] + stages * PRICE["lambda_request"]
                    + stages * 3 * PRICE["sqs_request"]
-                   + 2 * PRICE["s3_put"] + stages * PRICE["s3_get"]
+                   + (1 + stages) * PRICE["s3_put"] + 2 * stages * PRICE["s3_get"]
                    + stages * (2 * PRICE["dynamodb_write"] + PRICE["dynamodb_read"]))
     return {"usd": round(per_message * 1000, 4), "gb_s_per_message": round(gb_s, 5),
             "assumptions": cost_per_1000.__doc__.split("\n\n", 1)[1].strip()}
@@ -386,7 +387,14 @@ def main() -> int:
     cost = cost_per_1000(results["plain_stage_median_ms"] | {"deliver": 5.0})
     results["cost_per_1000_usd"] = cost["usd"]
     results["cost_detail"] = cost
-    results["peer"] = run_peers(mix, shared, peer_timed) if args.peers else None
+    if args.peers:
+        results["peer"] = run_peers(mix, shared, peer_timed)
+    else:
+        # Keep the last side-by-side figures (marked as such) rather than erase them.
+        previous = json.loads(RESULTS.read_text()).get("peer") if RESULTS.exists() else None
+        if previous and not previous.get("from_previous_run"):
+            previous = {**previous, "from_previous_run": True}
+        results["peer"] = previous
     results["stages_timed"] = list(STAGES)
     RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     print_table(results)
