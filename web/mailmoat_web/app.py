@@ -154,6 +154,22 @@ def create_app(runtime: Runtime | None = None, *, sweep_every: float | None = SW
         value = app.state.portal
         return value if isinstance(value, Portal) else None
 
+    def posted_file(request: Request, token: str, path: str, csrf: str, *,
+                    encrypted_only: bool = False
+                    ) -> Response | tuple[Portal, PortalAccess, PortalMessage, IsolatedFile]:
+        """Every POST starts here: CSRF first, then the token, then the file (404 alike)."""
+        if not _csrf_ok(request, csrf):
+            return _forbidden(request)
+        found = _open(portal(), token)
+        if found is None:
+            return _not_found(request)
+        p, access, message = found
+        record = _file(p, message.id, path)
+        if record is None or record.blob_key is None or (
+                encrypted_only and record.verdict != Verdict.ENCRYPTED):
+            return _not_found(request)
+        return p, access, message, record
+
     @app.get("/", response_class=HTMLResponse)
     async def home(request: Request) -> Response:
         lang = _language(request, "ja")
@@ -174,15 +190,12 @@ def create_app(runtime: Runtime | None = None, *, sweep_every: float | None = SW
     @app.post("/m/{token}/f/{path}/download")
     def download(request: Request, token: str, path: str, csrf: str = Form(""),
                  kind: str = Form("original"), confirm: str = Form("")) -> Response:
-        if not _csrf_ok(request, csrf):
-            return _forbidden(request)
-        found = _open(portal(), token)
-        if found is None:
-            return _not_found(request)
-        p, access, message = found
-        record = _file(p, message.id, path)
-        if record is None or record.blob_key is None:
-            return _not_found(request)
+        target = posted_file(request, token, path, csrf)
+        if isinstance(target, Response):
+            return target
+        p, access, message, record = target
+        key = record.blob_key
+        assert key is not None  # posted_file refused files without stored bytes
         lang = _language(request, message.language)
         if kind == "original":
             if record.verdict == Verdict.SAFE or (record.verdict == Verdict.RISKY and confirm == "1"):
@@ -191,9 +204,9 @@ def create_app(runtime: Runtime | None = None, *, sweep_every: float | None = SW
                     # On AWS a large file goes straight from S3 (Lambda responses are capped at
                     # 6 MB); the redirect is only handed out after the checks above.
                     _log_download(request, p, access, record, "original:presigned")
-                    return RedirectResponse(presign(record.blob_key, expires_in=300,
+                    return RedirectResponse(presign(key, expires_in=300,
                                                     filename=record.filename), status_code=303)
-                data = p.services.blobs.get(record.blob_key)
+                data = p.services.blobs.get(key)
                 return _send(request, p, access, record, data, record.filename, "original")
             if record.verdict == Verdict.RISKY:
                 return _warning(request, lang, token, record, {"kind": "original"})
@@ -201,7 +214,7 @@ def create_app(runtime: Runtime | None = None, *, sweep_every: float | None = SW
         if kind == "safe" and filetools.safe_copy_kind(record.detected_type) \
                 and record.verdict in (Verdict.SAFE, Verdict.RISKY):
             try:
-                data, name = filetools.safe_copy(p.services.blobs.get(record.blob_key),
+                data, name = filetools.safe_copy(p.services.blobs.get(key),
                                                  record.detected_type, record.filename,
                                                  p.services.settings.limits)
                 verdict = _rescan(p, message, data, name).verdict
@@ -216,7 +229,7 @@ def create_app(runtime: Runtime | None = None, *, sweep_every: float | None = SW
             return _send(request, p, access, record, data, name, "safe")
         if kind == "macro-removed" and _macro_removable(record):
             try:
-                data = filetools.remove_macros(p.services.blobs.get(record.blob_key),
+                data = filetools.remove_macros(p.services.blobs.get(key),
                                                p.services.settings.limits)
             except filetools.MacroRemovalError as exc:
                 log.warning("macro removal failed", extra={"message_id": message.id,
@@ -229,30 +242,20 @@ def create_app(runtime: Runtime | None = None, *, sweep_every: float | None = SW
     @app.post("/m/{token}/f/{path}/unlock")
     def unlock(request: Request, token: str, path: str, csrf: str = Form(""),
                password: str = Form("")) -> Response:
-        if not _csrf_ok(request, csrf):
-            return _forbidden(request)
-        found = _open(portal(), token)
-        if found is None:
-            return _not_found(request)
-        p, access, message = found
-        record = _file(p, message.id, path)
-        if record is None or record.blob_key is None or record.verdict != Verdict.ENCRYPTED:
-            return _not_found(request)
+        target = posted_file(request, token, path, csrf, encrypted_only=True)
+        if isinstance(target, Response):
+            return target
+        p, access, message, record = target
         view, status, _ = _unlock(p, message, record, password, _language(request, message.language))
         return _message_page(request, p, token, access, message, {record.path: view}, status)
 
     @app.post("/m/{token}/f/{path}/member")
     def member(request: Request, token: str, path: str, csrf: str = Form(""),
                password: str = Form(""), index: int = Form(-1), confirm: str = Form("")) -> Response:
-        if not _csrf_ok(request, csrf):
-            return _forbidden(request)
-        found = _open(portal(), token)
-        if found is None:
-            return _not_found(request)
-        p, access, message = found
-        record = _file(p, message.id, path)
-        if record is None or record.blob_key is None or record.verdict != Verdict.ENCRYPTED:
-            return _not_found(request)
+        target = posted_file(request, token, path, csrf, encrypted_only=True)
+        if isinstance(target, Response):
+            return target
+        p, access, message, record = target
         lang = _language(request, message.language)
         view, status, decrypted = _unlock(p, message, record, password, lang)
         if decrypted is None or not 0 <= index < len(view.members):
