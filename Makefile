@@ -17,7 +17,7 @@ setup: ## create .venv and install the project (+ system packages when root)
 run: setup ## start the gateway: SMTP 127.0.0.1:2525, portal http://127.0.0.1:8080, data in ./var
 	@$(VENV)/bin/mailmoat serve
 
-test: setup ## lint, template checks and the whole test suite
+test: setup ## lint, mypy --strict, template checks (cfn-lint, sam validate) and the whole test suite
 	@scripts/system-deps.sh test
 	@$(MAKE) --no-print-directory lint typecheck template-lint
 	@$(PY) -m pytest -q
