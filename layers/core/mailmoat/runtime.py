@@ -85,10 +85,8 @@ class Runtime:
             if attempts >= self.settings.delivery_max_attempts:
                 logbook.update(message_id, state="held", attempts=attempts, error=reason)
                 return None
-            delay = self.settings.delivery_retry_base_seconds * (2 ** (attempts - 1))
-            when = self.services.clock.now() + timedelta(seconds=min(delay, 3600.0))
             logbook.update(message_id, state="deferred", attempts=attempts, error=reason,
-                           next_attempt_at=when.isoformat(timespec="microseconds"))
+                           next_attempt_at=self._next_attempt_at(attempts))
             return None
         if record.state == "processing" and record.attempts >= self.settings.max_crash_attempts:
             # It was being processed when the process died, this many times: a poison message
@@ -110,6 +108,13 @@ class Runtime:
                                              "action": state})
         return ctx
 
+    def _next_attempt_at(self, attempts: int) -> str:
+        """Exponential backoff from the base, capped at an hour. Fixed-width microseconds: the
+        worker compares these strings to decide what is due."""
+        delay = self.settings.delivery_retry_base_seconds * (2 ** (attempts - 1))
+        when = self.services.clock.now() + timedelta(seconds=min(delay, 3600.0))
+        return when.isoformat(timespec="microseconds")
+
     def _final_state(self, ctx: MessageContext, attempts: int) -> tuple[str, str | None, str | None]:
         if ctx.disposition == Disposition.HELD:
             reasons = [f.detail for f in ctx.findings if f.symbol == "HELD"]
@@ -122,10 +127,7 @@ class Runtime:
         if any(o.startswith("deferred") for o in outcomes):
             if attempts >= self.settings.delivery_max_attempts:
                 return "failed", None, "delivery retries exhausted"
-            delay = self.settings.delivery_retry_base_seconds * (2 ** (attempts - 1))
-            when = self.services.clock.now() + timedelta(seconds=min(delay, 3600.0))
-            # Fixed-width microseconds: the worker compares these strings to decide what is due.
-            return "deferred", when.isoformat(timespec="microseconds"), "delivery deferred"
+            return "deferred", self._next_attempt_at(attempts), "delivery deferred"
         if outcomes and all(o.startswith("failed") for o in outcomes):
             return "failed", None, "; ".join(outcomes)[:500]
         return "delivered", None, None
