@@ -3,7 +3,6 @@ not do (reported as batch item failures), and process the events/ samples on mot
 
 import importlib.util
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,18 +18,7 @@ stack = moto.stack  # the moto stack of the end-to-end test, as a fixture here t
 EVENTS = ROOT / "events"
 
 
-@dataclass
-class FakeContext:
-    function_name: str = "mailmoat-test"
-    function_version: str = "$LATEST"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:mailmoat-test"
-    aws_request_id: str = "00000000-0000-0000-0000-000000000000"
-    log_group_name: str = "/aws/lambda/mailmoat-test"
-    log_stream_name: str = "test"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 60_000
+FakeContext = moto.FakeContext  # the same Lambda context stand-in as the end-to-end test
 
 
 def load_handler(relative: str):
