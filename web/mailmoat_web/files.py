@@ -123,37 +123,8 @@ def _7z(data: bytes, password: str, budget: _Budget) -> Decrypted:
 
     import py7zr
     from py7zr.exceptions import Bad7zFile, CrcError, PasswordRequired, UnsupportedCompressionMethodError
-    from py7zr.io import Py7zIO, WriterFactory
 
-    class Sink(Py7zIO):
-        def __init__(self) -> None:
-            self.buf = bytearray()
-
-        def write(self, s: bytes | bytearray) -> int:
-            budget.add(len(s))
-            self.buf += s
-            return len(s)
-
-        def read(self, size: int | None = None) -> bytes:
-            return b""
-
-        def seek(self, offset: int, whence: int = 0) -> int:
-            return 0
-
-        def flush(self) -> None:
-            return None
-
-        def size(self) -> int:
-            return len(self.buf)
-
-    class Factory(WriterFactory):
-        def __init__(self) -> None:
-            self.files: dict[str, Sink] = {}
-
-        def create(self, filename: str) -> Py7zIO:
-            sink = Sink()
-            self.files[filename] = sink
-            return sink
+    from mailmoat.scan.archives import memory_factory  # the scanner's bounded in-memory sink
 
     try:
         archive = py7zr.SevenZipFile(io.BytesIO(data), mode="r", password=password)
@@ -161,7 +132,7 @@ def _7z(data: bytes, password: str, budget: _Budget) -> Decrypted:
             infos = [i for i in archive.list() if not i.is_directory]
             for _ in infos:
                 budget.member()
-            factory = Factory()
+            factory = memory_factory(budget.add)
             archive.extract(factory=factory)
     except UnsupportedCompressionMethodError as exc:
         raise Unsupported(str(exc)) from exc

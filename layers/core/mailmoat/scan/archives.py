@@ -300,7 +300,7 @@ def _walk_7z(data: bytes, w: _Walker) -> None:
         if declared > w.budget.limits.archive_max_expanded_bytes:
             raise LimitReached(f"declared expanded size {declared} bytes over "
                                f"{w.budget.limits.archive_max_expanded_bytes}")
-        factory = _BoundedFactory(w)
+        factory = memory_factory(lambda n: _count_expanded(w, n))
         archive.extract(factory=factory)
         for info in infos:
             w.count_member()
@@ -311,26 +311,18 @@ def _walk_7z(data: bytes, w: _Walker) -> None:
             w.member(info.filename, content=content, size=len(content))
 
 
-def _bounded_io_classes() -> tuple[type, type]:
+def memory_factory(on_write: Callable[[int], None]) -> Any:
+    """A py7zr WriterFactory keeping every member in memory (`.files[name].buf`); `on_write`
+    sees each chunk's size first and raises to stop the extraction (the bounds)."""
     from py7zr.io import Py7zIO, WriterFactory
 
-    class BoundedIO(Py7zIO):
-        def __init__(self, walker: _Walker) -> None:
-            self.walker = walker
+    class MemorySink(Py7zIO):
+        def __init__(self) -> None:
             self.buf = bytearray()
 
         def write(self, s: bytes | bytearray) -> int:
-            w = self.walker
-            limits = w.budget.limits
+            on_write(len(s))
             self.buf += s
-            w.budget.expanded += len(s)
-            w.expanded_here += len(s)
-            if w.budget.expanded > limits.archive_max_expanded_bytes:
-                raise LimitReached(f"expanded size over {limits.archive_max_expanded_bytes} bytes")
-            if w.expanded_here > RATIO_FLOOR and w.expanded_here > w.archive_size * limits.archive_max_ratio:
-                raise LimitReached(f"compression ratio over {limits.archive_max_ratio}")
-            if w.budget.out_of_time():
-                raise LimitReached(f"scan time over {limits.scan_seconds:g} s")
             return len(s)
 
         def read(self, size: int | None = None) -> bytes:
@@ -345,21 +337,29 @@ def _bounded_io_classes() -> tuple[type, type]:
         def size(self) -> int:
             return len(self.buf)
 
-    class BoundedFactory(WriterFactory):
-        def __init__(self, walker: _Walker) -> None:
-            self.walker = walker
-            self.files: dict[str, Any] = {}
+    class MemoryFactory(WriterFactory):
+        def __init__(self) -> None:
+            self.files: dict[str, MemorySink] = {}
 
         def create(self, filename: str) -> Py7zIO:
-            sink = BoundedIO(self.walker)
+            sink = MemorySink()
             self.files[filename] = sink
             return sink
 
-    return BoundedIO, BoundedFactory
+    return MemoryFactory()
 
 
-def _BoundedFactory(walker: _Walker) -> Any:
-    return _bounded_io_classes()[1](walker)
+def _count_expanded(w: _Walker, n: int) -> None:
+    """The archive bounds, applied as 7z members are written out."""
+    limits = w.budget.limits
+    w.budget.expanded += n
+    w.expanded_here += n
+    if w.budget.expanded > limits.archive_max_expanded_bytes:
+        raise LimitReached(f"expanded size over {limits.archive_max_expanded_bytes} bytes")
+    if w.expanded_here > RATIO_FLOOR and w.expanded_here > w.archive_size * limits.archive_max_ratio:
+        raise LimitReached(f"compression ratio over {limits.archive_max_ratio}")
+    if w.budget.out_of_time():
+        raise LimitReached(f"scan time over {limits.scan_seconds:g} s")
 
 
 # --- rar ---------------------------------------------------------------------------------------
