@@ -113,8 +113,8 @@ class HangUpAfterData(Recorder):
         return "250 OK"
 
 
-def test_a_hang_up_after_data_is_maybe_delivered_not_a_plain_retry() -> None:
-    handler = HangUpAfterData()
+def failed_delivery(handler: Recorder) -> DeliveryError:
+    """Deliver one message to a loopback server run by `handler`; the delivery must fail."""
     port = free_port()
     controller = Controller(handler, hostname="127.0.0.1", port=port)
     controller.start()
@@ -123,7 +123,13 @@ def test_a_hang_up_after_data_is_maybe_delivered_not_a_plain_retry() -> None:
             SmtpMailer("127.0.0.1", port, timeout=5).deliver("i", "a@x.test", None, b"x\r\n")
     finally:
         controller.stop()
-    assert err.value.maybe_delivered and not err.value.permanent
+    return err.value
+
+
+def test_a_hang_up_after_data_is_maybe_delivered_not_a_plain_retry() -> None:
+    handler = HangUpAfterData()
+    error = failed_delivery(handler)
+    assert error.maybe_delivered and not error.permanent
     assert len(handler.messages) == 1
 
 
@@ -139,12 +145,5 @@ class RefuseAfterData(Recorder):
 @pytest.mark.parametrize(("reply", "permanent"), [("554 5.7.1 rejected", True),
                                                    ("452 4.3.1 full", False)])
 def test_a_refusal_after_data_is_not_a_delivery(reply, permanent) -> None:
-    port = free_port()
-    controller = Controller(RefuseAfterData(reply), hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        with pytest.raises(DeliveryError) as err:
-            SmtpMailer("127.0.0.1", port, timeout=5).deliver("i", "a@x.test", None, b"x\r\n")
-    finally:
-        controller.stop()
-    assert err.value.permanent is permanent and not err.value.maybe_delivered
+    error = failed_delivery(RefuseAfterData(reply))
+    assert error.permanent is permanent and not error.maybe_delivered
