@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Form, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from mailmoat.adapters.sqlite_isolation import isolation_store
 from mailmoat.context import Verdict
@@ -29,7 +25,16 @@ from mailmoat.isolation import (
     sweep,
 )
 from mailmoat_web import files as filetools
-from mailmoat_web.i18n import LANG_COOKIE, flag, negotiate, reasons, translator, verdict_words
+from mailmoat_web.i18n import flag, reasons, translator, verdict_words
+from mailmoat_web.pages import (
+    HERE,
+    SECURITY_HEADERS,
+    csrf_ok,
+    forbidden,
+    language,
+    page,
+)
+from mailmoat_web.pages import not_found as not_found_page
 
 if TYPE_CHECKING:
     from mailmoat.config import TenantConfig
@@ -39,30 +44,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mailmoat.portal")
 
-HERE = Path(__file__).resolve().parent
-CSRF_COOKIE = "mm_csrf"
 # Password attempts per file: at most this many failures in the window (DESIGN §7).
 ATTEMPTS_MAX = 5
 ATTEMPTS_WINDOW = timedelta(minutes=15)
 PRESIGN_ABOVE_BYTES = 5_000_000  # larger originals are served by presigned URL when the store can
-
-# Strict by default: no inline script, no framing, no referrer leaking portal tokens.
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self' data:; "
-                               "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-    "Cache-Control": "no-store",
-    "Cross-Origin-Opener-Policy": "same-origin",
-    "Cross-Origin-Resource-Policy": "same-origin",
-    "X-Robots-Tag": "noindex, nofollow",
-    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
-}
-
-_ENV = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True,
-                   undefined=StrictUndefined, auto_reload=False)
-
 
 @dataclass(slots=True)
 class MemberView:
@@ -158,32 +143,32 @@ def create_app(runtime: Runtime | None = None, *, sweep_every: float | None = SW
                     encrypted_only: bool = False
                     ) -> Response | tuple[Portal, PortalAccess, PortalMessage, IsolatedFile]:
         """Every POST starts here: CSRF first, then the token, then the file (404 alike)."""
-        if not _csrf_ok(request, csrf):
-            return _forbidden(request)
+        if not csrf_ok(request, csrf):
+            return forbidden(request)
         found = _open(portal(), token)
         if found is None:
-            return _not_found(request)
+            return not_found_page(request)
         p, access, message = found
         record = _file(p, message.id, path)
         if record is None or record.blob_key is None or (
                 encrypted_only and record.verdict != Verdict.ENCRYPTED):
-            return _not_found(request)
+            return not_found_page(request)
         return p, access, message, record
 
     @app.get("/", response_class=HTMLResponse)
     async def home(request: Request) -> Response:
-        lang = _language(request, "ja")
-        return _page(request, "home.html", lang, {"switch_url": "/"})
+        lang = language(request, "ja")
+        return page(request, "home.html", lang, {"switch_url": "/"})
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
     @app.get("/m/{token}", response_class=HTMLResponse)
-    def message_page(request: Request, token: str) -> Response:
+    def messagepage(request: Request, token: str) -> Response:
         found = _open(portal(), token)
         if found is None:
-            return _not_found(request)
+            return not_found_page(request)
         p, access, message = found
         return _message_page(request, p, token, access, message)
 
@@ -196,7 +181,7 @@ def create_app(runtime: Runtime | None = None, *, sweep_every: float | None = SW
         p, access, message, record = target
         key = record.blob_key
         assert key is not None  # posted_file refused files without stored bytes
-        lang = _language(request, message.language)
+        lang = language(request, message.language)
         if kind == "original":
             if record.verdict == Verdict.SAFE or (record.verdict == Verdict.RISKY and confirm == "1"):
                 presign = getattr(p.services.blobs, "presigned_get", None)
@@ -246,7 +231,7 @@ def create_app(runtime: Runtime | None = None, *, sweep_every: float | None = SW
         if isinstance(target, Response):
             return target
         p, access, message, record = target
-        view, status, _ = _unlock(p, message, record, password, _language(request, message.language))
+        view, status, _ = _unlock(p, message, record, password, language(request, message.language))
         return _message_page(request, p, token, access, message, {record.path: view}, status)
 
     @app.post("/m/{token}/f/{path}/member")
@@ -256,7 +241,7 @@ def create_app(runtime: Runtime | None = None, *, sweep_every: float | None = SW
         if isinstance(target, Response):
             return target
         p, access, message, record = target
-        lang = _language(request, message.language)
+        lang = language(request, message.language)
         view, status, decrypted = _unlock(p, message, record, password, lang)
         if decrypted is None or not 0 <= index < len(view.members):
             return _message_page(request, p, token, access, message, {record.path: view},
@@ -276,13 +261,13 @@ def create_app(runtime: Runtime | None = None, *, sweep_every: float | None = SW
     def preview(request: Request, token: str, path: str) -> Response:
         found = _open(portal(), token)
         if found is None:
-            return _not_found(request)
+            return not_found_page(request)
         p, _access, message = found
         record = _file(p, message.id, path)
         if record is None or "preview" not in _file_view(record, "ja").actions:
-            return _not_found(request)
+            return not_found_page(request)
         assert record.blob_key is not None
-        lang = _language(request, message.language)
+        lang = language(request, message.language)
         try:
             shown = filetools.preview(p.services.blobs.get(record.blob_key), record.detected_type,
                                       p.services.settings.limits)
@@ -290,13 +275,15 @@ def create_app(runtime: Runtime | None = None, *, sweep_every: float | None = SW
             log.warning("preview failed", extra={"message_id": message.id, "path": path,
                                                  "detail": type(exc).__name__})
             shown = None
-        return _page(request, "preview.html", lang, {
+        return page(request, "preview.html", lang, {
             "filename": record.filename, "preview": shown, "back": f"/m/{token}",
             "switch_url": f"/m/{token}/f/{path}/preview"}, 200 if shown is not None else 422)
 
+    # Feature routers (admin console, keep-mail, spam digest links): one line each, here.
+
     @app.exception_handler(404)
     async def not_found(request: Request, exc: Exception) -> Response:
-        return _not_found(request)
+        return not_found_page(request)
 
     return app
 
@@ -329,59 +316,14 @@ def _file(p: Portal, message_id: str, path: str) -> IsolatedFile | None:
     return next((f for f in p.store.files(message_id) if f.path == path), None)
 
 
-def _language(request: Request, default: str) -> str:
-    return negotiate(request.query_params.get("lang"), request.cookies.get(LANG_COOKIE),
-                     request.headers.get("accept-language"), default)
-
-
-def _secure(request: Request) -> bool:
-    return request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"
-
-
-def _csrf_ok(request: Request, submitted: str) -> bool:
-    cookie = request.cookies.get(CSRF_COOKIE, "")
-    return bool(cookie) and bool(submitted) and hmac.compare_digest(cookie.encode(), submitted.encode())
-
-
-def _page(request: Request, template: str, lang: str, values: dict[str, Any],
-          status: int = 200) -> Response:
-    csrf = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(32)
-    other = "en" if lang == "ja" else "ja"
-    switch_url = values.pop("switch_url", "/")
-    body = _ENV.get_template(template).render(
-        lang=lang, _=translator(lang), csrf=csrf, other_lang=other,
-        switch_url=f"{switch_url}?lang={other}", **values)
-    response = HTMLResponse(body, status_code=status)
-    if request.cookies.get(CSRF_COOKIE) != csrf:
-        # Double-submit: the form carries the same value; a cross-site page can read neither.
-        response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="strict",
-                            secure=_secure(request), path="/")
-    if request.query_params.get("lang") == lang:
-        response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, httponly=True,
-                            samesite="lax", secure=_secure(request), path="/")
-    return response
-
-
-def _not_found(request: Request) -> Response:
-    lang = _language(request, "ja")
-    return _page(request, "error.html", lang, {"title_key": "notfound.title",
-                                                "body_key": "notfound.body"}, 404)
-
-
-def _forbidden(request: Request) -> Response:
-    lang = _language(request, "ja")
-    return _page(request, "error.html", lang, {"title_key": "forbidden.title",
-                                                "body_key": "forbidden.body"}, 403)
-
-
 def _refused(request: Request, lang: str, token: str) -> Response:
-    return _page(request, "error.html", lang, {"title_key": "file.no_download", "body_key": "",
+    return page(request, "error.html", lang, {"title_key": "file.no_download", "body_key": "",
                                                 "back": f"/m/{token}"}, 403)
 
 
 def _warning(request: Request, lang: str, token: str, record: IsolatedFile, fields: dict[str, str],
              action: str = "download") -> Response:
-    return _page(request, "warning.html", lang, {
+    return page(request, "warning.html", lang, {
         "filename": record.filename, "action": f"/m/{token}/f/{record.path}/{action}",
         "fields": fields, "back": f"/m/{token}", "reasons": reasons(record.symbols, lang)})
 
@@ -441,7 +383,7 @@ def _file_view(record: IsolatedFile, lang: str) -> FileView:
 def _message_page(request: Request, p: Portal, token: str, access: PortalAccess,
                   message: PortalMessage, unlocked: dict[str, UnlockView] | None = None,
                   status: int = 200) -> Response:
-    lang = _language(request, message.language)
+    lang = language(request, message.language)
     t = translator(lang)
     views = [_file_view(f, lang) for f in p.store.files(message.id)]
     for view in views:
@@ -451,7 +393,7 @@ def _message_page(request: Request, p: Portal, token: str, access: PortalAccess,
              "name": h.get("from")} for h in message.route]
     countries = list(dict.fromkeys(str(h["country"]) for h in hops if h["country"]))
     warning = t("route.warning", countries=", ".join(countries)) if len(countries) > 1 else ""
-    return _page(request, "message.html", lang, {
+    return page(request, "message.html", lang, {
         "m": message, "files": views, "hops": hops, "route_warning": warning,
         "expires": f"{access.expires_at:%Y-%m-%d %H:%M} UTC", "base": f"/m/{token}",
         "switch_url": f"/m/{token}"}, status)

@@ -209,6 +209,17 @@ REASONS: dict[str, dict[str, str]] = {
 QUIET = frozenset({"AV_CLEAN", "AV_DISABLED", "ARCHIVE", "PDF_OWNER_PASSWORD", "OFFICE_PROTECTION"})
 
 
+def register_catalog(extra: Mapping[str, Mapping[str, str]]) -> None:
+    """Feature modules (admin console, keep-mail, spam digest) add their keys at import.
+    One catalog for the whole web app: a key may be defined once only."""
+    for lang, entries in extra.items():
+        table = CATALOG.setdefault(lang, {})
+        clash = sorted(set(entries) & set(table))
+        if clash:
+            raise ValueError(f"catalog keys defined twice: {clash[:5]}")
+        table.update(entries)
+
+
 def translator(lang: str) -> Callable[..., str]:
     table = CATALOG.get(lang, CATALOG["ja"])
 
