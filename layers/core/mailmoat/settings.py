@@ -51,6 +51,14 @@ class Settings(BaseSettings):
     arc_domain: str | None = None
     authserv_id: str = "mailmoat"
 
+    # The gateway's own address for mail it writes (DSNs, spam digests, archive journal).
+    # Default: postmaster@<smtp_hostname>.
+    postmaster_address: str | None = None
+    # Outbound path for notices to senders (DSNs): a smarthost "host:port"; unset → the
+    # sender domain's MX hosts (port `outbound_smtp_port`), as any MTA sends a bounce.
+    notice_relay: str | None = None
+    outbound_smtp_port: int = 25
+
     # Maintenance switch: accept and store mail but do not process it until restarted without.
     hold_processing: bool = False
 
@@ -59,6 +67,10 @@ class Settings(BaseSettings):
     delivery_retry_base_seconds: float = 30.0
 
     limits: Limits = Field(default_factory=Limits)
+
+    @property
+    def postmaster(self) -> str:
+        return self.postmaster_address or f"postmaster@{self.smtp_hostname}"
 
     @property
     def portal_url(self) -> str:
