@@ -49,6 +49,7 @@ class Services:
     geoip: GeoIp | None = None
     antivirus: Antivirus | None = None
     isolation: IsolationStore | None = None
+    notices: Mailer | None = None  # outbound path for notices to senders (DSNs); None: not sent
 
     def tenant(self, ctx: MessageContext) -> TenantConfig:
         return self.config.tenant(ctx.tenant)
