@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from mailmoat.bounce import Failure, notify_sender, status_of
 from mailmoat.context import Disposition, MessageContext
 from mailmoat.pipeline import Services, register
 from mailmoat.ports import DeliveryError
@@ -25,6 +26,7 @@ class Deliver:
             return
         mailer = services.mailer_for(services.tenant(ctx))
         idempotent = getattr(mailer, "idempotent", False)
+        refused: list[Failure] = []
         for rcpt in ctx.envelope.rcpt_to:
             done = services.log.delivery_outcome(ctx.id, rcpt)
             if done is not None and done.startswith(("delivered", "failed")):
@@ -57,6 +59,7 @@ class Deliver:
                             extra={"message_id": ctx.id, "stage": self.name})
                 if exc.permanent:
                     services.log.finish_delivery(ctx.id, rcpt, outcome)
+                    refused.append(Failure(rcpt, status_of(exc), str(exc)))
                 else:
                     services.log.release_delivery(ctx.id, rcpt)  # nothing sent: retry may claim
                 ctx.deliveries[rcpt] = outcome
@@ -64,6 +67,7 @@ class Deliver:
             outcome = f"delivered: {where}"
             services.log.finish_delivery(ctx.id, rcpt, outcome)
             ctx.deliveries[rcpt] = outcome
+        notify_sender(ctx, services, refused)  # a DSN only to an authenticated sender
 
 
     @staticmethod
