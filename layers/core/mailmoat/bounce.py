@@ -188,6 +188,8 @@ class OutboundSmtp:
         self.timeout = timeout
 
     def hosts(self, domain: str) -> list[tuple[str, int]]:
+        """(address, port) to try in order. Names are resolved through the resolver port too, so
+        a zone file (tests, `--dns-zone`) decides everything and nothing asks the system DNS."""
         if self.relay:
             host, _, port = self.relay.rpartition(":")
             return [(host or self.relay, int(port) if host and port.isdigit() else self.port)]
@@ -201,9 +203,15 @@ class OutboundSmtp:
             ranked.append((int(pref) if pref.isdigit() else 65535, host.strip().rstrip(".")))
         if any(host == "" for _, host in ranked):  # "0 ." null MX (RFC 7505): takes no mail
             return []
-        if not ranked:
-            return [(domain, self.port)]
-        return [(host, self.port) for _, host in sorted(ranked)]
+        names = [host for _, host in sorted(ranked)] or [domain]  # no MX: the domain itself
+        found: list[tuple[str, int]] = []
+        for name in names[:5]:
+            for rdtype in ("A", "AAAA"):
+                try:
+                    found.extend((address, self.port) for address in self.resolver.query(name, rdtype))
+                except DnsError:
+                    continue
+        return found
 
     def deliver(self, message_id: str, recipient: str, mail_from: str | None, data: bytes) -> str:
         from mailmoat.adapters.smtp import SmtpMailer
@@ -211,9 +219,10 @@ class OutboundSmtp:
         domain = recipient.rpartition("@")[2]
         hosts = self.hosts(domain)
         if not hosts:
-            raise DeliveryError(f"{domain} accepts no mail (null MX)", permanent=True)
+            raise DeliveryError(f"no address to deliver to for {domain} (null MX or no A record)",
+                                permanent=True)
         last: DeliveryError | None = None
-        for host, port in hosts[:5]:
+        for host, port in hosts[:5]:  # a few addresses, as MTAs do, so one notice cannot stall
             try:
                 return SmtpMailer(host, port, local_hostname=self.local_hostname,
                                   timeout=self.timeout).deliver(message_id, recipient, mail_from, data)

@@ -26,6 +26,9 @@ def new_message_id(now: datetime | None = None) -> str:
     return f"{now:%Y%m%dT%H%M%S}Z-{secrets.token_hex(8)}"
 
 
+RETRIES_EXHAUSTED = "delivery retries exhausted"
+
+
 def raw_key(message_id: str) -> str:
     return f"raw/{message_id}"
 
@@ -100,6 +103,13 @@ class Runtime:
                             mail_from=record.mail_from, rcpt_to=record.rcpt_to)
         ctx = self.analyse(raw, envelope, message_id=message_id, tenant=record.tenant)
         state, next_attempt, error = self._final_state(ctx, record.attempts + 1)
+        if error == RETRIES_EXHAUSTED:
+            from mailmoat.bounce import Failure, notify_sender
+
+            notify_sender(ctx, self.services, [
+                Failure(rcpt, "4.4.7", f"retries exhausted; last: {ctx.deliveries[rcpt]}")
+                for rcpt in ctx.envelope.rcpt_to
+                if ctx.deliveries.get(rcpt, "").startswith("deferred")])
         logbook.update(
             message_id, state=state, disposition=str(ctx.disposition), message_id=ctx.message_id,
             subject=ctx.subject, timings={t.stage: round(t.duration_ms, 3) for t in ctx.trace},
@@ -126,7 +136,7 @@ class Runtime:
         outcomes = [ctx.deliveries.get(r, "") for r in ctx.envelope.rcpt_to]
         if any(o.startswith("deferred") for o in outcomes):
             if attempts >= self.settings.delivery_max_attempts:
-                return "failed", None, "delivery retries exhausted"
+                return "failed", None, RETRIES_EXHAUSTED
             return "deferred", self._next_attempt_at(attempts), "delivery deferred"
         if outcomes and all(o.startswith("failed") for o in outcomes):
             return "failed", None, "; ".join(outcomes)[:500]
@@ -210,6 +220,7 @@ def bootstrap(settings: Settings | None = None, *, config: GatewayConfig | None 
     from mailmoat.adapters.fs import FsBlobStore
     from mailmoat.adapters.sqlite import SqliteDatabase, SqliteDirectory, SqliteMessageLog
     from mailmoat.adapters.sqlite_isolation import SqliteIsolationStore
+    from mailmoat.bounce import OutboundSmtp
 
     data = settings.data_dir
     data.mkdir(parents=True, exist_ok=True)
@@ -227,6 +238,8 @@ def bootstrap(settings: Settings | None = None, *, config: GatewayConfig | None 
         antivirus=ClamdAntivirus.from_address(settings.clamd_socket),  # None → AV_DISABLED
         isolation=SqliteIsolationStore(db),
     )
+    services.notices = OutboundSmtp(services.resolver, port=settings.outbound_smtp_port,
+                                    relay=settings.notice_relay, local_hostname=settings.smtp_hostname)
     if settings.geoip_db is not None:
         from mailmoat.adapters.geoip import GeoIp2Reader
 
