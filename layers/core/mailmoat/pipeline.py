@@ -12,8 +12,10 @@ from mailmoat.context import Disposition, MessageContext, StageTiming
 from mailmoat.message import WalkLimits, encoding_findings, header_text, parse
 
 if TYPE_CHECKING:
+    from mailmoat.archive import ArchiveStore
     from mailmoat.config import GatewayConfig, TenantConfig
     from mailmoat.isolation import IsolationStore
+    from mailmoat.keepmail import KeepMailStore
     from mailmoat.ports import (
         Antivirus,
         BlobStore,
@@ -49,6 +51,8 @@ class Services:
     geoip: GeoIp | None = None
     antivirus: Antivirus | None = None
     isolation: IsolationStore | None = None
+    archive: ArchiveStore | None = None  # originals of tenants with `archive` (mailmoat.archive)
+    keepmail: KeepMailStore | None = None  # delivered copies for the continuity view
     notices: Mailer | None = None  # outbound path for notices to senders (DSNs); None: not sent
 
     def tenant(self, ctx: MessageContext) -> TenantConfig:

@@ -1,0 +1,334 @@
+"""Keep-mail (continuity view): each recipient's delivered copies, their sign-in, and the sweep.
+
+At delivery the copy each recipient was sent (after isolation and rewrite, so a dangerous file
+is never kept) is stored as `keep/<recipient>/<id>` with an index row and its outcome
+(delivered, refused by the mailbox, pending). Recipients sign in with a password the admin
+set (argon2) or a one-time code mailed to their alternate address, and read the last
+`keepmail_days` days in the portal (web/mailmoat_web/keepmail.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime, make_msgid
+from typing import TYPE_CHECKING, Protocol
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from mailmoat.context import Disposition, MessageContext
+from mailmoat.ports import DeliveryError
+
+if TYPE_CHECKING:
+    from mailmoat.pipeline import Services
+    from mailmoat.ports import BlobStore
+
+log = logging.getLogger("mailmoat.keepmail")
+
+CODE_DIGITS = 8
+CODE_TTL = timedelta(minutes=10)
+CODE_MAX_ATTEMPTS = 5  # wrong entries before the code is void
+CODE_RESEND_AFTER = timedelta(seconds=60)
+SIGNIN_MAX_FAILURES = 5  # wrong passwords per address in the window
+SIGNIN_WINDOW = timedelta(minutes=15)
+SESSION_TTL = timedelta(hours=8)
+MIN_PASSWORD_CHARS = 12
+SWEEP_EVERY_SECONDS = 3600.0
+
+# Default argon2id parameters (RFC 9106 low-memory profile).
+_HASHER = PasswordHasher()
+# Verified against when the address has no password, so "unknown" costs as long as "wrong".
+_DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))
+
+
+def normalise(address: str) -> str:
+    return address.strip().lower()
+
+
+def blob_key(recipient: str, message_id: str) -> str:
+    return f"keep/{normalise(recipient)}/{message_id}"
+
+
+def outcome_kind(outcome: str) -> str:
+    """delivered | refused (the mailbox said no for good) | pending (deferred, held)."""
+    if outcome.startswith("delivered"):
+        return "delivered"
+    if outcome.startswith("failed"):
+        return "refused"
+    return "pending"
+
+
+@dataclass(slots=True)
+class KeptMessage:
+    message_id: str
+    recipient: str
+    tenant: str
+    received_at: datetime
+    from_header: str | None
+    subject: str | None
+    outcome: str
+    blob_key: str
+    kept_until: datetime
+
+    @property
+    def kind(self) -> str:
+        return outcome_kind(self.outcome)
+
+    @property
+    def final(self) -> bool:
+        return self.kind != "pending"
+
+
+@dataclass(frozen=True, slots=True)
+class OneTimeCode:
+    code_sha: str  # argon2 hash of the code
+    expires_at: datetime
+    attempts: int
+    created_at: datetime
+
+
+class KeepMailStore(Protocol):
+    """Index rows, credentials, codes and sessions (SQLite locally)."""
+
+    def put(self, kept: KeptMessage) -> None: ...
+    def get(self, message_id: str, recipient: str) -> KeptMessage | None: ...
+    def messages(self, recipient: str, since: datetime, limit: int = 500) -> list[KeptMessage]: ...
+    def expired(self, now: datetime) -> list[KeptMessage]: ...
+    def delete(self, message_id: str, recipient: str) -> None: ...
+
+    def set_password(self, address: str, password_hash: str | None) -> None: ...
+    def password_hash(self, address: str) -> str | None: ...
+    def set_alternate(self, address: str, alternate: str | None) -> None: ...
+    def alternate(self, address: str) -> str | None: ...
+    def add_failure(self, address: str, at: datetime) -> None: ...
+    def failures_since(self, address: str, since: datetime) -> int: ...
+    def set_code(self, address: str, code: OneTimeCode | None) -> None: ...
+    def code(self, address: str) -> OneTimeCode | None: ...
+    def count_code_attempt(self, address: str) -> None: ...
+    def add_session(self, token_sha256: str, address: str, expires_at: datetime) -> None: ...
+    def session(self, token_sha256: str, now: datetime) -> str | None: ...
+    def end_session(self, token_sha256: str) -> None: ...
+    def purge(self, now: datetime) -> None: ...
+
+
+_STORES: dict[str, KeepMailStore] = {}
+_STORES_LOCK = threading.Lock()
+
+
+def keepmail_store(services: Services) -> KeepMailStore | None:
+    """The store bootstrap() built, else the local SQLite file; None on AWS (see docs)."""
+    if services.keepmail is not None:
+        return services.keepmail
+    if services.settings.runtime != "local":
+        return None
+    from mailmoat.adapters.sqlite import SqliteDatabase
+    from mailmoat.adapters.sqlite_keepmail import SqliteKeepMailStore
+
+    db = getattr(services.log, "db", None)
+    path = db.path if isinstance(db, SqliteDatabase) else services.settings.data_dir / "mailmoat.sqlite3"
+    with _STORES_LOCK:
+        store = _STORES.get(str(path))
+        if store is None or (isinstance(db, SqliteDatabase) and getattr(store, "db", None) is not db):
+            store = SqliteKeepMailStore(db if isinstance(db, SqliteDatabase) else SqliteDatabase(path))
+            _STORES[str(path)] = store
+        return store
+
+
+# --- retention at delivery --------------------------------------------------------------------
+
+_last_sweep: dict[int, float] = {}
+
+
+def retain(ctx: MessageContext, services: Services) -> None:
+    """Keep each recipient's copy with its outcome. A copy whose outcome is final (delivered or
+    refused) is written once; a pending one is replaced on the retry (it carries a fresh
+    portal link then, the old one having been replaced by the isolate stage)."""
+    tenant = services.tenant(ctx)
+    if tenant.keepmail_days <= 0 or ctx.disposition not in (Disposition.DELIVER, Disposition.HELD):
+        return
+    store = keepmail_store(services)
+    if store is None:
+        return
+    from mailmoat.archive import received_at
+
+    when = received_at(ctx, services)
+    kept_until = when + timedelta(days=tenant.keepmail_days)
+    fallback = ctx.output if ctx.output is not None else ctx.raw
+    kept = 0
+    for rcpt in dict.fromkeys(normalise(r) for r in ctx.envelope.rcpt_to):
+        outcome = ctx.deliveries.get(rcpt) or next(
+            (o for r, o in ctx.deliveries.items() if normalise(r) == rcpt), None)
+        if not outcome:
+            continue
+        existing = store.get(ctx.id, rcpt)
+        if existing is not None and existing.final:
+            continue  # a re-run: this recipient's copy and outcome are settled
+        key = blob_key(rcpt, ctx.id)
+        if existing is None or rcpt in ctx.outputs:
+            services.blobs.put(key, ctx.outputs.get(rcpt, fallback))
+        store.put(KeptMessage(message_id=ctx.id, recipient=rcpt, tenant=tenant.name,
+                              received_at=when, from_header=ctx.from_header, subject=ctx.subject,
+                              outcome=outcome[:300], blob_key=key, kept_until=kept_until))
+        kept += 1
+    if kept:
+        ctx.add_action("keepmail")
+    _maybe_sweep(store, services)
+
+
+def _maybe_sweep(store: KeepMailStore, services: Services) -> None:
+    """Old copies go at most once an hour per store, from the worker that keeps new ones."""
+    now = time.monotonic()
+    last = _last_sweep.get(id(store))
+    if last is not None and now - last < SWEEP_EVERY_SECONDS:
+        return
+    _last_sweep[id(store)] = now
+    sweep(store, services.blobs, services.clock.now())
+
+
+def sweep(store: KeepMailStore, blobs: BlobStore, now: datetime) -> int:
+    """Delete copies past their tenant's keep-mail days (blob first, then the row), expired
+    codes and sessions. Returns how many copies went."""
+    removed = 0
+    for kept in store.expired(now):
+        try:
+            blobs.delete(kept.blob_key)
+        except Exception:  # a missing blob must not keep the row forever
+            log.warning("kept copy could not be deleted", extra={"message_id": kept.message_id})
+        store.delete(kept.message_id, kept.recipient)
+        removed += 1
+    store.purge(now)
+    if removed:
+        log.info("keep-mail sweep", extra={"action": "sweep", "count": removed})
+    return removed
+
+
+# --- credentials ------------------------------------------------------------------------------
+
+class SignInRefused(Exception):
+    """Wrong password or code, unknown address, or too many attempts: one answer for all."""
+
+    def __init__(self, limited: bool = False) -> None:
+        super().__init__("sign-in refused")
+        self.limited = limited
+
+
+def set_password(store: KeepMailStore, address: str, password: str) -> None:
+    if len(password) < MIN_PASSWORD_CHARS:
+        raise ValueError(f"a keep-mail password needs at least {MIN_PASSWORD_CHARS} characters")
+    store.set_password(normalise(address), _HASHER.hash(password))
+
+
+def check_password(store: KeepMailStore, address: str, password: str, now: datetime) -> str:
+    """The signed-in address, or SignInRefused. Failures are counted per address."""
+    address = normalise(address)
+    if store.failures_since(address, now - SIGNIN_WINDOW) >= SIGNIN_MAX_FAILURES:
+        raise SignInRefused(limited=True)
+    stored = store.password_hash(address)
+    try:
+        _HASHER.verify(stored or _DUMMY_HASH, password)
+        if stored is None:
+            raise VerificationError("no password")
+    except (VerificationError, InvalidHashError):
+        store.add_failure(address, now)
+        log.info("keep-mail sign-in refused", extra={"action": "signin-refused"})
+        raise SignInRefused() from None
+    if _HASHER.check_needs_rehash(stored):
+        store.set_password(address, _HASHER.hash(password))
+    return address
+
+
+def send_code(store: KeepMailStore, services: Services, address: str, now: datetime) -> bool:
+    """Mail a one-time code to the address's alternate. False (and nothing sent) when there is
+    no alternate or a code went out moments ago; the page says the same either way."""
+    address = normalise(address)
+    alternate = store.alternate(address)
+    recipient = services.directory.recipient(address)
+    if not alternate or recipient is None:
+        return False
+    current = store.code(address)
+    if current is not None and now - current.created_at < CODE_RESEND_AFTER:
+        return False
+    code = f"{secrets.randbelow(10 ** CODE_DIGITS):0{CODE_DIGITS}d}"
+    store.set_code(address, OneTimeCode(_HASHER.hash(code), now + CODE_TTL, 0, now))
+    tenant = services.config.tenant(recipient.tenant)
+    from mailmoat.archive import postmaster
+
+    sender = postmaster(services.settings)
+    data = code_message(sender, alternate, address, code, now, tenant.language)
+    try:
+        services.mailer_for(tenant).deliver(f"keepmail-code-{secrets.token_hex(8)}", alternate,
+                                            sender, data)
+    except DeliveryError:
+        log.warning("keep-mail code not delivered", extra={"action": "code"})
+        store.set_code(address, None)
+        return False
+    log.info("keep-mail code sent", extra={"action": "code"})
+    return True
+
+
+def check_code(store: KeepMailStore, address: str, code: str, now: datetime) -> str:
+    address = normalise(address)
+    current = store.code(address)
+    if current is None or current.expires_at <= now or current.attempts >= CODE_MAX_ATTEMPTS:
+        raise SignInRefused(limited=current is not None and current.attempts >= CODE_MAX_ATTEMPTS)
+    code = code.strip()
+    valid = code.isdigit() and len(code) == CODE_DIGITS
+    try:
+        _HASHER.verify(current.code_sha, code if valid else "-")
+    except (VerificationError, InvalidHashError):
+        store.count_code_attempt(address)
+        raise SignInRefused() from None
+    store.set_code(address, None)  # one time
+    return address
+
+
+def code_message(sender: str, to: str, address: str, code: str, now: datetime, language: str) -> bytes:
+    from email.message import EmailMessage
+
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Date"] = format_datetime(now if now.tzinfo else now.replace(tzinfo=UTC))
+    msg["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or "mailmoat.localhost")
+    msg["Auto-Submitted"] = "auto-generated"
+    minutes = int(CODE_TTL.total_seconds() // 60)
+    if language == "ja":
+        msg["Subject"] = "メール閲覧（キープメール）の確認コード"
+        msg.set_content(f"{address} のメール閲覧の確認コード: {code}\n"
+                        f"{minutes} 分間有効です。心当たりがない場合は無視してください。\n"
+                        f"\nYour keep-mail sign-in code for {address}: {code} "
+                        f"(valid {minutes} minutes).\n")
+    else:
+        msg["Subject"] = "Your keep-mail sign-in code"
+        msg.set_content(f"Your keep-mail sign-in code for {address}: {code}\n"
+                        f"It is valid for {minutes} minutes. If you did not ask for it, ignore this.\n")
+    return msg.as_bytes()
+
+
+# --- sessions ---------------------------------------------------------------------------------
+
+def _sha(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def open_session(store: KeepMailStore, address: str, now: datetime) -> str:
+    token = secrets.token_urlsafe(32)
+    store.add_session(_sha(token), normalise(address), now + SESSION_TTL)
+    return token
+
+
+def session_address(store: KeepMailStore, token: str | None, now: datetime) -> str | None:
+    if not token or len(token) > 128:
+        return None
+    return store.session(_sha(token), now)
+
+
+def close_session(store: KeepMailStore, token: str | None) -> None:
+    if token and len(token) <= 128:
+        store.end_session(_sha(token))
