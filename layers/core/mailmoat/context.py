@@ -166,6 +166,9 @@ class AttachmentReport:
     symbols: list[str] = field(default_factory=list)
     action: AttachmentAction = AttachmentAction.KEEP
     members: list[MemberReport] = field(default_factory=list)
+    # With action CONVERT: which conversion the custom rule asked for ("remove-macros",
+    # "convert-pdf"). Decided and carried out within the isolate stage, so not serialised.
+    conversion: str | None = None
 
     def add_symbol(self, symbol: str) -> None:
         if symbol not in self.symbols:

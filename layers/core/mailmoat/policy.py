@@ -68,6 +68,7 @@ def decide(ctx: MessageContext, tenant: TenantConfig) -> None:
         if rule is not None and att.verdict != Verdict.DANGER and not (
                 rule.action == "keep" and "SCAN_FAILED" in att.symbols):
             att.action = _RULE_ACTIONS[rule.action]
+            att.conversion = rule.action if att.action == AttachmentAction.CONVERT else None
             ctx.add("CUSTOM_RULE", att.path, rule.name)
     if ctx.auth.warn:
         ctx.add_action("banner")

@@ -317,3 +317,59 @@ def test_a_convert_action_isolates_the_file_and_says_so(runtime, monkeypatch) ->
     assert [n for _, n, _ in parts(ctx.outputs["alice@example.test"]) if n] == []
     [record] = isolation_store(runtime.services).files(ctx.id)
     assert record.action == "isolate" and runtime.services.blobs.get(record.blob_key) == pdf
+
+
+def _with_rule(runtime, action: str) -> None:
+    from mailmoat.config import RuleConfig
+
+    tenant = runtime.services.config.tenants[0]
+    tenant.rules = [RuleConfig(name=f"rule-{action}", action=action)]  # type: ignore[arg-type]
+
+
+def test_remove_macros_delivers_the_macro_free_copy_and_isolates_the_original(runtime) -> None:
+    from mailmoat.scan.macros import vba_present
+    from tests.unit.isolation.builders import vba_project_bin
+    from tests.unit.scan.scanfiles import make_ooxml
+
+    _with_rule(runtime, "remove-macros")
+    docm = make_ooxml("word-macro", extra={"word/vbaProject.bin": vba_project_bin()})
+    assert vba_present(docm)
+    ctx = analyse(runtime, message(("見積.docm", docm, "application/octet-stream")))
+
+    (att,) = ctx.attachments
+    assert att.action == "convert" and ctx.has("MACROS_REMOVED") and not ctx.has("CONVERT_UNAVAILABLE")
+    for rcpt, out in ctx.outputs.items():
+        files = [(c, n, d) for c, n, d in parts(out) if n]
+        ((ctype, name, data),) = files
+        assert name == "見積.docx", rcpt
+        assert ctype == "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+        assert not vba_present(data)
+        assert "見積.docm → 見積.docx" in text_of(out, "text/plain")
+        assert TOKEN_URL.search(text_of(out, "text/plain"))  # the original is one click away
+    [record] = isolation_store(runtime.services).files(ctx.id)
+    assert record.filename == "見積.docm" and runtime.services.blobs.get(record.blob_key) == docm
+
+
+def test_remove_macros_on_a_file_without_macros_isolates_it_with_the_reason(runtime) -> None:
+    _with_rule(runtime, "remove-macros")
+    pdf = clean_pdf()
+    ctx = analyse(runtime, message(("clean.pdf", pdf, "application/pdf")))
+    assert ctx.has("CONVERT_UNAVAILABLE") and not ctx.has("MACROS_REMOVED")
+    assert [n for _, n, _ in parts(ctx.outputs["alice@example.test"]) if n] == []
+
+
+def test_a_long_japanese_name_is_written_as_rfc2231_continuations() -> None:
+    from email.message import EmailMessage
+
+    from mailmoat.stages.isolate import _Converted, _replace_file
+
+    name = "令和八年度第三四半期営業報告書（関東支社・最終版・社外秘）マクロ付き様式.docx"
+    node = EmailMessage()
+    node.set_content(b"x", maintype="application", subtype="octet-stream", filename="a.docm")
+    _replace_file(node, _Converted(b"PK-data", name, "application/vnd.openxmlformats-"
+                                   "officedocument.wordprocessingml.document"))
+    raw = node.as_bytes(policy=policy.default.clone(refold_source="none"))  # as serialize_tree
+    assert max(len(line) for line in raw.split(b"\n")) < 100
+    parsed = message_from_bytes(raw, policy=policy.default)
+    assert parsed.get_filename() == name and parsed.get_payload(decode=True) == b"PK-data"
+    assert parsed.get_content_type().endswith("wordprocessingml.document")

@@ -86,6 +86,31 @@ def macro_free_name(filename: str) -> str:
     return filename
 
 
+# The MIME type of the macro-free file a macro-enabled one becomes.
+_MACRO_FREE_MIME = {
+    "application/vnd.ms-word.document.macroenabled.12":
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.ms-word.template.macroenabled.12":
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.template",
+    "application/vnd.ms-excel.sheet.macroenabled.12":
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "application/vnd.ms-excel.template.macroenabled.12":
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.template",
+    "application/vnd.ms-powerpoint.presentation.macroenabled.12":
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "application/vnd.ms-powerpoint.slideshow.macroenabled.12":
+        "application/vnd.openxmlformats-officedocument.presentationml.slideshow",
+    "application/vnd.ms-powerpoint.template.macroenabled.12":
+        "application/vnd.openxmlformats-officedocument.presentationml.template",
+}
+
+
+def macro_free_type(mime_type: str | None) -> str:
+    """docm → docx and so on; a type already macro-free (or unknown) is kept as it is."""
+    value = (mime_type or "application/octet-stream").lower()
+    return _MACRO_FREE_MIME.get(value, mime_type or "application/octet-stream")
+
+
 def parse_xml(data: bytes) -> Any:
     """lxml without entity resolution, network or huge trees: OOXML parts are untrusted."""
     from lxml import etree

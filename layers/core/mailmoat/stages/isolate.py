@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import email.message
 import html
 import logging
 from dataclasses import dataclass
 from email.message import EmailMessage
+from email.utils import encode_rfc2231
 from typing import TYPE_CHECKING
 
 from mailmoat.adapters.sqlite_isolation import isolation_store
@@ -25,6 +27,7 @@ from mailmoat.policy import decide
 
 if TYPE_CHECKING:
     from mailmoat.rewrite.banner import Banner
+    from mailmoat.settings import Limits
 
 log = logging.getLogger("mailmoat.isolate")
 
@@ -39,6 +42,8 @@ NOTICE: dict[str, dict[str, str]] = {
         "isolated": "添付ファイルはセキュリティポリシーにより分離されました。"
                     "以下のURLから確認してください（有効期限 {days} 日）。",
         "deleted": "以下の添付ファイルは危険と判定されたため削除されました。",
+        "converted": "以下の添付ファイルはマクロを削除して添付しています。"
+                     "元のファイルは以下のURLから確認できます（有効期限 {days} 日）。",
         "virus": "ウイルスを検出",
         "danger": "危険なファイル",
         "link": "添付ファイルを確認する",
@@ -49,6 +54,8 @@ NOTICE: dict[str, dict[str, str]] = {
         "isolated": "Attachments were separated from this message by security policy. "
                     "Check them at the URL below (valid for {days} days).",
         "deleted": "The following attachments were judged dangerous and have been deleted.",
+        "converted": "The following attachments are attached with their macros removed. "
+                     "The originals are at the URL below (valid for {days} days).",
         "virus": "virus detected",
         "danger": "dangerous file",
         "link": "Check the attachments",
@@ -67,10 +74,20 @@ class IsolationError(RuntimeError):
     """The files cannot be taken out of this message safely; the stage fails closed."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Converted:
+    """A file's safe copy that replaces it in the message."""
+
+    data: bytes
+    filename: str
+    content_type: str
+
+
 @dataclass(slots=True)
 class _Removed:
     report: AttachmentReport
     deleted: bool
+    converted: _Converted | None = None
 
 
 class Isolate:
@@ -116,12 +133,16 @@ def isolate(ctx: MessageContext, services: Services, tenant: TenantConfig,
     store = isolation_store(services)
     now = services.clock.now()
     expires = expiry(now, tenant.retention_days)
+    # Converted files stay in the message as their safe copy; the original goes to the portal.
+    converted: dict[str, _Converted] = {}
+    for report in pending:
+        if report.action == AttachmentAction.CONVERT:
+            done = _convert(ctx, report, by_path[report.path], services.settings.limits)
+            if done is not None:
+                converted[report.path] = done
     files: list[IsolatedFile] = []
     for report in pending:
         deleted = report.action == AttachmentAction.DELETE
-        if report.action == AttachmentAction.CONVERT:
-            # No converter runs in this stage yet: the file goes to the portal as it is.
-            ctx.add("CONVERT_UNAVAILABLE", report.path, "isolated instead")
         key = None
         if not deleted:
             key = blob_key(ctx.id, report.path)
@@ -139,10 +160,13 @@ def isolate(ctx: MessageContext, services: Services, tenant: TenantConfig,
         mail_from=ctx.envelope.mail_from, route=[h.to_dict() for h in ctx.route],
         created_at=now, expires_at=expires), files)
 
-    _strip(msg, [by_path[a.path] for a in outermost])
+    for path, done in converted.items():
+        _replace_file(by_path[path].node, done)
+    _strip(msg, [by_path[a.path] for a in outermost if a.path not in converted])
     stripped = serialize_tree(source, msg, RawMessage.split(source).linesep)
 
-    shown = [_Removed(a, a.action == AttachmentAction.DELETE) for a in outermost]
+    shown = [_Removed(a, a.action == AttachmentAction.DELETE, converted.get(a.path))
+             for a in outermost]
     recipients = list(dict.fromkeys(r.lower() for r in ctx.envelope.rcpt_to)) or [""]
     base = services.settings.portal_url.rstrip("/")
     outputs: dict[str, bytes] = {}
@@ -163,6 +187,71 @@ def isolate(ctx: MessageContext, services: Services, tenant: TenantConfig,
     log.info("attachments isolated", extra={
         "message_id": ctx.id, "tenant": tenant.name, "stage": "isolate", "action": "isolate",
         "count": len(files)})
+
+
+def _convert(ctx: MessageContext, report: AttachmentReport, part: Part, limits: Limits
+             ) -> _Converted | None:
+    """The custom rule's conversion, when this file allows it. Anything else is isolated as is,
+    with the reason: a conversion that cannot be done never lets the original through."""
+    if report.conversion == "remove-macros":
+        from mailmoat.scan.macros import (
+            MacroRemovalError,
+            has_vba_project,
+            macro_free_name,
+            macro_free_type,
+            remove_macros,
+        )
+
+        data = part.payload()
+        if not has_vba_project(data):
+            ctx.add("CONVERT_UNAVAILABLE", report.path, "not an OOXML document with macros; isolated")
+            return None
+        try:
+            # Active content goes too (remote templates, DDE): "no macros" must mean nothing runs.
+            cleaned = remove_macros(data, limits, active_content=True)
+        except MacroRemovalError as exc:
+            ctx.add("CONVERT_UNAVAILABLE", report.path, f"{exc}; isolated")
+            return None
+        name = macro_free_name(_file_name(report))
+        ctx.add("MACROS_REMOVED", report.path, name)
+        return _Converted(cleaned, name, macro_free_type(report.detected_type or report.declared_type))
+    # convert-pdf needs an Office renderer (LibreOffice), which the gateway does not ship.
+    ctx.add("CONVERT_UNAVAILABLE", report.path,
+            f"{report.conversion or 'conversion'} not available; isolated")
+    return None
+
+
+def _replace_file(node: email.message.Message, done: _Converted) -> None:
+    """The part keeps its place in the tree; its content, type and name become the copy's."""
+    for name in [k for k in node if k.lower().startswith("content-")]:
+        del node[name]
+    encoded = base64.encodebytes(done.data).decode("ascii")
+    # Written pre-folded with set_raw: the email package's refolder mangles a long MIME type
+    # next to an RFC 2231 parameter (it encoded "vnd.openxml…" as an encoded word).
+    node.set_raw("Content-Type", f"{done.content_type};{_name_param('name', done.filename)}")
+    node.set_raw("Content-Transfer-Encoding", "base64")
+    node.set_raw("Content-Disposition", f"attachment;{_name_param('filename', done.filename)}")
+    node.set_payload(encoded)
+
+
+def _name_param(key: str, filename: str) -> str:
+    """`key="name"`, or RFC 2231 `key*0*=utf-8''…; key*1*=…` continuations for a non-ASCII
+    name, one folded line each so no line nears SMTP's 998-byte limit."""
+    if filename.isascii():
+        cleaned = "".join(ch for ch in filename if ch.isprintable())
+        return '\n {}="{}"'.format(key, cleaned.replace("\\", "\\\\").replace('"', '\\"'))
+    encoded = encode_rfc2231(filename, "utf-8").partition("''")[2]
+    chunks: list[str] = []
+    while encoded:
+        cut = min(len(encoded), 60)
+        while cut < len(encoded) and "%" in encoded[max(cut - 2, 0):cut]:
+            cut -= 1  # never split a %XX escape
+        chunks.append(encoded[:cut])
+        encoded = encoded[cut:]
+    if len(chunks) == 1:
+        return f"\n {key}*=utf-8''{chunks[0]}"
+    chunks[0] = "utf-8''" + chunks[0]
+    return ";".join(f"\n {key}*{i}*={chunk}" for i, chunk in enumerate(chunks))
 
 
 def _file_name(report: AttachmentReport) -> str:
@@ -232,8 +321,9 @@ def _notice(shown: list[_Removed], url: str | None, tenant: TenantConfig) -> Ban
     from mailmoat.rewrite.banner import Banner
 
     words = NOTICE.get(tenant.language, NOTICE["ja"])
-    isolated = [r.report for r in shown if not r.deleted]
+    isolated = [r.report for r in shown if not r.deleted and r.converted is None]
     deleted = [r.report for r in shown if r.deleted]
+    converted = [r for r in shown if r.converted is not None]
     lines: list[str] = [_RULE, words["title"]]
     parts: list[str] = [f'<strong style="color:#1C5FA8;font-size:15px;">'
                         f"{html.escape(words['title'])}</strong>"]
@@ -246,6 +336,18 @@ def _notice(shown: list[_Removed], url: str | None, tenant: TenantConfig) -> Ban
             name = _display_name(_file_name(report))
             lines.append(f"・{name}")
             parts.append(f"・{html.escape(name)}")
+    if converted:
+        intro = words["converted"].format(days=tenant.retention_days)
+        lines.append(intro)
+        parts.append(html.escape(intro))
+        if not isolated:
+            _link(lines, parts, url, words)
+        for removed in converted:
+            assert removed.converted is not None
+            name = _display_name(_file_name(removed.report))
+            line = f"・{name} → {_display_name(removed.converted.filename)}"
+            lines.append(line)
+            parts.append(html.escape(line))
     if deleted:
         lines.append(words["deleted"])
         parts.append(html.escape(words["deleted"]))
