@@ -16,7 +16,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 
 # RFC 2606 reserves .invalid: these Message-IDs can never collide with real mail.
-MESSAGE_ID_DOMAIN = "mailmoat-test.invalid"
+MESSAGE_ID_DOMAIN = "mailmoat.invalid"
 TEST_HEADER = "X-Mailmoat-Test"
 DEFAULT_FROM = "tester@sender.example"
 # example.com publishes "v=spf1 -all" (IANA); offline, the gateway's MAILMOAT_DNS_ZONE decides.

@@ -6,9 +6,12 @@ import argparse
 import json
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailmoat.sendtest.battery import DEFAULT_FROM, DEFAULT_SPF_FAIL_FROM, TEST_NAMES
+
+if TYPE_CHECKING:
+    from mailmoat.sendtest.runs import RunRecord
 
 HELP = "send the pre-MX-switch test battery and/or report what the gateway did with it"
 DEFAULT_SEND_WAIT = 60.0
@@ -75,16 +78,16 @@ def cmd_send_test(args: argparse.Namespace) -> int:
         return 1
     if args.report:
         return _report(args, settings, run_id=args.run, wait=args.wait or 0.0)
-    run_id = _send(args, settings, only)
-    if run_id is None:
+    run = _send(args, settings, only)
+    if run is None:
         return 1
     if args.send_only:
-        return 0
-    return _report(args, settings, run_id=run_id,
+        return 0 if all(m.accepted for m in run.messages) else 1
+    return _report(args, settings, run_id=run.run_id,
                    wait=DEFAULT_SEND_WAIT if args.wait is None else args.wait)
 
 
-def _send(args: argparse.Namespace, settings: Any, only: list[str] | None) -> str | None:
+def _send(args: argparse.Namespace, settings: Any, only: list[str] | None) -> RunRecord | None:
     from mailmoat.sendtest.battery import build_battery, new_run_id
     from mailmoat.sendtest.runs import RunRecord, save_run
     from mailmoat.sendtest.sender import SmtpTarget, parse_server, send_one
@@ -120,9 +123,7 @@ def _send(args: argparse.Namespace, settings: Any, only: list[str] | None) -> st
         print(f"run {run_id}: {accepted}/{len(run.messages)} accepted by {target.label}; recorded in {path}")
         if not args.send_only:
             print("Waiting for the gateway to process them (message log) ...", flush=True)
-    if not any(m.accepted for m in run.messages) and args.send_only:
-        return None
-    return run_id
+    return run
 
 
 def _report(args: argparse.Namespace, settings: Any, *, run_id: str | None, wait: float) -> int:

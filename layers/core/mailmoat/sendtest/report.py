@@ -268,8 +268,9 @@ def find_records(log: MessageLog, message_ids: Iterable[str]) -> dict[str, Messa
     wanted = set(message_ids)
     found: dict[str, MessageRecord] = {}
     for record in log.recent(LOOKUP_LIMIT):  # newest first: the first one seen wins
-        if record.message_id in wanted and record.message_id not in found:
-            found[record.message_id] = record
+        message_id = (record.message_id or "").strip()
+        if message_id in wanted and message_id not in found:
+            found[message_id] = record
     return found
 
 
