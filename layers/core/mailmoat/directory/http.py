@@ -71,9 +71,9 @@ def get_json(session: requests.Session, url: str, *, headers: Headers, sleep: Sl
     throttling wait is picked up. Never logs the query (delta tokens) or the headers."""
     where = urlsplit(url).path
     for attempt in range(max_retries + 1):
+        request_headers = dict(headers() if callable(headers) else headers)  # token errors are not retried
         try:
-            response = session.get(url, params=params, timeout=REQUEST_TIMEOUT,
-                                   headers=dict(headers() if callable(headers) else headers))
+            response = session.get(url, params=params, timeout=REQUEST_TIMEOUT, headers=request_headers)
         except (requests.ConnectionError, requests.Timeout) as exc:
             if attempt == max_retries:
                 raise DirectorySyncError(f"GET {where}: {type(exc).__name__}") from exc

@@ -132,7 +132,10 @@ class GraphDirectory:
 
     def _headers(self) -> dict[str, str]:
         # msal keeps the token in its in-memory cache and fetches a new one near expiry.
-        result = self._app.acquire_token_for_client(scopes=SCOPE)
+        try:
+            result = self._app.acquire_token_for_client(scopes=SCOPE)
+        except (ValueError, requests.RequestException) as exc:
+            raise DirectorySyncError(f"Microsoft 365 token: {type(exc).__name__}") from exc
         token = result.get("access_token") if isinstance(result, dict) else None
         if not token:
             error = result.get("error", "no token") if isinstance(result, dict) else "no token"

@@ -1,16 +1,32 @@
-"""Recipients as CSV: import (UTF-8 or CP932, all-or-nothing, errors by line) and export."""
+"""Recipients as CSV: import (UTF-8 or CP932, all-or-nothing, errors by line) and export.
+
+Columns, in this order: address, name, organisation, department, title, memo, spam_filter,
+aliases, kind. Files with fewer columns stay valid: a row without the aliases (or kind) column
+keeps what the directory already has there. Aliases are separated by spaces, `;` or `,`
+inside their cell; kind is user / shared / group / list.
+"""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
+import re
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 
-from mailmoat.ports import Directory, Recipient
+from mailmoat.ports import RECIPIENT_KINDS, Directory, Recipient
 
 # The product's column order; a header row with these (or the Japanese) names is optional.
-COLUMNS = ("address", "name", "organisation", "department", "title", "memo", "spam_filter")
+# New columns only ever go at the end, so files written for an older version stay valid.
+COLUMNS = ("address", "name", "organisation", "department", "title", "memo", "spam_filter",
+           "aliases", "kind")
+_ALIASES, _KIND = COLUMNS.index("aliases"), COLUMNS.index("kind")
+_ALIAS_SEPARATORS = re.compile(r"[\s;,、]+")
+_KIND_NAMES = {"ユーザー": "user", "共有": "shared", "共有メールボックス": "shared",
+               "グループ": "group", "メーリングリスト": "list", "配布リスト": "list"}
+# Rows a directory sync manages: `--replace` leaves them to their provider.
+_SYNCED_SOURCES = frozenset({"m365", "google"})
 _HEADER_NAMES = {"address", "email", "e-mail", "mail", "メールアドレス", "アドレス"}
 _TRUE = {"on", "true", "1", "yes", "y", "有効", "オン", "する"}
 _FALSE = {"off", "false", "0", "no", "n", "無効", "オフ", "しない"}
@@ -53,8 +69,22 @@ def _flag(value: str) -> bool | None:
     return None
 
 
-def parse_rows(text: str, directory: Directory, tenant: str | None) -> tuple[list[Recipient], list[str]]:
-    rows: list[Recipient] = []
+def _address_error(address: str) -> bool:
+    _, parsed = parseaddr(address)
+    local, at, domain = address.partition("@")
+    return not at or not local or not domain or parsed != address or " " in address
+
+
+@dataclass
+class _Row:
+    recipient: Recipient
+    line: int
+    has_aliases: bool  # the row reaches the aliases column (an empty cell clears them)
+    has_kind: bool
+
+
+def _parse(text: str, directory: Directory, tenant: str | None) -> tuple[list[_Row], list[str]]:
+    rows: list[_Row] = []
     errors: list[str] = []
     seen: dict[str, int] = {}
     reader = csv.reader(io.StringIO(text, newline=""))
@@ -71,9 +101,8 @@ def parse_rows(text: str, directory: Directory, tenant: str | None) -> tuple[lis
             errors.append(f"line {lineno}: {len(row)} columns, expected at most {len(COLUMNS)}")
             continue
         address = cells[0].lower()
-        _, parsed = parseaddr(address)
-        local, at, domain = address.partition("@")
-        if not at or not local or not domain or parsed != address or " " in address:
+        domain = address.partition("@")[2]
+        if _address_error(address):
             errors.append(f"line {lineno}: not an e-mail address: {cells[0]!r}")
             continue
         row_tenant = directory.tenant_for_domain(domain)
@@ -87,14 +116,45 @@ def parse_rows(text: str, directory: Directory, tenant: str | None) -> tuple[lis
         if spam is None:
             errors.append(f"line {lineno}: spam filter must be on/off, got {cells[6]!r}")
             continue
-        if address in seen:
-            errors.append(f"line {lineno}: {address} repeats line {seen[address]}")
+        aliases = sorted({a.lower() for a in _ALIAS_SEPARATORS.split(cells[_ALIASES]) if a} - {address})
+        bad = [a for a in aliases if _address_error(a)
+               or directory.tenant_for_domain(a.partition("@")[2]) != row_tenant]
+        if bad:
+            errors.append(f"line {lineno}: aliases must be addresses in the tenant's domains: "
+                          f"{', '.join(bad)}")
             continue
-        seen[address] = lineno
-        rows.append(Recipient(address=address, tenant=row_tenant, name=cells[1],
-                              organisation=cells[2], department=cells[3], title=cells[4],
-                              memo=cells[5], spam_filter=spam))
+        kind = _KIND_NAMES.get(cells[_KIND], cells[_KIND].lower()) or "user"
+        if kind not in RECIPIENT_KINDS:
+            errors.append(f"line {lineno}: kind must be one of {', '.join(RECIPIENT_KINDS)}, "
+                          f"got {cells[_KIND]!r}")
+            continue
+        clash = next((a for a in [address, *aliases] if a in seen), None)
+        if clash is not None:
+            errors.append(f"line {lineno}: {clash} repeats line {seen[clash]}")
+            continue
+        for a in [address, *aliases]:
+            seen[a] = lineno
+        rows.append(_Row(Recipient(address=address, tenant=row_tenant, name=cells[1],
+                                   organisation=cells[2], department=cells[3], title=cells[4],
+                                   memo=cells[5], spam_filter=spam, kind=kind, aliases=aliases,
+                                   source="csv"),
+                         lineno, has_aliases=len(row) > _ALIASES, has_kind=len(row) > _KIND))
     return rows, errors
+
+
+def parse_rows(text: str, directory: Directory, tenant: str | None) -> tuple[list[Recipient], list[str]]:
+    rows, errors = _parse(text, directory, tenant)
+    return [r.recipient for r in rows], errors
+
+
+def _merge(row: _Row, old: Recipient | None) -> Recipient:
+    """The row as it will be stored: what the file leaves out, and who owns the row, stay."""
+    new = row.recipient
+    if old is None:
+        return new
+    return dataclasses.replace(new, aliases=new.aliases if row.has_aliases else list(old.aliases),
+                               kind=new.kind if row.has_kind else old.kind,
+                               source=old.source, external_id=old.external_id)
 
 
 def import_csv(directory: Directory, data: bytes, *, tenant: str | None = None,
@@ -105,29 +165,40 @@ def import_csv(directory: Directory, data: bytes, *, tenant: str | None = None,
     except UnicodeDecodeError:
         result.errors.append("line 1: the file is neither UTF-8 nor CP932 (Shift_JIS)")
         return result
-    rows, result.errors = parse_rows(text, directory, tenant)
+    parsed, result.errors = _parse(text, directory, tenant)
     if result.errors:
         return result
-    tenants = {tenant} if tenant else {r.tenant for r in rows}
+    tenants = {tenant} if tenant else {r.recipient.tenant for r in parsed}
     existing = {r.address: r for t in sorted(tenants) for r in directory.recipients(t)}
-    for r in rows:
-        old = existing.get(r.address)
+    rows: list[Recipient] = []
+    for row in parsed:
+        old = existing.get(row.recipient.address)
+        new = _merge(row, old)
+        for alias in new.aliases:
+            # An alias of someone else (or someone's own address) would take their mail.
+            owner = directory.recipient(alias)
+            if owner is not None and owner.address != new.address:
+                result.errors.append(f"line {row.line}: {alias} already belongs to {owner.address}")
+        rows.append(new)
         if old is None:
-            result.added.append(r.address)
-        elif old != r:
-            result.changed.append(r.address)
+            result.added.append(new.address)
+        elif old != new:
+            result.changed.append(new.address)
         else:
-            result.unchanged.append(r.address)
-    if replace:
-        present = {r.address for r in rows}
-        result.removed = sorted(a for a in existing if a not in present)
-    if dry_run:
+            result.unchanged.append(new.address)
+    if result.errors:
+        result.added, result.changed, result.unchanged = [], [], []
         return result
     if replace:
+        present = {r.address for r in rows}
+        result.removed = sorted(a for a, r in existing.items()
+                                if a not in present and r.source not in _SYNCED_SOURCES)
+    if dry_run:
+        return result
+    directory.upsert_recipients(rows)
+    if replace:
         for t in sorted(tenants):
-            directory.replace_recipients(t, [r for r in rows if r.tenant == t])
-    else:
-        directory.upsert_recipients(rows)
+            directory.remove_recipients(t, [a for a in result.removed if existing[a].tenant == t])
     result.applied = True
     return result
 
@@ -138,5 +209,5 @@ def export_csv(directory: Directory, tenant: str | None = None) -> str:
     writer.writerow(COLUMNS)
     for r in directory.recipients(tenant):
         writer.writerow([r.address, r.name, r.organisation, r.department, r.title, r.memo,
-                         "on" if r.spam_filter else "off"])
+                         "on" if r.spam_filter else "off", " ".join(r.aliases), r.kind])
     return out.getvalue()
