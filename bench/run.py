@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 import corpus  # noqa: E402  (the generator beside this file)
+import rspamd_server  # noqa: E402  (start/stop of the peer rspamd, shared with the tests)
 
 STAGES = ("authenticate", "scan", "isolate", "rewrite")  # what `mailmoat process` runs
 SHARED_CORPUS = ROOT.parent / "shared" / "corpus" / "bench200"
@@ -165,39 +166,7 @@ def portal_render_ms(runtime: Any, rounds: int = 200) -> dict[str, float]:
     return {"median": round(statistics.median(timings), 3), "p99": round(percentile(timings, 99), 3)}
 
 
-RSPAMD_CONF = ROOT / "bench" / "rspamd"  # our LOCAL_CONFDIR, merged over Debian's /etc/rspamd
-RSPAMD_NORMAL = "127.0.0.1:11333"
-RSPAMD_CONTROLLER = "127.0.0.1:11334"
-
-
-def _rspamd_installed() -> bool:
-    import shutil
-
-    return shutil.which("rspamd") is not None and shutil.which("rspamc") is not None
-
-
-def _install_rspamd() -> None:
-    """Debian's rspamd, through apt (the only registry this touches)."""
-    if _rspamd_installed():
-        return
-    if os.geteuid() != 0:
-        raise SystemExit("bench-peers: rspamd is not installed and this is not root; run\n"
-                         "  sudo apt-get install -y --no-install-recommends rspamd\nthen make bench-peers")
-    print("bench: installing rspamd (apt-get) …", flush=True)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "rspamd"], check=True, env=env)
-    # Debian starts the packaged service on the default ports; ours must own 11333/11334.
-    subprocess.run(["systemctl", "stop", "rspamd"], capture_output=True, check=False)
-
-
-def _rspamd_answers(timeout: float = 2.0) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://{RSPAMD_CONTROLLER}/ping", timeout=timeout) as r:
-            return bool(r.status == 200)
-    except OSError:
-        return False
+RSPAMD_NORMAL = "127.0.0.1:11333"  # rspamd_server.DEFAULT_PORTS, what rspamc -h names
 
 
 def _time_rspamc(files: list[Path], out: Path) -> tuple[float, list[float]]:
@@ -218,100 +187,46 @@ def peer_rspamd(files: list[Path], groups: dict[str, list[Path]] | None = None,
     """rspamd (Debian) on loopback with bench/rspamd as its local config, timed with rspamc on
     the files our pipeline timed. `groups` names subsets timed on their own too; `ours` holds our
     msg/s for "all" and for each group, so the ratios are ours / rspamd on the same messages."""
-    import shutil
-
     if not files:
         return None
-    _install_rspamd()
-    if _rspamd_answers(0.5):
-        raise SystemExit(f"bench-peers: something already answers on {RSPAMD_CONTROLLER}; stop it first")
+    try:
+        rspamd_server.install()
+    except rspamd_server.RspamdUnavailable as exc:
+        raise SystemExit(f"bench-peers: {exc}\nthen make bench-peers") from exc
     ours = ours or {}
-    with tempfile.TemporaryDirectory(prefix="mailmoat-rspamd-") as tmp:
+    print("bench: starting rspamd on loopback (first start compiles hyperscan, ~20 s) …", flush=True)
+    with rspamd_server.RspamdServer(wait_for_hyperscan=True) as server, \
+            tempfile.TemporaryDirectory(prefix="mailmoat-rspamc-") as tmp:
         base = Path(tmp)
-        conf = base / "local"
-        shutil.copytree(RSPAMD_CONF, conf)
-        for sub in ("run", "db", "log"):
-            (base / sub).mkdir()
-        cmd = ["rspamd", "-f", "-c", "/etc/rspamd/rspamd.conf", f"--var=LOCAL_CONFDIR={conf}",
-               f"--var=RUNDIR={base / 'run'}", f"--var=DBDIR={base / 'db'}", f"--var=LOGDIR={base / 'log'}"]
-        if os.geteuid() == 0:  # rspamd refuses to keep root; it drops to its own user
-            cmd[2:2] = ["-u", "_rspamd", "-g", "_rspamd"]
-            subprocess.run(["chown", "-R", "_rspamd:_rspamd", str(base)], check=True)
-            base.chmod(0o755)
-        log_path = base / "log" / "rspamd.log"
-        stdout = open(base / "stdout.log", "wb")  # noqa: SIM115  (closed in finally)
-        proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.STDOUT)
-        try:
-            print("bench: starting rspamd on loopback (first start compiles hyperscan, ~20 s) …", flush=True)
-            t0 = time.perf_counter()
-            while not _rspamd_answers(1.0):
-                if proc.poll() is not None or time.perf_counter() - t0 > 180:
-                    tail = (base / "stdout.log").read_text(errors="replace")[-2000:]
-                    if log_path.exists():
-                        tail += log_path.read_text(errors="replace")[-2000:]
-                    raise RuntimeError(f"rspamd did not come up (exit {proc.poll()}):\n{tail}")
-                time.sleep(0.5)
-            _wait_for_hyperscan(base / "db", proc)
-            startup = time.perf_counter() - t0
-            # Warm up the worker (maps, Lua caches, hyperscan loading) as our bench warms imports.
-            _time_rspamc(files[: min(20, len(files))], base / "warm.txt")
-            result: dict[str, Any] = {"peer": "rspamd", "version": _rspamd_version(),
-                                      "startup_s": round(startup, 1), "messages": len(files)}
-            seconds, server_ms = _time_rspamc(files, base / "all.txt")
-            if len(server_ms) != len(files):
-                raise RuntimeError(f"rspamc printed {len(server_ms)} results for {len(files)} files")
-            result["rspamd_msgs_per_s"] = round(len(files) / seconds, 1)
-            result["rspamd_median_ms"] = round(statistics.median(server_ms), 3)
-            result["rspamd_p99_ms"] = round(percentile(server_ms, 99), 3)
-            result["rspamd_server_msgs_per_s"] = round(len(files) / (sum(server_ms) / 1000), 1)
-            if ours.get("all"):
-                result["ours_msgs_per_s"] = round(ours["all"], 1)
-                result["ratio"] = round(ours["all"] / result["rspamd_msgs_per_s"], 2)
-            for name, subset in (groups or {}).items():
-                if not subset:
-                    continue
-                seconds, _ = _time_rspamc(subset, base / f"{name}.txt")
-                rate = round(len(subset) / seconds, 1)
-                result[f"{name}_rspamd_msgs_per_s"] = rate
-                if ours.get(name):
-                    result[f"{name}_ratio"] = round(ours[name] / rate, 2)
-            result["how"] = ("rspamc -n 1 (sequential) over HTTP on loopback vs our pipeline in-process "
-                             "(authenticate, scan, isolate, rewrite), one core each; rspamd network checks "
-                             "off (bench/rspamd), ours with an empty offline DNS zone. rspamd_median_ms, "
-                             "rspamd_p99_ms, rspamd_server_msgs_per_s: rspamd's own time_real per message, "
-                             "without rspamc and HTTP")
-            return result
-        finally:
-            proc.terminate()  # by its pid: the main process stops its workers
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-            stdout.close()
-
-
-def _wait_for_hyperscan(dbdir: Path, proc: subprocess.Popen[bytes], limit: float = 120.0) -> None:
-    """rspamd answers before its hs_helper has compiled the regexps; until the workers load the
-    hyperscan database they match with PCRE, several times slower. The databases are files in
-    DBDIR: wait until they exist and have stopped changing, then for the load notice."""
-    deadline = time.perf_counter() + limit
-    last: tuple[int, float] = (-1, 0.0)
-    stable_since = time.perf_counter()
-    while time.perf_counter() < deadline and proc.poll() is None:
-        files = list(dbdir.glob("*.hs"))
-        state = (len(files), max((f.stat().st_mtime for f in files), default=0.0))
-        if state != last:
-            last, stable_since = state, time.perf_counter()
-        elif files and time.perf_counter() - stable_since > 3.0:
-            time.sleep(2.0)  # the helper postpones its "loaded" notice by 1 s
-            return
-        time.sleep(0.5)
-
-
-def _rspamd_version() -> str:
-    proc = subprocess.run(["rspamd", "--version"], capture_output=True, text=True, check=False)
-    return proc.stdout.strip().splitlines()[0] if proc.stdout.strip() else ""
+        startup = server.startup_s
+        # Warm up the worker (maps, Lua caches, hyperscan loading) as our bench warms imports.
+        _time_rspamc(files[: min(20, len(files))], base / "warm.txt")
+        result: dict[str, Any] = {"peer": "rspamd", "version": rspamd_server.version(),
+                                  "startup_s": round(startup, 1), "messages": len(files)}
+        seconds, server_ms = _time_rspamc(files, base / "all.txt")
+        if len(server_ms) != len(files):
+            raise RuntimeError(f"rspamc printed {len(server_ms)} results for {len(files)} files")
+        result["rspamd_msgs_per_s"] = round(len(files) / seconds, 1)
+        result["rspamd_median_ms"] = round(statistics.median(server_ms), 3)
+        result["rspamd_p99_ms"] = round(percentile(server_ms, 99), 3)
+        result["rspamd_server_msgs_per_s"] = round(len(files) / (sum(server_ms) / 1000), 1)
+        if ours.get("all"):
+            result["ours_msgs_per_s"] = round(ours["all"], 1)
+            result["ratio"] = round(ours["all"] / result["rspamd_msgs_per_s"], 2)
+        for name, subset in (groups or {}).items():
+            if not subset:
+                continue
+            seconds, _ = _time_rspamc(subset, base / f"{name}.txt")
+            rate = round(len(subset) / seconds, 1)
+            result[f"{name}_rspamd_msgs_per_s"] = rate
+            if ours.get(name):
+                result[f"{name}_ratio"] = round(ours[name] / rate, 2)
+        result["how"] = ("rspamc -n 1 (sequential) over HTTP on loopback vs our pipeline in-process "
+                         "(authenticate, scan, isolate, rewrite), one core each; rspamd network checks "
+                         "off (bench/rspamd), ours with an empty offline DNS zone. rspamd_median_ms, "
+                         "rspamd_p99_ms, rspamd_server_msgs_per_s: rspamd's own time_real per message, "
+                         "without rspamc and HTTP")
+        return result
 
 
 def main() -> int:

@@ -5,7 +5,7 @@ set -euo pipefail
 what=${1:-run}
 
 run_pkgs=(libmagic1)
-test_pkgs=(libmagic1 clamav-daemon zip unzip chromium fonts-noto-cjk fonts-noto-color-emoji)
+test_pkgs=(libmagic1 clamav-daemon zip unzip chromium fonts-noto-cjk fonts-noto-color-emoji rspamd)
 
 pkgs=("${run_pkgs[@]}")
 [ "$what" = test ] && pkgs=("${test_pkgs[@]}")
@@ -22,7 +22,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   apt-get update -qq >/dev/null
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # clamav-daemon's service would start freshclam/clamd with the distro config; tests run their own.
-  if command -v systemctl >/dev/null 2>&1; then systemctl disable --now clamav-daemon clamav-freshclam >/dev/null 2>&1 || true; fi
+  # rspamd's would hold 11333/11334; the rspamd tests and bench-peers start their own on loopback.
+  if command -v systemctl >/dev/null 2>&1; then systemctl disable --now clamav-daemon clamav-freshclam rspamd >/dev/null 2>&1 || true; fi
 else
   echo "system-deps: missing packages: ${missing[*]}" >&2
   echo "  install them with: sudo apt-get install ${missing[*]}" >&2

@@ -1,0 +1,1 @@
+"""Spam verdicts (DNS blocklists, rspamd, SES), the per-recipient spam quarantine and its digest."""
