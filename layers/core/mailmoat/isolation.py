@@ -95,6 +95,16 @@ class DownloadRecord:
     recipient: str
 
 
+@dataclass(frozen=True, slots=True)
+class PortalLink:
+    """One recipient's portal link as the admin console lists it (never the token itself)."""
+
+    message_id: str
+    recipient: str
+    created_at: datetime | None
+    expires_at: datetime
+
+
 class IsolationStore(Protocol):
     """Records of isolated files and the portal tokens that reach them (DESIGN §2)."""
 
@@ -111,6 +121,10 @@ class IsolationStore(Protocol):
     def attempts_since(self, message_id: str, path: str, since: datetime) -> int: ...
     def expired(self, now: datetime) -> list[IsolatedFile]: ...
     def delete_expired(self, now: datetime) -> int: ...
+    # The admin console: one tenant's isolated messages, their links, and revoking a link.
+    def tenant_messages(self, tenant: str, limit: int = 50, offset: int = 0) -> list[PortalMessage]: ...
+    def links(self, message_id: str) -> list[PortalLink]: ...
+    def revoke(self, message_id: str, recipient: str) -> bool: ...
 
 
 def issue_token(store: IsolationStore, message_id: str, recipient: str, expires_at: datetime) -> str:

@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING
 
 from mailmoat.adapters.sqlite import SqliteDatabase
 from mailmoat.context import Verdict
-from mailmoat.isolation import DownloadRecord, IsolatedFile, IsolationStore, PortalAccess, PortalMessage
+from mailmoat.isolation import (
+    DownloadRecord,
+    IsolatedFile,
+    IsolationStore,
+    PortalAccess,
+    PortalLink,
+    PortalMessage,
+)
 
 if TYPE_CHECKING:
     from mailmoat.pipeline import Services
@@ -135,13 +142,7 @@ class SqliteIsolationStore:
 
     def message(self, message_id: str) -> PortalMessage | None:
         rows = self.db.query("SELECT * FROM portal_messages WHERE id = ?", (message_id,))
-        if not rows:
-            return None
-        r = rows[0]
-        return PortalMessage(id=r["id"], tenant=r["tenant"], language=r["language"],
-                             from_header=r["from_header"], subject=r["subject"], date=r["date"],
-                             mail_from=r["mail_from"], route=json.loads(r["route"] or "[]"),
-                             created_at=_dt(r["created_at"]), expires_at=_dt(r["expires_at"]))
+        return _message(rows[0]) if rows else None
 
     def files(self, message_id: str) -> list[IsolatedFile]:
         rows = self.db.query("SELECT * FROM isolated_files WHERE message_id = ?", (message_id,))
@@ -186,6 +187,32 @@ class SqliteIsolationStore:
             # Attempts only matter inside the rate-limit window; a day is plenty.
             c.execute("DELETE FROM portal_attempts WHERE at <= ?", (_ts(now - timedelta(days=1)),))
         return int(n)
+
+    def tenant_messages(self, tenant: str, limit: int = 50, offset: int = 0) -> list[PortalMessage]:
+        rows = self.db.query("SELECT * FROM portal_messages WHERE tenant = ?"
+                             " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+                             (tenant, max(0, min(limit, 1000)), max(0, offset)))
+        return [_message(r) for r in rows]
+
+    def links(self, message_id: str) -> list[PortalLink]:
+        rows = self.db.query("SELECT recipient, created_at, expires_at FROM portal_tokens"
+                             " WHERE message_id = ? ORDER BY recipient", (message_id,))
+        return [PortalLink(message_id, r["recipient"], _dt(r["created_at"]), _dt(r["expires_at"]))
+                for r in rows]
+
+    def revoke(self, message_id: str, recipient: str) -> bool:
+        """The recipient's link stops working at once; True when there was one."""
+        with self.db.transaction() as c:
+            n = c.execute("DELETE FROM portal_tokens WHERE message_id = ? AND recipient = ?",
+                          (message_id, recipient.lower())).rowcount
+        return bool(n)
+
+
+def _message(r: sqlite3.Row) -> PortalMessage:
+    return PortalMessage(id=r["id"], tenant=r["tenant"], language=r["language"],
+                         from_header=r["from_header"], subject=r["subject"], date=r["date"],
+                         mail_from=r["mail_from"], route=json.loads(r["route"] or "[]"),
+                         created_at=_dt(r["created_at"]), expires_at=_dt(r["expires_at"]))
 
 
 def _file(r: sqlite3.Row) -> IsolatedFile:

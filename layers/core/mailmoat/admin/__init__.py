@@ -1,0 +1,1 @@
+"""The admin console's core: accounts and sign-in, the audit trail, tenant policy overrides."""

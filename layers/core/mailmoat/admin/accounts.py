@@ -1,0 +1,139 @@
+"""Admin accounts: argon2id password hashes, sign-in with a per account+IP failure limit."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal, Protocol
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+ALL_TENANTS = "*"  # an operator account: every tenant, shown as such in the console
+MIN_PASSWORD_LENGTH = 12
+MAX_PASSWORD_LENGTH = 1024  # hashing is deliberately expensive; refuse megabyte "passwords"
+LOGIN_MAX_FAILURES = 5
+LOGIN_WINDOW = timedelta(minutes=15)
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class AccountError(ValueError):
+    """An account cannot be created as asked (exists, bad address, weak password)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AdminAccount:
+    email: str
+    tenant: str  # a tenant name, or ALL_TENANTS for an operator
+    password_hash: str
+    created_at: datetime
+    disabled: bool = False
+
+    @property
+    def operator(self) -> bool:
+        return self.tenant == ALL_TENANTS
+
+    def may_manage(self, tenant: str) -> bool:
+        return not self.disabled and (self.operator or self.tenant == tenant)
+
+
+class AccountStore(Protocol):
+    """Where admin accounts and recent sign-in failures live (local: SQLite)."""
+
+    def account(self, email: str) -> AdminAccount | None: ...
+    def accounts(self) -> list[AdminAccount]: ...
+    def create_account(self, account: AdminAccount) -> bool: ...  # False: the address exists
+    def set_password_hash(self, email: str, password_hash: str) -> None: ...
+    def add_login_failure(self, key: str, at: datetime) -> None: ...
+    def login_failures_since(self, key: str, since: datetime) -> int: ...
+    def clear_login_failures(self, key: str) -> None: ...
+
+
+# One hasher for the process: argon2id with the library's RFC 9106 "low memory" defaults.
+HASHER = PasswordHasher()
+
+
+def hash_password(password: str) -> str:
+    check_password_strength(password)
+    return HASHER.hash(password)
+
+
+def check_password_strength(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise AccountError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise AccountError(f"the password must have at most {MAX_PASSWORD_LENGTH} characters")
+
+
+def normalise_email(email: str) -> str:
+    address = email.strip().lower()
+    if not _EMAIL.match(address):
+        raise AccountError(f"not an e-mail address: {email!r}")
+    return address
+
+
+def create_account(store: AccountStore, *, email: str, tenant: str, password: str,
+                   now: datetime, known_tenants: list[str]) -> AdminAccount:
+    """A new admin of one tenant (or of all, with tenant=ALL_TENANTS)."""
+    address = normalise_email(email)
+    if tenant != ALL_TENANTS and tenant not in known_tenants:
+        raise AccountError(f"no tenant {tenant!r} (known: {', '.join(known_tenants) or 'none'})")
+    account = AdminAccount(email=address, tenant=tenant, password_hash=hash_password(password),
+                           created_at=now)
+    if not store.create_account(account):
+        raise AccountError(f"an admin account {address} already exists")
+    return account
+
+
+SignInOutcome = Literal["ok", "invalid", "limited"]
+
+
+@dataclass(frozen=True, slots=True)
+class SignIn:
+    outcome: SignInOutcome
+    account: AdminAccount | None = None
+
+
+class Authenticator:
+    """Checks a password; too many failures for one account from one address lock that pair
+    out for the window (an attacker elsewhere cannot lock the real admin out)."""
+
+    def __init__(self, store: AccountStore, now: Callable[[], datetime], *,
+                 max_failures: int = LOGIN_MAX_FAILURES, window: timedelta = LOGIN_WINDOW) -> None:
+        self.store = store
+        self.now = now
+        self.max_failures = max_failures
+        self.window = window
+        # Verified against when the account does not exist, so a missing account costs the
+        # same time as a wrong password and does not reveal which addresses are admins.
+        self._decoy = HASHER.hash("decoy password, never valid")
+
+    @staticmethod
+    def limit_key(email: str, client_ip: str | None) -> str:
+        return f"{email.strip().lower()}|{client_ip or '-'}"
+
+    def sign_in(self, email: str, password: str, client_ip: str | None) -> SignIn:
+        key = self.limit_key(email, client_ip)
+        now = self.now()
+        if self.store.login_failures_since(key, now - self.window) >= self.max_failures:
+            return SignIn("limited")
+        account = self.store.account(email.strip().lower()) if len(email) <= 320 else None
+        if not self._verify(account.password_hash if account else self._decoy, password) \
+                or account is None or account.disabled:
+            self.store.add_login_failure(key, now)
+            return SignIn("invalid")
+        self.store.clear_login_failures(key)
+        if HASHER.check_needs_rehash(account.password_hash):
+            self.store.set_password_hash(account.email, HASHER.hash(password))
+        return SignIn("ok", account)
+
+    @staticmethod
+    def _verify(password_hash: str, password: str) -> bool:
+        if not password or len(password) > MAX_PASSWORD_LENGTH:
+            return False
+        try:
+            return HASHER.verify(password_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False

@@ -1,0 +1,149 @@
+"""What the console needs per process (stores, sign-in, session codec) and who is asking.
+
+`current_admin(request)` is the one place an identity comes from: locally the signed
+session cookie of a console account; on AWS the claims of the Cognito user pool's JWT,
+which API Gateway's JWT authorizer has already verified (docs/admin.md).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from fastapi import Request
+
+from mailmoat.adapters.sqlite_isolation import isolation_store
+from mailmoat.admin.accounts import ALL_TENANTS, AccountStore, Authenticator
+from mailmoat.admin.audit import AuditEntry, AuditLog, LogOnlyAuditLog, audit
+from mailmoat.admin.policy import DirectoryPolicyStore, PolicyStore
+from mailmoat.admin.secret import load_or_create_secret
+from mailmoat.isolation import IsolationStore
+from mailmoat_web.admin.session import SESSION_COOKIE, SessionCodec, password_tag
+
+if TYPE_CHECKING:
+    from mailmoat.runtime import Runtime
+
+COGNITO_TENANT_CLAIM = "custom:tenant"
+COGNITO_OPERATOR_GROUP = "mailmoat-operators"
+
+
+@dataclass(frozen=True, slots=True)
+class Admin:
+    """The signed-in admin: one tenant, or every tenant for an operator."""
+
+    email: str
+    tenant: str
+    source: Literal["local", "cognito"] = "local"
+
+    @property
+    def operator(self) -> bool:
+        return self.tenant == ALL_TENANTS
+
+    def may_manage(self, tenant: str) -> bool:
+        return self.operator or self.tenant == tenant
+
+
+class AdminConsole:
+    def __init__(self, runtime: Runtime) -> None:
+        from mailmoat.adapters.sqlite import SqliteDatabase
+
+        self.runtime = runtime
+        services = runtime.services
+        self.isolation: IsolationStore = isolation_store(services)
+        self.accounts: AccountStore | None = None
+        self.audit_log: AuditLog = LogOnlyAuditLog()
+        self.policy: PolicyStore
+        db = getattr(services.directory, "db", None)
+        if isinstance(db, SqliteDatabase):
+            from mailmoat.adapters.sqlite_admin import SqliteAdminStore
+
+            store = SqliteAdminStore(db)
+            self.accounts, self.audit_log, self.policy = store, store, store
+        else:  # AWS: Cognito signs admins in, the directory table holds the policy
+            self.policy = DirectoryPolicyStore(services.directory)
+        self.authenticator = Authenticator(self.accounts, services.clock.now) \
+            if self.accounts is not None else None
+        secret = load_or_create_secret(runtime.settings.data_dir / "admin" / "session.key")
+        self.sessions = SessionCodec(secret, time.time)
+        # Saves of the tenant policy replace services.config as a whole; one at a time.
+        self.policy_lock = threading.Lock()
+
+    @property
+    def uses_cognito(self) -> bool:
+        return self.runtime.settings.runtime == "aws"
+
+    def record(self, request: Request, admin: Admin | str, tenant: str, action: str,
+               target: str = "", detail: str = "") -> None:
+        email = admin.email if isinstance(admin, Admin) else admin
+        audit(self.audit_log, AuditEntry(at=self.runtime.services.clock.now(), admin=email,
+                                         tenant=tenant, action=action, target=target,
+                                         client_ip=client_ip(request), detail=detail))
+
+
+_CONSOLE_LOCK = threading.Lock()
+
+
+def console_for(request: Request) -> AdminConsole | None:
+    """The app's console, built on first use from the runtime the app was created with."""
+    state = request.app.state
+    built = getattr(state, "admin_console", None)
+    if isinstance(built, AdminConsole):
+        return built
+    runtime = getattr(state, "runtime", None)
+    if runtime is None:
+        return None
+    with _CONSOLE_LOCK:
+        built = getattr(state, "admin_console", None)
+        if not isinstance(built, AdminConsole):
+            built = AdminConsole(runtime)
+            state.admin_console = built
+    return built
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def current_admin(request: Request) -> Admin | None:
+    """Who is asking, or None. The only function the routes ask about identity."""
+    console = console_for(request)
+    if console is None:
+        return None
+    if console.uses_cognito:
+        return admin_from_claims(_jwt_claims(request))
+    session = console.sessions.load(request.cookies.get(SESSION_COOKIE))
+    if session is None or console.accounts is None:
+        return None
+    account = console.accounts.account(session.email)
+    if account is None or account.disabled or password_tag(account.password_hash) != session.password_tag:
+        return None
+    request.state.admin_session = session  # the routes sign it again (idle expiry slides)
+    return Admin(account.email, account.tenant)
+
+
+def _jwt_claims(request: Request) -> Any:
+    """Claims API Gateway's JWT authorizer verified (HTTP API, payload 2.0, through Mangum).
+    Only API Gateway writes requestContext; a client cannot add it."""
+    event = request.scope.get("aws.event") or {}
+    return (((event.get("requestContext") or {}).get("authorizer") or {}).get("jwt") or {}).get("claims")
+
+
+def admin_from_claims(claims: Any) -> Admin | None:
+    """Cognito ID-token claims → Admin: `email`, `custom:tenant`, and membership of the
+    operators group (`cognito:groups`) for an all-tenants account."""
+    if not isinstance(claims, dict):
+        return None
+    email = claims.get("email")
+    if not isinstance(email, str) or not email or str(claims.get("email_verified", "true")) == "false":
+        return None
+    groups = claims.get("cognito:groups") or []
+    if isinstance(groups, str):  # HTTP API flattens arrays: "[a b]"
+        groups = groups.strip("[]").replace(",", " ").split()
+    if COGNITO_OPERATOR_GROUP in groups:
+        return Admin(email.lower(), ALL_TENANTS, "cognito")
+    tenant = claims.get(COGNITO_TENANT_CLAIM)
+    if not isinstance(tenant, str) or not tenant or tenant == ALL_TENANTS:
+        return None
+    return Admin(email.lower(), tenant, "cognito")
