@@ -9,9 +9,12 @@ set (argon2) or a one-time code mailed to their alternate address, and read the 
 
 from __future__ import annotations
 
+import argparse
+import functools
 import hashlib
 import logging
 import secrets
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -43,8 +46,13 @@ SWEEP_EVERY_SECONDS = 3600.0
 
 # Default argon2id parameters (RFC 9106 low-memory profile).
 _HASHER = PasswordHasher()
-# Verified against when the address has no password, so "unknown" costs as long as "wrong".
-_DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the address has no password, so "unknown" costs as long as
+    "wrong". Made on first sign-in, not at import (the deliver stage imports this module)."""
+    return _HASHER.hash(secrets.token_urlsafe(16))
 
 
 def normalise(address: str) -> str:
@@ -231,7 +239,7 @@ def check_password(store: KeepMailStore, address: str, password: str, now: datet
         raise SignInRefused(limited=True)
     stored = store.password_hash(address)
     try:
-        _HASHER.verify(stored or _DUMMY_HASH, password)
+        _HASHER.verify(stored or _dummy_hash(), password)
         if stored is None:
             raise VerificationError("no password")
     except (VerificationError, InvalidHashError):
@@ -332,3 +340,83 @@ def session_address(store: KeepMailStore, token: str | None, now: datetime) -> s
 def close_session(store: KeepMailStore, token: str | None) -> None:
     if token and len(token) <= 128:
         store.end_session(_sha(token))
+
+
+# --- admin CLI: `mailmoat keepmail …` -------------------------------------------------------------
+
+def add_keepmail_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("keepmail", help="keep-mail sign-in (passwords, alternate addresses) and sweep")
+    keep = p.add_subparsers(dest="keepmail_command", required=True)
+    sp = keep.add_parser("set-password", help="set a recipient's keep-mail password (argon2)")
+    sp.add_argument("address")
+    sp.add_argument("--password-stdin", action="store_true",
+                    help="read the password from the first line of stdin (scripts); default: prompt")
+    sp.set_defaults(func=_cmd_set_password)
+    sa = keep.add_parser("set-alternate",
+                         help="where one-time sign-in codes are mailed (an address outside the mailbox)")
+    sa.add_argument("address")
+    sa.add_argument("alternate", nargs="?", default=None, help="omit to remove the alternate address")
+    sa.set_defaults(func=_cmd_set_alternate)
+    sw = keep.add_parser("sweep", help="delete kept copies older than each tenant's keepmail_days")
+    sw.set_defaults(func=_cmd_sweep)
+
+
+def _cli_store(args: argparse.Namespace) -> tuple[Services, KeepMailStore]:
+    from mailmoat.local.cli import _settings
+    from mailmoat.runtime import bootstrap
+
+    services = bootstrap(_settings(args)).services
+    store = keepmail_store(services)
+    if store is None:
+        raise SystemExit("mailmoat: keep-mail needs the local runtime "
+                         "(on AWS: Cognito, see docs/archive-keepmail.md)")
+    return services, store
+
+
+def _known(services: Services, address: str) -> bool:
+    if services.directory.recipient(normalise(address)) is None:
+        print(f"mailmoat: {address} is not a recipient in the directory", file=sys.stderr)
+        return False
+    return True
+
+
+def _cmd_set_password(args: argparse.Namespace) -> int:
+    services, store = _cli_store(args)
+    if not _known(services, args.address):
+        return 1
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        import getpass
+
+        password = getpass.getpass("keep-mail password: ")
+        if getpass.getpass("again: ") != password:
+            print("mailmoat: the passwords differ", file=sys.stderr)
+            return 1
+    try:
+        set_password(store, args.address, password)
+    except ValueError as exc:
+        print(f"mailmoat: {exc}", file=sys.stderr)
+        return 1
+    print(f"keep-mail password set for {normalise(args.address)}")
+    return 0
+
+
+def _cmd_set_alternate(args: argparse.Namespace) -> int:
+    services, store = _cli_store(args)
+    if not _known(services, args.address):
+        return 1
+    alternate = normalise(args.alternate) if args.alternate else None
+    if alternate is not None and ("@" not in alternate or any(c.isspace() for c in alternate)):
+        print(f"mailmoat: not an address: {args.alternate!r}", file=sys.stderr)
+        return 1
+    store.set_alternate(normalise(args.address), alternate)
+    print(f"keep-mail alternate for {normalise(args.address)}: {alternate or '(none)'}")
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    services, store = _cli_store(args)
+    removed = sweep(store, services.blobs, services.clock.now())
+    print(f"keep-mail sweep: {removed} copies deleted")
+    return 0
