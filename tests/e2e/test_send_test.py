@@ -192,3 +192,75 @@ def test_starttls_verifies_the_certificate_unless_insecure(tmp_path: Path,
         assert "sent    clean-text" in capsys.readouterr().out
     finally:
         server.stop()
+
+
+# --- AWS: the report reads the DynamoDB message log through bootstrap() (moto) ----------------
+
+def test_report_reads_the_dynamodb_message_log_on_aws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import boto3
+    from moto import mock_aws
+
+    from mailmoat.adapters.aws_dynamodb import DynamoMessageLog
+    from mailmoat.context import Envelope
+    from mailmoat.ports import MessageRecord
+    from mailmoat.sendtest.battery import build_battery
+    from mailmoat.sendtest.runs import RunRecord, SentMessage, save_run
+    from tests.e2e.test_aws_pipeline import REGION, TABLES, template_resources
+
+    # What the pipeline stages would have written: the real reports of the battery's messages.
+    zone = tmp_path / "zone.json"
+    zone.write_text(json.dumps(ZONE))
+    local = bootstrap(make_settings(tmp_path / "local", runtime="local", dns_zone=zone))
+    run_id = "20260101T000000Z-a0b1c2"
+    battery = build_battery(run_id=run_id, to="alice@example.test")
+    reports = {}
+    for message in battery:
+        ctx = local.analyse(message.raw, Envelope(client_ip="127.0.0.1", mail_from=message.mail_from,
+                                                  rcpt_to=["alice@example.test"]))
+        reports[message.name] = {**ctx.to_report(),
+                                 "deliveries": {"alice@example.test": "delivered: ses 0100-abc"}}
+    data_dir = tmp_path / "var"
+    run = RunRecord(run_id=run_id, sent_at="2026-01-01T00:00:00+00:00", server="inbound-smtp:25",
+                    starttls=True, to="alice@example.test", mail_from="tester@sender.example",
+                    spf_fail_from="tester@example.com",
+                    messages=[SentMessage(m.name, m.message_id, m.subject, m.mail_from, True, "250 Ok")
+                              for m in battery])
+    save_run(data_dir, run)
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": REGION, "MAILMOAT_RUNTIME": "aws", "MAILMOAT_MODE": "test",
+                        "MAILMOAT_MESSAGE_LOG_TABLE": "messages", "MAILMOAT_DIRECTORY_TABLE": "directory",
+                        "MAILMOAT_RAW_BUCKET": "mailmoat-raw",
+                        "MAILMOAT_DNS_ZONE": str(zone)}.items():
+        monkeypatch.setenv(name, value)
+    resources = template_resources()
+    with mock_aws():
+        ddb = boto3.client("dynamodb", region_name=REGION)
+        for logical in ("MessageLogTable", "DirectoryTable"):
+            props = resources[logical]["Properties"]
+            kwargs = {k: props[k] for k in ("AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes")
+                      if k in props}
+            ddb.create_table(TableName=TABLES[logical], BillingMode=props["BillingMode"], **kwargs)
+        log = DynamoMessageLog("messages")
+        for i, message in enumerate(battery):
+            if message.name == "aes-zip":
+                continue  # still on its way: reported missing
+            log.accept(MessageRecord(id=f"ses-{i}", received_at=dt.datetime.now(dt.UTC),
+                                     state="accepted", message_id=message.message_id,
+                                     rcpt_to=["alice@example.test"]))
+            log.update(f"ses-{i}", state="delivered", subject=message.subject,
+                       report=reports[message.name])
+        code = main(["--data-dir", str(data_dir), "--config", str(DEMO_CONFIG),
+                     "send-test", "--report", "--json"])
+        report = json.loads(capsys.readouterr().out)
+        assert code == 2, report
+        assert {r["test"]: r["status"] for r in report["rows"]} == {
+            n: "MISSING" if n == "aes-zip" else "OK" for n in TEST_NAMES}
+
+        log.accept(MessageRecord(id="ses-late", received_at=dt.datetime.now(dt.UTC), state="accepted",
+                                 message_id=battery[4].message_id, rcpt_to=["alice@example.test"]))
+        log.update("ses-late", state="delivered", subject=battery[4].subject, report=reports["aes-zip"])
+        assert main(["--data-dir", str(data_dir), "--config", str(DEMO_CONFIG),
+                     "send-test", "--report", "--run", run_id]) == 0
+        assert "9 tests: 9 OK, 0 MISMATCH, 0 MISSING" in capsys.readouterr().out

@@ -132,11 +132,19 @@ class Expectation:
         elif self.state == "delivered" and not seen.delivery.startswith("delivered"):
             why.append(f"recipient outcome {seen.delivery or 'missing'}")
         if seen.banner != self.banner or seen.defang != self.defang:
+            hint = ""
+            if seen.banner and not self.banner:
+                hint = ("; the sender's domain fails authentication from this host: use a --from "
+                        "whose SPF allows it, or one without SPF/DMARC")
             why.append(f"auth spf={seen.spf} dkim={seen.dkim} dmarc={seen.dmarc} gave "
                        f"{'a banner' if seen.banner else 'no banner'} and "
-                       f"{'defanged' if seen.defang else 'live'} links")
+                       f"{'defanged' if seen.defang else 'live'} links{hint}")
         if self.spf is not None and seen.spf != self.spf:
-            why.append(f"spf={seen.spf}, expected {self.spf}")
+            hint = ""
+            if seen.spf in ("none", "temperror"):
+                hint = ("; the gateway found no SPF record for the sender's domain (offline DNS? "
+                        "give it MAILMOAT_DNS_ZONE, see docs/send-test.md)")
+            why.append(f"spf={seen.spf}, expected {self.spf}{hint}")
         if self.subject is not None and seen.subject != self.subject:
             why.append("the subject did not survive decoding")
         if self.file is None and seen.files:
