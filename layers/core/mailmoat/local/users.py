@@ -157,6 +157,11 @@ def _merge(row: _Row, old: Recipient | None) -> Recipient:
                                source=old.source, external_id=old.external_id)
 
 
+def _line_number(error: str) -> int:
+    number = error.removeprefix("line ").partition(":")[0]
+    return int(number) if number.isdigit() else 0
+
+
 def import_csv(directory: Directory, data: bytes, *, tenant: str | None = None,
                replace: bool = False, dry_run: bool = False) -> ImportResult:
     result = ImportResult()
@@ -166,18 +171,23 @@ def import_csv(directory: Directory, data: bytes, *, tenant: str | None = None,
         result.errors.append("line 1: the file is neither UTF-8 nor CP932 (Shift_JIS)")
         return result
     parsed, result.errors = _parse(text, directory, tenant)
-    if result.errors:
-        return result
     tenants = {tenant} if tenant else {r.recipient.tenant for r in parsed}
     existing = {r.address: r for t in sorted(tenants) for r in directory.recipients(t)}
+    merged = {row.recipient.address: _merge(row, existing.get(row.recipient.address)) for row in parsed}
     rows: list[Recipient] = []
     for row in parsed:
         old = existing.get(row.recipient.address)
-        new = _merge(row, old)
+        new = merged[row.recipient.address]
+        holder = directory.recipient(new.address)
+        if holder is not None and holder.address != new.address and new.address in merged.get(
+                holder.address, holder).aliases:
+            result.errors.append(f"line {row.line}: {new.address} is an alias of {holder.address}")
         for alias in new.aliases:
-            # An alias of someone else (or someone's own address) would take their mail.
+            # An alias of someone else (or someone's own address) would take their mail, unless
+            # this file gives it up there.
             owner = directory.recipient(alias)
-            if owner is not None and owner.address != new.address:
+            if owner is not None and owner.address != new.address and (
+                    alias == owner.address or alias in merged.get(owner.address, owner).aliases):
                 result.errors.append(f"line {row.line}: {alias} already belongs to {owner.address}")
         rows.append(new)
         if old is None:
@@ -188,6 +198,7 @@ def import_csv(directory: Directory, data: bytes, *, tenant: str | None = None,
             result.unchanged.append(new.address)
     if result.errors:
         result.added, result.changed, result.unchanged = [], [], []
+        result.errors.sort(key=_line_number)
         return result
     if replace:
         present = {r.address for r in rows}
