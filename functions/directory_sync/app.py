@@ -1,14 +1,13 @@
-"""Lambda handler: pull tenants' users from Microsoft Graph / Google Directory (schedule)."""
+"""Lambda handler: pull tenants' users from Microsoft Graph / Google Directory (hourly schedule)."""
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mailmoat.aws.entry import aws_runtime
+from mailmoat.aws.observability import observed
 
-logger = Logger()
 runtime = aws_runtime()  # once per cold start
 
 
-@logger.inject_lambda_context
+@observed  # powertools Logger, Tracer, Metrics (namespace mailmoat)
 def handler(event: dict, context: LambdaContext) -> None:
     runtime.sync_directory()

@@ -1,14 +1,13 @@
 """Lambda handler: re-queue every stored message that is not in a final state (schedule)."""
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mailmoat.aws.entry import aws_runtime
+from mailmoat.aws.observability import logger, observed
 
-logger = Logger()
 runtime = aws_runtime()  # once per cold start
 
 
-@logger.inject_lambda_context
+@observed  # powertools Logger, Tracer, Metrics (namespace mailmoat)
 def handler(event: dict, context: LambdaContext) -> None:
     logger.info("reconciled", extra={"requeued": runtime.reconcile()})

@@ -1,13 +1,12 @@
 """Lambda handler, stage scan (ScanQueue): spam verdict, attachment analysis, ClamAV."""
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities import batch
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mailmoat.aws.entry import MessageRef, aws_runtime
+from mailmoat.aws.observability import observed
 
-logger = Logger()
 runtime = aws_runtime()  # once per cold start
 processor = batch.BatchProcessor(event_type=batch.EventType.SQS)
 
@@ -16,6 +15,6 @@ def _record(record: SQSRecord) -> None:
     runtime.run_stage("scan", MessageRef.from_sqs(record))
 
 
-@logger.inject_lambda_context
+@observed  # powertools Logger, Tracer, Metrics (namespace mailmoat)
 def handler(event: dict, context: LambdaContext) -> dict:
     return batch.process_partial_response(event, _record, processor, context)

@@ -1,14 +1,13 @@
-"""Lambda handler: mirror the ClamAV databases into the signature bucket (schedule)."""
+"""Lambda handler: freshclam → the signature bucket (schedule; runs in the scan image, beside clamd)."""
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mailmoat.aws.entry import aws_runtime
+from mailmoat.aws.observability import observed
 
-logger = Logger()
 runtime = aws_runtime()  # once per cold start
 
 
-@logger.inject_lambda_context
+@observed  # powertools Logger, Tracer, Metrics (namespace mailmoat)
 def handler(event: dict, context: LambdaContext) -> None:
     runtime.update_signatures()

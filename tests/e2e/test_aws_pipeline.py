@@ -125,7 +125,8 @@ def stack(monkeypatch, tmp_path):
            "MAILMOAT_ISOLATED_FILES_TABLE": "isolated", "MAILMOAT_IDEMPOTENCY_TABLE": "idempotency",
            "MAILMOAT_RELAY_IDENTITY": "relay.example.net", "MAILMOAT_DELIVERY_MODE": "ses",
            "MAILMOAT_PORTAL_BASE_URL": "https://portal.example.net",
-           "MAILMOAT_STAGE_QUEUE_URLS": "", "MAILMOAT_CONFIG": ""}
+           "MAILMOAT_STAGE_QUEUE_URLS": "", "MAILMOAT_CONFIG": "",
+           "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_SERVICE_NAME": "mailmoat"}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("MAILMOAT_CONFIG")
@@ -411,3 +412,46 @@ def test_findings_are_not_repeated_by_each_stage_parsing_again(stack):
     keys = [(f["symbol"], f["target"], f["detail"]) for f in findings]
     assert any(k[0] == "INVALID_ENCODING" for k in keys)
     assert len(keys) == len(set(keys))
+
+
+def emitted_metrics(output: str) -> list[tuple[str, dict[str, str], float]]:
+    """(name, dimensions, value) of every CloudWatch embedded-metric line in the output."""
+    found = []
+    for line in output.splitlines():
+        if not line.startswith("{") or '"_aws"' not in line:
+            continue
+        blob = json.loads(line)
+        (directive,) = blob["_aws"]["CloudWatchMetrics"]
+        assert directive["Namespace"] == "mailmoat"
+        (dimension_names,) = directive["Dimensions"]
+        for metric in directive["Metrics"]:
+            value = blob[metric["Name"]]
+            found.append((metric["Name"], {d: blob[d] for d in dimension_names},
+                          sum(value) if isinstance(value, list) else value))
+    return found
+
+
+def test_the_handlers_publish_metrics_per_stage_disposition_and_delivery(stack, capsys):
+    stack.s3.put_object(Bucket=RAW_BUCKET, Key="raw/ses-msg-0011", Body=incoming())
+    capsys.readouterr()
+    run_all(stack)
+    metrics = emitted_metrics(capsys.readouterr().out)
+    stages = [d["stage"] for name, d, _ in metrics if name == "StageMessages"]
+    assert stages == list(STAGES)
+    assert ("Dispositions", {"disposition": "deliver", "service": "mailmoat"}, 1.0) in metrics
+    assert ("Deliveries", {"outcome": "delivered", "service": "mailmoat"}, 1.0) in metrics
+
+
+def test_a_dead_lettered_message_is_counted(stack, monkeypatch, capsys):
+    from mailmoat.stages import scan
+
+    monkeypatch.setattr(scan.Scan, "run", lambda self, ctx, services: 1 / 0)
+    stack.s3.put_object(Bucket=RAW_BUCKET, Key="raw/ses-msg-0012", Body=incoming())
+    stack.drain("authenticate")
+    capsys.readouterr()
+    stack.drain("scan", rounds=10)
+    metrics = emitted_metrics(capsys.readouterr().out)
+    failures = [v for name, d, v in metrics if name == "StageFailures" and d["stage"] == "scan"]
+    assert len(failures) == 5
+    assert [d["stage"] for name, d, _ in metrics if name == "DeadLettered"] == ["scan"]
+    assert ("Dispositions", {"disposition": "held", "service": "mailmoat"}, 1.0) in metrics

@@ -9,7 +9,7 @@ import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from tests.e2e import test_aws_pipeline as moto
 
-from mailmoat.adapters.aws_dynamodb import DynamoMessageLog
+from mailmoat.adapters.aws_dynamodb import DynamoDirectory, DynamoMessageLog
 from mailmoat.aws import entry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,9 +95,58 @@ def test_the_stage_message_event_runs_its_stage(stack):
     assert json.loads(stack.waiting("isolate")[0]["Body"]) == {"id": message_id, "stage": "isolate"}
 
 
-def test_directory_publish_reports_stream_failures():
+def ses_rule_set(stack) -> object:
+    """The template's rule set and the stack's own rule on moto, as CloudFormation makes them."""
+    import boto3
+
+    rule = moto.template_resources()["ReceiptRule"]["Properties"]["Rule"]
+    ses = boto3.client("ses", region_name=moto.REGION)
+    ses.create_receipt_rule_set(RuleSetName="mailmoat-dev-inbound")
+    ses.create_receipt_rule(RuleSetName="mailmoat-dev-inbound", Rule={
+        "Name": "mailmoat-dev-store", "Enabled": True, "ScanEnabled": rule["ScanEnabled"],
+        "TlsPolicy": "Require", "Recipients": ["corp.example"],
+        "Actions": [{"S3Action": {"BucketName": RAW_BUCKET, "ObjectKeyPrefix": "raw/"}}]})
+    for name, value in {"MAILMOAT_RECEIPT_RULE_SET": "mailmoat-dev-inbound",
+                        "MAILMOAT_RECEIPT_RULE": "mailmoat-dev-store",
+                        "MAILMOAT_RECEIPT_DOMAINS": "corp.example"}.items():
+        stack.monkeypatch.setenv(name, value)
+    entry.aws_runtime.cache_clear()
+    return ses
+
+
+def test_the_directory_stream_event_publishes_the_registered_addresses(stack):
+    """events/dynamodb-directory-stream.json (bob added, carol removed) on moto: the recipient
+    conditions become the table's addresses, with aliases, and the stack's rule stops
+    accepting the whole domain."""
+    from mailmoat.ports import Recipient
+
+    ses = ses_rule_set(stack)
+    bob = Recipient("bob@corp.example", "corp", name="Bob")
+    if hasattr(bob, "aliases"):  # the alias model lands with the directory work
+        bob.aliases = ["robert@corp.example"]
+    DynamoDirectory("directory").upsert_recipients([bob])
     handler = load_handler("functions/directory_publish/app.py")
-    with pytest.raises(BatchProcessingError):
+    assert handler(event("dynamodb-directory-stream.json"), FakeContext()) == {"batchItemFailures": []}
+    rules = ses.describe_receipt_rule_set(RuleSetName="mailmoat-dev-inbound")["Rules"]
+    store, published = rules[0], rules[1:]
+    assert store["Name"] == "mailmoat-dev-store" and store["Enabled"] is False
+    addresses = {a for r in published for a in r["Recipients"]}
+    expected = {"alice@corp.example", "bob@corp.example"} | set(getattr(bob, "aliases", []))
+    assert addresses == expected
+    assert all(r["Actions"] == store["Actions"] and r["Enabled"] for r in published)
+    # The hourly schedule runs the same recompute: nothing left to change.
+    assert handler(event("schedule.json"), FakeContext()) == {"batchItemFailures": []}
+    assert ses.describe_receipt_rule_set(RuleSetName="mailmoat-dev-inbound")["Rules"] == rules
+
+
+def test_directory_publish_fails_the_batch_when_it_cannot_publish(stack):
+    """No rule set (not deployed, or a wrong name): the batch fails as a whole, so the stream
+    retries it and, after the retries, its record lands in DirectoryPublishDLQ (alarmed)."""
+    stack.monkeypatch.setenv("MAILMOAT_RECEIPT_RULE_SET", "missing-inbound")
+    stack.monkeypatch.setenv("MAILMOAT_RECEIPT_RULE", "mailmoat-dev-store")
+    entry.aws_runtime.cache_clear()
+    handler = load_handler("functions/directory_publish/app.py")
+    with pytest.raises(Exception, match=r"RuleSetDoesNotExist|does not exist"):
         handler(event("dynamodb-directory-stream.json"), FakeContext())
 
 
@@ -108,11 +157,63 @@ def test_reconcile_reaches_the_runtime(stack):
     assert load_handler("functions/reconcile/app.py")(event("schedule.json"), FakeContext()) is None
 
 
-@pytest.mark.parametrize("name", ["directory_sync", "signature_update"])
-def test_scheduled_handlers_reach_the_runtime(name):
+@pytest.mark.parametrize("name", ["directory_sync", "spam_digest"])
+def test_scheduled_handlers_whose_core_is_not_in_this_build_say_so(name):
     handler = load_handler(f"functions/{name}/app.py")
-    with pytest.raises(NotImplementedError, match="issue 6"):
+    with pytest.raises(NotImplementedError, match="mailmoat"):
         handler(event("schedule.json"), FakeContext())
+
+
+def test_the_signature_update_handler_publishes_freshclam_output(stack, tmp_path):
+    """The scheduled handler under moto with the test-only freshclam stand-in on PATH."""
+    import stat
+    import sys
+
+    from tests.adapters.test_aws_signatures import FAKE_FRESHCLAM
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "freshclam"
+    script.write_text(FAKE_FRESHCLAM.format(python=sys.executable))
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    stack.monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    stack.monkeypatch.setenv("FAKE_FRESHCLAM_SEEN", str(tmp_path / "seen.txt"))
+    stack.monkeypatch.setenv("MAILMOAT_SIGNATURE_BUCKET", "mailmoat-test-signatures")
+    stack.s3.create_bucket(Bucket="mailmoat-test-signatures")
+    entry.aws_runtime.cache_clear()
+    handler = load_handler("functions/signature_update/app.py")
+    assert handler(event("schedule.json"), FakeContext()) is None
+    manifest = json.loads(stack.s3.get_object(Bucket="mailmoat-test-signatures",
+                                              Key="clamav/manifest.json")["Body"].read())
+    assert set(manifest["files"]) == {"daily.cld", "main.cvd"}
+
+
+def test_the_scan_stage_starts_clamd_from_the_signature_bucket(stack, tmp_path):
+    """With the image's MAILMOAT_CLAMD_CONFIG set, the first scan fetches the databases and
+    starts clamd; without databases the scan still runs and fails closed (SCAN_FAILED)."""
+    stack.monkeypatch.setenv("MAILMOAT_CLAMD_CONFIG", str(tmp_path / "clamd.conf"))
+    stack.monkeypatch.setenv("MAILMOAT_CLAMD_PATH", "/bin/false")
+    stack.monkeypatch.setenv("MAILMOAT_CLAMD_SOCKET", str(tmp_path / "clamd.sock"))
+    stack.monkeypatch.setenv("MAILMOAT_SIGNATURE_BUCKET", "mailmoat-test-signatures")
+    stack.monkeypatch.setenv("MAILMOAT_SIGNATURE_DIR", str(tmp_path / "db"))
+    stack.s3.create_bucket(Bucket="mailmoat-test-signatures")
+    stack.s3.put_object(Bucket=RAW_BUCKET, Key="raw/ses-msg-clamd", Body=incoming())
+    stack.drain("authenticate")
+    assert stack.drain("scan") == [{"batchItemFailures": []}]  # no databases: not a crash
+    from mailmoat.adapters.aws_signatures import S3SignatureMirror
+
+    database = tmp_path / "test.hdb"
+    database.write_text("44d88612fea8a8f36de82e1278abb02f:68:Eicar-Test\n")
+    mirror = S3SignatureMirror("mailmoat-test-signatures", client=stack.s3)
+    import hashlib
+
+    digest = hashlib.sha256(database.read_bytes()).hexdigest()
+    mirror.put_manifest({"files": {"test.hdb": {"sha256": digest, "version_id": mirror.upload(
+        "test.hdb", database, sha256=digest)}}})
+    runtime = entry.AwsRuntime(entry.AwsSettings())
+    runtime._ensure_clamd()  # /bin/false as clamd: fetched, started, exits, reported
+    assert (tmp_path / "db" / "test.hdb").read_bytes() == database.read_bytes()
+    assert runtime._clamd is not None and runtime._clamd.process.returncode == 1
 
 
 def test_portal_handler_serves_the_http_api_event(monkeypatch, tmp_path):

@@ -342,13 +342,37 @@ def test_layer_requirements_match_pyproject():
     assert {k: declared.get(k) for k in layer} == layer, hint
 
 
+def image_handler_sources(template: dict) -> dict[str, str]:
+    """Image function → the functions/<name>/app.py it runs: its command (ImageConfig, else the
+    Dockerfile's CMD) names a module the Dockerfile copies from that file."""
+    found = {}
+    for name, fn in functions(template).items():
+        if props(fn).get("PackageType") != "Image":
+            continue
+        dockerfile = (ROOT / fn["Metadata"].get("DockerContext", ".") / fn["Metadata"]["Dockerfile"]).read_text()
+        copies = dict((m, src) for src, m in re.findall(
+            r"^COPY\s+(functions/\S+/app\.py)\s+\$\{LAMBDA_TASK_ROOT\}/(\w+)\.py", dockerfile, re.M))
+        command = props(fn).get("ImageConfig", {}).get("Command") or json.loads(
+            re.search(r"^CMD\s+(\[.*\])", dockerfile, re.M).group(1))
+        module = command[0].rpartition(".")[0]
+        assert module in copies, f"{name}: the image has no {module}.py"
+        found[name] = copies[module]
+    return found
+
+
+def test_image_functions_run_their_own_handler(template):
+    assert image_handler_sources(template) == {
+        "ScanFunction": "functions/scan/app.py",
+        "SignatureUpdateFunction": "functions/signature_update/app.py"}
+
+
 def test_every_handler_directory_is_a_function(template):
     code_dirs = {props(fn).get("CodeUri", "").rstrip("/") for fn in functions(template).values()}
-    code_dirs |= {str(Path(fn["Metadata"]["Dockerfile"]).parent)
-                  for fn in functions(template).values() if "Metadata" in fn}
+    code_dirs |= {str(Path(src).parent) for src in image_handler_sources(template).values()}
     handler_dirs = {f"functions/{p.parent.name}" for p in (ROOT / "functions").glob("*/app.py")}
     assert handler_dirs <= code_dirs
-    assert len(handler_dirs) == 9  # five stages, reconcile, two for the directory, signatures
+    # five stages, reconcile, two for the directory, signatures, spam digest
+    assert len(handler_dirs) == 10
 
 
 def test_every_event_source_reports_partial_failures_and_outlives_retries(template):
@@ -410,10 +434,12 @@ def test_quarantine_writers(template):
 
 
 def test_ses_sending_is_scoped_to_the_relay_identity(template):
+    # The digest goes out like any delivery (the tenant's mailer), so it sends as the relay too.
+    senders = {"DeliverFunction", "SpamDigestFunction"}
     for name in functions(template):
         ses_sends = [st for st in role_statements(template, name)
                      if {"ses:SendRawEmail", "ses:SendEmail"} & set(as_list(st["Action"]))]
-        if name != "DeliverFunction":
+        if name not in senders:
             assert ses_sends == [], name
             continue
         (st,) = ses_sends
@@ -448,15 +474,16 @@ def test_tables(template):
     assert stream == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
     for table in ("MessageLogTable", "IsolatedFilesTable", "IdempotencyTable"):
         assert props(r[table])["TimeToLiveSpecification"]["Enabled"] is True, table
-    (event,) = props(r["DirectoryPublishFunction"])["Events"].values()
-    assert event["Type"] == "DynamoDB"
-    assert event["Properties"]["Stream"] == {"Fn::GetAtt": ["DirectoryTable", "StreamArn"]}
+    events = props(r["DirectoryPublishFunction"])["Events"]
+    assert events["DirectoryStream"]["Type"] == "DynamoDB"
+    assert events["DirectoryStream"]["Properties"]["Stream"] == {
+        "Fn::GetAtt": ["DirectoryTable", "StreamArn"]}
 
 
 def test_alarms_watch_every_dlq_and_every_stage_queue_age(template):
     alarms = of_type(template, "AWS::CloudWatch::Alarm").values()
-    watched = {(props(a)["MetricName"], next(iter(referenced(props(a)["Dimensions"]))))
-               for a in alarms}
+    watched = {(props(a)["MetricName"], target) for a in alarms
+               for target in referenced(props(a)["Dimensions"])}
     for dlq in (k for k in of_type(template, "AWS::SQS::Queue") if k.endswith("DLQ")):
         assert ("ApproximateNumberOfMessagesVisible", dlq) in watched, dlq
     for stage in STAGES:
@@ -500,3 +527,104 @@ def test_samconfig_defaults():
     assert "region" in deploy
     text = (ROOT / "samconfig.toml").read_text().lower()
     assert not re.search(r"(secret_access_key|aws_secret|password|token)\s*=", text)
+
+
+def schedule_driven(template: dict) -> set[str]:
+    return {name for name, fn in functions(template).items()
+            if any(e["Type"] == "Schedule" for e in props(fn).get("Events", {}).values())}
+
+
+def test_every_scheduled_function_has_an_errors_alarm(template):
+    """A scheduled run has no queue to keep its failure: its Errors metric is alarmed instead."""
+    alarmed = {next(iter(referenced(props(a)["Dimensions"])))
+               for a in of_type(template, "AWS::CloudWatch::Alarm").values()
+               if props(a)["Namespace"] == "AWS/Lambda" and props(a)["MetricName"] == "Errors"}
+    assert schedule_driven(template) == {"ReconcileFunction", "DirectorySyncFunction",
+                                         "DirectoryPublishFunction", "SignatureUpdateFunction",
+                                         "SpamDigestFunction"}
+    assert schedule_driven(template) <= alarmed
+
+
+def test_schedules(template):
+    def rates(name):
+        return [e["Properties"]["Schedule"] for e in props(functions(template)[name])["Events"].values()
+                if e["Type"] == "Schedule"]
+
+    assert rates("SignatureUpdateFunction") == ["rate(2 hours)"]  # ClamAV: not more than hourly
+    assert rates("DirectorySyncFunction") == ["rate(1 hour)"]
+    assert rates("DirectoryPublishFunction") == ["rate(1 hour)"]
+    assert len(rates("SpamDigestFunction")) == 1 and rates("SpamDigestFunction")[0].startswith("cron(")
+
+
+def test_directory_publish_is_a_single_writer_of_the_receipt_rules(template):
+    p = props(functions(template)["DirectoryPublishFunction"])
+    assert p["ReservedConcurrentExecutions"] == 1
+    env = function_env(template, "DirectoryPublishFunction")
+    assert env["MAILMOAT_RECEIPT_RULE_SET"] == {"Ref": "ReceiptRuleSet"}
+    assert env["MAILMOAT_RECEIPT_RULE"] == props(template["Resources"]["ReceiptRule"])["Rule"]["Name"]
+    assert env["MAILMOAT_RECEIPT_DOMAINS"] == {"Fn::Join": [",", {"Ref": "Domains"}]}
+    stream = p["Events"]["DirectoryStream"]["Properties"]
+    assert not stream.get("BisectBatchOnFunctionError")  # a batch is one recompute: nothing to bisect
+    ses_actions = {a for st in role_statements(template, "DirectoryPublishFunction")
+                   for a in as_list(st["Action"]) if a.startswith("ses:")}
+    assert ses_actions == {"ses:DescribeReceiptRuleSet", "ses:DescribeReceiptRule",
+                           "ses:CreateReceiptRule", "ses:UpdateReceiptRule", "ses:DeleteReceiptRule"}
+
+
+def test_recipient_ceiling_alarm_watches_the_metric_the_publisher_emits(template):
+    from mailmoat.aws import observability
+
+    alarm = props(template["Resources"]["RecipientCeilingAlarm"])
+    assert alarm["Namespace"] == observability.NAMESPACE
+    assert alarm["MetricName"] == observability.RECIPIENT_CONDITIONS_OVER_CEILING
+    # powertools adds the service dimension to every metric; the alarm must name it to match.
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": "mailmoat"}]
+    assert template["Globals"]["Function"]["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"] == "mailmoat"
+
+
+def test_signature_update_runs_freshclam_in_the_scan_image(template):
+    fn = functions(template)["SignatureUpdateFunction"]
+    assert props(fn)["PackageType"] == "Image"
+    assert fn["Metadata"]["Dockerfile"] == functions(template)["ScanFunction"]["Metadata"]["Dockerfile"]
+    dockerfile = (ROOT / "functions/scan/Dockerfile").read_text()
+    assert "clamav-update" in dockerfile  # the package with freshclam
+    assert "DatabaseDirectory /tmp/clamav" in dockerfile  # what the scan stage fills (signature_dir)
+    writes = [st for st in role_statements(template, "SignatureUpdateFunction")
+              if "s3:PutObject" in as_list(st["Action"])]
+    assert [st["Resource"] for st in writes] == [{"Fn::Sub": "${SignatureBucket.Arn}/clamav/*"}]
+    reads = [st for st in role_statements(template, "ScanFunction")
+             if "s3:GetObjectVersion" in as_list(st["Action"])]
+    assert [st["Resource"] for st in reads] == [{"Fn::Sub": "${SignatureBucket.Arn}/clamav/*"}]
+
+
+def test_archive_bucket_is_put_only_for_deliver_with_optional_object_lock(template):
+    bucket = props(template["Resources"]["ArchiveBucket"])
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert bucket["ObjectLockEnabled"] == {"Fn::If": ["HasArchiveLock", True, {"Ref": "AWS::NoValue"}]}
+    lock = bucket["ObjectLockConfiguration"]["Fn::If"]
+    assert lock[0] == "HasArchiveLock"
+    assert lock[1]["Rule"]["DefaultRetention"]["Days"] == {"Ref": "ArchiveRetentionDays"}
+    assert template["Parameters"]["ArchiveRetentionDays"]["Default"] == 0  # off unless asked for
+    assert template["Conditions"]["HasArchiveLock"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "ArchiveRetentionDays"}, "0"]}]}
+    touching = {name: [a for st in role_statements(template, name) if "ArchiveBucket" in referenced(st["Resource"])
+                       for a in as_list(st["Action"])] for name in functions(template)}
+    assert {k: v for k, v in touching.items() if v} == {"DeliverFunction": ["s3:PutObject"]}
+    assert function_env(template, "DeliverFunction")["MAILMOAT_ARCHIVE_BUCKET"] == {"Ref": "ArchiveBucket"}
+
+
+def test_admin_and_keep_routes_need_a_cognito_jwt(template):
+    api = props(template["Resources"]["PortalApi"])
+    jwt = api["Auth"]["Authorizers"]["AdminJwt"]
+    assert jwt["IdentitySource"] == "$request.header.Authorization"
+    assert "AdminUserPool" in referenced(jwt["JwtConfiguration"]["issuer"])
+    assert referenced(jwt["JwtConfiguration"]["audience"]) == {"AdminUserPoolClient"}
+    events = props(functions(template)["PortalFunction"])["Events"].values()
+    routes = {e["Properties"].get("Path", "$default"): e["Properties"].get("Auth", {}).get("Authorizer")
+              for e in events}
+    assert routes == {"$default": None, "/admin": "AdminJwt", "/admin/{proxy+}": "AdminJwt",
+                      "/k": "AdminJwt", "/k/{proxy+}": "AdminJwt"}
+    pool = props(template["Resources"]["AdminUserPool"])
+    assert pool["AdminCreateUserConfig"]["AllowAdminCreateUserOnly"] is True
+    assert pool["MfaConfiguration"] == "ON"
+    assert props(template["Resources"]["AdminUserPoolClient"])["GenerateSecret"] is False

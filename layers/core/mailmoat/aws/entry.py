@@ -14,13 +14,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote_plus
 
+from mailmoat.aws import observability
 from mailmoat.pipeline import STAGE_NAMES
 from mailmoat.settings import Settings
 
 if TYPE_CHECKING:
     from mailmoat.adapters.aws_dynamodb import DynamoMessageLog, DynamoStageLedger
     from mailmoat.adapters.aws_s3 import S3BlobStore
+    from mailmoat.adapters.aws_ses_rules import SesReceiptRules
+    from mailmoat.adapters.aws_signatures import S3SignatureMirror
     from mailmoat.adapters.aws_sqs import SqsStageQueue
+    from mailmoat.aws.recipient_rules import RulePlan
+    from mailmoat.aws.signatures import ClamdProcess, UpdateResult
     from mailmoat.config import GatewayConfig, TenantConfig
     from mailmoat.context import MessageContext
     from mailmoat.pipeline import Services
@@ -32,7 +37,6 @@ log = logging.getLogger("mailmoat.aws")
 # SES's S3 action writes `raw/<SES message id>`; the bucket notification filters on it too.
 RAW_PREFIX = "raw/"
 _MAX_ID_CHARS = 256
-_NOT_YET = "not built yet (issue 6)"
 
 
 def _message_id(value: object) -> str:
@@ -168,7 +172,18 @@ class AwsSettings(Settings):
     relay_identity: str = ""
     arc_key_secret_arn: str = ""
     receipt_rule_set: str = ""
-    receipt_rule: str = ""
+    receipt_rule: str = ""  # the stack's rule: actions and settings the per-tenant rules copy
+    receipt_domains: str = ""  # the Domains parameter, comma-separated: what the stack's rule accepts
+    archive_bucket: str = ""  # copies of originals for tenants with archiving (deliver)
+    cognito_user_pool_id: str = ""  # the admin console's users (portal; the API checks the JWT)
+    cognito_client_id: str = ""
+    # ClamAV on Lambda: freshclam in the signature-update function, clamd in the scan function.
+    freshclam_path: str = "freshclam"
+    clamav_mirror: str = "database.clamav.net"
+    clamd_path: str = "clamd"
+    clamd_config: str = ""  # set by the scan image (functions/scan/Dockerfile): start clamd lazily
+    signature_dir: Path = Path("/tmp/clamav")  # noqa: S108 - the DatabaseDirectory of that clamd.conf
+    clamd_start_seconds: float = 120.0
     # The stage queues' maxReceiveCount: the attempt that reaches it records `held`.
     stage_max_attempts: int = 5
     reconcile_after_minutes: int = 15  # a stored message this long without progress is re-queued
@@ -223,6 +238,7 @@ class AwsRuntime:
     _runtime: Runtime | None = field(default=None, repr=False)
     _ledger: DynamoStageLedger | None = field(default=None, repr=False)
     _queue: SqsStageQueue | None = field(default=None, repr=False)
+    _clamd: ClamdProcess | None = field(default=None, repr=False)
     _config_at: float = 0.0
 
     # --- wiring ---------------------------------------------------------------------------
@@ -327,6 +343,8 @@ class AwsRuntime:
                 raise
         if stage == "rewrite":
             self._forward_before_seal(ctx)
+        if stage == "scan":
+            self._ensure_clamd()
         run_pipeline(ctx, self.services, [stage])
         # Each stage's function parses the message again and so re-adds the parse findings.
         ctx.findings = list(dict.fromkeys(ctx.findings))
@@ -345,6 +363,7 @@ class AwsRuntime:
                             timings=_timings(ctx), error=None)
             self.queue.send(self.queue_url(following), message_id, following)
         self.ledger.complete(message_id, stage)
+        observability.count(observability.STAGE_MESSAGES, stage=stage)
         log.info("stage done", extra={**extra, "tenant": ctx.tenant, "action": str(ctx.disposition)})
 
     def _forward_before_seal(self, ctx: MessageContext) -> None:
@@ -367,7 +386,9 @@ class AwsRuntime:
     def _failed(self, ctx: MessageContext, stage: str, attempt: int, error: str) -> None:
         """Raise for SQS to retry; the attempt that reaches maxReceiveCount records `held`
         first, so the message in the DLQ is also visible as held in the log."""
+        observability.count(observability.STAGE_FAILURES, stage=stage)
         if attempt >= self.settings.stage_max_attempts:
+            observability.count(observability.DEAD_LETTERED, stage=stage)
             self._finish(ctx, "held", f"{error} (attempt {attempt}; record in the DLQ)")
         else:
             self.log.update(ctx.id, state="processing", error=f"{error} (attempt {attempt})"[:500])
@@ -394,6 +415,11 @@ class AwsRuntime:
 
         report = ctx.to_report()
         report["portal_url"] = redact_portal_url(report["portal_url"])
+        if state != "deferred":  # a deferred delivery is retried: counted when it ends
+            observability.count(observability.DISPOSITIONS,
+                                disposition="held" if state == "held" else str(ctx.disposition))
+        for outcome in ctx.deliveries.values():
+            observability.count(observability.DELIVERIES, outcome=outcome.split(":")[0])
         self.log.update(ctx.id, state=state, disposition=str(ctx.disposition), message_id=ctx.message_id,
                         subject=ctx.subject, timings=_timings(ctx), report=report, error=error)
 
@@ -497,16 +523,115 @@ class AwsRuntime:
         return count
 
     def sync_directory(self) -> None:
-        """Pull tenants' users from Microsoft Graph / Google Directory into the directory table."""
-        raise NotImplementedError(_NOT_YET)
+        """Pull tenants' users from Microsoft Graph / Google Directory into the directory table
+        (mailmoat.directory.sync, being written alongside; the call is wired when it lands)."""
+        _entry_point("mailmoat.directory.sync", "sync_tenant")
+        raise NotImplementedError("mailmoat.directory.sync.sync_tenant is present: wire its call here")
 
-    def publish_directory(self, record: Mapping[str, Any]) -> None:
-        """One directory-table stream record → the SES receipt rule's recipient conditions."""
-        raise NotImplementedError(_NOT_YET)
+    def send_spam_digests(self, now: datetime | None = None) -> Any:
+        """The daily digest of quarantined spam to each recipient who asked for one."""
+        send_digests = _entry_point("mailmoat.spam", "send_digests")
+        return send_digests(self.services, now=now or datetime.now(UTC))
 
-    def update_signatures(self) -> None:
-        """freshclam into a temp dir, then the databases to the signature bucket for the scanner."""
-        raise NotImplementedError(_NOT_YET)
+    # --- directory → SES recipient conditions ----------------------------------------------
+    def receipt_rules(self) -> SesReceiptRules:
+        from mailmoat.adapters.aws_ses_rules import SesReceiptRules
+
+        return SesReceiptRules(self.settings.receipt_rule_set)
+
+    def publish_directory(self, event: Mapping[str, Any] | None = None) -> RulePlan:
+        """Make the SES receipt rules' recipient conditions equal the registered addresses.
+
+        Called once per stream batch (or by the hourly schedule, which also repairs a rule a
+        stack update reset): the records only say that something changed, the whole set is
+        recomputed from the table, so the result does not depend on their order, on
+        duplicates or on records lost to the stream's 24 h retention."""
+        from mailmoat.adapters.aws_dynamodb import DynamoDirectory
+        from mailmoat.aws.recipient_rules import TenantAddresses, normalise, plan_recipient_rules
+
+        directory = DynamoDirectory(self.settings.directory_table)
+        tenants = []
+        for config in directory.tenant_configs():
+            addresses: list[str] = []
+            for recipient in directory.recipients(config.name):
+                addresses.append(recipient.address)
+                addresses.extend(getattr(recipient, "aliases", None) or [])
+            tenants.append(TenantAddresses(config.name, tuple(config.domains), normalise(addresses)))
+        rules = self.receipt_rules()
+        base_domains = [d.strip() for d in self.settings.receipt_domains.split(",") if d.strip()]
+        plan = plan_recipient_rules(rules.rules(), base=self.settings.receipt_rule,
+                                    base_domains=base_domains, tenants=tenants)
+        rules.apply(plan)
+        records = len(event.get("Records", [])) if event else 0
+        observability.count(observability.RECIPIENT_RULE_CHANGES, plan.changes)
+        # Every run reports the count, 0 included, so the alarm clears once the cause is gone.
+        observability.count(observability.RECIPIENT_CONDITIONS_OVER_CEILING, len(plan.by_domain))
+        if plan.by_domain:
+            log.error("over the SES recipient ceiling: accepted by domain, unknown recipients are "
+                      "dropped after acceptance instead of refused (docs/deploy.md: Mail Manager)",
+                      extra={"tenants": plan.by_domain, "rules": plan.rules_used})
+        log.info("recipient conditions published",
+                 extra={"records": records, "addresses": plan.addresses, "rules": plan.rules_used,
+                        "created": len(plan.create), "updated": len(plan.update),
+                        "deleted": len(plan.delete)})
+        return plan
+
+    # --- ClamAV databases -----------------------------------------------------------------
+    def signature_mirror(self) -> S3SignatureMirror:
+        from mailmoat.adapters.aws_signatures import S3SignatureMirror
+
+        return S3SignatureMirror(self.settings.signature_bucket)
+
+    def update_signatures(self) -> UpdateResult:
+        """freshclam into a temp dir, then the databases that changed to the signature bucket."""
+        import tempfile
+
+        from mailmoat.aws.signatures import update_signatures
+
+        with tempfile.TemporaryDirectory(prefix="freshclam-") as workdir:
+            result = update_signatures(self.signature_mirror(), freshclam=self.settings.freshclam_path,
+                                       mirror=self.settings.clamav_mirror, workdir=Path(workdir))
+        observability.count(observability.SIGNATURE_FILES_UPLOADED, len(result.uploaded))
+        log.info("signatures published", extra={"uploaded": result.uploaded, "versions": result.versions})
+        return result
+
+    def _ensure_clamd(self) -> None:
+        """The scan image's clamd, started at the first scan of an execution environment with the
+        databases from the signature bucket. If that fails the scan still runs: the antivirus
+        check then reports SCAN_FAILED and the policy isolates (fails closed); the next
+        message tries again."""
+        if not self.settings.clamd_config:
+            return  # no image-managed clamd (local runs, tests): MAILMOAT_CLAMD_SOCKET as given
+        from mailmoat.adapters.clamd import ClamdAntivirus
+        from mailmoat.aws.signatures import ClamdProcess, fetch_signatures
+
+        if self._clamd is None:
+            address = self.settings.clamd_socket or "/tmp/clamd.sock"  # noqa: S108
+            self._clamd = ClamdProcess(
+                command=[self.settings.clamd_path, f"--config-file={self.settings.clamd_config}"],
+                ready=ClamdAntivirus(address, connect_timeout=1.0).ping,
+                start_seconds=self.settings.clamd_start_seconds)
+        if self._clamd.process is not None and self._clamd.process.poll() is None:
+            return
+        try:
+            fetched = fetch_signatures(self.signature_mirror(), self.settings.signature_dir)
+        except Exception as exc:  # S3 or a file: either way the scan must go on and fail closed
+            log.error("ClamAV databases unavailable: %s", exc)
+            return
+        observability.count(observability.SIGNATURE_FILES_DOWNLOADED, len(fetched))
+        if not self._clamd.ensure():
+            log.error("clamd is not running: attachments get SCAN_FAILED until it starts")
+
+
+def _entry_point(module: str, name: str) -> Any:
+    """A core function another part of the product provides, imported on first use so that a
+    handler's cold start does not pay for it and a build without it fails only that function."""
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise NotImplementedError(f"{module}.{name} is not in this build yet") from exc
 
 
 def _timings(ctx: MessageContext) -> dict[str, float]:

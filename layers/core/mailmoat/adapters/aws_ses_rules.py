@@ -1,0 +1,43 @@
+"""SesReceiptRules: reads and rewrites the recipient conditions of our SES (v1) receipt rule set."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from mailmoat.aws.recipient_rules import RulePlan
+
+log = logging.getLogger("mailmoat.aws")
+
+# SES throttles the receipt-rule API hard (about one call per second); adaptive retries wait
+# for the token bucket instead of failing a publish that rewrites many rules.
+_RETRIES = Config(retries={"mode": "adaptive", "max_attempts": 10})
+
+
+class SesReceiptRules:
+    def __init__(self, rule_set: str, *, client: Any = None) -> None:
+        if not rule_set:
+            raise ValueError("SesReceiptRules needs the receipt rule set name")
+        self.rule_set = rule_set
+        self.client = client if client is not None else boto3.client("ses", config=_RETRIES)
+
+    def rules(self) -> list[dict[str, Any]]:
+        """Every rule of the set, in evaluation order, recipients included (one call)."""
+        response = self.client.describe_receipt_rule_set(RuleSetName=self.rule_set)
+        return [dict(rule) for rule in response.get("Rules", [])]
+
+    def apply(self, plan: RulePlan) -> None:
+        """Additions before removals: new rules and updates first, deletions last, so an
+        address that stays registered is matched by some rule at every moment."""
+        for rule, after in plan.create:
+            self.client.create_receipt_rule(RuleSetName=self.rule_set, After=after, Rule=rule)
+            log.info("receipt rule created", extra={"rule": rule["Name"], "count": len(rule["Recipients"])})
+        for rule in plan.update:
+            self.client.update_receipt_rule(RuleSetName=self.rule_set, Rule=rule)
+            log.info("receipt rule updated", extra={"rule": rule["Name"], "count": len(rule["Recipients"])})
+        for name in plan.delete:
+            self.client.delete_receipt_rule(RuleSetName=self.rule_set, RuleName=name)
+            log.info("receipt rule deleted", extra={"rule": name})
