@@ -174,18 +174,18 @@ def import_csv(directory: Directory, data: bytes, *, tenant: str | None = None,
     tenants = {tenant} if tenant else {r.recipient.tenant for r in parsed}
     existing = {r.address: r for t in sorted(tenants) for r in directory.recipients(t)}
     merged = {row.recipient.address: _merge(row, existing.get(row.recipient.address)) for row in parsed}
+    # Aliases live in their owner's domains, hence in these tenants: one map answers who holds what.
+    holders = {alias: r for r in existing.values() for alias in r.aliases}
     rows: list[Recipient] = []
     for row in parsed:
         old = existing.get(row.recipient.address)
         new = merged[row.recipient.address]
-        holder = directory.recipient(new.address)
-        if holder is not None and holder.address != new.address and new.address in merged.get(
-                holder.address, holder).aliases:
+        holder = holders.get(new.address)
+        if holder is not None and new.address in merged.get(holder.address, holder).aliases:
             result.errors.append(f"line {row.line}: {new.address} is an alias of {holder.address}")
         for alias in new.aliases:
-            # An alias of someone else (or someone's own address) would take their mail, unless
-            # this file gives it up there.
-            owner = directory.recipient(alias)
+            # Someone else's address or alias would take their mail, unless this file gives it up.
+            owner = existing.get(alias) or holders.get(alias)
             if owner is not None and owner.address != new.address and (
                     alias == owner.address or alias in merged.get(owner.address, owner).aliases):
                 result.errors.append(f"line {row.line}: {alias} already belongs to {owner.address}")
