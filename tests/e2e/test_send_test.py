@@ -7,6 +7,7 @@ import datetime as dt
 import ipaddress
 import json
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -121,13 +122,25 @@ def test_unprocessed_messages_are_missing_and_exit_2(gateway: Gateway,
 def test_a_refused_recipient_is_reported_not_waited_for(gateway: Gateway,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     port = str(gateway.runtime.settings.smtp_port)
+    started = time.monotonic()
     code = main(_cli(gateway, "--server", f"127.0.0.1:{port}", "--to", "nobody@example.test",
-                     "--only", "clean-text", "--json", "--wait", "30"))
-    report = json.loads(capsys.readouterr().out)
+                     "--only", "clean-text,aes-zip", "--json", "--wait", "30"))
+    assert time.monotonic() - started < 20  # nothing was accepted, so nothing is waited for
+    result = json.loads(capsys.readouterr().out)
     assert code == 1
-    (row,) = report["rows"]
-    assert (row["arrived"], row["status"]) == ("refused", "MISMATCH")
-    assert "550 5.1.1" in row["actual"]
+    replies = [m["reply"] for m in result["run"]["messages"]]
+    assert len(replies) == 2 and all("RCPT TO refused: 550 5.1.1" in r for r in replies)
+
+
+def test_nothing_listening_exits_1_without_a_report(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--data-dir", str(tmp_path / "var"), "send-test", "--server", f"127.0.0.1:{free_port()}",
+                 "--only", "clean-text"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "FAILED  clean-text" in captured.out and "ConnectionRefusedError" in captured.out
+    assert "is the gateway running" in captured.err
+    assert "TEST" not in captured.out  # no table of refusals pretending to be a report
 
 
 @pytest.mark.clamd

@@ -230,3 +230,26 @@ def test_runs_are_saved_and_the_latest_is_found(tmp_path: Path) -> None:
     assert load_run(tmp_path, RUN).messages[0].name == "clean-text"
     with pytest.raises(RunNotFound):
         load_run(tmp_path, "../../etc/passwd")
+
+
+def test_a_run_file_naming_an_unknown_test_gives_a_row_not_a_crash() -> None:
+    sent = SentMessage("from-the-future", "<m@x>", "s", "f@x", True, "250")
+    row = build_row(sent, None, "alice@example.test")
+    assert row.status == "MISMATCH" and row.why == ["not a test this version knows"]
+
+
+@pytest.mark.parametrize(("address", "plain"), [
+    ("alice@example.test", True), ("postmaster@localhost", True),
+    ("alice", False), ("@example.test", False), ("a@b.test\r\nRCPT TO:<x@y>", False),
+    ("a b@example.test", False), ("<a@example.test>", False), ("a@example.test,b@example.test", False),
+])
+def test_addresses_are_checked_before_anything_is_sent(address: str, plain: bool) -> None:
+    from mailmoat.sendtest.cli import _plain_address
+
+    assert _plain_address(address) is plain
+
+
+def test_server_replies_lose_control_characters() -> None:
+    from mailmoat.sendtest.sender import _reply
+
+    assert _reply(250, b"2.0.0 Ok\x1b[2J\r\n queued") == "250 2.0.0 Ok [2J queued"

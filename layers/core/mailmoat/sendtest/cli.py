@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -78,13 +79,31 @@ def cmd_send_test(args: argparse.Namespace) -> int:
         return 1
     if args.report:
         return _report(args, settings, run_id=args.run, wait=args.wait or 0.0)
+    for option, address in (("--to", args.to), ("--from", args.sender),
+                            ("--spf-fail-from", args.spf_fail_from)):
+        if not _plain_address(address):
+            print(f"mailmoat send-test: {option} {address!r} is not a plain address (local@domain)",
+                  file=sys.stderr)
+            return 1
     run = _send(args, settings, only)
     if run is None:
         return 1
-    if args.send_only:
-        return 0 if all(m.accepted for m in run.messages) else 1
+    accepted = [m for m in run.messages if m.accepted]
+    if args.send_only or not accepted:
+        if args.json:
+            print(json.dumps({"run": run.to_dict()}, ensure_ascii=False, indent=2))
+        elif not accepted:
+            print(f"nothing was accepted by {run.server}: is the gateway running there?", file=sys.stderr)
+        return 0 if len(accepted) == len(run.messages) else 1
     return _report(args, settings, run_id=run.run_id,
                    wait=DEFAULT_SEND_WAIT if args.wait is None else args.wait)
+
+
+def _plain_address(address: str) -> bool:
+    # It goes into MAIL FROM / RCPT TO and a header: one local@domain, nothing else.
+    local, at, domain = address.rpartition("@")
+    return bool(at and local and domain) and address.isascii() and all(
+        c.isprintable() and not c.isspace() and c not in "<>,;\"()[]\\" for c in address)
 
 
 def _send(args: argparse.Namespace, settings: Any, only: list[str] | None) -> RunRecord | None:
@@ -104,7 +123,9 @@ def _send(args: argparse.Namespace, settings: Any, only: list[str] | None) -> Ru
     if args.insecure and not args.starttls:
         print("mailmoat send-test: --insecure only makes sense with --starttls", file=sys.stderr)
         return None
-    target = SmtpTarget(host, port, starttls=args.starttls, verify_certificate=not args.insecure)
+    # One HELO name for the run: smtplib would look it up again for every session.
+    target = SmtpTarget(host, port, starttls=args.starttls, verify_certificate=not args.insecure,
+                        local_hostname=socket.getfqdn())
     run_id = new_run_id()
     battery = build_battery(run_id=run_id, to=args.to, sender=args.sender,
                             spf_fail_sender=args.spf_fail_from, only=only)

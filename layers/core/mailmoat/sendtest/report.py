@@ -187,7 +187,13 @@ def expectation_for(sent: SentMessage, seen: Observed | None) -> Expectation:
     }
     if sent.name == "eicar-zip":
         return _eicar(seen)
+    if sent.name not in fixed:
+        raise UnknownTest(sent.name)
     return fixed[sent.name]()
+
+
+class UnknownTest(KeyError):
+    """A run file naming a test this version does not have (edited, or from a newer version)."""
 
 
 @dataclass(slots=True)
@@ -254,6 +260,13 @@ def policy_notes(tenant: TenantConfig) -> list[str]:
 
 
 def build_row(sent: SentMessage, record: MessageRecord | None, recipient: str) -> Row:
+    try:
+        return _row(sent, record, recipient)
+    except UnknownTest:
+        return Row(sent.name, "?", "?", "?", "MISMATCH", why=["not a test this version knows"])
+
+
+def _row(sent: SentMessage, record: MessageRecord | None, recipient: str) -> Row:
     if not sent.accepted:
         expectation = expectation_for(sent, None)
         return Row(sent.name, "refused", expectation.describe(), sent.reply, "MISMATCH",

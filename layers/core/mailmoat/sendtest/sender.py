@@ -51,7 +51,9 @@ def tls_context(verify: bool) -> ssl.SSLContext:
 
 def _reply(code: int, text: bytes | str) -> str:
     words = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
-    return f"{code} {' '.join(words.split())}"
+    # The server's words end up on the admin's terminal: no control characters.
+    printable = "".join(c if c.isprintable() else " " for c in words)
+    return f"{code} {' '.join(printable.split())}"
 
 
 def send_one(target: SmtpTarget, message: BatteryMessage, to: str) -> SentMessage:
