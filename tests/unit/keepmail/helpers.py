@@ -16,14 +16,14 @@ RCPTS = ["alice@example.test", "bob@example.test"]
 PASSWORD = "correct horse battery"
 REMOTE = "tracker.remote.example"
 SCRIPTED_HTML = (
-    "<html><head><style>body{background:url(https://%s/bg.png)}</style>"
+    f"<html><head><style>body{{background:url(https://{REMOTE}/bg.png)}}</style>"
     "<script>document.title='pwned'</script></head><body>"
     "<p onclick=\"alert(1)\">Hello <b>Alice</b></p>"
-    "<img src=\"https://%s/pixel.png\" onerror=\"document.title='pwned'\" alt=\"logo\">"
+    f"<img src=\"https://{REMOTE}/pixel.png\" onerror=\"document.title='pwned'\" alt=\"logo\">"
     "<a href=\"https://phish.example/login\">sign in</a>"
-    "<iframe src=\"https://%s/frame\"></iframe><form action=\"https://%s/f\"><input name=q></form>"
+    f"<iframe src=\"https://{REMOTE}/frame\"></iframe><form action=\"https://{REMOTE}/f\"><input name=q></form>"
     "<svg><script>document.title='pwned'</script></svg>"
-    "</body></html>" % (REMOTE, REMOTE, REMOTE, REMOTE)
+    "</body></html>"
 )
 
 
