@@ -132,3 +132,23 @@ def test_summary_counts_per_kind(tmp_path) -> None:
     assert "  group   2 added" in text and "  list    1 added" in text and "  shared  1 added" in text
     dry = full_run(sqlite_directory(tmp_path / "other", m365_tenant()), dry_run=True)
     assert json.loads(json.dumps(dry.to_dict()))["added"] == dry.added
+
+
+def test_one_failing_tenant_does_not_stop_the_others(tmp_path) -> None:
+    from mailmoat.config import TenantConfig
+    from mailmoat.directory.sync import sync_tenants
+
+    broken = m365_tenant()
+    broken.name = "broken"
+    broken.domains = ["broken.example"]
+    assert broken.directory.m365 is not None
+    broken.directory.m365.client_secret_env = "BROKEN_GRAPH_SECRET"  # not set
+    no_provider = TenantConfig(name="plain", domains=["plain.example"])
+    directory = sqlite_directory(tmp_path, m365_tenant())
+    with responses.RequestsMock() as rsps:
+        play(rsps, "m365-full.json")
+        outcomes = sync_tenants(directory, [broken, no_provider, m365_tenant()], read_secret=SECRET,
+                                sleep=no_sleep)
+    assert [(o.tenant, o.error is None) for o in outcomes] == [("broken", False), ("corp", True)]
+    assert "the client secret is not set (env BROKEN_GRAPH_SECRET)" in (outcomes[0].error or "")
+    assert outcomes[1].result is not None and len(outcomes[1].result.added) == 7

@@ -24,8 +24,7 @@ def _runtime(args: argparse.Namespace) -> Any:
 
 
 def cmd_directory_sync(args: argparse.Namespace) -> int:
-    from mailmoat.directory.model import DirectorySyncError
-    from mailmoat.directory.sync import sync_tenant
+    from mailmoat.directory.sync import sync_tenants
 
     runtime = _runtime(args)
     tenants = runtime.services.config.tenants
@@ -34,32 +33,25 @@ def cmd_directory_sync(args: argparse.Namespace) -> int:
         if not tenants:
             print(f"mailmoat: no tenant {args.tenant!r} in the configuration", file=sys.stderr)
             return EXIT_FAILED
-    else:
-        tenants = [t for t in tenants if args.provider or t.directory.provider]
-        if not tenants:
-            print("mailmoat: no tenant has a directory provider ([tenant.directory] provider = ...)",
-                  file=sys.stderr)
-            return EXIT_FAILED
+    outcomes = sync_tenants(runtime.services.directory, tenants, provider=args.provider,
+                            confirm_deletes=args.confirm_deletes, dry_run=args.dry_run)
+    if not outcomes:
+        print("mailmoat: no tenant has a directory provider ([tenant.directory] provider = ...)",
+              file=sys.stderr)
+        return EXIT_FAILED
     status = EXIT_OK
-    reports: list[dict[str, Any]] = []
-    for tenant in tenants:
-        try:
-            result = sync_tenant(runtime.services.directory, tenant, provider=args.provider,
-                                 confirm_deletes=args.confirm_deletes, dry_run=args.dry_run)
-        except DirectorySyncError as exc:
-            # One tenant's failure does not stop the others; it changed nothing.
-            print(f"{tenant.name}: sync failed, nothing changed: {exc}", file=sys.stderr)
-            reports.append({"tenant": tenant.name, "error": str(exc)})
+    for outcome in outcomes:
+        if outcome.error is not None:
+            print(f"{outcome.tenant}: sync failed, nothing changed: {outcome.error}", file=sys.stderr)
             status = EXIT_FAILED
-            continue
-        if result.refused and status == EXIT_OK:
-            status = EXIT_REFUSED
-        if args.json:
-            reports.append(result.to_dict())
-        else:
-            print(result.summary())
+        elif outcome.result is not None:
+            if outcome.result.refused and status == EXIT_OK:
+                status = EXIT_REFUSED
+            if not args.json:
+                print(outcome.result.summary())
     if args.json:
-        print(json.dumps(reports, ensure_ascii=False, indent=2))
+        print(json.dumps([o.result.to_dict() if o.result else {"tenant": o.tenant, "error": o.error}
+                          for o in outcomes], ensure_ascii=False, indent=2))
     return status
 
 

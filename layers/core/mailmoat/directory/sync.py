@@ -26,7 +26,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -273,3 +273,28 @@ def sync_tenant(directory: Directory, tenant: TenantConfig, *, provider: str | N
                                       "added": len(result.added), "changed": len(result.changed),
                                       "removed": len(result.removed), "skipped": len(result.skipped)})
     return result
+
+
+@dataclass(slots=True)
+class TenantOutcome:
+    tenant: str
+    result: SyncResult | None = None
+    error: str | None = None  # the run failed and changed nothing
+
+
+def sync_tenants(directory: Directory, tenants: Iterable[TenantConfig], *, provider: str | None = None,
+                 **options: Any) -> list[TenantOutcome]:
+    """Sync every tenant that has a provider (or all given ones when `provider` is set); one
+    tenant's failure is recorded and the others still run. Options go to sync_tenant. The
+    scheduled function calls this with the tenants of the directory table."""
+    outcomes: list[TenantOutcome] = []
+    for tenant in tenants:
+        if provider is None and tenant.directory.provider is None:
+            continue
+        try:
+            outcomes.append(TenantOutcome(tenant.name, sync_tenant(directory, tenant, provider=provider,
+                                                                   **options)))
+        except DirectorySyncError as exc:
+            log.error("directory sync failed", extra={"tenant": tenant.name, "error": str(exc)})
+            outcomes.append(TenantOutcome(tenant.name, error=str(exc)))
+    return outcomes
