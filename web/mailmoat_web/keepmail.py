@@ -36,7 +36,7 @@ from mailmoat.keepmail import (
     send_code,
     session_address,
 )
-from mailmoat.message import WalkLimits, header_text, parse
+from mailmoat.message import Part, WalkLimits, header_text, parse
 from mailmoat.rewrite.defang import defang_html, defang_text, portal_links
 from mailmoat.rewrite.htmldoc import body_of, parse_html
 from mailmoat_web import files as filetools
@@ -218,19 +218,17 @@ def render_view(copy: bytes, services: Services) -> KeptView:
         portal_urls=urls, attachments=attachments)
 
 
-def _inline_images(parsed_parts: list[object]) -> dict[str, str]:
+def _inline_images(parts: list[Part]) -> dict[str, str]:
     """cid → data: URI for the copy's own inline raster images (never SVG), size-bounded."""
     found: dict[str, str] = {}
-    for part in parsed_parts:
-        kind = getattr(part, "kind", "")
-        cid = getattr(part, "content_id", None)
-        ctype = getattr(part, "content_type", "")
-        if kind != "inline-image" or not cid or ctype not in _INLINE_TYPES:
+    for part in parts:
+        if part.kind != "inline-image" or not part.content_id or part.content_type not in _INLINE_TYPES:
             continue
-        data: bytes = part.payload()  # type: ignore[attr-defined]
+        data = part.payload()
         if len(data) > MAX_INLINE_IMAGE_BYTES:
             continue
-        found[cid.strip("<>").lower()] = f"data:{ctype};base64,{base64.b64encode(data).decode('ascii')}"
+        encoded = base64.b64encode(data).decode("ascii")
+        found[part.content_id.strip("<>").lower()] = f"data:{part.content_type};base64,{encoded}"
     return found
 
 
@@ -526,7 +524,7 @@ def message_body(request: Request, message_id: str, images: int = 0) -> Response
                      and p.content_type == "text/html"), None)
         html = part.text() if part is not None else ""
         clean, _blocked = sanitise_html(html, images=bool(images), portal_url=services.settings.portal_url,
-                                        inline=_inline_images(list(parsed.parts)))
+                                        inline=_inline_images(parsed.parts))
     except Exception as exc:
         log.warning("keep-mail body failed", extra={"message_id": message_id,
                                                     "detail": type(exc).__name__})

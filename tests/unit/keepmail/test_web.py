@@ -154,3 +154,21 @@ def test_code_sign_in_through_the_pages(site) -> None:
     ok = client.post("/k/code/verify", data={"csrf": csrf(client), "address": "alice@example.test", "code": code},
                      follow_redirects=False)
     assert ok.status_code == 303 and client.get("/k/inbox").status_code == 200
+
+
+def test_inline_images_of_the_message_itself_are_shown(site) -> None:
+    from email.message import EmailMessage
+
+    runtime, client = site
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
+    msg = EmailMessage()
+    msg["From"] = "sender@sender.example"
+    msg["To"] = "alice@example.test"
+    msg["Subject"] = "inline"
+    msg.set_content("text")
+    msg.add_alternative('<p>logo: <img src="cid:logo@sender.example" alt="inline logo"></p>', subtype="html")
+    msg.get_payload()[1].add_related(png, maintype="image", subtype="png", cid="<logo@sender.example>")
+    message_id, _ctx = deliver(runtime, msg.as_bytes())
+    sign_in(client)
+    body = client.get(f"/k/m/{message_id}/body").text
+    assert 'src="data:image/png;base64,iVBORw0KGgo' in body
