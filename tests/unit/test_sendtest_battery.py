@@ -253,3 +253,20 @@ def test_server_replies_lose_control_characters() -> None:
     from mailmoat.sendtest.sender import _reply
 
     assert _reply(250, b"2.0.0 Ok\x1b[2J\r\n queued") == "250 2.0.0 Ok [2J queued"
+
+
+def test_the_table_stacks_on_a_narrow_terminal() -> None:
+    from mailmoat.sendtest.report import Report, print_report
+
+    run = _run("aes-zip", "spf-fail")
+    report = Report(run, [build_row(m, None, run.to) for m in run.messages])
+    wide, narrow = io.StringIO(), io.StringIO()
+    print_report(report, wide)
+    print_report(report, narrow, columns=80)
+    assert wide.getvalue().splitlines()[1].split() == ["TEST", "ARRIVED", "EXPECTED", "ACTUAL", "RESULT"]
+    lines = narrow.getvalue().splitlines()
+    assert lines[1].split() == ["TEST", "ARRIVED", "RESULT"]
+    assert lines[2].split() == ["aes-zip", "no", "MISSING"]
+    assert lines[3].strip().startswith("expected: delivered, no banner, quotation.zip: encrypted/isolate")
+    assert lines[4].strip() == "actual:   not in the message log"
+    assert all(len(line) <= 80 for line in lines[1:3])

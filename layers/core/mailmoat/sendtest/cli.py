@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import socket
 import sys
 from datetime import UTC, datetime
@@ -165,5 +166,6 @@ def _report(args: argparse.Namespace, settings: Any, *, run_id: str | None, wait
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
     else:
-        print_report(report, sys.stdout)
+        columns = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+        print_report(report, sys.stdout, columns=columns)
     return report.exit_code

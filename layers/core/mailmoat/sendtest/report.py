@@ -323,18 +323,31 @@ def _pad(text: str, width: int) -> str:
     return text + " " * max(width - _width(text), 0)
 
 
-def print_report(report: Report, out: TextIO, *, antivirus_hint: bool = True) -> None:
+def _table(cells: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(_width(row[i]) for row in cells) for i in range(len(cells[0]))]
+    return ["  ".join(_pad(cell, widths[i]) for i, cell in enumerate(row)).rstrip() for row in cells]
+
+
+def print_report(report: Report, out: TextIO, *, columns: int | None = None,
+                 antivirus_hint: bool = True) -> None:
+    """One line per test; on a terminal narrower than that (`columns`), expected and actual go on
+    two lines of their own under each test so that nothing wraps."""
     run = report.run
     print(f"mailmoat send-test report: run {run.run_id}, sent {run.sent_at} to {run.to} via "
           f"{run.server}{' (STARTTLS)' if run.starttls else ''}", file=out)
-    header = ("TEST", "ARRIVED", "EXPECTED", "ACTUAL", "RESULT")
-    rows = [(r.name, r.arrived, r.expected, r.actual, r.status) for r in report.rows]
-    widths = [max(_width(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    for row, source in zip([header, *rows], [None, *report.rows], strict=True):
-        print("  ".join(_pad(cell, widths[i]) for i, cell in enumerate(row)).rstrip(), file=out)
-        if source is not None:
-            for why in source.why:
-                print(f"    ! {why}", file=out)
+    wide = _table([("TEST", "ARRIVED", "EXPECTED", "ACTUAL", "RESULT"),
+                   *((r.name, r.arrived, r.expected, r.actual, r.status) for r in report.rows)])
+    stacked = columns is not None and max(_width(line) for line in wide) > columns
+    lines = _table([("TEST", "ARRIVED", "RESULT"), *((r.name, r.arrived, r.status) for r in report.rows)]) \
+        if stacked else wide
+    print(lines[0], file=out)
+    for line, row in zip(lines[1:], report.rows, strict=True):
+        print(line, file=out)
+        if stacked:
+            print(f"    expected: {row.expected}", file=out)
+            print(f"    actual:   {row.actual}", file=out)
+        for why in row.why:
+            print(f"    ! {why}", file=out)
     if report.policy_notes:
         print(f"tenant policy differs from the defaults the expectations assume: "
               f"{', '.join(report.policy_notes)}", file=out)
