@@ -170,3 +170,16 @@ def test_the_smtp_gateway_accepts_synced_addresses_and_aliases(tmp_path, m365_se
         gateway.stop()
     # The alias stands for its recipient: its settings (the spam filter flag) are the owner's.
     assert runtime.services.directory.recipient("robert@corp-sales.example").spam_filter is False
+
+
+def test_directory_show_answers_for_an_alias(tmp_path, m365_setup, capsys) -> None:
+    common, _ = m365_setup
+    with responses.RequestsMock() as rsps:
+        play(rsps, "m365-full.json")
+        main([*common, "directory", "sync"])
+    capsys.readouterr()
+    assert main([*common, "directory", "show", "Vertrieb@corp.example"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["address"], shown["kind"], shown["source"]) == ("sales@corp.example", "group", "m365")
+    assert main([*common, "directory", "show", "nobody@corp.example"]) == 1
+    assert "not registered" in capsys.readouterr().out
