@@ -33,3 +33,29 @@ def arc_key_file(secret_arn: str, *, client: Any = None, directory: Path | None 
     path = Path(name)
     _written[secret_arn] = path
     return path
+
+
+class SecretReader:
+    """Named secrets under one prefix (`<stack>/directory/<name>`), read once per process: where
+    the local runtime reads an environment variable of that name, the AWS one reads this."""
+
+    def __init__(self, prefix: str, *, client: Any = None) -> None:
+        self.prefix = prefix
+        self.client = client if client is not None else boto3.client("secretsmanager")
+        self._cache: dict[str, str | None] = {}
+
+    def get(self, name: str) -> str | None:
+        """The secret's string, None when there is no such secret (the caller says what is missing)."""
+        if name not in self._cache:
+            from botocore.exceptions import ClientError
+
+            try:
+                response = self.client.get_secret_value(SecretId=self.prefix + name)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+                    raise
+                self._cache[name] = None
+            else:
+                value = response.get("SecretString")
+                self._cache[name] = str(value) if value is not None else None
+        return self._cache[name]

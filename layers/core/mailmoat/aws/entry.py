@@ -177,6 +177,7 @@ class AwsSettings(Settings):
     archive_bucket: str = ""  # copies of originals for tenants with archiving (deliver)
     cognito_user_pool_id: str = ""  # the admin console's users (portal; the API checks the JWT)
     cognito_client_id: str = ""
+    directory_secret_prefix: str = ""  # Secrets Manager names of the directory providers' secrets
     # ClamAV on Lambda: freshclam in the signature-update function, clamd in the scan function.
     freshclam_path: str = "freshclam"
     clamav_mirror: str = "database.clamav.net"
@@ -522,15 +523,38 @@ class AwsRuntime:
             log.info("re-queued", extra={"message_id": message_id, "stage": stage})
         return count
 
-    def sync_directory(self) -> None:
-        """Pull tenants' users from Microsoft Graph / Google Directory into the directory table
-        (mailmoat.directory.sync, being written alongside; the call is wired when it lands)."""
-        _entry_point("mailmoat.directory.sync", "sync_tenant")
-        raise NotImplementedError("mailmoat.directory.sync.sync_tenant is present: wire its call here")
+    def sync_directory(self) -> dict[str, str]:
+        """Pull each tenant's users from its directory provider (Microsoft Graph / Google
+        Directory) into the directory table; the stream then republishes the SES recipients.
+        One tenant's failure does not stop the others; any failure or refusal (the deletion
+        guard) fails the run at the end, so the Errors alarm tells the admin."""
+        from mailmoat.adapters.aws_dynamodb import DynamoDirectory
+        from mailmoat.adapters.aws_secrets import SecretReader
+
+        sync_tenant = _entry_point("mailmoat.directory.sync", "sync_tenant")
+        directory = DynamoDirectory(self.settings.directory_table)
+        secrets = SecretReader(self.settings.directory_secret_prefix)
+        outcomes: dict[str, str] = {}
+        for tenant in directory.tenant_configs():
+            if tenant.directory.provider is None:
+                continue
+            try:
+                result = sync_tenant(directory, tenant, read_secret=secrets.get)
+            except Exception as exc:  # a provider or a config error: reported below, others go on
+                log.error("directory sync failed", extra={"tenant": tenant.name, "error": str(exc)[:300]})
+                outcomes[tenant.name] = "failed"
+                continue
+            outcomes[tenant.name] = "refused" if result.refused else "applied"
+            if result.refused:
+                log.error("directory sync refused", extra={"tenant": tenant.name, "error": result.refused})
+        problems = sorted(t for t, outcome in outcomes.items() if outcome != "applied")
+        if problems:
+            raise RuntimeError(f"directory sync did not apply for: {', '.join(problems)}")
+        return outcomes
 
     def send_spam_digests(self, now: datetime | None = None) -> Any:
         """The daily digest of quarantined spam to each recipient who asked for one."""
-        send_digests = _entry_point("mailmoat.spam", "send_digests")
+        send_digests = _entry_point("mailmoat.spam.digest", "send_digests")
         return send_digests(self.services, now=now or datetime.now(UTC))
 
     # --- directory → SES recipient conditions ----------------------------------------------
