@@ -177,6 +177,11 @@ def retain(ctx: MessageContext, services: Services) -> None:
         existing = store.get(ctx.id, rcpt)
         if existing is not None and existing.final:
             continue  # a re-run: this recipient's copy and outcome are settled
+        if existing is None and ctx.outputs and rcpt not in ctx.outputs:
+            # Copies differ per recipient (portal links) and this run made none for this one
+            # (delivered before an interrupted run): `output` is another recipient's copy.
+            log.warning("no copy to keep for a recipient", extra={"message_id": ctx.id})
+            continue
         key = blob_key(rcpt, ctx.id)
         if existing is None or rcpt in ctx.outputs:
             services.blobs.put(key, ctx.outputs.get(rcpt, fallback))

@@ -111,3 +111,33 @@ def test_a_failing_keep_store_never_breaks_delivery(tmp_path: Path) -> None:
     record = runtime.services.log.get(message_id)
     assert record is not None and record.state == "delivered"
     assert maildir(runtime, "alice@example.test")
+
+
+class DefersBob:
+    idempotent = True
+
+    def __init__(self) -> None:
+        self.copies: dict[str, bytes] = {}
+
+    def deliver(self, message_id: str, recipient: str, mail_from: str | None, data: bytes) -> str:
+        if recipient == "bob@example.test" and "bob@example.test" not in self.copies:
+            self.copies[recipient] = b""
+            raise DeliveryError("451 4.3.0 try later", permanent=False, code=451)
+        self.copies[recipient] = data
+        return "relay"
+
+
+def test_a_recipient_is_never_kept_with_another_recipients_copy(tmp_path: Path) -> None:
+    mailer = DefersBob()
+    runtime = make_runtime(tmp_path, mailer=mailer)
+    message_id, _ctx = deliver(runtime, message(("tool.exe", b"MZ\x90\x00", "application/octet-stream")))
+    store = keepmail_store(runtime.services)
+    # As if the process had died after delivering to alice and before keeping her copy.
+    store.delete(message_id, "alice@example.test")
+    runtime.services.blobs.delete(blob_key("alice@example.test", message_id))
+    again = runtime.process_stored(message_id)
+    assert again is not None and set(again.outputs) == {"bob@example.test"}
+    assert store.get(message_id, "alice@example.test") is None
+    bob = store.get(message_id, "bob@example.test")
+    assert bob is not None and bob.kind == "delivered"
+    assert runtime.services.blobs.get(bob.blob_key) == mailer.copies["bob@example.test"]
