@@ -582,8 +582,9 @@ def _recipient_matches(r: Recipient, q: str) -> bool:
 
 
 def _lines(text: str) -> list[str]:
-    """A textarea or comma list → entries, blank ones dropped."""
-    return [e.strip() for e in text.replace(",", "\n").splitlines() if e.strip()][:2000]
+    """A textarea or list → entries: one per line, or separated by commas, semicolons or spaces
+    (addresses, domains and country codes contain none of these)."""
+    return text.replace(",", " ").replace(";", " ").split()[:2000]
 
 
 def _policy_from_form(fields: dict[str, str]) -> dict[str, Any]:
