@@ -151,11 +151,12 @@ def test_virus_deleted_mail_is_not_archived(tmp_path: Path) -> None:
 
 def test_spam_quarantined_and_undelivered_mail_is_not_archived() -> None:
     ctx = MessageContext(id="x", raw=b"", envelope=Envelope(rcpt_to=["alice@example.test"]))
+    ctx.envelope.rcpt_to.append("bob@example.test")
     ctx.deliveries["alice@example.test"] = "delivered: maildir"
-    assert exclusion(ctx) is None
-    ctx.spam.action = "quarantine"
+    ctx.deliveries["bob@example.test"] = "quarantined: spam"
+    assert exclusion(ctx) is None  # alice's mailbox has it: archived
+    ctx.deliveries["alice@example.test"] = "quarantined: spam"
     assert exclusion(ctx) == "spam quarantined"
-    ctx.spam.action = "tag"
     from mailmoat.context import Disposition
 
     ctx.disposition = Disposition.QUARANTINE

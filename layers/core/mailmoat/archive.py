@@ -165,7 +165,9 @@ def exclusion(ctx: MessageContext) -> str | None:
     # HELD here means a delivery in doubt during this deliver run; the others went out.
     if ctx.disposition not in (Disposition.DELIVER, Disposition.HELD) or not ctx.deliveries:
         return f"disposition {ctx.disposition}"
-    if ctx.spam.action == "quarantine":
+    # Spam quarantine is per recipient (outcome "quarantined: spam"): a message every recipient
+    # only has in the spam quarantine is not archived; one that reached a mailbox is.
+    if all(outcome.startswith("quarantined") for outcome in ctx.deliveries.values()):
         return "spam quarantined"
     for attachment in ctx.attachments:
         if "VIRUS" in attachment.symbols or (

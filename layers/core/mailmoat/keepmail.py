@@ -172,8 +172,8 @@ def retain(ctx: MessageContext, services: Services) -> None:
     for rcpt in dict.fromkeys(normalise(r) for r in ctx.envelope.rcpt_to):
         outcome = ctx.deliveries.get(rcpt) or next(
             (o for r, o in ctx.deliveries.items() if normalise(r) == rcpt), None)
-        if not outcome:
-            continue
+        if not outcome or outcome.startswith("quarantined"):
+            continue  # not handed over here; spam quarantine has its own store and digest
         existing = store.get(ctx.id, rcpt)
         if existing is not None and existing.final:
             continue  # a re-run: this recipient's copy and outcome are settled

@@ -141,3 +141,19 @@ def test_a_recipient_is_never_kept_with_another_recipients_copy(tmp_path: Path) 
     bob = store.get(message_id, "bob@example.test")
     assert bob is not None and bob.kind == "delivered"
     assert runtime.services.blobs.get(bob.blob_key) == mailer.copies["bob@example.test"]
+
+
+def test_spam_quarantined_recipients_are_not_kept(tmp_path: Path) -> None:
+    from mailmoat.context import Envelope, MessageContext
+    from mailmoat.keepmail import retain
+
+    runtime = make_runtime(tmp_path)
+    raw = message(subject="cheap pills")
+    ctx = MessageContext(id="20261127T100000Z-00000000000000aa", raw=raw, tenant="example.test",
+                         envelope=Envelope(rcpt_to=["alice@example.test", "bob@example.test"]))
+    ctx.output = raw
+    ctx.deliveries = {"alice@example.test": "quarantined: spam", "bob@example.test": "delivered: relay"}
+    retain(ctx, runtime.services)
+    store = keepmail_store(runtime.services)
+    assert store.get(ctx.id, "alice@example.test") is None
+    assert store.get(ctx.id, "bob@example.test") is not None
