@@ -214,3 +214,18 @@ def test_clamd_that_exits_while_loading_is_reported(tmp_path):
     clamd = ClamdProcess([sys.executable, "-c", "raise SystemExit(2)"], ready=lambda: False,
                          start_seconds=10)
     assert clamd.ensure() is False
+
+
+def test_a_clamd_still_loading_is_waited_for_not_started_twice(tmp_path):
+    ready = tmp_path / "ready"
+    loader = f"import pathlib, time; time.sleep(3); pathlib.Path({str(ready)!r}).touch(); time.sleep(30)"
+    clamd = ClamdProcess([sys.executable, "-c", loader], ready=ready.exists, start_seconds=0.1)
+    try:
+        assert clamd.ensure() is False  # gave up waiting this time
+        first = clamd.process
+        assert clamd.ensure() is False and clamd.process is first  # still loading: not a second one
+        clamd.start_seconds = 10
+        assert clamd.ensure() is True and clamd.process is first  # the same process, now ready
+    finally:
+        clamd.process.kill()
+        clamd.process.wait(timeout=10)

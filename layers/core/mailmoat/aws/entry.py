@@ -635,7 +635,7 @@ class AwsRuntime:
                 command=[self.settings.clamd_path, f"--config-file={self.settings.clamd_config}"],
                 ready=ClamdAntivirus(address, connect_timeout=1.0).ping,
                 start_seconds=self.settings.clamd_start_seconds)
-        if self._clamd.process is not None and self._clamd.process.poll() is None:
+        if self._clamd.process is not None and self._clamd.process.poll() is None and self._clamd.ready():
             return
         try:
             fetched = fetch_signatures(self.signature_mirror(), self.settings.signature_dir)

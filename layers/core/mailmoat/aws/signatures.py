@@ -169,11 +169,11 @@ class ClamdProcess:
     process: subprocess.Popen[bytes] | None = None
 
     def ensure(self) -> bool:
-        if self.process is not None and self.process.poll() is None and self.ready():
+        if self.ready():  # ours, already up (or someone else's on the socket: use it)
             return True
-        if self.ready():  # someone else's clamd on the socket (local runs): use it
-            return True
-        self.process = subprocess.Popen(list(self.command), stdin=subprocess.DEVNULL)
+        if self.process is None or self.process.poll() is not None:
+            self.process = subprocess.Popen(list(self.command), stdin=subprocess.DEVNULL)
+        # else: ours is still loading its databases; wait for it rather than start a second
         deadline = time.monotonic() + self.start_seconds
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
