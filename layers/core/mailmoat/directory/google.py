@@ -23,8 +23,8 @@ import requests
 from google.oauth2 import service_account
 
 from mailmoat.config import GoogleDirectoryConfig
-from mailmoat.directory.http import Sleep, get_json
 from mailmoat.directory.model import GROUPS, USERS, DirectoryObject, DirectorySyncError, ProviderChanges
+from mailmoat.directory.transport import Sleep, get_json
 
 API = "https://admin.googleapis.com/admin/directory/v1"
 SCOPES = ["https://www.googleapis.com/auth/admin.directory.user.readonly",

@@ -27,7 +27,6 @@ import msal
 import requests
 
 from mailmoat.config import M365DirectoryConfig
-from mailmoat.directory.http import Sleep, get_json
 from mailmoat.directory.model import (
     GROUPS,
     USERS,
@@ -36,6 +35,7 @@ from mailmoat.directory.model import (
     ProviderChanges,
     ResyncRequired,
 )
+from mailmoat.directory.transport import Sleep, get_json
 
 log = logging.getLogger("mailmoat.directory")
 

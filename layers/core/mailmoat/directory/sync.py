@@ -34,7 +34,6 @@ from typing import Any
 import requests
 
 from mailmoat.config import TenantConfig
-from mailmoat.directory.http import Sleep
 from mailmoat.directory.model import (
     DirectoryObject,
     DirectoryProvider,
@@ -42,6 +41,7 @@ from mailmoat.directory.model import (
     ProviderChanges,
     scope_of,
 )
+from mailmoat.directory.transport import Sleep
 from mailmoat.ports import Directory, Recipient
 
 log = logging.getLogger("mailmoat.directory")
