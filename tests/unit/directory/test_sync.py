@@ -152,3 +152,23 @@ def test_one_failing_tenant_does_not_stop_the_others(tmp_path) -> None:
     assert [(o.tenant, o.error is None) for o in outcomes] == [("broken", False), ("corp", True)]
     assert "the client secret is not set (env BROKEN_GRAPH_SECRET)" in (outcomes[0].error or "")
     assert outcomes[1].result is not None and len(outcomes[1].result.added) == 7
+
+
+def test_two_objects_with_one_address_register_it_once(tmp_path, monkeypatch) -> None:
+    tenant = m365_tenant()
+    directory = sqlite_directory(tmp_path, tenant)
+    listing = ProviderChanges(complete_scopes={USERS, GROUPS}, objects=[
+        DirectoryObject(external_id=i, scope=USERS, address="desk@corp.example", kind="user", aliases=[])
+        for i in ("id-a", "id-b")])
+
+    class Listed:
+        name = "m365"
+
+        def fetch(self, state):
+            return listing
+
+    monkeypatch.setattr(sync_module, "make_provider", lambda *a, **k: Listed())
+    result = sync_tenant(directory, tenant, sleep=no_sleep)
+    assert result.added == ["desk@corp.example"]
+    assert result.skipped == ["desk@corp.example: listed twice by the provider"]
+    assert directory.recipient("desk@corp.example").external_id == "id-a"

@@ -152,7 +152,7 @@ def reconcile(existing: list[Recipient], changes: ProviderChanges, *, tenant: st
     wanted_addresses = {row.address for row in target.values()}
     claimed: dict[str, str] = {}
     for r in others.values():
-        if r.address in wanted_addresses and r.tenant == tenant:
+        if r.address in wanted_addresses:
             continue
         for address in (r.address, *r.aliases):
             claimed.setdefault(address, r.address)
@@ -164,8 +164,9 @@ def reconcile(existing: list[Recipient], changes: ProviderChanges, *, tenant: st
             continue
         holder = claimed.get(row.address)
         if holder is not None:
-            what = "a recipient of another tenant" if holder == row.address else f"an alias of {holder}"
-            result.skipped.append(f"{row.address}: already {what}")
+            why = ("listed twice by the provider" if holder == row.address
+                   else f"already an alias of {holder}")
+            result.skipped.append(f"{row.address}: {why}")
             result.count(row.kind, "skipped")
             continue
         claimed[row.address] = row.address
