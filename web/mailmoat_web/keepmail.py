@@ -338,8 +338,9 @@ def _lang(request: Request, services: Services | None, address: str | None = Non
     return language(request, default)
 
 
-def _kept(request: Request, message_id: str) -> tuple[Services, str, KeptMessage] | None:
-    """The signed-in recipient's own kept copy within their window; anything else is 404."""
+def _kept(request: Request, message_id: str) -> tuple[Services, str, KeptMessage, bytes] | None:
+    """The signed-in recipient's own kept copy within their window, with its bytes; anything
+    else (another recipient's, too old, swept) is 404."""
     found = _signed_in(request)
     if found is None or not message_id or len(message_id) > _MAX_ID or "/" in message_id:
         return None
@@ -347,7 +348,11 @@ def _kept(request: Request, message_id: str) -> tuple[Services, str, KeptMessage
     kept = store.get(message_id, address)
     if kept is None or kept.received_at < _now(services) - timedelta(days=_days(services, address)):
         return None
-    return services, address, kept
+    try:
+        copy = services.blobs.get(kept.blob_key)
+    except FileNotFoundError:
+        return None
+    return services, address, kept, copy
 
 
 def _with_page_csp(response: Response) -> Response:
@@ -482,9 +487,8 @@ def message_page(request: Request, message_id: str, images: int = 0) -> Response
     found = _kept(request, message_id)
     if found is None:
         return not_found_page(request)
-    services, address, kept = found
+    services, address, kept, copy = found
     lang = _lang(request, services, address)
-    copy = services.blobs.get(kept.blob_key)
     try:
         view = render_view(copy, services)
         blocked = 0
@@ -516,8 +520,7 @@ def message_body(request: Request, message_id: str, images: int = 0) -> Response
     found = _kept(request, message_id)
     if found is None:
         return not_found_page(request)
-    services, _address, kept = found
-    copy = services.blobs.get(kept.blob_key)
+    services, _address, _kept_row, copy = found
     try:
         parsed = parse(copy, _limits(services))
         part = next((p for p in parsed.parts if p.kind == "body" and p.inside_message is None
@@ -544,8 +547,8 @@ def attachment(request: Request, message_id: str, path: str) -> Response:
     found = _kept(request, message_id)
     if found is None:
         return not_found_page(request)
-    services, _address, kept = found
-    parsed = parse(services.blobs.get(kept.blob_key), _limits(services))
+    services, _address, _kept_row, copy = found
+    parsed = parse(copy, _limits(services))
     part = next((p for p in parsed.parts if p.is_attachment and p.inside_message is None
                  and p.path == path), None)
     if part is None:

@@ -172,3 +172,34 @@ def test_inline_images_of_the_message_itself_are_shown(site) -> None:
     sign_in(client)
     body = client.get(f"/k/m/{message_id}/body").text
     assert 'src="data:image/png;base64,iVBORw0KGgo' in body
+
+
+def test_a_swept_copy_is_not_found_rather_than_an_error(site) -> None:
+    from mailmoat.keepmail import blob_key
+
+    runtime, client = site
+    message_id, _ctx = deliver(runtime, html_message())
+    runtime.services.blobs.delete(blob_key("alice@example.test", message_id))
+    sign_in(client)
+    assert client.get(f"/k/m/{message_id}").status_code == 404
+    assert client.get(f"/k/m/{message_id}/body").status_code == 404
+
+
+def test_refused_mail_shows_the_mailbox_answer(tmp_path) -> None:
+    from mailmoat.ports import DeliveryError
+
+    class Refuses:
+        idempotent = True
+
+        def deliver(self, message_id: str, recipient: str, mail_from: str | None, data: bytes) -> str:
+            raise DeliveryError("552 5.3.4 message size exceeds fixed maximum", permanent=True, code=552)
+
+    runtime = make_runtime(tmp_path, mailer=Refuses())
+    set_password(keepmail_store(runtime.services), "alice@example.test", PASSWORD)
+    message_id, _ctx = deliver(runtime, message(subject="too big"), rcpts=["alice@example.test"])
+    client = TestClient(create_app(runtime, sweep_every=None))
+    sign_in(client)
+    inbox = client.get("/k/inbox?lang=en").text
+    assert "Refused by your mailbox" in inbox
+    page = client.get(f"/k/m/{message_id}?lang=en").text
+    assert "552 5.3.4 message size exceeds fixed maximum" in page
