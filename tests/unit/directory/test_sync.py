@@ -172,3 +172,18 @@ def test_two_objects_with_one_address_register_it_once(tmp_path, monkeypatch) ->
     assert result.added == ["desk@corp.example"]
     assert result.skipped == ["desk@corp.example: listed twice by the provider"]
     assert directory.recipient("desk@corp.example").external_id == "id-a"
+
+
+
+def test_an_alias_taken_by_a_csv_row_leaves_a_synced_row_on_the_next_delta() -> None:
+    from mailmoat.directory.sync import SyncResult, reconcile
+
+    # As a store that does not move aliases by itself (DynamoDB keeps the list on the row) has it.
+    info = Recipient("info@corp.example", "corp", kind="shared", aliases=["contact@corp.example"],
+                     source="m365", external_id="u3")
+    office = Recipient("office@corp.example", "corp", aliases=["contact@corp.example"], source="csv")
+    result = SyncResult(tenant="corp", provider="m365", dry_run=False, complete=False)
+    plan = reconcile([info, office], ProviderChanges(), tenant="corp", domains={"corp.example"},
+                     provider="m365", result=result)
+    assert [(r.address, r.aliases) for r in plan.upserts] == [("info@corp.example", [])]
+    assert result.changed == ["info@corp.example"] and info.aliases == ["contact@corp.example"]

@@ -133,7 +133,8 @@ def reconcile(existing: list[Recipient], changes: ProviderChanges, *, tenant: st
     target: dict[str, Recipient] = {}  # external id → row wanted after this run
     for r in ours:
         if r.external_id and scope_of(r.kind) not in changes.complete_scopes:
-            target[r.external_id] = r  # a delta run keeps what it does not mention
+            # A delta run keeps what it does not mention (a copy: `before` must stay as stored).
+            target[r.external_id] = dataclasses.replace(r, aliases=list(r.aliases))
     for obj in changes.objects:
         target.pop(obj.external_id, None)
         base = ours_by_id.get(obj.external_id)
