@@ -99,3 +99,23 @@ def test_a_database_from_before_aliases_keeps_working(tmp_path) -> None:
     assert (alice.name, alice.spam_filter, alice.source, alice.aliases) == ("Alice", False, "manual", [])
     directory.upsert_recipients([Recipient("alice@corp.example", "corp", aliases=["a@corp.example"])])
     assert directory.recipient("a@corp.example").address == "alice@corp.example"
+
+
+def test_a_sync_runs_against_dynamodb_as_on_aws(dynamo) -> None:
+    import responses
+
+    from mailmoat.directory.sync import sync_tenant
+    from tests.unit.directory.helpers import m365_tenant, no_sleep, play, secrets
+
+    tenant = m365_tenant(max_delete_share=0.5)
+    dynamo.put_tenant_config(tenant)
+    read = secrets(CORP_GRAPH_SECRET="recorded-client-secret")
+    for cassette in ("m365-full.json", "m365-delta.json"):
+        with responses.RequestsMock() as rsps:
+            play(rsps, cassette)
+            assert sync_tenant(dynamo, tenant, read_secret=read, sleep=no_sleep).applied
+    assert dynamo.recipient("bobby@corp.example").address == "bob@corp.example"
+    assert dynamo.recipient("carol@corp.example") is None
+    assert dynamo.sync_state("corp", "m365")["groups_delta_link"].endswith("gRoUpSdElTa2")
+    assert len(dynamo.recipients("corp")) == 7
+    assert [c.directory.provider for c in dynamo.tenant_configs()] == ["m365"]  # config round trip
