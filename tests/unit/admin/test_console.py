@@ -111,13 +111,18 @@ def test_forged_or_portal_tokens_never_open_the_console(console: Console, runtim
         assert console.get(f"/admin/t/example.test/messages/{ctx_id}").status_code == 303
 
 
-def test_sign_out_ends_the_session(signed_in: Console, runtime: Runtime) -> None:
+def test_sign_out_ends_the_session_even_for_a_kept_copy_of_the_cookie(signed_in: Console,
+                                                                     runtime: Runtime) -> None:
     cookie = signed_in.client.cookies[SESSION_COOKIE]
     response = signed_in.post("/admin/logout")
     assert response.status_code == 303
     assert signed_in.get(TRACE).status_code == 303
     assert "logout" in actions(runtime, "example.test")
-    del cookie  # the old value itself stays valid until idle expiry; the cookie is gone
+    signed_in.client.cookies.set(SESSION_COOKIE, cookie, path="/admin")
+    assert signed_in.get(TRACE).status_code == 303
+    signed_in.client.cookies.delete(SESSION_COOKIE)
+    assert signed_in.login("admin@example.test").status_code == 303  # a new sign-in works
+    assert signed_in.get(TRACE).status_code == 200
 
 
 def test_a_new_password_ends_existing_sessions(signed_in: Console, runtime: Runtime) -> None:

@@ -117,7 +117,8 @@ def current_admin(request: Request) -> Admin | None:
     if session is None or console.accounts is None:
         return None
     account = console.accounts.account(session.email)
-    if account is None or account.disabled or password_tag(account.password_hash) != session.password_tag:
+    if account is None or account.disabled or password_tag(account.password_hash) != session.password_tag \
+            or session.issued_at <= account.sessions_after_ms:
         return None
     request.state.admin_session = session  # the routes sign it again (idle expiry slides)
     return Admin(account.email, account.tenant)

@@ -97,6 +97,8 @@ def admin_console_router() -> APIRouter:
         admin = current_admin(request)
         c = console_for(request)
         if admin is not None and c is not None:
+            if c.accounts is not None:  # the signed cookie alone would stay valid until idle expiry
+                c.accounts.end_sessions(admin.email, int(c.sessions.clock() * 1000))
             c.record(request, admin, admin.tenant, "logout")
         response = RedirectResponse("/admin/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH, secure=secure(request),

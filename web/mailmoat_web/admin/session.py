@@ -19,7 +19,7 @@ _SALT = "mailmoat.admin.session"
 @dataclass(frozen=True, slots=True)
 class Session:
     email: str
-    issued_at: int  # epoch seconds of the sign-in
+    issued_at: int  # epoch milliseconds of the sign-in
     password_tag: str  # changes with the password hash: a new password ends old sessions
 
 
@@ -41,7 +41,7 @@ class SessionCodec:
                                                   signer_kwargs={"digest_method": hashlib.sha256})
 
     def issue(self, email: str, password_hash: str) -> str:
-        return self.dump(Session(email, int(self.clock()), password_tag(password_hash)))
+        return self.dump(Session(email, int(self.clock() * 1000), password_tag(password_hash)))
 
     def dump(self, session: Session) -> str:
         return str(self._serializer.dumps({"e": session.email, "i": session.issued_at,
@@ -60,6 +60,6 @@ class SessionCodec:
         email, issued, tag = data.get("e"), data.get("i"), data.get("p")
         if not isinstance(email, str) or not isinstance(issued, int) or not isinstance(tag, str):
             return None
-        if not 0 <= self.clock() - issued <= ABSOLUTE_SECONDS:
+        if not 0 <= self.clock() * 1000 - issued <= ABSOLUTE_SECONDS * 1000:
             return None
         return Session(email, issued, tag)

@@ -18,7 +18,8 @@ _SCHEMA = (
       tenant TEXT NOT NULL,
       password_hash TEXT NOT NULL,
       created_at TEXT NOT NULL,
-      disabled INTEGER NOT NULL DEFAULT 0
+      disabled INTEGER NOT NULL DEFAULT 0,
+      sessions_after_ms INTEGER NOT NULL DEFAULT 0
     )""",
     """CREATE TABLE IF NOT EXISTS admin_login_failures (
       key TEXT NOT NULL,
@@ -81,6 +82,11 @@ class SqliteAdminStore:
             c.execute("UPDATE admin_accounts SET password_hash = ? WHERE email = ?",
                       (password_hash, email.lower()))
 
+    def end_sessions(self, email: str, at_ms: int) -> None:
+        with self.db.transaction() as c:
+            c.execute("UPDATE admin_accounts SET sessions_after_ms = MAX(sessions_after_ms, ?)"
+                      " WHERE email = ?", (at_ms, email.lower()))
+
     def set_disabled(self, email: str, disabled: bool) -> bool:
         with self.db.transaction() as c:
             n = c.execute("UPDATE admin_accounts SET disabled = ? WHERE email = ?",
@@ -136,7 +142,8 @@ class SqliteAdminStore:
 
 def _account(r: Any) -> AdminAccount:
     return AdminAccount(email=r["email"], tenant=r["tenant"], password_hash=r["password_hash"],
-                        created_at=datetime.fromisoformat(r["created_at"]), disabled=bool(r["disabled"]))
+                        created_at=datetime.fromisoformat(r["created_at"]), disabled=bool(r["disabled"]),
+                        sessions_after_ms=int(r["sessions_after_ms"]))
 
 
 def stored_policy(db: SqliteDatabase, config: GatewayConfig) -> GatewayConfig:
