@@ -99,3 +99,19 @@ def test_policy_saved_on_aws_is_the_directory_row(ddb: Any) -> None:
     assert saved.isolation == "all" and saved.blocked_senders == ["@bad.example"]
     assert saved.domains == ["a.test"]
     assert store.overrides() == {}
+
+
+def test_audit_trail_on_aws_is_per_tenant_newest_first(ddb: Any) -> None:
+    from mailmoat.admin.audit import AuditEntry
+    from mailmoat.admin.aws import DynamoAuditLog
+
+    trail = DynamoAuditLog(boto3.resource("dynamodb").Table("directory"))
+    for i in range(5):
+        trail.record(AuditEntry(at=T0 + timedelta(minutes=i), admin="admin@a.test", tenant="a.test",
+                                action=f"action.{i}", target="t", client_ip="192.0.2.1"))
+    trail.record(AuditEntry(at=T0, admin="admin@b.test", tenant="b.test", action="login"))
+    assert [e.action for e in trail.entries("a.test", limit=3)] == ["action.4", "action.3", "action.2"]
+    assert [e.action for e in trail.entries("a.test", limit=3, offset=3)] == ["action.1", "action.0"]
+    assert [e.action for e in trail.entries("b.test")] == ["login"]
+    assert trail.entries(None) == []
+    assert trail.entries("a.test")[0].at == T0 + timedelta(minutes=4)

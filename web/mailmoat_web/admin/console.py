@@ -61,8 +61,13 @@ class AdminConsole:
 
             store = SqliteAdminStore(db)
             self.accounts, self.audit_log, self.policy = store, store, store
-        else:  # AWS: Cognito signs admins in, the directory table holds the policy
+        else:  # AWS: Cognito signs admins in, the directory table holds policy and audit trail
             self.policy = DirectoryPolicyStore(services.directory)
+            table = getattr(services.directory, "table", None)
+            if table is not None:
+                from mailmoat.admin.aws import DynamoAuditLog
+
+                self.audit_log = DynamoAuditLog(table)
         self.authenticator = Authenticator(self.accounts, services.clock.now) \
             if self.accounts is not None else None
         secret = load_or_create_secret(runtime.settings.data_dir / "admin" / "session.key")
