@@ -182,7 +182,7 @@ def ses(monkeypatch):
 
 
 def test_publish_and_grow_on_moto(ses):
-    rules = SesReceiptRules(RULE_SET, client=ses)
+    rules = SesReceiptRules(RULE_SET, client=ses, write_interval=0)
     corp = tenant("corp", "corp.example", 120)
     rules.apply(plan(rules.rules(), [corp]))
     stored = rules.rules()
@@ -214,5 +214,8 @@ def test_stale_rules_are_deleted_last_stubbed():
                           {"RuleSetName": RULE_SET, "Rule": {**BASE_RULE, "Enabled": False}})
         stub.add_response("delete_receipt_rule", {},
                           {"RuleSetName": RULE_SET, "RuleName": f"{BASE}-gone-11111111-000"})
-        SesReceiptRules(RULE_SET, client=client).apply(p)
+        pauses: list[float] = []
+        SesReceiptRules(RULE_SET, client=client, sleep=pauses.append).apply(p)
         stub.assert_no_pending_responses()
+    # Three writes, paced to SES's documented one call per second: two waits, each under 1 s.
+    assert len(pauses) == 2 and all(0 < pause <= 1.0 for pause in pauses)
