@@ -219,3 +219,21 @@ def test_stale_rules_are_deleted_last_stubbed():
         stub.assert_no_pending_responses()
     # Three writes, paced to SES's documented one call per second: two waits, each under 1 s.
     assert len(pauses) == 2 and all(0 < pause <= 1.0 for pause in pauses)
+
+
+def test_an_enabled_rule_without_recipients_is_never_written():
+    """SES reads a rule without recipients as "every address of every verified domain"."""
+    client = boto3.client("ses", region_name="us-east-1", aws_access_key_id="testing",
+                          aws_secret_access_key="testing")
+    open_rule = {"Name": f"{BASE}-corp-00000000-000", "Enabled": True, "Recipients": [], "Actions": ACTIONS}
+    with Stubber(client), pytest.raises(ValueError, match="without recipients"):
+        SesReceiptRules(RULE_SET, client=client).apply(RulePlan(update=[open_rule]))
+
+
+def test_no_plan_enables_a_rule_without_recipients():
+    bare = {**BASE_RULE, "Recipients": ["corp.example"]}
+    p = plan_recipient_rules([bare], base=BASE, base_domains=[], tenants=[tenant("corp", "corp.example", 3)])
+    rules = applied([bare], p)
+    assert all(r["Recipients"] for r in rules)
+    (base,) = [r for r in rules if r["Name"] == BASE]
+    assert base["Enabled"] is False and base["Recipients"] == ["corp.example"]

@@ -45,6 +45,10 @@ class SesReceiptRules:
     def apply(self, plan: RulePlan) -> None:
         """Additions before removals: new rules and updates first, deletions last, so an
         address that stays registered is matched by some rule at every moment."""
+        for rule in [r for r, _ in plan.create] + plan.update:
+            if rule.get("Enabled") and not rule.get("Recipients"):
+                # SES reads "no recipients" as every address of every verified domain.
+                raise ValueError(f"refusing to enable receipt rule {rule['Name']} without recipients")
         for rule, after in plan.create:
             self._pace()
             self.client.create_receipt_rule(RuleSetName=self.rule_set, After=after, Rule=rule)

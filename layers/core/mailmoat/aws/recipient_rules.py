@@ -186,8 +186,10 @@ def plan_recipient_rules(rules: Sequence[Mapping[str, Any]], *, base: str, base_
     published = {_domain(d) for t in tenant_list if t.tenant in layouts or t.tenant in domain_rules
                  for d in t.domains}
     remaining = [d for d in base_domains if _domain(d) not in published]
-    base_rule = {**{k: v for k, v in by_name[base].items()}, "Enabled": bool(remaining),
-                 "Recipients": list(remaining or base_domains)}
+    # A rule without recipients matches every address of every verified domain: the stack's
+    # rule keeps a list even when disabled, so re-enabling it by hand never opens everything.
+    base_rule = {**by_name[base], "Enabled": bool(remaining),
+                 "Recipients": list(remaining or base_domains or by_name[base].get("Recipients", []))}
     if _differs(by_name[base], base_rule):
         plan.update.append(base_rule)
     plan.delete = sorted(managed - set(wanted_rules))
