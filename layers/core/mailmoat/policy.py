@@ -28,6 +28,38 @@ def _sender_matches(sender: str | None, patterns: list[str]) -> bool:
     return False
 
 
+sender_matches = _sender_matches  # the per-recipient allow lists match the same way
+
+
+# What detection recorded per recipient (spam/detect.py) that takes the spam action.
+_FILTERED = frozenset({"on", "tag", "quarantine"})
+
+
+def _decide_spam(ctx: MessageContext, tenant: TenantConfig, *, tenant_allowed: bool) -> None:
+    """Spam is decided per recipient: one with the filter off, or who allowed the sender, gets
+    the message untouched by it; the others get the tenant's action (tag or quarantine, the
+    copy then held at delivery). `spam.action` is the tenant's action when anyone got it."""
+    action = tenant.spam_action
+    recipients = list(dict.fromkeys(r.lower() for r in ctx.envelope.rcpt_to))
+    if tenant_allowed:
+        ctx.spam.recipients = {r: "allowed" for r in recipients}
+        ctx.spam.action = "none"
+        return
+    applied: set[str]
+    if not recipients:  # analysed without an envelope: the message-level action
+        applied = {action}
+    else:
+        for rcpt in recipients:
+            if ctx.spam.recipients.get(rcpt, "on") in _FILTERED:
+                ctx.spam.recipients[rcpt] = action
+        applied = {t for t in ctx.spam.recipients.values() if t in ("tag", "quarantine")}
+    ctx.spam.action = action if applied else "none"
+    if "tag" in applied:
+        ctx.add_action("x-spam-flag")
+    if "quarantine" in applied:
+        ctx.add_action("spam-quarantine")
+
+
 def attachment_action(verdict: Verdict, symbols: list[str], tenant: TenantConfig) -> AttachmentAction:
     if verdict == Verdict.DANGER:
         return AttachmentAction.DELETE
@@ -47,18 +79,15 @@ def decide(ctx: MessageContext, tenant: TenantConfig) -> None:
         ctx.add("UNSCANNABLE", "message", ", ".join(unscannable))
         ctx.disposition = Disposition.QUARANTINE
     sender = ctx.envelope.mail_from
+    allowed = False
     if _sender_matches(sender, tenant.blocked_senders):
         ctx.add("BLOCKED_SENDER", "message", sender or "")
         ctx.disposition = Disposition.QUARANTINE
     elif _sender_matches(sender, tenant.allowed_senders):
         ctx.add("ALLOWED_SENDER", "message", sender or "")
+        allowed = True
     if ctx.spam.verdict == "spam" and ctx.disposition == Disposition.DELIVER:
-        if tenant.spam_action == "quarantine":
-            ctx.spam.action = "quarantine"
-            ctx.disposition = Disposition.QUARANTINE
-        else:
-            ctx.spam.action = "tag"
-            ctx.add_action("x-spam-flag")
+        _decide_spam(ctx, tenant, tenant_allowed=allowed)
     for att in ctx.attachments:
         att.action = attachment_action(att.verdict, att.symbols, tenant)
         # Custom rules, first match wins; they never let a danger file through, nor keep a

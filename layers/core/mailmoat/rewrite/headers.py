@@ -17,7 +17,7 @@ _FIELD_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")
 _TOKEN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _ADDRESS = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}$")
 _DOMAIN = re.compile(r"^[A-Za-z0-9.-]{1,253}$")
-_SPAM_HEADERS = frozenset({b"x-spam-flag", b"x-spam-status"})
+_SPAM_HEADERS = frozenset({b"x-spam-flag", b"x-spam-status", b"x-spam-score"})
 _ARC_HEADERS = frozenset({b"arc-seal", b"arc-message-signature", b"arc-authentication-results"})
 _INSTANCE = re.compile(rb"(?:^|[\s;])i\s*=\s*\d+", re.IGNORECASE)
 
@@ -195,4 +195,53 @@ def fold(header: str, linesep: str) -> str:
 
 def spam_headers(score: float | None) -> list[str]:
     status = "Yes" if score is None else f"Yes, score={score:.1f}"
-    return ["X-Spam-Flag: YES", f"X-Spam-Status: {status}"]
+    lines = ["X-Spam-Flag: YES", f"X-Spam-Status: {status}"]
+    if score is not None:
+        lines.append(f"X-Spam-Score: {score:.1f}")
+    return lines
+
+
+_ENCODED_WORD_START = re.compile(r"^=\?[^?\s]+\?[bBqQ]\?")
+_MAX_LINE = 998
+
+
+def prefix_subject(message: RawMessage, prefix: str, current: str | None) -> bool:
+    """Put `prefix` in front of the (first) Subject, bytes of the original value untouched.
+
+    An ASCII prefix goes in as is. A non-ASCII one becomes an RFC 2047 encoded word (UTF-8);
+    its trailing space goes inside the word when the original value starts with an encoded
+    word (whitespace between two encoded words is not displayed) and outside otherwise.
+    Nothing happens when `current` (the decoded subject) already starts with the prefix."""
+    from email.header import Header
+
+    stripped = prefix.strip()
+    if not stripped or (current or "").lstrip().startswith(stripped):
+        return False
+    index = next((i for i, f in enumerate(message.fields) if message.name_of(f) == b"subject"), None)
+    if index is None:
+        message.fields.append(b"Subject: " + _encode_prefix(stripped, Header).encode("ascii")
+                              + message.linesep)
+        return True
+    field = message.fields[index]
+    name, _, value = field.partition(b":")
+    original = value.lstrip(b" \t")
+    starts_encoded = bool(_ENCODED_WORD_START.match(original[:80].decode("latin-1")))
+    if stripped.isascii():
+        head = stripped + " "
+    elif starts_encoded:
+        head = _encode_prefix(stripped + " ", Header) + " "
+    else:
+        head = _encode_prefix(stripped, Header) + " "
+    first_line = original.split(b"\n", 1)[0]
+    joint = b"" if len(name) + 2 + len(head) + len(first_line) < _MAX_LINE else \
+        message.linesep + b" "  # fold rather than push the first line past 998 octets
+    message.fields[index] = name + b": " + head.encode("ascii").rstrip(b" ") + \
+        (joint or b" ") + (original if original.strip() else message.linesep)
+    return True
+
+
+def _encode_prefix(text: str, header: type) -> str:
+    if text.isascii():
+        return text
+    encoded: str = header(text, "utf-8").encode(linesep=" ")
+    return encoded

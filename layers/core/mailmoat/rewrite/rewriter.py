@@ -17,6 +17,7 @@ from mailmoat.rewrite.headers import (
     RawMessage,
     authentication_results,
     fold,
+    prefix_subject,
     remove_claims_of,
     remove_unreadable_results,
     spam_headers,
@@ -26,6 +27,28 @@ from mailmoat.settings import Settings
 
 _CR_LF = re.compile(rb"\r\n")
 _BARE_LF = re.compile(rb"(?<!\r)\n")
+
+
+@dataclass(frozen=True, slots=True)
+class SpamMark:
+    """Spam headers for one copy: X-Spam-Flag/-Status/-Score, and for a tagged copy the
+    tenant's subject prefix. A held (quarantined) copy carries the headers without the prefix,
+    so a released message says why it was held without a changed subject."""
+
+    score: float | None
+    subject_prefix: str = ""
+
+
+_FROM_ACTIONS = SpamMark(None, "\0")  # sentinel: derive the mark from ctx.actions
+
+
+def spam_mark(ctx: MessageContext, tenant: TenantConfig, recipient: str) -> SpamMark | None:
+    treatment = ctx.spam.treatment(recipient)
+    if treatment == "tag":
+        return SpamMark(ctx.spam.score, tenant.spam_subject_prefix)
+    if treatment == "quarantine":
+        return SpamMark(ctx.spam.score)
+    return None
 
 
 @dataclass(slots=True)
@@ -62,10 +85,14 @@ def _consistent_newlines(data: bytes, linesep: bytes) -> bytes:
 
 def rewrite(ctx: MessageContext, settings: Settings, tenant: TenantConfig,
             template_dirs: list[Path] | None = None, *,
-            source: bytes | None = None) -> RewriteResult:
+            source: bytes | None = None, spam: SpamMark | None = _FROM_ACTIONS) -> RewriteResult:
     """The delivered bytes for `ctx` (or for `source`, one recipient's copy): body actions
     first, then our headers, then the seal (which must see our Authentication-Results).
-    Raises on any failure: the stage holds."""
+    `spam` marks the copy as spam; by default every copy is marked when the actions say
+    "x-spam-flag". Raises on any failure: the stage holds."""
+    if spam is _FROM_ACTIONS:
+        spam = SpamMark(ctx.spam.score, tenant.spam_subject_prefix) \
+            if "x-spam-flag" in ctx.actions else None
     if source is None:
         source = ctx.output if ctx.output is not None else ctx.raw
     result = RewriteResult(data=source)
@@ -95,8 +122,10 @@ def rewrite(ctx: MessageContext, settings: Settings, tenant: TenantConfig,
     if unreadable := remove_unreadable_results(message):
         result.findings.append(("AUTH_RESULTS_UNREADABLE", f"{unreadable} non-UTF-8 header(s) removed"))
     linesep = message.linesep.decode("ascii")
-    if "x-spam-flag" in ctx.actions:
-        message.prepend(spam_headers(ctx.spam.score))
+    if spam is not None:
+        if spam.subject_prefix and prefix_subject(message, spam.subject_prefix, ctx.subject):
+            result.actions.append("subject-prefix")
+        message.prepend(spam_headers(spam.score))
     has_chain = message.has_arc_chain()
     # arc_sign needs our arc= result to agree with the message: "none" when there is no
     # chain; a chain the authenticate stage did not validate is not trusted (fail).
@@ -116,3 +145,33 @@ def rewrite(ctx: MessageContext, settings: Settings, tenant: TenantConfig,
                        authserv_id=settings.authserv_id, linesep=message.linesep)
     result.actions.append("arc-seal")
     return result
+
+
+def rewrite_copies(ctx: MessageContext, settings: Settings,
+                   tenant: TenantConfig) -> tuple[RewriteResult, dict[str, bytes]]:
+    """The rewrite for ctx.output and for every recipient whose copy differs: their own portal
+    link (isolate) or their own spam treatment (tagged, held, or untouched when their filter is
+    off). Each distinct (source, spam mark) is rewritten once."""
+    recipients = list(dict.fromkeys(r.lower() for r in ctx.envelope.rcpt_to))
+    marks = {r: spam_mark(ctx, tenant, r) for r in recipients}
+    base_source = ctx.output if ctx.output is not None else ctx.raw
+    first = recipients[0] if recipients else ""
+    base_mark = marks[first] if recipients else spam_mark(ctx, tenant, "")
+    result = rewrite(ctx, settings, tenant, spam=base_mark)
+    if len(set(marks.values())) <= 1:
+        # One treatment for all: only the isolate stage's per-recipient copies differ.
+        outputs = {rcpt: result.data if data is ctx.output else
+                   rewrite(ctx, settings, tenant, source=data, spam=base_mark).data
+                   for rcpt, data in ctx.outputs.items()}
+        return result, outputs
+    done: dict[tuple[int, SpamMark | None], bytes] = {(id(base_source), base_mark): result.data}
+    outputs = {}
+    for rcpt in recipients:
+        source = ctx.outputs.get(rcpt, base_source)
+        key = (id(source), marks[rcpt])
+        if key not in done:
+            copy = rewrite(ctx, settings, tenant, source=source, spam=marks[rcpt])
+            done[key] = copy.data
+            result.actions.extend(a for a in copy.actions if a not in result.actions)
+        outputs[rcpt] = done[key]
+    return result, outputs

@@ -14,6 +14,7 @@ from mailmoat.context import Hop, MessageContext
 from mailmoat.message import parse_bytes
 from mailmoat.pipeline import Services, register
 from mailmoat.ports import GeoIp
+from mailmoat.spam.detect import detect as spam_detect
 
 log = logging.getLogger("mailmoat.authenticate")
 
@@ -194,6 +195,9 @@ class Authenticate:
                                   check_failed=bool(set(crashed) - {"ses", "received"}))
         auth.warn, auth.defang = verdict.warn, verdict.defang
         auth.details["decision"] = list(verdict.reasons)
+
+        # Spam verdict sources (detection only; policy.decide acts on it) ---------------------
+        guarded("spam", lambda: spam_detect(ctx, services), None)
 
 
 register(Authenticate())

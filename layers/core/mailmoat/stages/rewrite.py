@@ -6,7 +6,7 @@ import logging
 
 from mailmoat.context import Disposition, MessageContext
 from mailmoat.pipeline import Services, register
-from mailmoat.rewrite.rewriter import rewrite
+from mailmoat.rewrite.rewriter import rewrite_copies
 
 log = logging.getLogger("mailmoat.rewrite")
 
@@ -22,13 +22,8 @@ class Rewrite:
             return
         try:
             tenant = services.tenant(ctx)
-            result = rewrite(ctx, services.settings, tenant)
-            # Per-recipient copies (isolate puts each recipient's own portal link in) get the
-            # same treatment; the copy that also is ctx.output is not done twice.
-            outputs = {
-                rcpt: result.data if data is ctx.output else
-                rewrite(ctx, services.settings, tenant, source=data).data
-                for rcpt, data in ctx.outputs.items()}
+            # Per-recipient copies (their own portal link, their own spam treatment) too.
+            result, outputs = rewrite_copies(ctx, services.settings, tenant)
         except Exception as exc:
             # Fail closed: hostile input or a broken key must not deliver a half-rewritten
             # (or unsealed) message; the original stays stored and the admin can re-drive it.
