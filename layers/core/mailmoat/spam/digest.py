@@ -45,7 +45,11 @@ def link_secret(settings: Settings) -> bytes:
     path = settings.spam_link_secret_file
     if path is None:
         if settings.runtime != "local":
-            raise RuntimeError("no spam link key configured (MAILMOAT_SPAM_LINK_SECRET_FILE)")
+            arn = getattr(settings, "spam_link_secret_arn", "")
+            if arn:
+                return _secret_from_secrets_manager(str(arn))
+            raise RuntimeError("no spam link key configured (MAILMOAT_SPAM_LINK_SECRET_FILE or, "
+                               "on AWS, MAILMOAT_SPAM_LINK_SECRET_ARN)")
         path = settings.data_dir / "spam" / "link-secret"
         if not path.exists():
             _create_secret(path)
@@ -53,6 +57,22 @@ def link_secret(settings: Settings) -> bytes:
     if len(secret) < 32:
         raise RuntimeError(f"spam link key in {path} is shorter than 32 bytes")
     return secret
+
+
+_FETCHED: dict[str, bytes] = {}
+
+
+def _secret_from_secrets_manager(arn: str, client: Any = None) -> bytes:
+    """AWS: the key is a Secrets Manager secret (SecretString), read once per process."""
+    if arn not in _FETCHED:
+        import boto3
+
+        client = client if client is not None else boto3.client("secretsmanager")
+        value = str(client.get_secret_value(SecretId=arn).get("SecretString") or "").strip()
+        if len(value) < 32:
+            raise RuntimeError("the spam link key secret is shorter than 32 characters")
+        _FETCHED[arn] = value.encode("utf-8")
+    return _FETCHED[arn]
 
 
 def _create_secret(path: Path) -> None:

@@ -81,13 +81,23 @@ _STORES_LOCK = threading.Lock()
 
 def spam_store(services: Services) -> SpamStore | None:
     """The store for these services: one built by the composition root (`services.spam`), else
-    locally the SQLite store in the directory's database. None where none exists (the AWS
-    runtime until its DynamoDB store is wired): callers fail closed or skip the allow list."""
+    locally the SQLite store in the directory's database, on AWS the DynamoDB table named by
+    `spam_table`. None where none exists: callers fail closed or skip the allow list."""
     built = getattr(services, "spam", None)
     if built is not None:
         return built  # type: ignore[no-any-return]
     if services.settings.runtime != "local":
-        return None
+        # AWS: the table named by AwsSettings.spam_table (MAILMOAT_SPAM_TABLE), when the stack has one.
+        table = getattr(services.settings, "spam_table", "")
+        if not table:
+            return None
+        from mailmoat.adapters.aws_dynamodb_spam import DynamoSpamStore
+
+        with _STORES_LOCK:
+            key = Path(f"dynamodb:{table}")
+            if key not in _STORES:
+                _STORES[key] = DynamoSpamStore(str(table))
+            return _STORES[key]
     from mailmoat.adapters.sqlite import SqliteDatabase
     from mailmoat.adapters.sqlite_spam import SqliteSpamStore
 
