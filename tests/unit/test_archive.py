@@ -10,10 +10,10 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from mailmoat.adapters.aws_archive import S3ArchiveStore
 from mailmoat.adapters.fs import FsBlobStore
 from mailmoat.archive import (
     BlobArchive,
-    S3ArchiveStore,
     archive_key,
     archive_store,
     attached_original,

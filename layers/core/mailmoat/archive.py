@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from email import policy
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from mailmoat.context import AttachmentAction, Disposition, MessageContext, Verdict
 from mailmoat.ports import DeliveryError
@@ -76,49 +76,8 @@ class BlobArchive:
         return self.blobs.keys(prefix)
 
 
-class S3ArchiveStore:
-    """The archive bucket on AWS. `If-None-Match: *` makes S3 itself refuse a second write of
-    the same key (concurrent Lambda copies included); the bucket's default Object Lock
-    retention (template) keeps every version from deletion until it expires."""
-
-    _EXISTS = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412"})
-
-    def __init__(self, bucket: str, *, client: Any = None, sse: str = "AES256") -> None:
-        if not bucket:
-            raise ValueError("S3ArchiveStore needs a bucket name")
-        from mailmoat.adapters.aws_s3 import S3BlobStore
-
-        self.bucket = bucket
-        self.sse = sse
-        self._blobs = S3BlobStore(bucket, client=client, sse=sse)
-        self.client = self._blobs.client
-
-    def put_once(self, key: str, data: bytes) -> bool:
-        from botocore.exceptions import ClientError
-
-        try:
-            # Object Lock buckets require an integrity checksum on PUT; SHA-256 is also what an
-            # auditor compares with.
-            self.client.put_object(Bucket=self.bucket, Key=_checked(key), Body=data,
-                                   ServerSideEncryption=self.sse, IfNoneMatch="*",
-                                   ChecksumAlgorithm="SHA256", ContentType="message/rfc822")
-        except ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code", "")) in self._EXISTS:
-                return False
-            raise
-        return True
-
-    def get(self, key: str) -> bytes:
-        return self._blobs.get(key)
-
-    def exists(self, key: str) -> bool:
-        return self._blobs.exists(key)
-
-    def keys(self, prefix: str = "") -> Iterator[str]:
-        return self._blobs.keys(prefix)
-
-
-def _checked(key: str) -> str:
+def checked_key(key: str) -> str:
+    """A relative key without `.`/`..` segments or NULs: the archive is never written outside its root."""
     if not key or key.startswith("/") or any(p in (".", "..") for p in key.split("/")) or "\x00" in key:
         raise ValueError(f"bad archive key: {key!r}")
     return key
@@ -148,6 +107,8 @@ def archive_store(services: Services) -> ArchiveStore | None:
         store = _STORES.get(where)
         if store is None:
             if settings.archive_bucket:
+                from mailmoat.adapters.aws_archive import S3ArchiveStore
+
                 store = S3ArchiveStore(settings.archive_bucket)
             else:
                 from mailmoat.adapters.fs import FsBlobStore
