@@ -318,6 +318,8 @@ def test_a_held_message_is_listed_and_redriven_with_an_audit_entry(signed_in: Co
     response = signed_in.post(f"/admin/t/example.test/messages/{message_id}/redrive")
     assert response.status_code == 303
     assert runtime.services.log.get(message_id).state == "delivered"  # type: ignore[union-attr]
+    shown = signed_in.get(response.headers["location"])
+    assert "再処理しました。現在の状態：配送済み" in shown.text
     entry = admin_store(runtime).entries("example.test")[0]
     assert (entry.action, entry.target) == ("message.redrive", message_id)
     assert "stuck one" not in signed_in.get("/admin/t/example.test/held").text
@@ -411,6 +413,31 @@ def test_csv_import_dry_run_shows_errors_by_line_then_applies(signed_in: Console
     assert directory.recipient("carol@other.test") is not None  # another tenant is untouched
     entry = admin_store(runtime).entries("example.test")[0]
     assert entry.action == "recipients.import" and entry.detail == "1 added, 1 changed, 1 removed"
+
+
+def test_a_large_import_is_checked_then_applied(signed_in: Console, runtime: Runtime) -> None:
+    rows = "".join(f"user{i:05d}@example.test,利用者 {i},株式会社サンプル,営業部,担当,memo {i},on\n"
+                   for i in range(15_000))
+    assert len(rows.encode("utf-8")) > 1_300_000  # beyond a form field's default 1 MB limit
+    checked = signed_in.client.post(
+        "/admin/t/example.test/import", data={"csrf": signed_in.csrf, "step": "dry-run"},
+        files={"file": ("users.csv", rows.encode("cp932"), "text/csv")})
+    assert checked.status_code == 200
+    assert '<dd class="added">15000</dd>' in checked.text
+    applied = signed_in.client.post("/admin/t/example.test/import", data={
+        "csrf": signed_in.csrf, "step": "apply", "csv_text": rows})
+    assert applied.status_code == 200, applied.text[:500]
+    assert runtime.services.directory.recipient("user14999@example.test") is not None
+
+
+def test_an_oversized_upload_is_refused(signed_in: Console, runtime: Runtime) -> None:
+    from mailmoat_web.admin.routes import MAX_CSV_BYTES
+
+    response = signed_in.client.post(
+        "/admin/t/example.test/import", data={"csrf": signed_in.csrf, "step": "apply"},
+        files={"file": ("users.csv", b"a" * (MAX_CSV_BYTES + 1), "text/csv")})
+    assert response.status_code == 413
+    assert "recipients.import" not in actions(runtime, "example.test")
 
 
 def test_export_is_audited_and_in_the_asked_encoding(signed_in: Console, runtime: Runtime) -> None:

@@ -89,6 +89,7 @@ JA = {
     "admin.message.stage": "段階",
     "admin.message.ms": "ミリ秒",
     "admin.message.actions": "実施した処置",
+    "admin.message.redriven": "再処理しました。現在の状態：{state}",
     "admin.held.title": "保留・配送失敗のメール",
     "admin.held.note": ("処理できなかったメールは失われず、ここに残ります。"
                         "原因を解消してから再処理してください。"),
@@ -100,6 +101,7 @@ JA = {
     "admin.isolated.links": "受信者ごとのポータルリンク",
     "admin.isolated.no_links": "有効なリンクはありません。",
     "admin.isolated.revoke": "リンクを無効にする",
+    "admin.isolated.revoked": "リンクを無効にしました。",
     "admin.recipients.title": "受信者",
     "admin.recipients.count": "{n} 件",
     "admin.recipients.truncated": "（最初の 500 件を表示しています。検索で絞り込んでください）",
@@ -244,6 +246,7 @@ EN = {
     "admin.message.stage": "Stage",
     "admin.message.ms": "ms",
     "admin.message.actions": "Actions taken",
+    "admin.message.redriven": "Re-driven. State now: {state}",
     "admin.held.title": "Held and failed mail",
     "admin.held.note": "Mail that could not be processed is never lost: it waits here. "
                        "Fix the cause, then re-drive it.",
@@ -255,6 +258,7 @@ EN = {
     "admin.isolated.links": "Portal links per recipient",
     "admin.isolated.no_links": "No valid links.",
     "admin.isolated.revoke": "Revoke link",
+    "admin.isolated.revoked": "The link was revoked.",
     "admin.recipients.title": "Recipients",
     "admin.recipients.count": "{n} recipients",
     "admin.recipients.truncated": "(the first 500 are shown; search to narrow the list)",

@@ -10,8 +10,9 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
+from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from mailmoat.admin.accounts import ALL_TENANTS
 from mailmoat.admin.operations import REDRIVABLE_STATES, redrive
@@ -37,7 +38,6 @@ RULE_ACTIONS = ("isolate", "delete", "convert-pdf", "remove-macros", "html-to-te
 MAX_CSV_BYTES = 20 * 1024 * 1024
 MAX_FIELD = 500  # recipient text fields
 RULE_ROWS_EXTRA = 1  # empty rows offered for a new rule
-_NO_FILE = File(None)  # the CSV upload; absent when "apply" re-posts the checked text
 
 
 def admin_console_router() -> APIRouter:
@@ -137,7 +137,8 @@ def admin_console_router() -> APIRouter:
         record = _message_of(c, tenant, message_id)
         if record is None:
             return not_found(request)
-        return _render(request, admin, cfg, "admin/message.html", _detail(c, record))
+        done = request.query_params.get("done") == "redrive"
+        return _render(request, admin, cfg, "admin/message.html", {**_detail(c, record), "redriven": done})
 
     @router.post("/t/{tenant}/messages/{message_id}/raw")
     def download_raw(request: Request, tenant: str, message_id: str, csrf: str = Form("")) -> Response:
@@ -175,7 +176,7 @@ def admin_console_router() -> APIRouter:
         outcome = redrive(c.runtime, record.id, resend=resend == "1")
         log.info("admin redrive", extra={"message_id": record.id, "tenant": tenant,
                                          "action": outcome.state if outcome else "missing"})
-        return _redirect(request, f"/admin/t/{tenant}/messages/{record.id}")
+        return _redirect(request, f"/admin/t/{tenant}/messages/{record.id}?done=redrive")
 
     @router.get("/t/{tenant}/held", response_class=HTMLResponse)
     def held(request: Request, tenant: str) -> Response:
@@ -201,7 +202,7 @@ def admin_console_router() -> APIRouter:
         items = [{"m": m, "files": c.isolation.files(m.id), "links": c.isolation.links(m.id)}
                  for m in found[:PAGE_SIZE]]
         return _render(request, admin, cfg, "admin/isolated.html", {
-            "items": items, "page_no": page_no,
+            "items": items, "page_no": page_no, "revoked": request.query_params.get("done") == "revoke",
             "prev_url": f"/admin/t/{tenant}/isolated?page={page_no - 1}" if page_no > 1 else "",
             "next_url": f"/admin/t/{tenant}/isolated?page={page_no + 1}" if len(found) > PAGE_SIZE
             else ""})
@@ -219,7 +220,7 @@ def admin_console_router() -> APIRouter:
         if not c.isolation.revoke(portal_message.id, recipient[:320]):
             return not_found(request)
         c.record(request, admin, tenant, "isolation.revoke", portal_message.id, recipient[:320])
-        return _redirect(request, f"/admin/t/{tenant}/isolated")
+        return _redirect(request, f"/admin/t/{tenant}/isolated?done=revoke")
 
     # --- recipients ---------------------------------------------------------------------------
     @router.get("/t/{tenant}/recipients", response_class=HTMLResponse)
@@ -293,28 +294,33 @@ def admin_console_router() -> APIRouter:
                                                                    "replace": False})
 
     @router.post("/t/{tenant}/import")
-    async def import_csv_post(request: Request, tenant: str, csrf: str = Form(""),
-                              step: str = Form("dry-run"), replace: str = Form(""),
-                              csv_text: str = Form(""), file: UploadFile | None = _NO_FILE
-                              ) -> Response:
-        scope = _posted(request, tenant, csrf)
+    async def import_csv_post(request: Request, tenant: str) -> Response:
+        # Parsed here, not by Form(): the checked text comes back with "apply" and may be far
+        # larger than Starlette's 1 MB default for a form field.
+        async with request.form(max_files=1, max_fields=10, max_part_size=2 * MAX_CSV_BYTES) as form:
+            fields = {k: v for k, v in form.items() if isinstance(v, str)}
+            upload = form.get("file")
+            data = await upload.read(MAX_CSV_BYTES + 1) \
+                if isinstance(upload, StarletteUploadFile) and upload.filename else None
+        scope = _posted(request, tenant, fields.get("csrf", ""))
         if isinstance(scope, Response):
             return scope
         c, admin, cfg = scope
         from mailmoat.local.users import import_csv
 
-        if file is not None and file.filename:
-            data = await file.read(MAX_CSV_BYTES + 1)
-        else:
-            data = csv_text.encode("utf-8")  # the dry run's text, sent back with "apply"
+        uploaded = data is not None
+        if data is None:
+            data = fields.get("csv_text", "").encode("utf-8")  # the dry run's text, sent back
+        replace = fields.get("replace") == "1"
         lang = language(request, cfg.language)
-        if len(data) > MAX_CSV_BYTES:
+        # The text may be longer than the upload it came from (CP932 → UTF-8), never twice as long.
+        if len(data) > MAX_CSV_BYTES * (1 if uploaded else 2):
             return _render(request, admin, cfg, "admin/import.html", {
                 "result": None, "csv_text": "", "replace": False,
                 "too_big": translator(lang)("admin.import.too_big", mb=MAX_CSV_BYTES // 1_000_000)}, 413)
-        directory = c.runtime.services.directory
-        apply = step == "apply"
-        result = import_csv(directory, data, tenant=tenant, replace=replace == "1", dry_run=not apply)
+        apply = fields.get("step") == "apply"
+        result = import_csv(c.runtime.services.directory, data, tenant=tenant, replace=replace,
+                            dry_run=not apply)
         if result.applied:
             c.record(request, admin, tenant, "recipients.import", "",
                      f"{len(result.added)} added, {len(result.changed)} changed, "
@@ -324,7 +330,7 @@ def admin_console_router() -> APIRouter:
         except UnicodeDecodeError:
             text = data.decode("cp932", "replace")  # shown back and re-posted as UTF-8
         return _render(request, admin, cfg, "admin/import.html", {
-            "result": result, "csv_text": "" if result.applied else text, "replace": replace == "1"},
+            "result": result, "csv_text": "" if result.applied else text, "replace": replace},
             422 if result.errors else 200)
 
     @router.post("/t/{tenant}/export")

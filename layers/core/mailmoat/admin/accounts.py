@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -56,6 +57,9 @@ class AccountStore(Protocol):
 
 # One hasher for the process: argon2id with the library's RFC 9106 "low memory" defaults.
 HASHER = PasswordHasher()
+# Each verification takes 64 MiB for a moment: a burst of sign-in attempts (the web server runs
+# up to 40 request threads) must queue here rather than take the gateway's memory.
+CONCURRENT_VERIFICATIONS = threading.BoundedSemaphore(4)
 
 
 def hash_password(password: str) -> str:
@@ -136,7 +140,8 @@ class Authenticator:
     def _verify(password_hash: str, password: str) -> bool:
         if not password or len(password) > MAX_PASSWORD_LENGTH:
             return False
-        try:
-            return HASHER.verify(password_hash, password)
-        except (VerificationError, InvalidHashError):
-            return False
+        with CONCURRENT_VERIFICATIONS:
+            try:
+                return HASHER.verify(password_hash, password)
+            except (VerificationError, InvalidHashError):
+                return False
