@@ -472,6 +472,25 @@ def test_isolation_all_applies_to_the_next_message_and_survives_a_restart(signed
     assert restarted.services.config.tenant("other.test").isolation == "risky"
 
 
+def test_plain_zip_as_archive_type_applies_to_the_next_message(signed_in: Console, runtime: Runtime) -> None:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("notes.txt", "plain text\n")
+    attachment = (("notes.zip", buf.getvalue(), "application/zip"),)
+
+    def action(subject: str) -> str:
+        message_id = receive(runtime, mail(subject=subject, attachments=attachment), ["alice@example.test"])
+        return str(runtime.services.log.get(message_id).report["attachments"][0]["action"])  # type: ignore[union-attr,index]
+
+    assert action("zip before") == "keep"
+    assert signed_in.post("/admin/t/example.test/policy", **{**POLICY, "zip_is_archive_type": "1"}
+                          ).status_code == 200
+    assert action("zip after") == "isolate"
+
+
 def test_policy_fields_and_rules_are_saved_validated_and_shown(signed_in: Console, runtime: Runtime) -> None:
     form = {**POLICY, "zip_is_archive_type": "1", "defang_all_links": "1", "html_to_text": "1",
             "spam_action": "quarantine", "retention_days": "14",
