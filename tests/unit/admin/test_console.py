@@ -557,3 +557,29 @@ def test_account_scopes(runtime: Runtime) -> None:
     add_admin(runtime, "second@example.test", "example.test")
     emails = [a.email for a in admin_store(runtime).accounts()]
     assert emails == ["admin@example.test", "admin@other.test", "second@example.test"]
+
+
+# --- hostile input gets an answer, never a 500 ------------------------------------------------------------
+
+@pytest.mark.parametrize("params", [
+    {"subject": "\x00\x01' OR '1'='1"}, {"sender": "%" * 200}, {"page": "-5"}, {"page": "abc"},
+    {"page": "99999999999999999999"}, {"since": "9999-99-99"}, {"until": "２０２６-01-01"},
+    {"symbol": "<script>"}, {"verdict": "'; DROP TABLE messages; --"}, {"recipient": "\\"},
+])
+def test_trace_survives_hostile_parameters(signed_in: Console, params: dict[str, str]) -> None:
+    response = signed_in.get(TRACE, params=params)
+    assert response.status_code == 200
+    assert "<script>" not in response.text
+
+
+def test_hostile_paths_and_uploads(signed_in: Console, runtime: Runtime) -> None:
+    base = "/admin/t/example.test"
+    for path in (f"{base}/messages/..%2F..%2Fetc%2Fpasswd", f"{base}/messages/%00",
+                 f"{base}/recipients/%00", f"{base}/recipients/" + "a" * 5000):
+        assert signed_in.get(path).status_code == 404
+    assert signed_in.get(f"{TRACE}?subject=%FF%FE&since=%C0%AF").status_code == 200  # not UTF-8
+    garbage = bytes(range(256)) * 64
+    response = signed_in.client.post(f"{base}/import", data={"csrf": signed_in.csrf, "step": "dry-run"},
+                                     files={"file": ("x.csv", garbage, "application/octet-stream")})
+    assert response.status_code == 422
+    assert signed_in.get(TRACE).status_code == 200
