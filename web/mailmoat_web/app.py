@@ -25,7 +25,9 @@ from mailmoat.isolation import (
     sweep,
 )
 from mailmoat_web import files as filetools
+from mailmoat_web.admin import admin_console_router
 from mailmoat_web.i18n import flag, reasons, translator, verdict_words
+from mailmoat_web.keepmail import router as keepmail_router
 from mailmoat_web.pages import (
     HERE,
     SECURITY_HEADERS,
@@ -35,6 +37,7 @@ from mailmoat_web.pages import (
     page,
 )
 from mailmoat_web.pages import not_found as not_found_page
+from mailmoat_web.spam import router as spam_router
 
 if TYPE_CHECKING:
     from mailmoat.config import TenantConfig
@@ -280,6 +283,9 @@ def create_app(runtime: Runtime | None = None, *, sweep_every: float | None = SW
             "switch_url": f"/m/{token}/f/{path}/preview"}, 200 if shown is not None else 422)
 
     # Feature routers (admin console, keep-mail, spam digest links): one line each, here.
+    app.include_router(keepmail_router)  # /k: keep-mail (continuity view)
+    app.include_router(spam_router)  # /s: spam digest links (release, allow sender)
+    app.include_router(admin_console_router())  # /admin: tenant admin console
 
     @app.exception_handler(404)
     async def not_found(request: Request, exc: Exception) -> Response:

@@ -47,6 +47,48 @@ class UserConfig(BaseModel):
     spam_filter: bool = True
 
 
+class M365DirectoryConfig(BaseModel):
+    """Microsoft 365 through Microsoft Graph with an app registration (client credentials).
+    The app needs the application permissions User.Read.All and Group.Read.All (admin
+    consent); MailboxSettings.Read only with detect_shared = "user-purpose"."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tenant_id: str  # the Entra tenant (GUID or <name>.onmicrosoft.com)
+    client_id: str
+    # The name of the env var holding the client secret (the secret itself never goes here).
+    client_secret_env: str = "MAILMOAT_M365_CLIENT_SECRET"  # noqa: S105
+    # How a shared mailbox is told from a user: "account-disabled" (Exchange creates shared
+    # mailboxes with a disabled account), or "user-purpose" (asks each disabled account's
+    # mailboxSettings/userPurpose: one request each, needs MailboxSettings.Read).
+    detect_shared: Literal["account-disabled", "user-purpose"] = "account-disabled"
+
+
+class GoogleDirectoryConfig(BaseModel):
+    """Google Workspace through the Admin SDK Directory API: a service account with
+    domain-wide delegation for the two read-only directory scopes, acting as an admin."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    admin_subject: str  # an admin the service account impersonates
+    service_account_file: Path | None = None  # the JSON key file
+    service_account_env: str | None = None  # or: env var holding the JSON key itself
+    customer: str = "my_customer"
+
+
+class DirectoryConfig(BaseModel):
+    """Where the tenant's recipients come from besides CSV: `mailmoat directory sync`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["m365", "google"] | None = None
+    # A run that would remove more than this share of the tenant's recipients is refused
+    # unless confirmed (an empty or partial API answer must not empty the gate).
+    max_delete_share: float = Field(default=0.10, ge=0.0, le=1.0)
+    m365: M365DirectoryConfig | None = None
+    google: GoogleDirectoryConfig | None = None
+
+
 class TenantConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -59,14 +101,18 @@ class TenantConfig(BaseModel):
     defang_all_links: bool = False
     html_to_text: bool = False
     spam_action: Literal["tag", "quarantine"] = "tag"
+    spam_subject_prefix: str = ""  # tag: put in front of the Subject, e.g. "[SPAM] " or "【迷惑メール】"
     retention_days: int = 30
     archive: bool = False
+    archive_journal_address: str | None = None  # also mail each archived original here (POP import)
+    keepmail_days: int = 14  # keep-mail (continuity view): days of delivered copies; 0 = off
     allowed_senders: list[str] = Field(default_factory=list)
     blocked_senders: list[str] = Field(default_factory=list)
     dangerous_extensions_add: list[str] = Field(default_factory=list)
     dangerous_extensions_remove: list[str] = Field(default_factory=list)
     rules: list[RuleConfig] = Field(default_factory=list)
     users: list[UserConfig] = Field(default_factory=list)
+    directory: DirectoryConfig = Field(default_factory=DirectoryConfig)
 
     @field_validator("domains")
     @classmethod

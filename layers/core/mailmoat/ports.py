@@ -40,6 +40,10 @@ class DeliveryError(Exception):
 
 # --- value types shared by ports ---------------------------------------------------------
 
+RECIPIENT_KINDS = ("user", "shared", "group", "list")  # list: a distribution / mailing list
+RECIPIENT_SOURCES = ("manual", "csv", "config", "m365", "google")
+
+
 @dataclass(slots=True)
 class Recipient:
     address: str
@@ -51,6 +55,12 @@ class Recipient:
     memo: str = ""
     spam_filter: bool = True
     kind: str = "user"
+    # Other addresses that reach the same mailbox; recipient(alias) finds this recipient.
+    aliases: list[str] = field(default_factory=list)
+    # Who created the row: a directory sync removes only rows its own provider created.
+    source: str = "manual"
+    # The provider's object id (Graph / Google id): a delta names deleted objects only by id.
+    external_id: str = ""
 
 
 @dataclass(slots=True)
@@ -76,6 +86,25 @@ class MessageRecord:
     updated_at: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class TraceQuery:
+    """A message-trace search (admin console). Text fields match substrings, case-insensitive;
+    `verdict` matches any attachment's verdict, `symbol` any finding's or attachment's symbol."""
+
+    tenant: str | None = None
+    sender: str | None = None  # envelope MAIL FROM or the From header
+    recipient: str | None = None  # any envelope recipient
+    subject: str | None = None
+    since: datetime | None = None  # received at or after
+    until: datetime | None = None  # received before
+    state: str | None = None
+    disposition: str | None = None
+    verdict: str | None = None
+    symbol: str | None = None
+    limit: int = 50
+    offset: int = 0
+
+
 # --- ports ----------------------------------------------------------------------------------
 
 class BlobStore(Protocol):
@@ -97,6 +126,9 @@ class Directory(Protocol):
     def replace_recipients(self, tenant: str, recipients: Iterable[Recipient]) -> None: ...
     def upsert_recipients(self, recipients: Iterable[Recipient]) -> None: ...
     def ensure_tenant(self, tenant: str, domains: Iterable[str]) -> bool: ...
+    def remove_recipients(self, tenant: str, addresses: Iterable[str]) -> None: ...
+    def sync_state(self, tenant: str, provider: str) -> dict[str, str]: ...
+    def set_sync_state(self, tenant: str, provider: str, state: dict[str, str]) -> None: ...
 
 
 class MessageLog(Protocol):
@@ -107,6 +139,7 @@ class MessageLog(Protocol):
     def update(self, record_id: str, /, **fields: Any) -> None: ...
     def unfinished(self) -> list[MessageRecord]: ...
     def recent(self, limit: int = 50) -> list[MessageRecord]: ...
+    def search(self, query: TraceQuery) -> list[MessageRecord]: ...
     def claim_delivery(self, message_id: str, recipient: str) -> bool: ...
     def release_delivery(self, message_id: str, recipient: str) -> None: ...
     def claim_is_stale(self, message_id: str, recipient: str) -> bool: ...

@@ -140,6 +140,8 @@ class Runtime:
             return "deferred", self._next_attempt_at(attempts), "delivery deferred"
         if outcomes and all(o.startswith("failed") for o in outcomes):
             return "failed", None, "; ".join(outcomes)[:500]
+        if outcomes and all(o.startswith("quarantined") for o in outcomes):
+            return "quarantined", None, None  # every copy held in the spam quarantine
         return "delivered", None, None
 
     # --- directory ------------------------------------------------------------------------
@@ -153,7 +155,8 @@ class Runtime:
                 directory.upsert_recipients(
                     Recipient(address=u.address.lower(), tenant=tenant.name, name=u.name,
                               organisation=u.organisation, department=u.department,
-                              title=u.title, memo=u.memo, spam_filter=u.spam_filter)
+                              title=u.title, memo=u.memo, spam_filter=u.spam_filter,
+                              source="config")
                     for u in tenant.users)
 
 
@@ -219,7 +222,10 @@ def bootstrap(settings: Settings | None = None, *, config: GatewayConfig | None 
     from mailmoat.adapters.clock import SystemClock
     from mailmoat.adapters.fs import FsBlobStore
     from mailmoat.adapters.sqlite import SqliteDatabase, SqliteDirectory, SqliteMessageLog
+    from mailmoat.adapters.sqlite_admin import stored_policy
     from mailmoat.adapters.sqlite_isolation import SqliteIsolationStore
+    from mailmoat.adapters.sqlite_keepmail import SqliteKeepMailStore
+    from mailmoat.archive import BlobArchive, archive_root
     from mailmoat.bounce import OutboundSmtp
 
     data = settings.data_dir
@@ -228,7 +234,7 @@ def bootstrap(settings: Settings | None = None, *, config: GatewayConfig | None 
     mailer_for = (lambda _tenant: mailer) if mailer is not None else _mailer_factory(settings)
     services = Services(
         settings=settings,
-        config=config,
+        config=stored_policy(db, config),  # tenant policy saved in the admin console over the TOML
         blobs=FsBlobStore(data / "blobs"),
         directory=SqliteDirectory(db),
         log=SqliteMessageLog(db),
@@ -237,6 +243,8 @@ def bootstrap(settings: Settings | None = None, *, config: GatewayConfig | None 
         clock=SystemClock(),
         antivirus=ClamdAntivirus.from_address(settings.clamd_socket),  # None → AV_DISABLED
         isolation=SqliteIsolationStore(db),
+        archive=BlobArchive(FsBlobStore(archive_root(settings))),  # write-once originals
+        keepmail=SqliteKeepMailStore(db),
     )
     services.notices = OutboundSmtp(services.resolver, port=settings.outbound_smtp_port,
                                     relay=settings.notice_relay, local_hostname=settings.smtp_hostname)

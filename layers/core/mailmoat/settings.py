@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Limits(BaseSettings):
@@ -51,8 +52,12 @@ class Settings(BaseSettings):
     arc_domain: str | None = None
     authserv_id: str = "mailmoat"
 
-    # The gateway's own address for mail it writes (DSNs, spam digests, archive journal).
-    # Default: postmaster@<smtp_hostname>.
+    # Archive of originals (tenant option `archive`): a directory locally (default
+    # <data_dir>/archive), an S3 bucket (Object Lock) on AWS when `archive_bucket` is set.
+    archive_dir: Path | None = None
+    archive_bucket: str = ""
+    # The gateway's own address for mail it writes (DSNs, spam digests, archive journal,
+    # keep-mail codes). Default: postmaster@<smtp_hostname>; read it as `settings.postmaster`.
     postmaster_address: str | None = None
     # Outbound path for notices to senders (DSNs): a smarthost "host:port"; unset → the
     # sender domain's MX hosts (port `outbound_smtp_port`), as any MTA sends a bounce.
@@ -66,7 +71,32 @@ class Settings(BaseSettings):
     delivery_max_attempts: int = 8
     delivery_retry_base_seconds: float = 30.0
 
+    # Spam verdict sources (docs/spam.md). rspamd: its normal worker's URL (POST /checkv2).
+    rspamd_url: str | None = None
+    rspamd_timeout: float = 15.0
+    # DNS blocklists, comma-separated or a JSON list: IP zones (zen.spamhaus.org style) are asked
+    # for the connecting IP, domain zones (dbl.spamhaus.org style) for the registrable domains of
+    # the body's URLs. "zone=127.0.0.2|127.0.0.4" counts only those return codes as listed.
+    dnsbl_ip_zones: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    dnsbl_domain_zones: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    dnsbl_max_domains: int = 20  # URL domains asked per message; more is a finding
+    # X-SES-Spam-Verdict as a source: default on the AWS runtime only (SES writes it there;
+    # elsewhere the sender could).
+    ses_spam_verdict: bool | None = None
+    # Signing key of the spam digest's links; generated once (0600) under the data directory.
+    spam_link_secret_file: Path | None = None
+
     limits: Limits = Field(default_factory=Limits)
+
+    @field_validator("dnsbl_ip_zones", "dnsbl_domain_zones", mode="before")
+    @classmethod
+    def _zone_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [z for z in text.replace(",", " ").split() if z]
+        return value
 
     @property
     def postmaster(self) -> str:

@@ -26,8 +26,8 @@ from botocore.exceptions import ClientError
 
 from mailmoat.config import TenantConfig
 from mailmoat.context import Verdict
-from mailmoat.isolation import DownloadRecord, IsolatedFile, PortalAccess, PortalMessage
-from mailmoat.ports import MessageRecord, Recipient
+from mailmoat.isolation import DownloadRecord, IsolatedFile, PortalAccess, PortalLink, PortalMessage
+from mailmoat.ports import MessageRecord, Recipient, TraceQuery
 
 FINAL_STATES = frozenset({"delivered", "quarantined", "dropped", "held", "failed"})
 _DAY = 86_400
@@ -107,12 +107,17 @@ class DynamoDirectory:
         return str(item["tenant"]) if item else None
 
     def recipient(self, address: str) -> Recipient | None:
+        """The recipient for an address or alias. Alias rows carry a full copy of their
+        recipient, so an alias costs one more GetItem and no pointer chase."""
         address = address.lower()
         tenant = self.tenant_for_domain(address.rpartition("@")[2])
         if tenant is None:
             return None
-        item = self.table.get_item(Key={"pk": f"TENANT#{tenant}", "sk": f"RCPT#{address}"}).get("Item")
-        return _recipient(item) if item else None
+        for prefix in ("RCPT#", "ALIAS#"):
+            item = self.table.get_item(Key={"pk": f"TENANT#{tenant}", "sk": f"{prefix}{address}"}).get("Item")
+            if item:
+                return _recipient(item)
+        return None
 
     def recipients(self, tenant: str | None = None) -> list[Recipient]:
         tenants = [tenant] if tenant is not None else [str(i["sk"]) for i in self._query("TENANT")]
@@ -120,18 +125,55 @@ class DynamoDirectory:
         return sorted(found, key=lambda r: r.address)
 
     def upsert_recipients(self, recipients: Iterable[Recipient]) -> None:
+        new = {r.address.lower(): r for r in recipients}
+        stale: list[tuple[str, str]] = []
+        for tenant in sorted({r.tenant for r in new.values()}):
+            wanted = {(a.lower(), address) for address, r in new.items() if r.tenant == tenant
+                      for a in r.aliases}
+            stale += [(tenant, alias) for alias, owner in self._aliases(tenant).items()
+                      if owner in new and (alias, owner) not in wanted]
         with self.table.batch_writer(overwrite_by_pkeys=["pk", "sk"]) as batch:
-            for r in recipients:
-                batch.put_item(Item=_recipient_item(r))
+            for tenant, alias in stale:
+                batch.delete_item(Key={"pk": f"TENANT#{tenant}", "sk": f"ALIAS#{alias}"})
+            for r in new.values():
+                for item in _recipient_items(r):
+                    batch.put_item(Item=item)
 
     def replace_recipients(self, tenant: str, recipients: Iterable[Recipient]) -> None:
         new = {r.address.lower(): r for r in recipients}
         old = {str(i["sk"]).removeprefix("RCPT#") for i in self._query(f"TENANT#{tenant}", "RCPT#")}
+        wanted = {a.lower() for r in new.values() for a in r.aliases}
         with self.table.batch_writer(overwrite_by_pkeys=["pk", "sk"]) as batch:
             for address in old - set(new):
                 batch.delete_item(Key={"pk": f"TENANT#{tenant}", "sk": f"RCPT#{address}"})
+            for alias in set(self._aliases(tenant)) - wanted:
+                batch.delete_item(Key={"pk": f"TENANT#{tenant}", "sk": f"ALIAS#{alias}"})
             for r in new.values():
-                batch.put_item(Item=_recipient_item(r))
+                for item in _recipient_items(r):
+                    batch.put_item(Item=item)
+
+    def remove_recipients(self, tenant: str, addresses: Iterable[str]) -> None:
+        gone = {a.lower() for a in addresses}
+        aliases = [alias for alias, owner in self._aliases(tenant).items() if owner in gone]
+        with self.table.batch_writer(overwrite_by_pkeys=["pk", "sk"]) as batch:
+            for alias in aliases:
+                batch.delete_item(Key={"pk": f"TENANT#{tenant}", "sk": f"ALIAS#{alias}"})
+            for address in gone:
+                batch.delete_item(Key={"pk": f"TENANT#{tenant}", "sk": f"RCPT#{address}"})
+
+    def sync_state(self, tenant: str, provider: str) -> dict[str, str]:
+        item = self.table.get_item(Key={"pk": f"TENANT#{tenant}", "sk": f"SYNC#{provider}"}).get("Item")
+        state = json.loads(str(item.get("state") or "{}")) if item else {}
+        return {str(k): str(v) for k, v in state.items()} if isinstance(state, dict) else {}
+
+    def set_sync_state(self, tenant: str, provider: str, state: dict[str, str]) -> None:
+        self.table.put_item(Item={"pk": f"TENANT#{tenant}", "sk": f"SYNC#{provider}",
+                                  "state": json.dumps(state), "updated_at": _ts(datetime.now(UTC))})
+
+    def _aliases(self, tenant: str) -> dict[str, str]:
+        """alias → owning address, for one tenant (one paged query)."""
+        return {str(i["sk"]).removeprefix("ALIAS#"): str(i["address"])
+                for i in self._query(f"TENANT#{tenant}", "ALIAS#")}
 
     def _query(self, pk: str, sk_prefix: str | None = None) -> list[dict[str, Any]]:
         from boto3.dynamodb.conditions import Key
@@ -149,11 +191,16 @@ class DynamoDirectory:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-def _recipient_item(r: Recipient) -> dict[str, Any]:
-    return {"pk": f"TENANT#{r.tenant}", "sk": f"RCPT#{r.address.lower()}",
-            "address": r.address.lower(), "tenant": r.tenant, "name": r.name,
+def _recipient_items(r: Recipient) -> list[dict[str, Any]]:
+    """The recipient row and one row per alias, each a full copy (one GetItem per lookup)."""
+    address = r.address.lower()
+    aliases = sorted({a.lower() for a in r.aliases} - {address})
+    item = {"pk": f"TENANT#{r.tenant}", "sk": f"RCPT#{address}",
+            "address": address, "tenant": r.tenant, "name": r.name,
             "organisation": r.organisation, "department": r.department, "title": r.title,
-            "memo": r.memo, "spam_filter": r.spam_filter, "kind": r.kind}
+            "memo": r.memo, "spam_filter": r.spam_filter, "kind": r.kind, "aliases": aliases,
+            "source": r.source, "external_id": r.external_id}
+    return [item, *({**item, "sk": f"ALIAS#{alias}"} for alias in aliases)]
 
 
 def _recipient(item: dict[str, Any]) -> Recipient:
@@ -161,7 +208,8 @@ def _recipient(item: dict[str, Any]) -> Recipient:
                      name=str(item.get("name", "")), organisation=str(item.get("organisation", "")),
                      department=str(item.get("department", "")), title=str(item.get("title", "")),
                      memo=str(item.get("memo", "")), spam_filter=bool(item.get("spam_filter", True)),
-                     kind=str(item.get("kind", "user")))
+                     kind=str(item.get("kind", "user")), aliases=[str(a) for a in item.get("aliases", [])],
+                     source=str(item.get("source", "manual")), external_id=str(item.get("external_id", "")))
 
 
 # --- message log ------------------------------------------------------------------------------
@@ -273,6 +321,44 @@ class DynamoMessageLog:
         records = [_record(i) for i in items if "#rcpt#" not in str(i["id"])]
         return sorted(records, key=lambda r: r.received_at, reverse=True)[:limit]
 
+    # A scan reads at most this many pages (1 MB each) per search: the trace is an admin view
+    # over a TTL-bounded table, and a search must answer in an API Gateway request's time.
+    SEARCH_MAX_PAGES = 20
+
+    def search(self, query: TraceQuery) -> list[MessageRecord]:
+        """The admin console's message trace: a bounded, filtered scan (no index serves free
+        text), tenant/state/disposition filtered by DynamoDB, the rest in Python, newest first.
+        Tables larger than SEARCH_MAX_PAGES pages are searched in their first pages only."""
+        from boto3.dynamodb.conditions import Attr
+
+        condition = Attr("received_at").exists()  # message rows only, never claim rows
+        if query.tenant is not None:
+            condition = condition & Attr("tenant").eq(query.tenant)
+        if query.state:
+            condition = condition & Attr("status").eq(query.state)
+        if query.disposition:
+            condition = condition & Attr("disposition").eq(query.disposition)
+        if query.since is not None:
+            condition = condition & Attr("received_at").gte(_ts(query.since))
+        if query.until is not None:
+            condition = condition & Attr("received_at").lt(_ts(query.until))
+        kwargs: dict[str, Any] = {"FilterExpression": condition}
+        found: list[MessageRecord] = []
+        for _ in range(self.SEARCH_MAX_PAGES):
+            page = self.table.scan(**kwargs)
+            for item in page.get("Items", []):
+                if "#rcpt#" in str(item["id"]):
+                    continue
+                record = _record(item)
+                if _trace_matches(record, query):
+                    found.append(record)
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        found.sort(key=lambda r: (r.received_at, r.id), reverse=True)
+        start = max(0, query.offset)
+        return found[start:start + max(0, min(query.limit, 1000))]
+
     # --- delivery claims: at most one delivery per (message, recipient) ---
     @staticmethod
     def _claim_id(message_id: str, recipient: str) -> str:
@@ -327,6 +413,30 @@ class DynamoMessageLog:
     def delivery_outcome(self, message_id: str, recipient: str) -> str | None:
         item = self.table.get_item(Key={"id": self._claim_id(message_id, recipient)}).get("Item")
         return str(item["outcome"]) if item and item.get("outcome") else None
+
+
+def _trace_matches(record: MessageRecord, query: TraceQuery) -> bool:
+    """The text and report criteria of a trace search, case-insensitive substrings."""
+    def has(value: str | None, wanted: str) -> bool:
+        return wanted.casefold() in (value or "").casefold()
+
+    report = record.report or {}
+    if query.sender and not (has(record.mail_from, query.sender)
+                             or has(str(report.get("from") or ""), query.sender)):
+        return False
+    if query.recipient and not any(has(r, query.recipient) for r in record.rcpt_to):
+        return False
+    if query.subject and not has(record.subject, query.subject):
+        return False
+    attachments = [a for a in report.get("attachments", []) if isinstance(a, dict)]
+    if query.verdict and not any(a.get("verdict") == query.verdict for a in attachments):
+        return False
+    if query.symbol:
+        symbols = {f.get("symbol") for f in report.get("findings", []) if isinstance(f, dict)}
+        symbols |= {s for a in attachments for s in a.get("symbols", [])}
+        if query.symbol not in symbols:
+            return False
+    return True
 
 
 _MAX_REPORT_CHARS = 300_000  # a DynamoDB item holds 400 KB in all
@@ -497,6 +607,57 @@ class DynamoIsolationStore:
 
     def delete_expired(self, now: datetime) -> int:
         return 0
+
+    # The admin console's views: bounded filtered scans (no index by tenant on this table;
+    # TTL keeps it to the retention period). At most SCAN_MAX_PAGES pages per call.
+    SCAN_MAX_PAGES = 20
+
+    def _scan(self, condition: Any) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"FilterExpression": condition}
+        for _ in range(self.SCAN_MAX_PAGES):
+            page = self.table.scan(**kwargs)
+            items.extend(page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return items
+
+    def tenant_messages(self, tenant: str, limit: int = 50, offset: int = 0) -> list[PortalMessage]:
+        from boto3.dynamodb.conditions import Attr
+
+        items = self._scan(Attr("token").begins_with("MSG#") & Attr("tenant").eq(tenant))
+        items.sort(key=lambda i: (str(i.get("created_at", "")), str(i["token"])), reverse=True)
+        start = max(0, offset)
+        found = [self.message(str(i["token"]).removeprefix("MSG#"))
+                 for i in items[start:start + max(0, min(limit, 1000))]]
+        return [m for m in found if m is not None]
+
+    def links(self, message_id: str) -> list[PortalLink]:
+        from boto3.dynamodb.conditions import Attr
+
+        links: list[PortalLink] = []
+        for pointer in self._scan(Attr("token").begins_with(f"RCPT#{message_id}#")):
+            token = self._get(f"TOK#{pointer['sha256']}")
+            if not token or token.get("revoked"):
+                continue
+            created = token.get("created")
+            links.append(PortalLink(message_id, str(token["recipient"]),
+                                    datetime.fromisoformat(str(created)) if created else None,
+                                    datetime.fromisoformat(str(token["expires"]))))
+        return sorted(links, key=lambda link: link.recipient)
+
+    def revoke(self, message_id: str, recipient: str) -> bool:
+        pointer = self._get(f"RCPT#{message_id}#{recipient.lower()}")
+        if not pointer:
+            return False
+        token = self._get(f"TOK#{pointer['sha256']}")
+        if not token or token.get("revoked"):
+            return False
+        self.table.update_item(Key={"token": f"TOK#{pointer['sha256']}"},
+                               UpdateExpression="SET revoked = :t",
+                               ExpressionAttributeValues={":t": True})
+        return True
 
 
 def _file_dict(f: IsolatedFile) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mailmoat.ports import MessageRecord, Recipient
+from mailmoat.ports import MessageRecord, Recipient, TraceQuery
 
 FINAL_STATES = frozenset({"delivered", "quarantined", "dropped", "held", "failed"})
 
@@ -36,7 +36,21 @@ CREATE TABLE IF NOT EXISTS recipients (
   title TEXT NOT NULL DEFAULT '',
   memo TEXT NOT NULL DEFAULT '',
   spam_filter INTEGER NOT NULL DEFAULT 1,
-  kind TEXT NOT NULL DEFAULT 'user'
+  kind TEXT NOT NULL DEFAULT 'user',
+  source TEXT NOT NULL DEFAULT 'manual',
+  external_id TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS recipient_aliases (
+  alias TEXT PRIMARY KEY,
+  address TEXT NOT NULL REFERENCES recipients(address) ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS recipient_aliases_address ON recipient_aliases(address);
+CREATE TABLE IF NOT EXISTS directory_sync_state (
+  tenant TEXT NOT NULL,
+  provider TEXT NOT NULL,
+  state TEXT NOT NULL DEFAULT '{}',
+  updated_at TEXT NOT NULL,
+  PRIMARY KEY (tenant, provider)
 );
 CREATE TABLE IF NOT EXISTS messages (
   id TEXT PRIMARY KEY,
@@ -92,6 +106,11 @@ class SqliteDatabase:
             columns = {r["name"] for r in self._conn.execute("PRAGMA table_info(deliveries)")}
             if "released" not in columns:  # a data directory from before delivery claims
                 self._conn.execute("ALTER TABLE deliveries ADD COLUMN released INTEGER NOT NULL DEFAULT 0")
+            columns = {r["name"] for r in self._conn.execute("PRAGMA table_info(recipients)")}
+            for column in ("source TEXT NOT NULL DEFAULT 'manual'",  # from before directory sync
+                           "external_id TEXT NOT NULL DEFAULT ''"):
+                if column.split()[0] not in columns:
+                    self._conn.execute(f"ALTER TABLE recipients ADD COLUMN {column}")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -133,16 +152,31 @@ class SqliteDirectory:
         return str(rows[0]["tenant"]) if rows else None
 
     def recipient(self, address: str) -> Recipient | None:
-        rows = self.db.query("SELECT * FROM recipients WHERE address = ?", (address.lower(),))
-        return _recipient(rows[0]) if rows else None
+        """The recipient whose address or one of whose aliases this is (the RCPT-time gate)."""
+        address = address.lower()
+        rows = self.db.query("SELECT * FROM recipients WHERE address = ?", (address,))
+        if not rows:
+            rows = self.db.query("SELECT r.* FROM recipient_aliases a JOIN recipients r"
+                                 " ON r.address = a.address WHERE a.alias = ?", (address,))
+        if not rows:
+            return None
+        aliases = [a["alias"] for a in self.db.query(
+            "SELECT alias FROM recipient_aliases WHERE address = ? ORDER BY alias", (rows[0]["address"],))]
+        return _recipient(rows[0], aliases)
 
     def recipients(self, tenant: str | None = None) -> list[Recipient]:
         if tenant is None:
             rows = self.db.query("SELECT * FROM recipients ORDER BY address")
+            alias_rows = self.db.query("SELECT alias, address FROM recipient_aliases ORDER BY alias")
         else:
-            rows = self.db.query("SELECT * FROM recipients WHERE tenant = ? ORDER BY address",
-                                 (tenant,))
-        return [_recipient(r) for r in rows]
+            rows = self.db.query("SELECT * FROM recipients WHERE tenant = ? ORDER BY address", (tenant,))
+            alias_rows = self.db.query(
+                "SELECT a.alias, a.address FROM recipient_aliases a JOIN recipients r"
+                " ON r.address = a.address WHERE r.tenant = ? ORDER BY a.alias", (tenant,))
+        aliases: dict[str, list[str]] = {}
+        for a in alias_rows:
+            aliases.setdefault(a["address"], []).append(a["alias"])
+        return [_recipient(r, aliases.get(r["address"], [])) for r in rows]
 
     def upsert_recipients(self, recipients: Iterable[Recipient]) -> None:
         with self.db.transaction() as c:
@@ -151,25 +185,61 @@ class SqliteDirectory:
 
     def replace_recipients(self, tenant: str, recipients: Iterable[Recipient]) -> None:
         with self.db.transaction() as c:
+            c.execute("DELETE FROM recipient_aliases WHERE address IN"
+                      " (SELECT address FROM recipients WHERE tenant = ?)", (tenant,))
             c.execute("DELETE FROM recipients WHERE tenant = ?", (tenant,))
             for r in recipients:
                 _upsert(c, r)
 
+    def remove_recipients(self, tenant: str, addresses: Iterable[str]) -> None:
+        """Remove these recipients (and their aliases) of this tenant; others are left alone."""
+        with self.db.transaction() as c:
+            for address in addresses:
+                key = (address.lower(), tenant)
+                c.execute("DELETE FROM recipient_aliases WHERE address IN"
+                          " (SELECT address FROM recipients WHERE address = ? AND tenant = ?)", key)
+                c.execute("DELETE FROM recipients WHERE address = ? AND tenant = ?", key)
+
+    def sync_state(self, tenant: str, provider: str) -> dict[str, str]:
+        rows = self.db.query("SELECT state FROM directory_sync_state WHERE tenant = ? AND provider = ?",
+                             (tenant, provider))
+        if not rows:
+            return {}
+        state = json.loads(rows[0]["state"])
+        return {str(k): str(v) for k, v in state.items()} if isinstance(state, dict) else {}
+
+    def set_sync_state(self, tenant: str, provider: str, state: dict[str, str]) -> None:
+        with self.db.transaction() as c:
+            c.execute("INSERT OR REPLACE INTO directory_sync_state(tenant, provider, state, updated_at)"
+                      " VALUES (?, ?, ?, ?)", (tenant, provider, json.dumps(state), _now()))
+
 
 def _upsert(c: sqlite3.Connection, r: Recipient) -> None:
+    address = r.address.lower()
     c.execute(
-        "INSERT OR REPLACE INTO recipients(address, tenant, name, organisation, department, title,"
-        " memo, spam_filter, kind) VALUES (?,?,?,?,?,?,?,?,?)",
-        (r.address.lower(), r.tenant, r.name, r.organisation, r.department, r.title, r.memo,
-         int(r.spam_filter), r.kind),
+        "INSERT INTO recipients(address, tenant, name, organisation, department, title, memo,"
+        " spam_filter, kind, source, external_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+        " ON CONFLICT(address) DO UPDATE SET tenant = excluded.tenant, name = excluded.name,"
+        " organisation = excluded.organisation, department = excluded.department,"
+        " title = excluded.title, memo = excluded.memo, spam_filter = excluded.spam_filter,"
+        " kind = excluded.kind, source = excluded.source, external_id = excluded.external_id",
+        (address, r.tenant, r.name, r.organisation, r.department, r.title, r.memo,
+         int(r.spam_filter), r.kind, r.source, r.external_id),
     )
+    c.execute("DELETE FROM recipient_aliases WHERE address = ?", (address,))
+    for alias in dict.fromkeys(a.lower() for a in r.aliases):
+        if alias != address:
+            # An alias belongs to one recipient: the latest writer takes it over.
+            c.execute("INSERT OR REPLACE INTO recipient_aliases(alias, address) VALUES (?, ?)",
+                      (alias, address))
 
 
-def _recipient(row: sqlite3.Row) -> Recipient:
+def _recipient(row: sqlite3.Row, aliases: list[str]) -> Recipient:
     return Recipient(address=row["address"], tenant=row["tenant"], name=row["name"],
                      organisation=row["organisation"], department=row["department"],
                      title=row["title"], memo=row["memo"], spam_filter=bool(row["spam_filter"]),
-                     kind=row["kind"])
+                     kind=row["kind"], aliases=aliases, source=row["source"],
+                     external_id=row["external_id"])
 
 
 _RECORD_COLUMNS = ("received_at", "updated_at", "state", "mail_from", "rcpt_to", "client_ip",
@@ -181,6 +251,10 @@ _JSON_COLUMNS = frozenset({"rcpt_to", "timings", "report"})
 class SqliteMessageLog:
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
+        with db.transaction() as c:
+            # The console's trace lists one tenant's messages newest first.
+            c.execute("CREATE INDEX IF NOT EXISTS messages_tenant_received"
+                      " ON messages(tenant, received_at)")
 
     def accept(self, record: MessageRecord) -> None:
         with self.db.transaction() as c:
@@ -218,6 +292,53 @@ class SqliteMessageLog:
     def recent(self, limit: int = 50) -> list[MessageRecord]:
         rows = self.db.query("SELECT * FROM messages ORDER BY received_at DESC LIMIT ?", (limit,))
         return [_record(r) for r in rows]
+
+    def search(self, query: TraceQuery) -> list[MessageRecord]:
+        """The admin console's message trace, newest first. Parameterised SQL only; text
+        criteria are LIKE substrings with the wildcards in the user's text escaped."""
+        where: list[str] = []
+        params: list[Any] = []
+        if query.tenant is not None:
+            where.append("tenant = ?")
+            params.append(query.tenant)
+        if query.sender:
+            where.append("(mail_from LIKE ? ESCAPE '\\' OR json_extract(report, '$.from') LIKE ?"
+                         " ESCAPE '\\')")
+            params += [_like(query.sender)] * 2
+        if query.recipient:
+            where.append("rcpt_to LIKE ? ESCAPE '\\'")
+            params.append(_like(query.recipient.lower()))
+        if query.subject:
+            where.append("subject LIKE ? ESCAPE '\\'")
+            params.append(_like(query.subject))
+        if query.since is not None:
+            where.append("received_at >= ?")
+            params.append(_utc_text(query.since))
+        if query.until is not None:
+            where.append("received_at < ?")
+            params.append(_utc_text(query.until))
+        if query.state:
+            where.append("state = ?")
+            params.append(query.state)
+        if query.disposition:
+            where.append("disposition = ?")
+            params.append(query.disposition)
+        if query.verdict:
+            where.append("EXISTS (SELECT 1 FROM json_each(report, '$.attachments') a"
+                         " WHERE json_extract(a.value, '$.verdict') = ?)")
+            params.append(query.verdict)
+        if query.symbol:
+            where.append("(EXISTS (SELECT 1 FROM json_each(report, '$.findings') f"
+                         " WHERE json_extract(f.value, '$.symbol') = ?)"
+                         " OR EXISTS (SELECT 1 FROM json_each(report, '$.attachments') a,"
+                         " json_each(a.value, '$.symbols') s WHERE s.value = ?))")
+            params += [query.symbol] * 2
+        sql = "SELECT * FROM messages"
+        if where:
+            sql += " WHERE " + " AND ".join(where)  # fixed fragments; values are parameters
+        sql += " ORDER BY received_at DESC, id DESC LIMIT ? OFFSET ?"
+        params += [max(0, min(query.limit, 1000)), max(0, query.offset)]
+        return [_record(r) for r in self.db.query(sql, params)]
 
     def next_attempt_at(self, message_id: str) -> str | None:
         rows = self.db.query("SELECT next_attempt_at FROM messages WHERE id = ?", (message_id,))
@@ -264,6 +385,19 @@ class SqliteMessageLog:
         rows = self.db.query("SELECT outcome FROM deliveries WHERE message_id = ? AND recipient = ?",
                              (message_id, recipient.lower()))
         return rows[0]["outcome"] if rows and rows[0]["outcome"] else None
+
+
+def _like(text: str) -> str:
+    """A LIKE pattern matching `text` anywhere, its own % _ and \\ taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _utc_text(value: datetime) -> str:
+    """The form received_at is stored in, so text order is time order."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
 def _record(row: sqlite3.Row) -> MessageRecord:

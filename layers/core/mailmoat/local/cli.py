@@ -138,34 +138,6 @@ Then see it:  .venv/bin/mailmoat log        Stop: Ctrl-C""", flush=True)
     return 0
 
 
-def cmd_send_test(args: argparse.Namespace) -> int:
-    import smtplib
-    from email.message import EmailMessage
-    from email.utils import make_msgid
-
-    msg = EmailMessage()
-    msg["From"] = args.sender
-    msg["To"] = args.to
-    msg["Subject"] = args.subject
-    msg["Message-ID"] = make_msgid(domain="sender.example")
-    msg.set_content("mailmoat のテストメッセージです。\nThis is a mailmoat test message.\n")
-    settings = _settings(args)
-    host = args.host or settings.smtp_host
-    port = args.port or settings.smtp_port
-    try:
-        with smtplib.SMTP(host, port, timeout=30) as smtp:
-            smtp.send_message(msg, from_addr=args.sender, to_addrs=[args.to])
-    except smtplib.SMTPRecipientsRefused as exc:
-        code, text = next(iter(exc.recipients.values()))
-        print(f"refused: {code} {text.decode(errors='replace')}", file=sys.stderr)
-        return 1
-    except (OSError, smtplib.SMTPException) as exc:
-        print(f"mailmoat: cannot send to {host}:{port}: {exc}", file=sys.stderr)
-        return 1
-    print(f"sent {msg['Message-ID']} to {args.to} via {host}:{port}")
-    return 0
-
-
 # --- users --------------------------------------------------------------------------------
 
 def cmd_users(args: argparse.Namespace) -> int:
@@ -295,13 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--portal-port", type=int, default=None)
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("send-test", help="send a test message to the local gateway")
-    p.add_argument("--to", default="alice@example.test")
-    p.add_argument("--sender", default="tester@sender.example")
-    p.add_argument("--subject", default="mailmoat test / テスト")
-    p.add_argument("--host", default=None)
-    p.add_argument("--port", type=int, default=None)
-    p.set_defaults(func=cmd_send_test)
+    from mailmoat.sendtest.cli import add_send_test_commands
+    add_send_test_commands(sub)
 
     p = sub.add_parser("users", help="import or export recipients (CSV)")
     users = p.add_subparsers(dest="users_command", required=True)
@@ -310,13 +277,17 @@ def build_parser() -> argparse.ArgumentParser:
     pi.add_argument("file", help="CSV file, or - for stdin")
     pi.add_argument("--tenant", default=None, help="tenant for every row (default: by address domain)")
     pi.add_argument("--replace", action="store_true",
-                    help="remove the tenant's recipients that are not in the file")
+                    help="remove the tenant's recipients that are not in the file "
+                         "(except those a directory sync manages)")
     pi.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
     pi.set_defaults(func=cmd_users)
     pe = users.add_parser("export", help="export recipients as CSV")
     pe.add_argument("--tenant", default=None)
     pe.add_argument("--encoding", default="utf-8", choices=["utf-8", "utf-8-sig", "cp932"])
     pe.set_defaults(func=cmd_users)
+
+    from mailmoat.directory.cli import add_directory_commands
+    add_directory_commands(sub)
 
     p = sub.add_parser("log", help="message trace")
     p.add_argument("--json", action="store_true")
@@ -329,6 +300,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resend", action="store_true",
                    help="also retry deliveries whose outcome was uncertain (check the mailbox first)")
     p.set_defaults(func=cmd_redrive)
+
+    from mailmoat.admin.cli import add_admin_commands
+    add_admin_commands(sub)
+    from mailmoat.spam.cli import add_spam_commands
+    add_spam_commands(sub)
+    from mailmoat.keepmail import add_keepmail_commands
+    add_keepmail_commands(sub)
     return parser
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 
+from mailmoat.archive import retain_copies
 from mailmoat.bounce import Failure, notify_sender, status_of
 from mailmoat.context import Disposition, MessageContext
 from mailmoat.pipeline import Services, register
 from mailmoat.ports import DeliveryError
+from mailmoat.spam.quarantine import hold as hold_spam
 
 log = logging.getLogger("mailmoat.deliver")
 
@@ -31,6 +33,12 @@ class Deliver:
             done = services.log.delivery_outcome(ctx.id, rcpt)
             if done is not None and done.startswith(("delivered", "failed")):
                 ctx.deliveries[rcpt] = done  # a re-run never delivers twice
+                continue
+            if ctx.spam.treatment(rcpt) == "quarantine":
+                # Spam quarantine is per recipient: this copy, exactly as it would have been
+                # delivered, waits in the spam store for a release from the digest.
+                ctx.deliveries[rcpt] = hold_spam(ctx, services, rcpt,
+                                                 ctx.outputs.get(rcpt.lower(), body))
                 continue
             if done is not None and done.startswith("held") and not idempotent:
                 ctx.deliveries[rcpt] = done  # in doubt until an admin says resend
@@ -68,6 +76,7 @@ class Deliver:
             services.log.finish_delivery(ctx.id, rcpt, outcome)
             ctx.deliveries[rcpt] = outcome
         notify_sender(ctx, services, refused)  # a DSN only to an authenticated sender
+        retain_copies(ctx, services)  # archive, journal, keep-mail (mailmoat.archive); never raises
 
 
     @staticmethod
