@@ -102,8 +102,8 @@ def test_policy_saved_on_aws_is_the_directory_row(ddb: Any) -> None:
 
 
 def test_audit_trail_on_aws_is_per_tenant_newest_first(ddb: Any) -> None:
+    from mailmoat.adapters.aws_admin import DynamoAuditLog
     from mailmoat.admin.audit import AuditEntry
-    from mailmoat.admin.aws import DynamoAuditLog
 
     trail = DynamoAuditLog(boto3.resource("dynamodb").Table("directory"))
     for i in range(5):

@@ -65,7 +65,7 @@ class AdminConsole:
             self.policy = DirectoryPolicyStore(services.directory)
             table = getattr(services.directory, "table", None)
             if table is not None:
-                from mailmoat.admin.aws import DynamoAuditLog
+                from mailmoat.adapters.aws_admin import DynamoAuditLog
 
                 self.audit_log = DynamoAuditLog(table)
         self.authenticator = Authenticator(self.accounts, services.clock.now) \

@@ -35,6 +35,13 @@ def arc_key_file(secret_arn: str, *, client: Any = None, directory: Path | None 
     return path
 
 
+def secret_string(secret_id: str, *, client: Any = None) -> str | None:
+    """One secret's SecretString (None for a binary secret). Callers cache it per process."""
+    client = client if client is not None else boto3.client("secretsmanager")
+    value = client.get_secret_value(SecretId=secret_id).get("SecretString")
+    return str(value) if value is not None else None
+
+
 class SecretReader:
     """Named secrets under one prefix (`<stack>/directory/<name>`), read once per process: where
     the local runtime reads an environment variable of that name, the AWS one reads this."""

@@ -65,10 +65,9 @@ _FETCHED: dict[str, bytes] = {}
 def _secret_from_secrets_manager(arn: str, client: Any = None) -> bytes:
     """AWS: the key is a Secrets Manager secret (SecretString), read once per process."""
     if arn not in _FETCHED:
-        import boto3
+        from mailmoat.adapters.aws_secrets import secret_string
 
-        client = client if client is not None else boto3.client("secretsmanager")
-        value = str(client.get_secret_value(SecretId=arn).get("SecretString") or "").strip()
+        value = (secret_string(arn, client=client) or "").strip()
         if len(value) < 32:
             raise RuntimeError("the spam link key secret is shorter than 32 characters")
         _FETCHED[arn] = value.encode("utf-8")
