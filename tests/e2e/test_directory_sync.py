@@ -79,7 +79,7 @@ def test_m365_sync_from_the_cli_then_the_delta(tmp_path, m365_setup, capsys) -> 
         "carol@corp.example": ("user", [], "m365"),
         "info@corp.example": ("shared", ["contact@corp.example"], "m365"),
         "it@corp.example": ("group", [], "m365"),
-        "postmaster@corp.example": ("user", [], "manual"),  # from the config: never synced away
+        "postmaster@corp.example": ("user", [], "config"),  # from the config: never synced away
         "sales@corp.example": ("group", ["vertrieb@corp.example"], "m365"),
     }
     with responses.RequestsMock() as rsps:
