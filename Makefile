@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export MAILMOAT_DATA_DIR ?= ./var
 export MAILMOAT_CONFIG ?= config/demo.toml
+# pytest workers (pytest-xdist): one per core, at most 4 (each may start its own clamd/rspamd).
+TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
 
 .PHONY: help setup run test test-fast lint typecheck template-lint conformance bench bench-peers soak build deploy clean
 
@@ -20,10 +22,10 @@ run: setup ## start the gateway: SMTP 127.0.0.1:2525, portal http://127.0.0.1:80
 test: setup ## lint, mypy --strict, template checks (cfn-lint, sam validate) and the whole test suite
 	@scripts/system-deps.sh test
 	@$(MAKE) --no-print-directory lint typecheck template-lint
-	@$(PY) -m pytest -q
+	@$(PY) -m pytest -q -n $(TEST_JOBS)
 
 test-fast: setup ## the test suite without slow tests
-	@$(PY) -m pytest -q -m "not slow"
+	@$(PY) -m pytest -q -n $(TEST_JOBS) -m "not slow"
 
 lint: ## ruff
 	@$(VENV)/bin/ruff check layers web functions tests bench
