@@ -105,7 +105,9 @@ class TenantConfig(BaseModel):
     retention_days: int = 30
     archive: bool = False
     archive_journal_address: str | None = None  # also mail each archived original here (POP import)
-    keepmail_days: int = 14  # keep-mail (continuity view): days of delivered copies; 0 = off
+    # Keep-mail (continuity view): days of delivered copies kept for the recipients to read; 0 = off.
+    # Opt-in: it keeps a second copy of every delivered message on the gateway.
+    keepmail_days: int = 0
     allowed_senders: list[str] = Field(default_factory=list)
     blocked_senders: list[str] = Field(default_factory=list)
     dangerous_extensions_add: list[str] = Field(default_factory=list)
