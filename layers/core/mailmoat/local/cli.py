@@ -127,7 +127,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
   data    {data_dir}  (Maildirs under {data_dir / 'maildir'})
   tenants {', '.join(t.name for t in runtime.services.config.tenants) or '(none: set MAILMOAT_CONFIG)'}
   users   {', '.join(users[:10]) or '(none)'}{' …' if len(users) > 10 else ''}
-Send a test message (in another terminal):
+  admin   {settings.portal_url}/admin/  (an account: .venv/bin/mailmoat admin create --tenant T --email ADDR)
+  keep    {settings.portal_url}/k  (recipients: .venv/bin/mailmoat keepmail set-password ADDR)
+Check the gateway (in another terminal; sends the test battery and reports):
   .venv/bin/mailmoat send-test --to {users[0] if users else 'alice@example.test'}
 Then see it:  .venv/bin/mailmoat log        Stop: Ctrl-C""", flush=True)
     try:
