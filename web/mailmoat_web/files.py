@@ -11,10 +11,12 @@ from typing import Any
 from urllib.parse import quote
 
 from mailmoat.scan.macros import (
+    Budget,
     MacroRemovalError,
     has_vba_project,
     macro_free_name,
     parse_xml,
+    read_bounded,
     remove_macros,
     vba_present,
 )
@@ -54,32 +56,15 @@ class Decrypted:
     members: list[tuple[str, bytes]] = field(default_factory=list)
 
 
-class _Budget:
-    def __init__(self, limits: Limits) -> None:
-        self.limits = limits
-        self.total = 0
-        self.count = 0
-
-    def add(self, size: int) -> None:
-        self.total += size
-        if self.total > self.limits.archive_max_expanded_bytes:
-            raise Unsupported(f"expanded size over {self.limits.archive_max_expanded_bytes} bytes")
-
-    def member(self) -> None:
-        self.count += 1
-        if self.count > self.limits.archive_max_members:
-            raise Unsupported(f"more than {self.limits.archive_max_members} members")
-
-
 def decrypt(data: bytes, detected_type: str | None, password: str, limits: Limits) -> Decrypted:
     """Open an encrypted file with the recipient's password. Nothing is written anywhere."""
     if not password:
         raise WrongPassword("empty password")
     kind = detected_type or ""
     if kind == ZIP or data[:4] == b"PK\x03\x04":
-        return _zip(data, password, _Budget(limits))
+        return _zip(data, password, Budget(limits, Unsupported))
     if kind == SEVEN_ZIP or data[:6] == b"7z\xbc\xaf\x27\x1c":
-        return _7z(data, password, _Budget(limits))
+        return _7z(data, password, Budget(limits, Unsupported))
     if kind == PDF or data[:5] == b"%PDF-":
         return _pdf(data, password)
     if kind in OFFICE_ENCRYPTED or data[:8] == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1":
@@ -87,7 +72,7 @@ def decrypt(data: bytes, detected_type: str | None, password: str, limits: Limit
     raise Unsupported(f"no decryption for {kind or 'this type'}")
 
 
-def _zip(data: bytes, password: str, budget: _Budget) -> Decrypted:
+def _zip(data: bytes, password: str, budget: Budget) -> Decrypted:
     import pyzipper
 
     out = Decrypted(archive=True)
@@ -105,7 +90,7 @@ def _zip(data: bytes, password: str, budget: _Budget) -> Decrypted:
         for info in infos:
             try:
                 with zf.open(info) as fh:
-                    content = _read_bounded(fh, budget)
+                    content = read_bounded(fh, budget)
             except RuntimeError as exc:  # "Bad password for file"
                 raise WrongPassword(str(exc)) from exc
             except (zipfile.BadZipFile, zlib.error) as exc:
@@ -118,17 +103,7 @@ def _zip(data: bytes, password: str, budget: _Budget) -> Decrypted:
     return out
 
 
-def _read_bounded(fh: Any, budget: _Budget) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        chunk = fh.read(1 << 20)
-        if not chunk:
-            return b"".join(chunks)
-        budget.add(len(chunk))
-        chunks.append(chunk)
-
-
-def _7z(data: bytes, password: str, budget: _Budget) -> Decrypted:
+def _7z(data: bytes, password: str, budget: Budget) -> Decrypted:
     import lzma
 
     import py7zr
@@ -299,7 +274,7 @@ def _image_preview(data: bytes) -> Preview:
 
 
 def _office_text(data: bytes, limits: Limits) -> Preview:
-    budget = _Budget(limits)
+    budget = Budget(limits, Unsupported)
     texts: list[str] = []
     size = 0
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
@@ -307,7 +282,7 @@ def _office_text(data: bytes, limits: Limits) -> Preview:
                        key=lambda n: [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", n)])
         for name in names[:200]:
             with zf.open(name) as fh:
-                root = parse_xml(_read_bounded(fh, budget))
+                root = parse_xml(read_bounded(fh, budget))
             for el in root.iter():
                 tag = el.tag if isinstance(el.tag, str) else ""
                 if tag.endswith("}t") and el.text:

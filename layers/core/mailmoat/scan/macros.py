@@ -15,24 +15,29 @@ from typing import Any
 from mailmoat.settings import Limits
 
 
-class _Budget:
-    def __init__(self, limits: Limits) -> None:
+class Budget:
+    """What unpacking one untrusted zip (an OOXML package, an archive the portal decrypts) may
+    cost: members and expanded bytes, from the limits in settings. Over it, `error` is raised."""
+
+    def __init__(self, limits: Limits, error: type[Exception] | None = None) -> None:
         self.limits = limits
+        self.error: type[Exception] = error or MacroRemovalError
         self.total = 0
         self.count = 0
 
     def add(self, size: int) -> None:
         self.total += size
         if self.total > self.limits.archive_max_expanded_bytes:
-            raise MacroRemovalError(f"expanded size over {self.limits.archive_max_expanded_bytes} bytes")
+            raise self.error(f"expanded size over {self.limits.archive_max_expanded_bytes} bytes")
 
     def member(self) -> None:
         self.count += 1
         if self.count > self.limits.archive_max_members:
-            raise MacroRemovalError(f"more than {self.limits.archive_max_members} members")
+            raise self.error(f"more than {self.limits.archive_max_members} members")
 
 
-def _read_bounded(fh: Any, budget: _Budget) -> bytes:
+def read_bounded(fh: Any, budget: Budget) -> bytes:
+    """A member's bytes, 1 MiB at a time, counted against the budget as they come."""
     chunks: list[bytes] = []
     while True:
         chunk = fh.read(1 << 20)
@@ -133,7 +138,7 @@ def remove_macros(data: bytes, limits: Limits, *, active_content: bool = False) 
     With `active_content`, also the rest of what makes Office documents act on their own:
     external relationships other than hyperlinks (remote templates, linked OLE objects,
     frames) and Word DDE fields. Excel external links cannot be cut out cleanly: refused."""
-    budget = _Budget(limits)
+    budget = Budget(limits)
     try:
         zin = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
@@ -153,7 +158,7 @@ def remove_macros(data: bytes, limits: Limits, *, active_content: bool = False) 
             if info.filename in dropped or info.is_dir():
                 continue
             with zin.open(info) as fh:
-                content = _read_bounded(fh, budget)
+                content = read_bounded(fh, budget)
             if info.filename == "[Content_Types].xml":
                 content = _fix_content_types(content, dropped)
             elif info.filename.lower().endswith(".rels"):
