@@ -85,8 +85,16 @@ CREATE TABLE IF NOT EXISTS deliveries (
 """
 
 
+def utc_text(value: datetime) -> str:
+    """How every adapter on this database stores a time: UTC, one format, so that text order
+    in SQL is time order. A naive value is taken as UTC."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+    return utc_text(datetime.now(UTC))
 
 
 class SqliteDatabase:
@@ -111,6 +119,12 @@ class SqliteDatabase:
                            "external_id TEXT NOT NULL DEFAULT ''"):
                 if column.split()[0] not in columns:
                     self._conn.execute(f"ALTER TABLE recipients ADD COLUMN {column}")
+
+    def create(self, statements: Iterable[str]) -> None:
+        """A feature store's tables and indexes (CREATE … IF NOT EXISTS), in one transaction."""
+        with self.transaction() as c:
+            for statement in statements:
+                c.execute(statement)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -313,10 +327,10 @@ class SqliteMessageLog:
             params.append(_like(query.subject))
         if query.since is not None:
             where.append("received_at >= ?")
-            params.append(_utc_text(query.since))
+            params.append(utc_text(query.since))
         if query.until is not None:
             where.append("received_at < ?")
-            params.append(_utc_text(query.until))
+            params.append(utc_text(query.until))
         if query.state:
             where.append("state = ?")
             params.append(query.state)
@@ -391,13 +405,6 @@ def _like(text: str) -> str:
     """A LIKE pattern matching `text` anywhere, its own % _ and \\ taken literally."""
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
-
-
-def _utc_text(value: datetime) -> str:
-    """The form received_at is stored in, so text order is time order."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
 def _record(row: sqlite3.Row) -> MessageRecord:

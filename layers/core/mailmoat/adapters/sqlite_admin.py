@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from mailmoat.adapters.sqlite import SqliteDatabase
+from mailmoat.adapters.sqlite import SqliteDatabase, utc_text
 from mailmoat.admin.accounts import AdminAccount
 from mailmoat.admin.audit import AuditEntry
 from mailmoat.admin.policy import policy_of
@@ -46,20 +46,13 @@ _SCHEMA = (
 )
 
 
-def _ts(value: datetime) -> str:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat(timespec="milliseconds")
-
 
 class SqliteAdminStore:
     """AccountStore, AuditLog and PolicyStore on the gateway's one SQLite database."""
 
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
-        with db.transaction() as c:
-            for statement in _SCHEMA:
-                c.execute(statement)
+        db.create(_SCHEMA)
 
     # --- accounts ---------------------------------------------------------------------------
     def account(self, email: str) -> AdminAccount | None:
@@ -74,7 +67,7 @@ class SqliteAdminStore:
             n = c.execute("INSERT OR IGNORE INTO admin_accounts(email, tenant, password_hash,"
                           " created_at, disabled) VALUES (?,?,?,?,?)",
                           (account.email, account.tenant, account.password_hash,
-                           _ts(account.created_at), int(account.disabled))).rowcount
+                           utc_text(account.created_at), int(account.disabled))).rowcount
         return bool(n)
 
     def set_password_hash(self, email: str, password_hash: str) -> None:
@@ -95,13 +88,13 @@ class SqliteAdminStore:
 
     def add_login_failure(self, key: str, at: datetime) -> None:
         with self.db.transaction() as c:
-            c.execute("INSERT INTO admin_login_failures(key, at) VALUES (?, ?)", (key, _ts(at)))
+            c.execute("INSERT INTO admin_login_failures(key, at) VALUES (?, ?)", (key, utc_text(at)))
             # Failures only matter inside the limit's window; a day keeps the table small.
-            c.execute("DELETE FROM admin_login_failures WHERE at < ?", (_ts(at - timedelta(days=1)),))
+            c.execute("DELETE FROM admin_login_failures WHERE at < ?", (utc_text(at - timedelta(days=1)),))
 
     def login_failures_since(self, key: str, since: datetime) -> int:
         rows = self.db.query("SELECT COUNT(*) AS n FROM admin_login_failures WHERE key = ? AND at > ?",
-                             (key, _ts(since)))
+                             (key, utc_text(since)))
         return int(rows[0]["n"])
 
     def clear_login_failures(self, key: str) -> None:
@@ -113,7 +106,7 @@ class SqliteAdminStore:
         with self.db.transaction() as c:
             c.execute("INSERT INTO admin_audit(at, admin, tenant, action, target, client_ip, detail)"
                       " VALUES (?,?,?,?,?,?,?)",
-                      (_ts(entry.at), entry.admin, entry.tenant, entry.action, entry.target[:500],
+                      (utc_text(entry.at), entry.admin, entry.tenant, entry.action, entry.target[:500],
                        entry.client_ip, entry.detail[:1000]))
 
     def entries(self, tenant: str | None, limit: int = 100, offset: int = 0) -> list[AuditEntry]:
@@ -137,7 +130,7 @@ class SqliteAdminStore:
             c.execute("INSERT OR REPLACE INTO tenant_policy(tenant, policy, updated_at, updated_by)"
                       " VALUES (?,?,?,?)",
                       (tenant.name, json.dumps(policy_of(tenant), ensure_ascii=False),
-                       _ts(datetime.now(UTC)), admin))
+                       utc_text(datetime.now(UTC)), admin))
 
 
 def _account(r: Any) -> AdminAccount:

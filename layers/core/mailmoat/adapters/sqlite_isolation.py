@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mailmoat.adapters.sqlite import SqliteDatabase
+from mailmoat.adapters.sqlite import SqliteDatabase, utc_text
 from mailmoat.context import Verdict
 from mailmoat.isolation import (
     DownloadRecord,
@@ -80,12 +80,6 @@ _SCHEMA = (
 )
 
 
-def _ts(value: datetime) -> str:
-    # One zone and one format, so text comparison in SQL is time comparison.
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat(timespec="milliseconds")
-
 
 def _dt(value: str) -> datetime:
     return datetime.fromisoformat(value)
@@ -94,9 +88,7 @@ def _dt(value: str) -> datetime:
 class SqliteIsolationStore:
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
-        with db.transaction() as c:
-            for statement in _SCHEMA:
-                c.execute(statement)
+        db.create(_SCHEMA)
 
     def save(self, message: PortalMessage, files: list[IsolatedFile]) -> None:
         """Idempotent: a stage re-run rewrites the same rows."""
@@ -106,7 +98,7 @@ class SqliteIsolationStore:
                 " date, mail_from, route, created_at, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (message.id, message.tenant, message.language, message.from_header, message.subject,
                  message.date, message.mail_from, json.dumps(message.route, ensure_ascii=False),
-                 _ts(message.created_at), _ts(message.expires_at)))
+                 utc_text(message.created_at), utc_text(message.expires_at)))
             for f in files:
                 c.execute(
                     "INSERT OR REPLACE INTO isolated_files(message_id, path, filename, size, sha256,"
@@ -115,7 +107,7 @@ class SqliteIsolationStore:
                     (f.message_id, f.path, f.filename, f.size, f.sha256, f.declared_type,
                      f.detected_type, str(f.verdict), json.dumps(f.symbols),
                      json.dumps(f.members, ensure_ascii=False), f.action, f.blob_key,
-                     _ts(f.expires_at)))
+                     utc_text(f.expires_at)))
 
     def set_token(self, message_id: str, recipient: str, token_sha256: str,
                   expires_at: datetime) -> None:
@@ -124,7 +116,8 @@ class SqliteIsolationStore:
                       (message_id, recipient))
             c.execute("INSERT INTO portal_tokens(token_sha256, message_id, recipient, created_at,"
                       " expires_at) VALUES (?,?,?,?,?)",
-                      (token_sha256, message_id, recipient, _ts(datetime.now(UTC)), _ts(expires_at)))
+                      (token_sha256, message_id, recipient, utc_text(datetime.now(UTC)),
+                       utc_text(expires_at)))
 
     def has_token(self, message_id: str, recipient: str) -> bool:
         rows = self.db.query("SELECT 1 FROM portal_tokens WHERE message_id = ? AND recipient = ?",
@@ -134,7 +127,7 @@ class SqliteIsolationStore:
     def access(self, token_sha256: str, now: datetime) -> PortalAccess | None:
         rows = self.db.query(
             "SELECT message_id, recipient, expires_at FROM portal_tokens"
-            " WHERE token_sha256 = ? AND expires_at > ?", (token_sha256, _ts(now)))
+            " WHERE token_sha256 = ? AND expires_at > ?", (token_sha256, utc_text(now)))
         if not rows:
             return None
         row = rows[0]
@@ -154,7 +147,7 @@ class SqliteIsolationStore:
         with self.db.transaction() as c:
             c.execute("INSERT INTO portal_downloads(at, message_id, path, kind, client_ip, recipient)"
                       " VALUES (?,?,?,?,?,?)",
-                      (_ts(record.at), record.message_id, record.path, record.kind,
+                      (utc_text(record.at), record.message_id, record.path, record.kind,
                        record.client_ip, record.recipient))
 
     def downloads(self, message_id: str) -> list[DownloadRecord]:
@@ -166,26 +159,26 @@ class SqliteIsolationStore:
     def add_attempt(self, message_id: str, path: str, at: datetime) -> None:
         with self.db.transaction() as c:
             c.execute("INSERT INTO portal_attempts(message_id, path, at) VALUES (?,?,?)",
-                      (message_id, path, _ts(at)))
+                      (message_id, path, utc_text(at)))
 
     def attempts_since(self, message_id: str, path: str, since: datetime) -> int:
         rows = self.db.query("SELECT COUNT(*) AS n FROM portal_attempts"
                              " WHERE message_id = ? AND path = ? AND at > ?",
-                             (message_id, path, _ts(since)))
+                             (message_id, path, utc_text(since)))
         return int(rows[0]["n"])
 
     def expired(self, now: datetime) -> list[IsolatedFile]:
-        rows = self.db.query("SELECT * FROM isolated_files WHERE expires_at <= ?", (_ts(now),))
+        rows = self.db.query("SELECT * FROM isolated_files WHERE expires_at <= ?", (utc_text(now),))
         return [_file(r) for r in rows]
 
     def delete_expired(self, now: datetime) -> int:
-        stamp = _ts(now)
+        stamp = utc_text(now)
         with self.db.transaction() as c:
             n = c.execute("DELETE FROM isolated_files WHERE expires_at <= ?", (stamp,)).rowcount
             c.execute("DELETE FROM portal_tokens WHERE expires_at <= ?", (stamp,))
             c.execute("DELETE FROM portal_messages WHERE expires_at <= ?", (stamp,))
             # Attempts only matter inside the rate-limit window; a day is plenty.
-            c.execute("DELETE FROM portal_attempts WHERE at <= ?", (_ts(now - timedelta(days=1)),))
+            c.execute("DELETE FROM portal_attempts WHERE at <= ?", (utc_text(now - timedelta(days=1)),))
         return int(n)
 
     def tenant_messages(self, tenant: str, limit: int = 50, offset: int = 0) -> list[PortalMessage]:

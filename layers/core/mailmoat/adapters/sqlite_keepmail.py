@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from datetime import UTC, datetime, timedelta
 
-from mailmoat.adapters.sqlite import SqliteDatabase
+from mailmoat.adapters.sqlite import SqliteDatabase, utc_text
 from mailmoat.keepmail import KeptMessage, OneTimeCode
 
 _SCHEMA = (
@@ -50,12 +50,6 @@ _SCHEMA = (
 )
 
 
-def _ts(value: datetime) -> str:
-    # One zone and one format, so text comparison in SQL is time comparison.
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat(timespec="milliseconds")
-
 
 def _dt(value: str) -> datetime:
     return datetime.fromisoformat(value)
@@ -64,9 +58,7 @@ def _dt(value: str) -> datetime:
 class SqliteKeepMailStore:
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
-        with db.transaction() as c:
-            for statement in _SCHEMA:
-                c.execute(statement)
+        db.create(_SCHEMA)
 
     # --- kept copies ---------------------------------------------------------------------------
     def put(self, kept: KeptMessage) -> None:
@@ -74,8 +66,8 @@ class SqliteKeepMailStore:
             c.execute(
                 "INSERT OR REPLACE INTO keepmail_messages(message_id, recipient, tenant, received_at,"
                 " from_header, subject, outcome, blob_key, kept_until) VALUES (?,?,?,?,?,?,?,?,?)",
-                (kept.message_id, kept.recipient, kept.tenant, _ts(kept.received_at),
-                 kept.from_header, kept.subject, kept.outcome, kept.blob_key, _ts(kept.kept_until)))
+                (kept.message_id, kept.recipient, kept.tenant, utc_text(kept.received_at),
+                 kept.from_header, kept.subject, kept.outcome, kept.blob_key, utc_text(kept.kept_until)))
 
     def get(self, message_id: str, recipient: str) -> KeptMessage | None:
         rows = self.db.query("SELECT * FROM keepmail_messages WHERE message_id = ? AND recipient = ?",
@@ -85,11 +77,11 @@ class SqliteKeepMailStore:
     def messages(self, recipient: str, since: datetime, limit: int = 500) -> list[KeptMessage]:
         rows = self.db.query(
             "SELECT * FROM keepmail_messages WHERE recipient = ? AND received_at >= ?"
-            " ORDER BY received_at DESC LIMIT ?", (recipient, _ts(since), limit))
+            " ORDER BY received_at DESC LIMIT ?", (recipient, utc_text(since), limit))
         return [_kept(r) for r in rows]
 
     def expired(self, now: datetime) -> list[KeptMessage]:
-        rows = self.db.query("SELECT * FROM keepmail_messages WHERE kept_until <= ?", (_ts(now),))
+        rows = self.db.query("SELECT * FROM keepmail_messages WHERE kept_until <= ?", (utc_text(now),))
         return [_kept(r) for r in rows]
 
     def delete(self, message_id: str, recipient: str) -> None:
@@ -105,7 +97,7 @@ class SqliteKeepMailStore:
             c.execute(f"INSERT INTO keepmail_users(address, {column}, updated_at) VALUES (?,?,?)"  # noqa: S608
                       f" ON CONFLICT(address) DO UPDATE SET {column} = excluded.{column},"
                       " updated_at = excluded.updated_at",
-                      (address, value, _ts(datetime.now(UTC))))
+                      (address, value, utc_text(datetime.now(UTC))))
 
     def set_password(self, address: str, password_hash: str | None) -> None:
         self._set_user(address, "password_hash", password_hash)
@@ -123,11 +115,11 @@ class SqliteKeepMailStore:
 
     def add_failure(self, address: str, at: datetime) -> None:
         with self.db.transaction() as c:
-            c.execute("INSERT INTO keepmail_failures(address, at) VALUES (?,?)", (address, _ts(at)))
+            c.execute("INSERT INTO keepmail_failures(address, at) VALUES (?,?)", (address, utc_text(at)))
 
     def failures_since(self, address: str, since: datetime) -> int:
         rows = self.db.query("SELECT COUNT(*) AS n FROM keepmail_failures WHERE address = ? AND at > ?",
-                             (address, _ts(since)))
+                             (address, utc_text(since)))
         return int(rows[0]["n"])
 
     # --- one-time codes ------------------------------------------------------------------------
@@ -136,8 +128,8 @@ class SqliteKeepMailStore:
             c.execute("DELETE FROM keepmail_codes WHERE address = ?", (address,))
             if code is not None:
                 c.execute("INSERT INTO keepmail_codes(address, code_hash, expires_at, attempts, created_at)"
-                          " VALUES (?,?,?,?,?)", (address, code.code_sha, _ts(code.expires_at),
-                                                  code.attempts, _ts(code.created_at)))
+                          " VALUES (?,?,?,?,?)", (address, code.code_sha, utc_text(code.expires_at),
+                                                  code.attempts, utc_text(code.created_at)))
 
     def code(self, address: str) -> OneTimeCode | None:
         rows = self.db.query("SELECT * FROM keepmail_codes WHERE address = ?", (address,))
@@ -154,11 +146,11 @@ class SqliteKeepMailStore:
     def add_session(self, token_sha256: str, address: str, expires_at: datetime) -> None:
         with self.db.transaction() as c:
             c.execute("INSERT INTO keepmail_sessions(token_sha256, address, expires_at) VALUES (?,?,?)",
-                      (token_sha256, address, _ts(expires_at)))
+                      (token_sha256, address, utc_text(expires_at)))
 
     def session(self, token_sha256: str, now: datetime) -> str | None:
         rows = self.db.query("SELECT address FROM keepmail_sessions"
-                             " WHERE token_sha256 = ? AND expires_at > ?", (token_sha256, _ts(now)))
+                             " WHERE token_sha256 = ? AND expires_at > ?", (token_sha256, utc_text(now)))
         return str(rows[0]["address"]) if rows else None
 
     def end_session(self, token_sha256: str) -> None:
@@ -166,12 +158,12 @@ class SqliteKeepMailStore:
             c.execute("DELETE FROM keepmail_sessions WHERE token_sha256 = ?", (token_sha256,))
 
     def purge(self, now: datetime) -> None:
-        stamp = _ts(now)
+        stamp = utc_text(now)
         with self.db.transaction() as c:
             c.execute("DELETE FROM keepmail_sessions WHERE expires_at <= ?", (stamp,))
             c.execute("DELETE FROM keepmail_codes WHERE expires_at <= ?", (stamp,))
             # Failures only matter inside the sign-in window; a day is plenty.
-            c.execute("DELETE FROM keepmail_failures WHERE at <= ?", (_ts(now - timedelta(days=1)),))
+            c.execute("DELETE FROM keepmail_failures WHERE at <= ?", (utc_text(now - timedelta(days=1)),))
 
 
 def _kept(r: sqlite3.Row) -> KeptMessage:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import UTC, datetime
+from datetime import datetime
 
-from mailmoat.adapters.sqlite import SqliteDatabase
+from mailmoat.adapters.sqlite import SqliteDatabase, utc_text
 from mailmoat.spam.quarantine import HELD, RELEASED, HeldMessage
 
 _SCHEMA = (
@@ -40,12 +40,6 @@ _SCHEMA = (
 )
 
 
-def _ts(value: datetime) -> str:
-    # One zone and one format, so text comparison in SQL is time comparison.
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat(timespec="milliseconds")
-
 
 def _dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
@@ -54,9 +48,7 @@ def _dt(value: str | None) -> datetime | None:
 class SqliteSpamStore:
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
-        with db.transaction() as c:
-            for statement in _SCHEMA:
-                c.execute(statement)
+        db.create(_SCHEMA)
 
     def save(self, held: HeldMessage) -> None:
         """The first record wins: a pipeline re-run must not forget a release or a digest."""
@@ -65,8 +57,8 @@ class SqliteSpamStore:
                 "INSERT INTO spam_held(message_id, recipient, tenant, held_at, expires_at, blob_key,"
                 " mail_from, from_header, subject, date, score, sources, state)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(message_id, recipient) DO NOTHING",
-                (held.message_id, held.recipient.lower(), held.tenant, _ts(held.held_at),
-                 _ts(held.expires_at), held.blob_key, held.mail_from, held.from_header,
+                (held.message_id, held.recipient.lower(), held.tenant, utc_text(held.held_at),
+                 utc_text(held.expires_at), held.blob_key, held.mail_from, held.from_header,
                  held.subject, held.date, held.score, json.dumps(held.sources), held.state))
 
     def get(self, message_id: str, recipient: str) -> HeldMessage | None:
@@ -86,13 +78,13 @@ class SqliteSpamStore:
             params.append(recipient.lower())
         if now is not None:
             sql += " AND expires_at > ?"
-            params.append(_ts(now))
+            params.append(utc_text(now))
         rows = self.db.query(sql + " ORDER BY recipient, held_at", params)
         return [_held(r) for r in rows]
 
     def pending_digest(self, now: datetime, tenant: str | None = None) -> list[HeldMessage]:
         sql = ("SELECT * FROM spam_held WHERE state = ? AND digested_at IS NULL AND expires_at > ?")
-        params: list[object] = [HELD, _ts(now)]
+        params: list[object] = [HELD, utc_text(now)]
         if tenant is not None:
             sql += " AND tenant = ?"
             params.append(tenant)
@@ -102,16 +94,16 @@ class SqliteSpamStore:
     def mark_digested(self, keys: list[tuple[str, str]], at: datetime) -> None:
         with self.db.transaction() as c:
             c.executemany("UPDATE spam_held SET digested_at = ? WHERE message_id = ? AND recipient = ?",
-                          [(_ts(at), m, r.lower()) for m, r in keys])
+                          [(utc_text(at), m, r.lower()) for m, r in keys])
 
     def mark_released(self, message_id: str, recipient: str, at: datetime, by: str) -> None:
         with self.db.transaction() as c:
             c.execute("UPDATE spam_held SET state = ?, released_at = ?, released_by = ?"
                       " WHERE message_id = ? AND recipient = ? AND state = ?",
-                      (RELEASED, _ts(at), by, message_id, recipient.lower(), HELD))
+                      (RELEASED, utc_text(at), by, message_id, recipient.lower(), HELD))
 
     def expired(self, now: datetime) -> list[HeldMessage]:
-        rows = self.db.query("SELECT * FROM spam_held WHERE expires_at <= ?", (_ts(now),))
+        rows = self.db.query("SELECT * FROM spam_held WHERE expires_at <= ?", (utc_text(now),))
         return [_held(r) for r in rows]
 
     def delete(self, message_id: str, recipient: str) -> None:
@@ -122,7 +114,7 @@ class SqliteSpamStore:
     def allow_sender(self, recipient: str, sender: str, at: datetime) -> None:
         with self.db.transaction() as c:
             c.execute("INSERT OR IGNORE INTO spam_allowed_senders(recipient, sender, added_at)"
-                      " VALUES (?,?,?)", (recipient.lower(), sender.strip().lower(), _ts(at)))
+                      " VALUES (?,?,?)", (recipient.lower(), sender.strip().lower(), utc_text(at)))
 
     def allowed_senders(self, recipient: str) -> list[str]:
         rows = self.db.query("SELECT sender FROM spam_allowed_senders WHERE recipient = ?"
