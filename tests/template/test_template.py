@@ -434,8 +434,9 @@ def test_quarantine_writers(template):
 
 
 def test_ses_sending_is_scoped_to_the_relay_identity(template):
-    # The digest goes out like any delivery (the tenant's mailer), so it sends as the relay too.
-    senders = {"DeliverFunction", "SpamDigestFunction"}
+    # The digest and a released spam copy go out like any delivery (the tenant's mailer), so
+    # they send as the relay too; DSNs go out as postmaster@ the relay identity's domain.
+    senders = {"DeliverFunction", "SpamDigestFunction", "PortalFunction"}
     for name in functions(template):
         ses_sends = [st for st in role_statements(template, name)
                      if {"ses:SendRawEmail", "ses:SendEmail"} & set(as_list(st["Action"]))]
@@ -613,18 +614,100 @@ def test_archive_bucket_is_put_only_for_deliver_with_optional_object_lock(templa
     assert function_env(template, "DeliverFunction")["MAILMOAT_ARCHIVE_BUCKET"] == {"Ref": "ArchiveBucket"}
 
 
-def test_admin_and_keep_routes_need_a_cognito_jwt(template):
-    api = props(template["Resources"]["PortalApi"])
-    jwt = api["Auth"]["Authorizers"]["AdminJwt"]
-    assert jwt["IdentitySource"] == "$request.header.Authorization"
-    assert "AdminUserPool" in referenced(jwt["JwtConfiguration"]["issuer"])
-    assert referenced(jwt["JwtConfiguration"]["audience"]) == {"AdminUserPoolClient"}
-    events = props(functions(template)["PortalFunction"])["Events"].values()
-    routes = {e["Properties"].get("Path", "$default"): e["Properties"].get("Auth", {}).get("Authorizer")
-              for e in events}
-    assert routes == {"$default": None, "/admin": "AdminJwt", "/admin/{proxy+}": "AdminJwt",
-                      "/k": "AdminJwt", "/k/{proxy+}": "AdminJwt"}
-    pool = props(template["Resources"]["AdminUserPool"])
+def test_the_console_signs_in_through_the_cognito_managed_login(template):
+    r = template["Resources"]
+    # No API Gateway authorizer: a browser never sends the Authorization header it reads. One
+    # $default route to the portal function; the app checks sessions itself (admin/oidc.py).
+    assert r["PortalApi"]["Type"] == "AWS::ApiGatewayV2::Api"
+    assert "JWT" not in json.dumps(template) and not of_type(template, "AWS::ApiGatewayV2::Authorizer")
+    routes = of_type(template, "AWS::ApiGatewayV2::Route")
+    assert [props(x)["RouteKey"] for x in routes.values()] == ["$default"]
+    assert not any(props(x).get("AuthorizationType", "NONE") != "NONE" for x in routes.values())
+    integration = props(r["PortalIntegration"])
+    assert integration["IntegrationUri"] == {"Fn::GetAtt": ["PortalFunction", "Arn"]}
+    assert integration["PayloadFormatVersion"] == "2.0"
+    assert "Events" not in props(functions(template)["PortalFunction"])
+    permission = props(r["PortalInvokePermission"])
+    assert permission["Principal"] == "apigateway.amazonaws.com" and "PortalApi" in referenced(permission["SourceArn"])
+
+    pool = props(r["AdminUserPool"])
     assert pool["AdminCreateUserConfig"]["AllowAdminCreateUserOnly"] is True
     assert pool["MfaConfiguration"] == "ON"
-    assert props(template["Resources"]["AdminUserPoolClient"])["GenerateSecret"] is False
+    assert {"Name": "tenant", "AttributeDataType": "String", "Mutable": True} in pool["Schema"]
+    client = props(r["AdminUserPoolClient"])
+    assert client["GenerateSecret"] is False
+    assert client["AllowedOAuthFlowsUserPoolClient"] is True
+    assert client["AllowedOAuthFlows"] == ["code"]
+    assert set(client["AllowedOAuthScopes"]) == {"openid", "email"}
+    assert client["SupportedIdentityProviders"] == ["COGNITO"]
+    (callback,) = client["CallbackURLs"]
+    (logout,) = client["LogoutURLs"]
+    assert callback["Fn::Sub"].endswith("/admin/oauth2/callback") and "PortalApi" in referenced(callback)
+    assert logout["Fn::Sub"].endswith("/admin/") and "PortalApi" in referenced(logout)
+    assert "custom:tenant" in client["ReadAttributes"]
+    assert client["WriteAttributes"] == ["email"]  # nobody sets their own tenant
+    group = props(r["AdminOperatorsGroup"])
+    assert group["GroupName"] == "mailmoat-operators" and group["UserPoolId"] == {"Ref": "AdminUserPool"}
+    assert "AdminUserPool" in referenced(props(r["AdminUserPoolDomain"]))
+
+    from mailmoat.aws.entry import AwsSettings
+    from mailmoat_web.admin.console import COGNITO_OPERATOR_GROUP
+
+    assert group["GroupName"] == COGNITO_OPERATOR_GROUP
+    env = function_env(template, "PortalFunction")
+    assert env["MAILMOAT_COGNITO_USER_POOL_ID"] == {"Ref": "AdminUserPool"}
+    assert env["MAILMOAT_COGNITO_CLIENT_ID"] == {"Ref": "AdminUserPoolClient"}
+    assert "AdminUserPoolDomain" in referenced(env["MAILMOAT_COGNITO_DOMAIN"])
+    assert env["MAILMOAT_ADMIN_SESSION_SECRET_ARN"] == {"Ref": "AdminSessionSecret"}
+    assert {"cognito_domain", "admin_session_secret_arn"} <= set(AwsSettings.model_fields)
+    readers = {name for name in functions(template)
+               if allows(role_statements(template, name), "secretsmanager:GetSecretValue", "AdminSessionSecret")}
+    assert readers == {"PortalFunction"}
+
+
+def actions_on(template: dict, target: str) -> dict[str, set[str]]:
+    """Per function, the actions its role allows on resources that mention `target`."""
+    found = {name: {a for st in role_statements(template, name) if st["Effect"] == "Allow"
+                    and (target in referenced(st["Resource"]) or target in json.dumps(st["Resource"]))
+                    for a in as_list(st["Action"])} for name in functions(template)}
+    return {name: acts for name, acts in found.items() if acts}
+
+
+def test_spam_quarantine_table_secret_and_who_touches_them(template):
+    r = template["Resources"]
+    table = props(r["SpamQuarantineTable"])
+    assert table["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]  # aws_dynamodb_spam.py
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expires", "Enabled": True}
+    assert table["SSESpecification"] == {"SSEEnabled": True}
+    assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    generated = props(r["SpamLinkSecret"])["GenerateSecretString"]
+    assert generated["PasswordLength"] >= 48 and generated["ExcludePunctuation"] is True
+    # What each function's code calls (spam/detect, quarantine.hold/release, digest).
+    assert actions_on(template, "SpamQuarantineTable") == {
+        "AuthenticateFunction": {"dynamodb:GetItem"},  # personal allowed senders
+        "DeliverFunction": {"dynamodb:PutItem"},  # hold
+        "PortalFunction": {"dynamodb:GetItem", "dynamodb:UpdateItem"},  # release, allow sender
+        "SpamDigestFunction": {"dynamodb:Scan", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}}
+    spamq = {name: acts for name, acts in actions_on(template, "/spamq/*").items()}
+    assert spamq == {"DeliverFunction": {"s3:PutObject"}, "PortalFunction": {"s3:GetObject"},
+                     "SpamDigestFunction": {"s3:DeleteObject"}}
+    readers = {name for name in functions(template)
+               if allows(role_statements(template, name), "secretsmanager:GetSecretValue", "SpamLinkSecret")}
+    assert readers == {"PortalFunction", "SpamDigestFunction"}
+    for name in ("AuthenticateFunction", "DeliverFunction", "PortalFunction", "SpamDigestFunction"):
+        assert function_env(template, name)["MAILMOAT_SPAM_TABLE"] == {"Ref": "SpamQuarantineTable"}, name
+    for name in ("PortalFunction", "SpamDigestFunction"):
+        assert function_env(template, name)["MAILMOAT_SPAM_LINK_SECRET_ARN"] == {"Ref": "SpamLinkSecret"}
+    rules = props(r["RawMailBucket"])["LifecycleConfiguration"]["Rules"]
+    assert {"Id": "expire-held-spam", "Status": "Enabled", "Prefix": "spamq/",
+            "ExpirationInDays": {"Ref": "RetentionDays"}} in rules
+
+
+def test_portal_role_covers_what_the_console_calls(template):
+    portal = actions_on(template, "MessageLogTable")["PortalFunction"]
+    assert {"dynamodb:Scan", "dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:GetItem"} <= portal
+    assert {"dynamodb:Scan", "dynamodb:UpdateItem"} <= actions_on(template, "IsolatedFilesTable")["PortalFunction"]
+    # Audit rows and policy (PutItem), trail (Query), CSV import (boto3's batch_writer).
+    assert {"dynamodb:PutItem", "dynamodb:Query", "dynamodb:BatchWriteItem"} <= \
+        actions_on(template, "DirectoryTable")["PortalFunction"]
+    assert "s3:GetObject" in actions_on(template, "/raw/*")["PortalFunction"]

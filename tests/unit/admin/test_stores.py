@@ -272,11 +272,13 @@ def test_saved_policy_is_read_back(store: SqliteAdminStore) -> None:
 
 @pytest.mark.parametrize(("claims", "expected"), [
     ({"email": "Admin@A.test", "custom:tenant": "a.test"}, ("admin@a.test", "a.test")),
-    ({"email": "ops@p.example", "cognito:groups": "[mailmoat-operators readers]"}, ("ops@p.example", "*")),
+    # A verified ID token carries the groups as a JSON array; a string is not trusted as one.
+    ({"email": "ops@p.example", "cognito:groups": "[mailmoat-operators readers]"}, None),
     ({"email": "ops@p.example", "cognito:groups": ["mailmoat-operators"]}, ("ops@p.example", "*")),
     ({"email": "x@a.test"}, None),  # no tenant claim: no access
     ({"email": "x@a.test", "custom:tenant": "*"}, None),  # operators only by group
     ({"email": "x@a.test", "custom:tenant": "a.test", "email_verified": "false"}, None),
+    ({"email": "x@a.test", "custom:tenant": "a.test", "email_verified": False}, None),
     ({"custom:tenant": "a.test"}, None),
     (None, None),
     ("claims", None),

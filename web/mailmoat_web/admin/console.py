@@ -1,8 +1,8 @@
 """What the console needs per process (stores, sign-in, session codec) and who is asking.
 
-`current_admin(request)` is the one place an identity comes from: locally the signed
-session cookie of a console account; on AWS the claims of the Cognito user pool's JWT,
-which API Gateway's JWT authorizer has already verified (docs/admin.md).
+`current_admin(request)` is the one place an identity comes from: the console's signed
+session cookie, issued locally after a password sign-in of a console account, on AWS after the
+Cognito managed login's ID token was verified (admin/oidc.py, docs/admin.md).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from mailmoat.admin.audit import AuditEntry, AuditLog, LogOnlyAuditLog, audit
 from mailmoat.admin.policy import DirectoryPolicyStore, PolicyStore
 from mailmoat.admin.secret import load_or_create_secret
 from mailmoat.isolation import IsolationStore
-from mailmoat_web.admin.session import SESSION_COOKIE, SessionCodec, password_tag
+from mailmoat_web.admin.oidc import CognitoLogin, FlowCookie
+from mailmoat_web.admin.session import FEDERATED_TAG, SESSION_COOKIE, SessionCodec, password_tag
 
 if TYPE_CHECKING:
     from mailmoat.runtime import Runtime
@@ -70,8 +71,11 @@ class AdminConsole:
                 self.audit_log = DynamoAuditLog(table)
         self.authenticator = Authenticator(self.accounts, services.clock.now) \
             if self.accounts is not None else None
-        secret = load_or_create_secret(runtime.settings.data_dir / "admin" / "session.key")
+        secret = _session_secret(runtime)
         self.sessions = SessionCodec(secret, time.time)
+        # services.settings: on AWS the AwsSettings build_services made (the stack's names).
+        self.cognito = CognitoLogin.from_settings(services.settings) if self.uses_cognito else None
+        self.sign_in_flow = FlowCookie(secret + b"/oidc", time.time)
         # Saves of the tenant policy replace services.config as a whole; one at a time.
         self.policy_lock = threading.Lock()
 
@@ -85,6 +89,21 @@ class AdminConsole:
         audit(self.audit_log, AuditEntry(at=self.runtime.services.clock.now(), admin=email,
                                          tenant=tenant, action=action, target=target,
                                          client_ip=client_ip(request), detail=detail))
+
+
+def _session_secret(runtime: Runtime) -> bytes:
+    """The key that signs console cookies. On AWS every concurrent portal instance must share
+    it (a file under /tmp would differ per instance and sign users out at random), so it is the
+    stack's Secrets Manager secret; locally a file generated once in the data directory."""
+    arn = str(getattr(runtime.services.settings, "admin_session_secret_arn", "") or "")
+    if runtime.settings.runtime == "aws" and arn:
+        from mailmoat.adapters.aws_secrets import secret_string
+
+        value = (secret_string(arn) or "").strip()
+        if len(value) < 32:
+            raise RuntimeError("the admin session key secret is shorter than 32 characters")
+        return value.encode("utf-8")
+    return load_or_create_secret(runtime.settings.data_dir / "admin" / "session.key")
 
 
 _CONSOLE_LOCK = threading.Lock()
@@ -116,9 +135,12 @@ def current_admin(request: Request) -> Admin | None:
     console = console_for(request)
     if console is None:
         return None
-    if console.uses_cognito:
-        return admin_from_claims(_jwt_claims(request))
     session = console.sessions.load(request.cookies.get(SESSION_COOKIE))
+    if console.uses_cognito:
+        if session is None or session.password_tag != FEDERATED_TAG or not session.tenant:
+            return None
+        request.state.admin_session = session
+        return Admin(session.email, session.tenant, "cognito")
     if session is None or console.accounts is None:
         return None
     account = console.accounts.account(session.email)
@@ -129,24 +151,18 @@ def current_admin(request: Request) -> Admin | None:
     return Admin(account.email, account.tenant)
 
 
-def _jwt_claims(request: Request) -> Any:
-    """Claims API Gateway's JWT authorizer verified (HTTP API, payload 2.0, through Mangum).
-    Only API Gateway writes requestContext; a client cannot add it."""
-    event = request.scope.get("aws.event") or {}
-    return (((event.get("requestContext") or {}).get("authorizer") or {}).get("jwt") or {}).get("claims")
-
-
 def admin_from_claims(claims: Any) -> Admin | None:
-    """Cognito ID-token claims → Admin: `email`, `custom:tenant`, and membership of the
-    operators group (`cognito:groups`) for an all-tenants account."""
+    """Verified Cognito ID-token claims → Admin: `email`, `custom:tenant`, and membership of
+    the operators group (`cognito:groups`) for an all-tenants account."""
     if not isinstance(claims, dict):
         return None
     email = claims.get("email")
-    if not isinstance(email, str) or not email or str(claims.get("email_verified", "true")) == "false":
+    # ID tokens carry a JSON boolean; the string form is accepted for tokens that carry one.
+    if not isinstance(email, str) or not email or claims.get("email_verified", True) in (False, "false"):
         return None
     groups = claims.get("cognito:groups") or []
-    if isinstance(groups, str):  # HTTP API flattens arrays: "[a b]"
-        groups = groups.strip("[]").replace(",", " ").split()
+    if not isinstance(groups, list):
+        groups = []
     if COGNITO_OPERATOR_GROUP in groups:
         return Admin(email.lower(), ALL_TENANTS, "cognito")
     tenant = claims.get(COGNITO_TENANT_CLAIM)

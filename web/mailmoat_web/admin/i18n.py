@@ -18,6 +18,14 @@ _RULE_ACTIONS_EN = {"isolate": "Isolate", "delete": "Delete", "convert-pdf": "Co
 JA = {
     "admin.title": "管理コンソール",
     "admin.logout": "サインアウト",
+    "admin.sso.continue": "管理コンソールへ進む",
+    "admin.sso.signed_in": "サインインしました。",
+    "admin.sso.signed_out": "サインアウトしました。サインイン画面のセッションも終了します。",
+    "admin.sso.to_logout": "続ける",
+    "admin.sso.failed": "サインインを確認できませんでした。もう一度サインインしてください。",
+    "admin.sso.retry": "もう一度サインイン",
+    "admin.sso.unavailable": ("サインインの設定がありません"
+                              "（Cognito のユーザープール、アプリクライアント、ドメイン）。"),
     "admin.operator_banner": ("運用者アカウント：すべてのテナントを管理できます。"
                               "操作するテナントに注意してください。"),
     "admin.tenants.title": "テナント",
@@ -175,6 +183,13 @@ JA = {
 EN = {
     "admin.title": "Admin console",
     "admin.logout": "Sign out",
+    "admin.sso.continue": "Continue to the admin console",
+    "admin.sso.signed_in": "You are signed in.",
+    "admin.sso.signed_out": "You are signed out. The sign-in page's session is ended too.",
+    "admin.sso.to_logout": "Continue",
+    "admin.sso.failed": "The sign-in could not be confirmed. Please sign in again.",
+    "admin.sso.retry": "Sign in again",
+    "admin.sso.unavailable": "Sign-in is not configured (Cognito user pool, app client and domain).",
     "admin.operator_banner": "Operator account: you manage every tenant. "
                              "Check which tenant you are changing.",
     "admin.tenants.title": "Tenants",

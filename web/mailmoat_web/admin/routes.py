@@ -23,7 +23,15 @@ from mailmoat.ports import MessageRecord, Recipient, TraceQuery
 from mailmoat.runtime import raw_key
 from mailmoat_web import files as filetools
 from mailmoat_web.admin import i18n as _catalog  # noqa: F401  (registers the console's text)
-from mailmoat_web.admin.console import Admin, AdminConsole, client_ip, console_for, current_admin
+from mailmoat_web.admin import oidc
+from mailmoat_web.admin.console import (
+    Admin,
+    AdminConsole,
+    admin_from_claims,
+    client_ip,
+    console_for,
+    current_admin,
+)
 from mailmoat_web.admin.session import COOKIE_PATH, IDLE_SECONDS, SESSION_COOKIE
 from mailmoat_web.i18n import flag, translator
 from mailmoat_web.pages import csrf_ok, forbidden, language, not_found, page, secure
@@ -59,8 +67,10 @@ def admin_console_router() -> APIRouter:
     @router.get("/login", response_class=HTMLResponse)
     def login_form(request: Request) -> Response:
         c = console_for(request)
-        if c is None or c.uses_cognito:
+        if c is None:
             return not_found(request)
+        if c.uses_cognito:
+            return _cognito_redirect(request, c)
         return page(request, "admin/login.html", language(request, "ja"),
                     {"error": "", "email": "", "switch_url": "/admin/login"})
 
@@ -90,6 +100,43 @@ def admin_console_router() -> APIRouter:
         _set_session(request, response, c.sessions.issue(account.email, account.password_hash))
         return response
 
+    @router.get("/oauth2/callback", response_class=HTMLResponse)
+    def oauth2_callback(request: Request, code: str = "", state: str = "", error: str = "") -> Response:
+        """Cognito sends the browser back here. The one GET that changes state: it creates the
+        session, and only after the state, the code exchange and the ID token all checked out."""
+        c = console_for(request)
+        if c is None or not c.uses_cognito:
+            return not_found(request)
+        lang = language(request, "ja")
+        if c.cognito is None:
+            return _handoff(request, lang, "admin.sso.unavailable", "", "", status=503)
+        pending = c.sign_in_flow.load(request.cookies.get(oidc.FLOW_COOKIE))
+        try:
+            if error:  # the user cancelled, or Cognito refused: say so, do not loop
+                raise oidc.SignInFailed(f"authorization server answered error={error[:60]!r}")
+            claims = oidc.complete(c.cognito, pending, state[:512], code, _callback_url(c))
+            admin = admin_from_claims(claims)
+            if admin is None:
+                raise oidc.SignInFailed("ID token names no tenant (custom:tenant) or operator group")
+            tenants = {t.name for t in c.runtime.services.config.tenants}
+            if not admin.operator and admin.tenant not in tenants:
+                raise oidc.SignInFailed(f"ID token names an unknown tenant {admin.tenant[:80]!r}")
+        except oidc.SignInFailed as exc:
+            log.warning("admin sign-in refused: %s", exc)
+            if pending is not None:  # a real attempt; a bare hit on this URL is only logged
+                c.record(request, "", "", "login.failed", detail=str(exc)[:200])
+            response = _handoff(request, lang, "admin.sso.failed", "/admin/login", "admin.sso.retry",
+                                status=401, refresh=False)
+            _drop_flow_cookie(request, response)
+            return response
+        c.record(request, admin, admin.tenant, "login")
+        # A page, not a redirect: the session cookie is SameSite=Strict, and a browser leaves it
+        # off a redirect that began on Cognito's site, which would send the admin round again.
+        response = _handoff(request, lang, "admin.sso.signed_in", "/admin/", "admin.sso.continue")
+        _set_session(request, response, c.sessions.issue_federated(admin.email, admin.tenant))
+        _drop_flow_cookie(request, response)
+        return response
+
     @router.post("/logout")
     def logout(request: Request, csrf: str = Form("")) -> Response:
         if not csrf_ok(request, csrf):
@@ -97,10 +144,19 @@ def admin_console_router() -> APIRouter:
         admin = current_admin(request)
         c = console_for(request)
         if admin is not None and c is not None:
-            if c.accounts is not None:  # the signed cookie alone would stay valid until idle expiry
+            if c.accounts is not None and not c.uses_cognito:
+                # the signed cookie alone would stay valid until idle expiry
                 c.accounts.end_sessions(admin.email, int(c.sessions.clock() * 1000))
             c.record(request, admin, admin.tenant, "logout")
-        response = RedirectResponse("/admin/login", status_code=303)
+        if c is not None and c.cognito is not None:
+            # Cognito's own session would sign the admin straight back in: end it too. A page
+            # that moves on, since CSP form-action would stop a form's redirect to Cognito.
+            home = c.runtime.services.settings.portal_url.rstrip("/") + "/admin/"
+            target = oidc.logout_url(c.cognito, home)
+            response = _handoff(request, language(request, "ja"), "admin.sso.signed_out", target,
+                                "admin.sso.to_logout")
+        else:
+            response = RedirectResponse("/admin/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH, secure=secure(request),
                                httponly=True, samesite="strict")
         return response
@@ -497,9 +553,40 @@ def _redirect(request: Request, url: str) -> Response:
 
 def _to_login(request: Request) -> Response:
     c = console_for(request)
-    if c is None or c.uses_cognito:
-        return not_found(request)  # on AWS the authorizer in front decides; nothing to sign in to
+    if c is None:
+        return not_found(request)
     return RedirectResponse("/admin/login", status_code=303)
+
+
+def _callback_url(c: AdminConsole) -> str:
+    # From the configured base URL, never the Host header: it must equal a CallbackURL of the
+    # app client exactly, and Cognito compares it again at the token endpoint.
+    return c.runtime.services.settings.portal_url.rstrip("/") + oidc.CALLBACK_PATH
+
+
+def _cognito_redirect(request: Request, c: AdminConsole) -> Response:
+    """To the managed login, with this sign-in's state, nonce and PKCE verifier in a signed
+    cookie. SameSite=Lax: it must come back on Cognito's top-level redirect to the callback."""
+    if c.cognito is None:
+        return _handoff(request, language(request, "ja"), "admin.sso.unavailable", "", "", status=503)
+    url, pending = oidc.begin(c.cognito, _callback_url(c))
+    response = RedirectResponse(url, status_code=303)
+    response.set_cookie(oidc.FLOW_COOKIE, c.sign_in_flow.dump(pending), max_age=oidc.FLOW_SECONDS,
+                        path=oidc.FLOW_COOKIE_PATH, httponly=True, samesite="lax", secure=secure(request))
+    return response
+
+
+def _drop_flow_cookie(request: Request, response: Response) -> None:
+    response.delete_cookie(oidc.FLOW_COOKIE, path=oidc.FLOW_COOKIE_PATH, secure=secure(request),
+                           httponly=True, samesite="lax")
+
+
+def _handoff(request: Request, lang: str, message_key: str, next_url: str, link_key: str, *,
+             status: int = 200, refresh: bool = True) -> Response:
+    return page(request, "admin/handoff.html", lang, {
+        "message_key": message_key, "next_url": next_url, "link_key": link_key,
+        "refresh": refresh and bool(next_url), "failed": status >= 400, "switch_url": request.url.path},
+        status)
 
 
 # --- views and forms ------------------------------------------------------------------------------

@@ -21,6 +21,12 @@ class Session:
     email: str
     issued_at: int  # epoch milliseconds of the sign-in
     password_tag: str  # changes with the password hash: a new password ends old sessions
+    # Set only for a Cognito sign-in (AWS): the tenant the ID token named, or "*" for an
+    # operator. A local session's tenant comes from its account row instead.
+    tenant: str | None = None
+
+
+FEDERATED_TAG = "cognito"  # the password_tag of a Cognito session: there is no local password
 
 
 def password_tag(password_hash: str) -> str:
@@ -43,9 +49,14 @@ class SessionCodec:
     def issue(self, email: str, password_hash: str) -> str:
         return self.dump(Session(email, int(self.clock() * 1000), password_tag(password_hash)))
 
+    def issue_federated(self, email: str, tenant: str) -> str:
+        return self.dump(Session(email, int(self.clock() * 1000), FEDERATED_TAG, tenant))
+
     def dump(self, session: Session) -> str:
-        return str(self._serializer.dumps({"e": session.email, "i": session.issued_at,
-                                           "p": session.password_tag}))
+        data: dict[str, Any] = {"e": session.email, "i": session.issued_at, "p": session.password_tag}
+        if session.tenant is not None:
+            data["t"] = session.tenant
+        return str(self._serializer.dumps(data))
 
     def load(self, value: str | None) -> Session | None:
         """The session, or None when missing, forged, idle too long or too old."""
@@ -62,4 +73,7 @@ class SessionCodec:
             return None
         if not 0 <= self.clock() * 1000 - issued <= ABSOLUTE_SECONDS * 1000:
             return None
-        return Session(email, issued, tag)
+        tenant = data.get("t")
+        if tenant is not None and not isinstance(tenant, str):
+            return None
+        return Session(email, issued, tag, tenant)

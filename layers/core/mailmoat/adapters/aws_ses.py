@@ -43,3 +43,40 @@ class SesMailer:
         except BotoCoreError as exc:  # no answer (code None): whether SES took it is unknown
             raise DeliveryError(f"SES unreachable: {exc}"[:300], permanent=False) from exc
         return f"ses:{response.get('MessageId', '')}"
+
+
+class SesNoticeSender:
+    """Mail the gateway writes itself to a sender (RFC 3464 DSNs), sent through SES as it is.
+
+    Not SesMailer: a notice is already our own message, From our postmaster on the relay
+    identity's domain; forwarder rewriting would turn it into "postmaster (…)" via the relay and
+    add a Reply-To. The envelope sender is left to SES (the From identity; a DSN's null
+    reverse path cannot be expressed through SendEmail), the destination is the original sender.
+    """
+
+    def __init__(self, from_address: str, *, configuration_set: str | None = None,
+                 client: Any = None) -> None:
+        if "@" not in from_address:
+            raise ValueError(f"notice sender needs an address, not {from_address!r}")
+        self.from_address = from_address
+        self.configuration_set = configuration_set
+        self.client = client if client is not None else boto3.client("sesv2")
+
+    def deliver(self, message_id: str, recipient: str, mail_from: str | None, data: bytes) -> str:
+        request: dict[str, Any] = {
+            "FromEmailAddress": self.from_address,
+            "Destination": {"ToAddresses": [recipient]},
+            "Content": {"Raw": {"Data": data}},
+        }
+        if self.configuration_set:
+            request["ConfigurationSetName"] = self.configuration_set
+        try:
+            response = self.client.send_email(**request)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 400
+            raise DeliveryError(f"SES {code}: {exc}"[:300], permanent=code in _PERMANENT,
+                                code=int(status)) from exc
+        except BotoCoreError as exc:
+            raise DeliveryError(f"SES unreachable: {exc}"[:300], permanent=False) from exc
+        return f"ses:{response.get('MessageId', '')}"

@@ -174,9 +174,16 @@ class AwsSettings(Settings):
     receipt_rule_set: str = ""
     receipt_rule: str = ""  # the stack's rule: actions and settings the per-tenant rules copy
     receipt_domains: str = ""  # the Domains parameter, comma-separated: what the stack's rule accepts
-    archive_bucket: str = ""  # copies of originals for tenants with archiving (deliver)
-    cognito_user_pool_id: str = ""  # the admin console's users (portal; the API checks the JWT)
+    # The admin console's sign-in (portal): the user pool, its app client and the managed-login
+    # domain ("<prefix>.auth.<region>.amazoncognito.com"); web/mailmoat_web/admin/oidc.py.
+    cognito_user_pool_id: str = ""
     cognito_client_id: str = ""
+    cognito_domain: str = ""
+    admin_session_secret_arn: str = ""  # signs console cookies alike in every portal instance
+    # Per-recipient spam quarantine (authenticate, deliver, portal, digest) and the key of the
+    # digest's signed links (portal, digest).
+    spam_table: str = ""
+    spam_link_secret_arn: str = ""
     directory_secret_prefix: str = ""  # Secrets Manager names of the directory providers' secrets
     # ClamAV on Lambda: freshclam in the signature-update function, clamd in the scan function.
     freshclam_path: str = "freshclam"
@@ -189,6 +196,19 @@ class AwsSettings(Settings):
     stage_max_attempts: int = 5
     reconcile_after_minutes: int = 15  # a stored message this long without progress is re-queued
     config_refresh_seconds: int = 300  # tenant settings re-read from the directory table
+
+    @property
+    def postmaster(self) -> str:
+        """Mail the gateway writes itself (DSNs, digests) must come from a verified SES identity:
+        postmaster@ the relay identity's domain, or the relay address itself when the identity
+        is an address, unless MAILMOAT_POSTMASTER_ADDRESS names one."""
+        if self.postmaster_address:
+            return self.postmaster_address
+        if "@" in self.relay_identity:
+            return self.relay_identity
+        if self.relay_identity:
+            return f"postmaster@{self.relay_identity}"
+        return super().postmaster
 
     def queue_urls(self) -> dict[str, str]:
         pairs = (item.partition("=") for item in self.stage_queue_urls.split(",") if "=" in item)
@@ -554,8 +574,15 @@ class AwsRuntime:
 
     def send_spam_digests(self, now: datetime | None = None) -> Any:
         """The daily digest of quarantined spam to each recipient who asked for one."""
+        import dataclasses
+
         send_digests = _entry_point("mailmoat.spam.digest", "send_digests")
-        return send_digests(self.services, now=now or datetime.now(UTC))
+        services = self.services
+        if getattr(services.mailer_for, "claims_deliveries", False):
+            # ClaimedMailer refuses any send without a claim, and a digest has none.
+            services = dataclasses.replace(
+                services, mailer_for=_mailer_factory(self.settings, self.log, claimed=False))
+        return send_digests(services, now=now or datetime.now(UTC))
 
     # --- directory → SES recipient conditions ----------------------------------------------
     def receipt_rules(self) -> SesReceiptRules:
@@ -712,6 +739,11 @@ def build_services(settings: Settings, *, config: GatewayConfig | None = None,
         antivirus=ClamdAntivirus.from_address(aws.clamd_socket),
         isolation=DynamoIsolationStore(aws.isolated_files_table) if aws.isolated_files_table else None,
     )
+    if aws.relay_identity:
+        from mailmoat.adapters.aws_ses import SesNoticeSender
+
+        # DSNs leave through SES as our own message (Lambda cannot reach port 25).
+        services.notices = SesNoticeSender(aws.postmaster)
     if aws.geoip_db is not None:
         from mailmoat.adapters.geoip import GeoIp2Reader
 
@@ -725,7 +757,10 @@ def delivery_mode(settings: AwsSettings, tenant: TenantConfig) -> str:
     return mode if mode != "maildir" else settings.delivery_mode
 
 
-def _mailer_factory(settings: AwsSettings, logbook: DynamoMessageLog) -> Any:
+def _mailer_factory(settings: AwsSettings, logbook: DynamoMessageLog, *, claimed: bool = True) -> Any:
+    """Per tenant, the mailer of its delivery mode. `claimed`: wrapped so that it sends only under
+    a delivery claim this process won (every per-message delivery); the digest, which is not a
+    message of the log and takes no claim, gets the bare mailer."""
     from mailmoat.aws.delivery import ClaimedMailer
 
     cache: dict[str, Mailer] = {}
@@ -755,9 +790,10 @@ def _mailer_factory(settings: AwsSettings, logbook: DynamoMessageLog) -> Any:
                                local_hostname=settings.smtp_hostname)
         else:
             raise ValueError(f"tenant {tenant.name}: delivery mode {mode!r} is not available on AWS")
-        cache[key] = ClaimedMailer(inner, logbook)
+        cache[key] = ClaimedMailer(inner, logbook) if claimed else inner
         return cache[key]
 
+    mailer_for.claims_deliveries = claimed  # type: ignore[attr-defined]
     return mailer_for
 
 
