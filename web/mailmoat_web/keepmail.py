@@ -393,6 +393,16 @@ def stylesheet() -> Response:
     return Response(_CSS, media_type="text/css", headers={"Cache-Control": "public, max-age=3600"})
 
 
+def _posted(request: Request, csrf: str) -> Response | tuple[Services, KeepMailStore, str]:
+    """Every sign-in POST starts here: CSRF first, then the store (none: 404), then the language."""
+    if not csrf_ok(request, csrf):
+        return forbidden(request)
+    found = _store(request)
+    if found is None:
+        return not_found_page(request)
+    return found[0], found[1], language(request, "ja")
+
+
 @router.get("", response_class=HTMLResponse)
 @router.get("/", response_class=HTMLResponse)
 def signin_form(request: Request) -> Response:
@@ -404,13 +414,10 @@ def signin_form(request: Request) -> Response:
 @router.post("/signin")
 def signin(request: Request, csrf: str = Form(""), address: str = Form(""),
            password: str = Form("")) -> Response:
-    if not csrf_ok(request, csrf):
-        return forbidden(request)
-    found = _store(request)
-    lang = language(request, "ja")
-    if found is None:
-        return not_found_page(request)
-    services, store = found
+    posted = _posted(request, csrf)
+    if isinstance(posted, Response):
+        return posted
+    services, store, lang = posted
     try:
         who = check_password(store, address[:320], password[:1024], _now(services))
     except SignInRefused as exc:
@@ -421,13 +428,10 @@ def signin(request: Request, csrf: str = Form(""), address: str = Form(""),
 
 @router.post("/code")
 def request_code(request: Request, csrf: str = Form(""), address: str = Form("")) -> Response:
-    if not csrf_ok(request, csrf):
-        return forbidden(request)
-    found = _store(request)
-    lang = language(request, "ja")
-    if found is None:
-        return not_found_page(request)
-    services, store = found
+    posted = _posted(request, csrf)
+    if isinstance(posted, Response):
+        return posted
+    services, store, lang = posted
     address = normalise(address[:320])
     try:
         send_code(store, services, address, _now(services))
@@ -439,13 +443,10 @@ def request_code(request: Request, csrf: str = Form(""), address: str = Form("")
 @router.post("/code/verify")
 def verify_code(request: Request, csrf: str = Form(""), address: str = Form(""),
                 code: str = Form("")) -> Response:
-    if not csrf_ok(request, csrf):
-        return forbidden(request)
-    found = _store(request)
-    lang = language(request, "ja")
-    if found is None:
-        return not_found_page(request)
-    services, store = found
+    posted = _posted(request, csrf)
+    if isinstance(posted, Response):
+        return posted
+    services, store, lang = posted
     try:
         who = check_code(store, address[:320], code[:32], _now(services))
     except SignInRefused as exc:
