@@ -90,3 +90,60 @@ def test_an_unverified_relay_is_a_permanent_failure(ses):
         mailer.deliver("m1", "alice@corp.example", None, ORIGINAL)
     assert info.value.permanent
     assert not sent()
+
+
+# --- notices (DSNs) ------------------------------------------------------------------------------
+
+DSN = (b"From: Mail Delivery System <postmaster@relay.example.net>\r\n"
+       b"To: billing@example.org\r\n"
+       b"Subject: Undelivered mail returned to sender\r\n"
+       b"Auto-Submitted: auto-replied\r\n"
+       b"Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n"
+       b"\r\n--b\r\nContent-Type: text/plain\r\n\r\nrefused\r\n--b--\r\n")
+
+
+def test_a_notice_goes_out_as_written_from_the_postmaster(ses):
+    from mailmoat.adapters.aws_ses import SesNoticeSender
+
+    where = SesNoticeSender("postmaster@relay.example.net").deliver("m1", "billing@example.org", None, DSN)
+    assert where.startswith("ses:")
+    [sent] = ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages
+    assert sent.source == "postmaster@relay.example.net"
+    assert sent.destinations[0] == "billing@example.org"
+    assert sent.raw_data.encode() == DSN  # no forwarder rewriting: no Reply-To, no X-Original-From
+
+
+def test_a_notice_from_an_unverified_domain_is_a_permanent_failure(ses):
+    from mailmoat.adapters.aws_ses import SesNoticeSender
+
+    with pytest.raises(DeliveryError) as failure:
+        SesNoticeSender("postmaster@not-verified.example").deliver("m1", "a@example.org", None, DSN)
+    assert failure.value.permanent
+    with pytest.raises(ValueError):
+        SesNoticeSender("relay.example.net")
+
+
+@pytest.mark.parametrize(("relay", "postmaster", "expected"), [
+    ("relay.example.net", None, "postmaster@relay.example.net"),  # a domain identity
+    ("relay@relay.example.net", None, "relay@relay.example.net"),  # an address identity: itself
+    ("relay.example.net", "bounces@relay.example.net", "bounces@relay.example.net"),
+    ("", None, "postmaster@mailmoat.localhost"),
+])
+def test_the_aws_postmaster_is_on_a_verified_identity(relay, postmaster, expected):
+    from mailmoat.aws.entry import AwsSettings
+
+    settings = AwsSettings(relay_identity=relay, postmaster_address=postmaster, smtp_hostname="mailmoat.localhost")
+    assert settings.postmaster == expected
+
+
+def test_build_services_sends_notices_through_ses_not_the_forwarder(ses, tmp_path):
+    from mailmoat.adapters.aws_ses import SesMailer, SesNoticeSender
+    from mailmoat.aws.entry import AwsSettings, build_services
+    from mailmoat.config import GatewayConfig
+
+    settings = AwsSettings(runtime="aws", data_dir=tmp_path, relay_identity="relay.example.net",
+                           raw_bucket="raw", directory_table="d", message_log_table="m")
+    services = build_services(settings, config=GatewayConfig())
+    assert isinstance(services.notices, SesNoticeSender) and not isinstance(services.notices, SesMailer)
+    assert services.notices.from_address == "postmaster@relay.example.net"
+    assert services.settings.postmaster == "postmaster@relay.example.net"  # the DSN's From

@@ -429,6 +429,8 @@ class AwsRuntime:
             return "deferred", "; ".join(deferred)[:500]
         if outcomes and all(o.startswith("failed") for o in outcomes):
             return "failed", "; ".join(outcomes)[:500]
+        if outcomes and all(o.startswith("quarantined") for o in outcomes):
+            return "quarantined", None  # every copy held in the spam quarantine (as locally)
         return "delivered", None
 
     def _finish(self, ctx: MessageContext, state: str, error: str | None) -> None:
