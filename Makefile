@@ -16,6 +16,10 @@ setup: ## create .venv and install the project (+ system packages when root)
 	@scripts/system-deps.sh run
 	@scripts/setup.sh
 
+# The demo's DNS: config/demo-zone.json fixes the send-test battery's sender domains (sender.example
+# may send from loopback, example.com from nowhere, as in real DNS); every other name is live DNS.
+run: export MAILMOAT_DNS_ZONE ?= config/demo-zone.json
+run: export MAILMOAT_DNS_ZONE_OVERLAY ?= true
 run: setup ## start the gateway: SMTP 127.0.0.1:2525, portal http://127.0.0.1:8080, data in ./var
 	@$(VENV)/bin/mailmoat serve
 

@@ -109,3 +109,38 @@ def test_zone_file_semantics(name, rdtype, outcome) -> None:
     else:
         with pytest.raises(outcome):
             resolver.query(name, rdtype)
+
+
+def test_overlay_answers_listed_names_from_the_zone_and_the_rest_from_the_fallback() -> None:
+    from mailmoat.adapters.dns import OverlayResolver, ZoneFileResolver
+    from mailmoat.ports import NoData, NXDomain
+
+    asked: list[tuple[str, str]] = []
+
+    class Live:
+        def query(self, name: str, rdtype: str) -> list[str]:
+            asked.append((name, rdtype))
+            if name == "gone.example":
+                raise NXDomain(name)
+            return ["v=spf1 include:live.example ~all"]
+
+    overlay = OverlayResolver(ZoneFileResolver({"example.com": {"TXT": ["v=spf1 -all"]}}), Live())
+    assert overlay.query("Example.COM.", "TXT") == ["v=spf1 -all"]
+    with pytest.raises(NoData):  # a listed name keeps the zone's meaning: no MX there
+        overlay.query("example.com", "MX")
+    assert overlay.query("mail.example.org", "TXT") == ["v=spf1 include:live.example ~all"]
+    with pytest.raises(NXDomain):
+        overlay.query("gone.example", "A")
+    assert asked == [("mail.example.org", "TXT"), ("gone.example", "A")]
+
+
+def test_make_run_uses_the_demo_zone_over_live_dns(tmp_path) -> None:
+    from mailmoat.adapters.dns import OverlayResolver
+    from mailmoat.runtime import make_resolver
+    from tests.conftest import ROOT, make_settings
+
+    settings = make_settings(tmp_path, dns_zone=ROOT / "config" / "demo-zone.json", dns_zone_overlay=True)
+    resolver = make_resolver(settings)
+    assert isinstance(resolver, OverlayResolver)
+    assert resolver.query("example.com", "TXT") == ["v=spf1 -all"]  # as example.com really publishes
+    assert "ip4:127.0.0.1" in resolver.query("sender.example", "TXT")[0]

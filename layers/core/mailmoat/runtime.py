@@ -197,10 +197,13 @@ def _mailer_factory(settings: Settings) -> object:
 
 
 def make_resolver(settings: Settings) -> Resolver:
-    from mailmoat.adapters.dns import DnsPythonResolver, ZoneFileResolver
+    from mailmoat.adapters.dns import DnsPythonResolver, OverlayResolver, ZoneFileResolver
 
     if settings.dns_zone is not None:
-        return ZoneFileResolver.from_file(settings.dns_zone)
+        zone = ZoneFileResolver.from_file(settings.dns_zone)
+        if settings.dns_zone_overlay:
+            return OverlayResolver(zone, DnsPythonResolver(timeout=settings.dns_timeout))
+        return zone
     return DnsPythonResolver(timeout=settings.dns_timeout)
 
 

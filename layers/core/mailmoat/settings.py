@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     portal_base_url: str | None = None
 
     dns_zone: Path | None = None  # offline zone file (DESIGN §9); otherwise live DNS
+    # With dns_zone: names the file lists come from it, every other name from live DNS (the
+    # demo's `make run`); without this, a name missing from the file is NXDOMAIN (offline).
+    dns_zone_overlay: bool = False
     dns_timeout: float = 3.0
     geoip_db: Path | None = None
     clamd_socket: str | None = None  # unix socket path or host:port

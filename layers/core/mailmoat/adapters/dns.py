@@ -1,4 +1,5 @@
-"""Resolver adapters: live DNS through dnspython (with a small TTL cache) or an offline zone file."""
+"""Resolver adapters: live DNS through dnspython (with a small TTL cache), an offline zone file,
+or a zone file laid over live DNS (the demo)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mailmoat.ports import DnsTimeout, NoData, NXDomain
+from mailmoat.ports import DnsTimeout, NoData, NXDomain, Resolver
 
 _TYPES = frozenset({"A", "AAAA", "TXT", "MX", "PTR", "CNAME", "NS", "SPF"})
 
@@ -48,6 +49,21 @@ class ZoneFileResolver:
         if not value:
             raise NoData(f"{name}/{rdtype}")
         return [str(v) for v in value]
+
+
+class OverlayResolver:
+    """The zone file answers the names it lists (its NXDOMAIN/NODATA/TIMEOUT rules apply to
+    them); every other name goes to the fallback, live DNS. For the demo (`make run`): the
+    send-test battery's domains are fixed, real mail still gets real answers."""
+
+    def __init__(self, zone: ZoneFileResolver, fallback: Resolver) -> None:
+        self.zone = zone
+        self.fallback = fallback
+
+    def query(self, name: str, rdtype: str) -> list[str]:
+        if _norm(name) in self.zone.zone:
+            return self.zone.query(name, rdtype)
+        return self.fallback.query(name, rdtype)
 
 
 class DnsPythonResolver:
