@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     # Maintenance switch: accept and store mail but do not process it until restarted without.
     hold_processing: bool = False
 
+    # `mailmoat serve`'s clock (AWS: the scheduled functions). 0 / None turns a job off.
+    schedule_directory_sync_minutes: int = 60  # tenants with a [tenant.directory] provider
+    schedule_spam_digest_hour: int | None = Field(default=8, ge=0, le=23)  # local time
+
     max_crash_attempts: int = 3  # a message that kills the process this often is held
     delivery_max_attempts: int = 8
     delivery_retry_base_seconds: float = 30.0

@@ -116,6 +116,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     runtime = bootstrap(settings)
     gateway = Gateway(runtime)
     gateway.start()
+    from mailmoat.local.schedule import Scheduler
+
+    scheduler = Scheduler(runtime)  # directory sync hourly, spam digest daily (settings)
+    scheduler.start()
     from mailmoat_web.app import create_app
 
     users = [r.address for r in runtime.services.directory.recipients()]
@@ -136,6 +140,7 @@ Then see it:  .venv/bin/mailmoat log        Stop: Ctrl-C""", flush=True)
         uvicorn.run(create_app(runtime), host=settings.portal_host, port=settings.portal_port,
                     log_level="warning", server_header=False)
     finally:
+        scheduler.stop()
         gateway.stop()
     return 0
 
