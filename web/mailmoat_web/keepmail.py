@@ -94,6 +94,9 @@ _DROP_WITH_CONTENT = {"script", "style", "title", "noscript", "template", "texta
 register_catalog({
     "ja": {
         "keep.title": "メール閲覧（キープメール）",
+        "keep.unavailable.title": "キープメールはこの環境では使えません",
+        "keep.unavailable.body": "このゲートウェイ（AWS 版）はキープメールのコピーを保存していません。"
+                                 "管理者にお問い合わせください。",
         "keep.signin.heading": "サインイン",
         "keep.signin.body": "メールサーバーが止まっているときも、最近届いたメールをここで読めます。",
         "keep.address": "メールアドレス",
@@ -129,6 +132,9 @@ register_catalog({
     },
     "en": {
         "keep.title": "Keep-mail",
+        "keep.unavailable.title": "Keep-mail is not available here",
+        "keep.unavailable.body": "This gateway (the AWS deployment) keeps no keep-mail copies. "
+                                 "Please ask your administrator.",
         "keep.signin.heading": "Sign in",
         "keep.signin.body": "Read your recent mail here, also while your mail server is down.",
         "keep.address": "Email address",
@@ -406,6 +412,11 @@ def _posted(request: Request, csrf: str) -> Response | tuple[Services, KeepMailS
 @router.get("", response_class=HTMLResponse)
 @router.get("/", response_class=HTMLResponse)
 def signin_form(request: Request) -> Response:
+    if _store(request) is None:
+        # No keep-mail store in this runtime (AWS: docs/archive-keepmail.md): say so plainly
+        # instead of a sign-in form whose every answer would be a 404.
+        return page(request, "error.html", language(request, "ja"),
+                    {"title_key": "keep.unavailable.title", "body_key": "keep.unavailable.body"}, 501)
     if _signed_in(request) is not None:
         return RedirectResponse("/k/inbox", status_code=303)
     return _signin_page(request, language(request, "ja"))

@@ -162,6 +162,9 @@ def retain(ctx: MessageContext, services: Services) -> None:
         return
     store = keepmail_store(services)
     if store is None:
+        # The AWS runtime has no keep-mail store yet: the tenant asked for copies, so every
+        # message says it got none rather than the option silently doing nothing.
+        ctx.add("KEEPMAIL_UNAVAILABLE", "message", "keep-mail is not available on this runtime")
         return
     from mailmoat.archive import received_at
 
