@@ -585,7 +585,8 @@ def _handoff(request: Request, lang: str, message_key: str, next_url: str, link_
              status: int = 200, refresh: bool = True) -> Response:
     return page(request, "admin/handoff.html", lang, {
         "message_key": message_key, "next_url": next_url, "link_key": link_key,
-        "refresh": refresh and bool(next_url), "failed": status >= 400, "switch_url": request.url.path},
+        # The language switch goes to the console, never back to a one-time callback URL.
+        "refresh": refresh and bool(next_url), "failed": status >= 400, "switch_url": "/admin/"},
         status)
 
 
