@@ -711,3 +711,19 @@ def test_portal_role_covers_what_the_console_calls(template):
     assert {"dynamodb:PutItem", "dynamodb:Query", "dynamodb:BatchWriteItem"} <= \
         actions_on(template, "DirectoryTable")["PortalFunction"]
     assert "s3:GetObject" in actions_on(template, "/raw/*")["PortalFunction"]
+
+
+def test_keepmail_table_and_who_touches_it(template):
+    table = props(template["Resources"]["KeepMailTable"])
+    assert [k["AttributeName"] for k in table["KeySchema"]] == ["pk", "sk"]  # aws_dynamodb_keepmail.py
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expires", "Enabled": True}
+    assert table["SSESpecification"] == {"SSEEnabled": True}
+    # keepmail.retain + its sweep (deliver); the /k/ pages and their sign-in (portal).
+    assert actions_on(template, "KeepMailTable") == {
+        "DeliverFunction": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Scan", "dynamodb:DeleteItem"},
+        "PortalFunction": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
+                           "dynamodb:DeleteItem", "dynamodb:Query"}}
+    assert actions_on(template, "/keep/*") == {"DeliverFunction": {"s3:PutObject", "s3:DeleteObject"},
+                                               "PortalFunction": {"s3:GetObject"}}
+    for name in ("DeliverFunction", "PortalFunction"):
+        assert function_env(template, name)["MAILMOAT_KEEPMAIL_TABLE"] == {"Ref": "KeepMailTable"}

@@ -130,7 +130,8 @@ _STORES_LOCK = threading.Lock()
 
 
 def keepmail_store(services: Services) -> KeepMailStore | None:
-    """The store bootstrap() built, else the local SQLite file; None on AWS (see docs)."""
+    """The store bootstrap() built (on AWS: DynamoDB when the stack names a keep-mail table),
+    else the local SQLite file; None on AWS without that table (see docs)."""
     if services.keepmail is not None:
         return services.keepmail
     if services.settings.runtime != "local":
@@ -277,9 +278,13 @@ def send_code(store: KeepMailStore, services: Services, address: str, now: datet
 
     sender = postmaster(services.settings)
     data = code_message(sender, alternate, address, code, now, tenant.language)
+    # On AWS the tenant's mailer sends only under the delivery claim of a logged message, and
+    # routes to the tenant's mailbox host; a code is the gateway's own mail to an outside
+    # address, so it leaves as a notice does (SES, From the postmaster).
+    mailer = services.notices if services.settings.runtime != "local" and services.notices is not None \
+        else services.mailer_for(tenant)
     try:
-        services.mailer_for(tenant).deliver(f"keepmail-code-{secrets.token_hex(8)}", alternate,
-                                            sender, data)
+        mailer.deliver(f"keepmail-code-{secrets.token_hex(8)}", alternate, sender, data)
     except DeliveryError:
         log.warning("keep-mail code not delivered", extra={"action": "code"})
         store.set_code(address, None)

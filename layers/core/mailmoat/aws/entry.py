@@ -184,6 +184,7 @@ class AwsSettings(Settings):
     # digest's signed links (portal, digest).
     spam_table: str = ""
     spam_link_secret_arn: str = ""
+    keepmail_table: str = ""  # kept copies' index rows and the keep-mail sign-in (deliver, portal)
     directory_secret_prefix: str = ""  # Secrets Manager names of the directory providers' secrets
     # ClamAV on Lambda: freshclam in the signature-update function, clamd in the scan function.
     freshclam_path: str = "freshclam"
@@ -741,6 +742,10 @@ def build_services(settings: Settings, *, config: GatewayConfig | None = None,
         antivirus=ClamdAntivirus.from_address(aws.clamd_socket),
         isolation=DynamoIsolationStore(aws.isolated_files_table) if aws.isolated_files_table else None,
     )
+    if aws.keepmail_table:
+        from mailmoat.adapters.aws_dynamodb_keepmail import DynamoKeepMailStore
+
+        services.keepmail = DynamoKeepMailStore(aws.keepmail_table)
     if aws.relay_identity:
         from mailmoat.adapters.aws_ses import SesNoticeSender
 
