@@ -381,8 +381,8 @@ def _cli_store(args: argparse.Namespace) -> tuple[Services, KeepMailStore]:
     services = bootstrap(_settings(args)).services
     store = keepmail_store(services)
     if store is None:
-        raise SystemExit("mailmoat: keep-mail needs the local runtime "
-                         "(on AWS: Cognito, see docs/archive-keepmail.md)")
+        raise SystemExit("mailmoat: no keep-mail store (on AWS: set MAILMOAT_KEEPMAIL_TABLE to the "
+                         "stack's KeepMailTable, see docs/archive-keepmail.md)")
     return services, store
 
 
