@@ -267,10 +267,16 @@ def test_sign_in_through_cognito_opens_the_console(aws_console: AwsConsole) -> N
     home = client.get("/admin/", follow_redirects=False)
     assert home.headers["location"] == "/admin/t/example.test/trace"
     # Sign-out ends the console session and sends the browser to Cognito's /logout.
+    kept_copy = client.cookies.get("mm_admin", path="/admin")
     out = client.post("/admin/logout", data={"csrf": client.cookies["mm_csrf"]})
     assert out.status_code == 200
     assert f"https://{DOMAIN}/logout?client_id={CLIENT}" in out.text
     assert client.get("/admin/t/example.test/trace", follow_redirects=False).status_code == 303
+    thief = TestClient(client.app, base_url=PORTAL)  # a copy of the cookie taken before signing out
+    thief.cookies.set("mm_admin", kept_copy or "", path="/admin")
+    assert thief.get("/admin/t/example.test/trace", follow_redirects=False).status_code == 303
+    again = aws_console.sign_in()  # a new sign-in works again
+    assert again.status_code == 200 and client.get("/admin/t/example.test/trace").status_code == 200
 
 
 def test_an_operator_group_member_sees_every_tenant(aws_console: AwsConsole) -> None:

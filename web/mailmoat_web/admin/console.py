@@ -55,6 +55,7 @@ class AdminConsole:
         self.isolation: IsolationStore = isolation_store(services)
         self.accounts: AccountStore | None = None
         self.audit_log: AuditLog = LogOnlyAuditLog()
+        self.federated_sessions: Any = None  # AWS: DynamoAdminSessions (sign-out of Cognito admins)
         self.policy: PolicyStore
         db = getattr(services.directory, "db", None)
         if isinstance(db, SqliteDatabase):
@@ -66,9 +67,10 @@ class AdminConsole:
             self.policy = DirectoryPolicyStore(services.directory)
             table = getattr(services.directory, "table", None)
             if table is not None:
-                from mailmoat.adapters.aws_admin import DynamoAuditLog
+                from mailmoat.adapters.aws_admin import DynamoAdminSessions, DynamoAuditLog
 
                 self.audit_log = DynamoAuditLog(table)
+                self.federated_sessions = DynamoAdminSessions(table)
         self.authenticator = Authenticator(self.accounts, services.clock.now) \
             if self.accounts is not None else None
         secret = _session_secret(runtime)
@@ -139,6 +141,9 @@ def current_admin(request: Request) -> Admin | None:
     if console.uses_cognito:
         if session is None or session.password_tag != FEDERATED_TAG or not session.tenant:
             return None
+        revoked = console.federated_sessions
+        if revoked is not None and session.issued_at <= revoked.sessions_after(session.email):
+            return None  # signed out since: a kept copy of the cookie is void too
         request.state.admin_session = session
         return Admin(session.email, session.tenant, "cognito")
     if session is None or console.accounts is None:

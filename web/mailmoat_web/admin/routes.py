@@ -144,9 +144,11 @@ def admin_console_router() -> APIRouter:
         admin = current_admin(request)
         c = console_for(request)
         if admin is not None and c is not None:
+            # The signed cookie alone would stay valid until idle expiry: end it server-side.
             if c.accounts is not None and not c.uses_cognito:
-                # the signed cookie alone would stay valid until idle expiry
                 c.accounts.end_sessions(admin.email, int(c.sessions.clock() * 1000))
+            elif c.federated_sessions is not None:
+                c.federated_sessions.end_sessions(admin.email, int(c.sessions.clock() * 1000))
             c.record(request, admin, admin.tenant, "logout")
         if c is not None and c.cognito is not None:
             # Cognito's own session would sign the admin straight back in: end it too. A page

@@ -49,3 +49,28 @@ class DynamoAuditLog:
                            target=str(i.get("target", "")), client_ip=i.get("client_ip"),
                            detail=str(i.get("detail", "")))
                 for i in items[offset:wanted]]
+
+
+class DynamoAdminSessions:
+    """Sign-out on AWS, where admins have no account row: item "ADMIN#<email>" / "SESSIONS"
+    holds the time (epoch ms) up to which that admin's console sessions are void, so a copied
+    cookie dies with the sign-out as it does locally. Only ever moves forward (a conditional
+    PutItem: the portal role may put and get on the directory table, not update)."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def end_sessions(self, email: str, at_ms: int) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.table.put_item(Item={"pk": f"ADMIN#{email}", "sk": "SESSIONS", "after_ms": at_ms},
+                                ConditionExpression="attribute_not_exists(pk) OR after_ms < :t",
+                                ExpressionAttributeValues={":t": at_ms})
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+
+    def sessions_after(self, email: str) -> int:
+        item = self.table.get_item(Key={"pk": f"ADMIN#{email}", "sk": "SESSIONS"}).get("Item") or {}
+        return int(item.get("after_ms", 0))
