@@ -316,3 +316,35 @@ def test_an_ses_notification_through_sns_carries_every_envelope_recipient(stack)
     assert handler({"Records": [record]}, FakeContext()) == {"batchItemFailures": []}
     logged = DynamoMessageLog("messages").get("o3vrnil0e2ic28trm7dfhrc2v0cnbeccl4nbp0g1")
     assert logged.rcpt_to == ["alice@corp.example", "bob@corp.example"]
+
+
+def test_portal_handler_sends_an_admin_to_the_cognito_managed_login(stack, monkeypatch):
+    """Through Mangum as API Gateway calls it ($default route, no authorizer): /admin/login on the
+    AWS runtime answers with the managed login's authorize URL for the configured callback, and
+    the sign-in's secrets ride in a Secure, HttpOnly, SameSite=Lax cookie."""
+    from urllib.parse import parse_qs, urlsplit
+
+    import boto3
+
+    monkeypatch.syspath_prepend(str(ROOT / "web"))
+    secret = boto3.client("secretsmanager", region_name="us-east-1").create_secret(
+        Name="admin-session", SecretString="k" * 64)["ARN"]
+    for name, value in {"MAILMOAT_COGNITO_USER_POOL_ID": "us-east-1_Mm0Test",
+                        "MAILMOAT_COGNITO_CLIENT_ID": "7test0client0id",
+                        "MAILMOAT_COGNITO_DOMAIN": "mm-test.auth.us-east-1.amazoncognito.com",
+                        "MAILMOAT_ADMIN_SESSION_SECRET_ARN": secret}.items():
+        monkeypatch.setenv(name, value)
+    handler = load_handler("web/app.py")
+    request = event("http-api-portal-get.json")
+    request.update(rawPath="/admin/login", rawQueryString="", queryStringParameters=None)
+    request["requestContext"]["http"]["path"] = "/admin/login"
+    response = handler(request, FakeContext())
+    assert response["statusCode"] == 303
+    location = urlsplit(response["headers"]["location"])
+    assert (location.netloc, location.path) == ("mm-test.auth.us-east-1.amazoncognito.com", "/oauth2/authorize")
+    query = parse_qs(location.query)
+    assert query["redirect_uri"] == ["https://portal.example.net/admin/oauth2/callback"]
+    assert query["client_id"] == ["7test0client0id"] and query["code_challenge_method"] == ["S256"]
+    (flow,) = [c for c in response.get("cookies", []) if c.startswith("mm_admin_oidc=")]
+    assert "Secure" in flow and "HttpOnly" in flow and "samesite=lax" in flow.lower()
+    assert "Path=/admin/oauth2" in flow
