@@ -19,15 +19,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-import requests
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicNumbers
-from google.auth import exceptions as google_exceptions
-from google.auth import jwt as google_jwt
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+if TYPE_CHECKING:  # the HTTP and JWT libraries load on the first sign-in, not at cold start
+    import requests
 
 FLOW_COOKIE = "mm_admin_oidc"
 FLOW_COOKIE_PATH = "/admin/oauth2"
@@ -138,7 +136,7 @@ class JwksCache:
     when a token names a kid not seen yet (Cognito rotates keys)."""
 
     def __init__(self, session: requests.Session | None = None) -> None:
-        self.session = session or requests.Session()
+        self._session = session
         self._keys: dict[str, dict[str, str]] = {}
         self._fetched: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -152,7 +150,17 @@ class JwksCache:
                 self._fetched[url] = time.monotonic()
             return known
 
+    @property
+    def session(self) -> requests.Session:
+        if self._session is None:
+            import requests
+
+            self._session = requests.Session()
+        return self._session
+
     def _fetch(self, url: str) -> dict[str, str]:
+        import requests
+
         try:
             response = self.session.get(url, timeout=HTTP_TIMEOUT)
             response.raise_for_status()
@@ -171,6 +179,9 @@ class JwksCache:
 
 
 def _rsa_pem(n: str, e: str) -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicNumbers
+
     def number(value: str) -> int:
         return int.from_bytes(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)), "big")
 
@@ -185,6 +196,8 @@ _JWKS = JwksCache()
 def exchange_code(login: CognitoLogin, code: str, redirect_uri: str, verifier: str,
                   session: requests.Session | None = None) -> str:
     """The ID token for an authorization code (RFC 6749 §4.1.3, RFC 7636 §4.5)."""
+    import requests
+
     if not code or len(code) > 1024:
         raise SignInFailed("no usable authorization code")
     try:
@@ -210,6 +223,9 @@ def exchange_code(login: CognitoLogin, code: str, redirect_uri: str, verifier: s
 def verify_id_token(login: CognitoLogin, token: str, nonce: str, jwks: JwksCache | None = None
                     ) -> Mapping[str, Any]:
     """The claims of a valid ID token of this pool and client, issued for this sign-in."""
+    from google.auth import exceptions as google_exceptions
+    from google.auth import jwt as google_jwt
+
     try:
         header = google_jwt.decode_header(token)  # type: ignore[no-untyped-call]
     except (google_exceptions.GoogleAuthError, ValueError) as exc:
