@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +18,14 @@ from mailmoat.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 DEMO_CONFIG = ROOT / "config" / "demo.toml"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests set what they need themselves: `make` exports MAILMOAT_CONFIG and
+    MAILMOAT_DATA_DIR for `make run`, and a developer's shell may hold others. Inherited, they
+    would change what bootstrap() builds (e.g. the demo tenants instead of a test's table)."""
+    for name in [n for n in os.environ if n.startswith("MAILMOAT_")]:
+        del os.environ[name]
 
 
 def free_port() -> int:
