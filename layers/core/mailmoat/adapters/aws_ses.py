@@ -25,24 +25,8 @@ class SesMailer:
 
     def deliver(self, message_id: str, recipient: str, mail_from: str | None, data: bytes) -> str:
         destination = routing_address(recipient, self.routing_domain)
-        request: dict[str, Any] = {
-            "FromEmailAddress": self.relay,
-            "Destination": {"ToAddresses": [destination]},
-            "Content": {"Raw": {"Data": forwarded(data, self.relay)}},
-        }
-        if self.configuration_set:
-            request["ConfigurationSetName"] = self.configuration_set
-        try:
-            response = self.client.send_email(**request)
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            # SES answered (an HTTP status): nothing was sent, so a retry may send again.
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 400
-            raise DeliveryError(f"SES {code}: {exc}"[:300], permanent=code in _PERMANENT,
-                                code=int(status)) from exc
-        except BotoCoreError as exc:  # no answer (code None): whether SES took it is unknown
-            raise DeliveryError(f"SES unreachable: {exc}"[:300], permanent=False) from exc
-        return f"ses:{response.get('MessageId', '')}"
+        return send_raw(self.client, self.relay, destination, forwarded(data, self.relay),
+                        self.configuration_set)
 
 
 class SesNoticeSender:
@@ -63,20 +47,26 @@ class SesNoticeSender:
         self.client = client if client is not None else boto3.client("sesv2")
 
     def deliver(self, message_id: str, recipient: str, mail_from: str | None, data: bytes) -> str:
-        request: dict[str, Any] = {
-            "FromEmailAddress": self.from_address,
-            "Destination": {"ToAddresses": [recipient]},
-            "Content": {"Raw": {"Data": data}},
-        }
-        if self.configuration_set:
-            request["ConfigurationSetName"] = self.configuration_set
-        try:
-            response = self.client.send_email(**request)
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 400
-            raise DeliveryError(f"SES {code}: {exc}"[:300], permanent=code in _PERMANENT,
-                                code=int(status)) from exc
-        except BotoCoreError as exc:
-            raise DeliveryError(f"SES unreachable: {exc}"[:300], permanent=False) from exc
-        return f"ses:{response.get('MessageId', '')}"
+        return send_raw(self.client, self.from_address, recipient, data, self.configuration_set)
+
+
+def send_raw(client: Any, from_address: str, to: str, data: bytes, configuration_set: str | None) -> str:
+    """SES v2 SendEmail with raw content; SES's answer mapped onto DeliveryError."""
+    request: dict[str, Any] = {
+        "FromEmailAddress": from_address,
+        "Destination": {"ToAddresses": [to]},
+        "Content": {"Raw": {"Data": data}},
+    }
+    if configuration_set:
+        request["ConfigurationSetName"] = configuration_set
+    try:
+        response = client.send_email(**request)
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        # SES answered (an HTTP status): nothing was sent, so a retry may send again.
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 400
+        raise DeliveryError(f"SES {code}: {exc}"[:300], permanent=code in _PERMANENT,
+                            code=int(status)) from exc
+    except BotoCoreError as exc:  # no answer (code None): whether SES took it is unknown
+        raise DeliveryError(f"SES unreachable: {exc}"[:300], permanent=False) from exc
+    return f"ses:{response.get('MessageId', '')}"
