@@ -553,8 +553,7 @@ class AwsRuntime:
         guard) fails the run at the end, so the Errors alarm tells the admin."""
         from mailmoat.adapters.aws_dynamodb import DynamoDirectory
         from mailmoat.adapters.aws_secrets import SecretReader
-
-        sync_tenant = _entry_point("mailmoat.directory.sync", "sync_tenant")
+        from mailmoat.directory.sync import sync_tenant  # loaded by this function only
         directory = DynamoDirectory(self.settings.directory_table)
         secrets = SecretReader(self.settings.directory_secret_prefix)
         outcomes: dict[str, str] = {}
@@ -579,7 +578,7 @@ class AwsRuntime:
         """The daily digest of quarantined spam to each recipient who asked for one."""
         import dataclasses
 
-        send_digests = _entry_point("mailmoat.spam.digest", "send_digests")
+        from mailmoat.spam.digest import send_digests  # loaded by this function only
         services = self.services
         if getattr(services.mailer_for, "claims_deliveries", False):
             # ClaimedMailer refuses any send without a claim, and a digest has none.
@@ -675,17 +674,6 @@ class AwsRuntime:
         observability.count(observability.SIGNATURE_FILES_DOWNLOADED, len(fetched))
         if not self._clamd.ensure():
             log.error("clamd is not running: attachments get SCAN_FAILED until it starts")
-
-
-def _entry_point(module: str, name: str) -> Any:
-    """A core function another part of the product provides, imported on first use so that a
-    handler's cold start does not pay for it and a build without it fails only that function."""
-    import importlib
-
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise NotImplementedError(f"{module}.{name} is not in this build yet") from exc
 
 
 def _timings(ctx: MessageContext) -> dict[str, float]:
