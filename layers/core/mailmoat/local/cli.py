@@ -1,4 +1,5 @@
-"""The `mailmoat` command: serve, process (DESIGN §9 contract), users, log, redrive, send-test."""
+"""The `mailmoat` command: serve, process (DESIGN §9 contract), send-test, users, directory, log,
+redrive, admin, spam, keepmail."""
 
 from __future__ import annotations
 
