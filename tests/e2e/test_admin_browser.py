@@ -5,8 +5,6 @@ switched to `all` for the next message."""
 from __future__ import annotations
 
 import os
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +13,8 @@ import pytest
 
 from mailmoat.runtime import Runtime
 from tests.conftest import free_port
+from tests.e2e.browser import ARGS, CHROMIUM, require_chromium, serving
 from tests.unit.admin.helpers import PASSWORD, Geo, add_admin, mail, make_runtime, receive
-
-CHROMIUM = Path(os.environ.get("MAILMOAT_CHROMIUM", "/usr/bin/chromium"))
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 pytestmark = [pytest.mark.slow]
 
@@ -33,11 +28,7 @@ class Served:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
-    pytest.importorskip("playwright.sync_api")
-    if not CHROMIUM.exists():
-        pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium)")
-    import uvicorn
-
+    require_chromium()
     from mailmoat_web.app import create_app
 
     port = free_port()
@@ -51,19 +42,8 @@ def served(tmp_path: Path) -> Iterator[Served]:
            + mail(subject="四半期レポート Q3"))
     delivered = receive(runtime, raw, ["alice@example.test"])
     receive(runtime, mail(to="carol@other.test", subject="carol only"), ["carol@other.test"])
-    server = uvicorn.Server(uvicorn.Config(create_app(runtime, sweep_every=None), host="127.0.0.1",
-                                           port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if server.started:
-            break
-        time.sleep(0.02)
-    try:
+    with serving(create_app(runtime, sweep_every=None), port):
         yield Served(base, runtime, delivered)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def sign_in(page: object, base: str, email: str) -> None:

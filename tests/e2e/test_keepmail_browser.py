@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
-import time
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
@@ -16,11 +14,9 @@ import pytest
 
 from mailmoat.keepmail import keepmail_store, set_password
 from tests.conftest import free_port
+from tests.e2e.browser import ARGS, CHROMIUM, require_chromium, serving
 from tests.unit.keepmail.helpers import PASSWORD, deliver, make_runtime
 
-CHROMIUM = Path(os.environ.get("MAILMOAT_CHROMIUM", "/usr/bin/chromium"))
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 REMOTE = "tracker.remote.example"
 HOSTILE_HTML = f"""<html><head><script>document.title = 'pwned';
 fetch('https://{REMOTE}/script-ran');</script></head><body>
@@ -48,11 +44,7 @@ def hostile_message() -> bytes:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    pytest.importorskip("playwright.sync_api")
-    if not CHROMIUM.exists():
-        pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium)")
-    import uvicorn
-
+    require_chromium()
     from mailmoat_web.app import create_app
 
     port = free_port()
@@ -63,19 +55,8 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
     message_id, ctx = deliver(runtime, hostile_message(), rcpts=["alice@example.test"])
     assert "isolate" in ctx.actions
     set_password(keepmail_store(runtime.services), "alice@example.test", PASSWORD)
-    server = uvicorn.Server(uvicorn.Config(create_app(runtime, sweep_every=None), host="127.0.0.1",
-                                           port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if server.started:
-            break
-        time.sleep(0.02)
-    try:
+    with serving(create_app(runtime, sweep_every=None), port):
         yield base, message_id
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def test_keepmail_in_chromium(served: tuple[str, str], tmp_path: Path) -> None:

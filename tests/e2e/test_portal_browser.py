@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
-import time
 from collections.abc import Iterator
 from email import message_from_bytes, policy
 from pathlib import Path
@@ -13,11 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port
+from tests.e2e.browser import ARGS, CHROMIUM, require_chromium, serving
 from tests.unit.isolation.builders import PASSWORD, XSS, aes_zip, analyse, clean_pdf, make_runtime, message
 
-CHROMIUM = Path(os.environ.get("MAILMOAT_CHROMIUM", "/usr/bin/chromium"))
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 MEMBERS = {"report.txt": b"member bytes\n", "figures.csv": b"a,b\n1,2\n"}
 
 pytestmark = [pytest.mark.slow]
@@ -26,11 +22,7 @@ pytestmark = [pytest.mark.slow]
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """The portal under uvicorn on loopback, and the link from alice's notice."""
-    pytest.importorskip("playwright.sync_api")
-    if not CHROMIUM.exists():
-        pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium)")
-    import uvicorn
-
+    require_chromium()
     from mailmoat_web.app import create_app
 
     port = free_port()
@@ -47,19 +39,8 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
     notice = message_from_bytes(ctx.outputs["alice@example.test"], policy=policy.default)
     text = next(str(n.get_content()) for n in notice.walk() if n.get_content_type() == "text/plain")
     link = re.findall(re.escape(base) + r"/m/[A-Za-z0-9_-]+", text)[0]
-    server = uvicorn.Server(uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if server.started:
-            break
-        time.sleep(0.02)
-    try:
+    with serving(create_app(runtime), port):
         yield base, link
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 class _Geo:
