@@ -63,3 +63,19 @@ def analyse(runtime: Runtime) -> Callable[..., MessageContext]:
         return runtime.analyse(raw, env, stages=stages)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def rspamd_url() -> Iterator[str]:
+    """A real rspamd (Debian) on loopback ports of its own, with bench/rspamd as its local config
+    (no network checks); one per test process, since its first start compiles for ~20 s."""
+    import shutil
+
+    from bench import rspamd_server
+
+    if not rspamd_server.installed() and (os.geteuid() != 0 or not shutil.which("apt-get")):
+        pytest.skip("rspamd is not installed and this is not root to apt-get it "
+                    "(sudo apt-get install rspamd, or scripts/system-deps.sh test)")
+    ports = {"normal": free_port(), "controller": free_port(), "proxy": free_port()}
+    with rspamd_server.RspamdServer(ports) as server:
+        yield server.url

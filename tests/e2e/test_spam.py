@@ -8,7 +8,6 @@ import email.policy
 import json
 import os
 import re
-import shutil
 import smtplib
 import subprocess
 import sys
@@ -133,18 +132,6 @@ def test_every_recipient_held_is_quarantined_in_the_log(tmp_path: Path,
     store = spam_store(gateway.runtime.services)
     assert store is not None
     assert sorted(h.recipient for h in store.held()) == ["alice@example.test", "bob@example.test"]
-
-
-@pytest.fixture(scope="module")
-def rspamd_url() -> Iterator[str]:
-    from bench import rspamd_server
-
-    if not rspamd_server.installed() and (os.geteuid() != 0 or not shutil.which("apt-get")):
-        pytest.skip("rspamd is not installed and this is not root to apt-get it "
-                    "(sudo apt-get install rspamd, or scripts/system-deps.sh test)")
-    ports = {"normal": free_port(), "controller": free_port(), "proxy": free_port()}
-    with rspamd_server.RspamdServer(ports) as server:
-        yield server.url
 
 
 @pytest.mark.slow

@@ -4,9 +4,7 @@ real rspamd from Debian on loopback (bench/rspamd config, no network checks)."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +13,6 @@ import pytest
 
 from mailmoat.context import Envelope, MessageContext
 from mailmoat.spam import rspamd
-from tests.conftest import free_port
 from tests.unit.spam.helpers import FIXTURES, GTUBE, message, spam_runtime
 
 URL = "http://rspamd.test:11333"
@@ -130,24 +127,12 @@ def test_envelope_values_cannot_inject_headers(with_rspamd: Any) -> None:
 
 # --- a real rspamd --------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def real_rspamd() -> Iterator[str]:
-    from bench import rspamd_server
-
-    if not rspamd_server.installed() and (os.geteuid() != 0 or not shutil.which("apt-get")):
-        pytest.skip("rspamd is not installed and this is not root to apt-get it "
-                    "(sudo apt-get install rspamd, or scripts/system-deps.sh test)")
-    ports = {"normal": free_port(), "controller": free_port(), "proxy": free_port()}
-    with rspamd_server.RspamdServer(ports) as server:
-        yield server.url
-
-
 @pytest.mark.slow
-def test_real_rspamd_says_gtube_is_spam_and_a_note_is_not(tmp_path: Path, real_rspamd: str) -> None:
-    ctx = analyse(tmp_path / "a", message(body=f"{GTUBE}\n"), url=real_rspamd)
+def test_rspamd_url_says_gtube_is_spam_and_a_note_is_not(tmp_path: Path, rspamd_url: str) -> None:
+    ctx = analyse(tmp_path / "a", message(body=f"{GTUBE}\n"), url=rspamd_url)
     assert (ctx.spam.verdict, ctx.spam.sources) == ("spam", ["rspamd"])
     assert ctx.spam.score is not None and ctx.spam.score >= 15
     ctx = analyse(tmp_path / "b", message(subject="Lunch", body="See you at noon.\n"),
-                  url=real_rspamd)
+                  url=rspamd_url)
     assert ctx.spam.verdict == "ham"
     assert ctx.spam.checks["rspamd"].startswith("no action")
