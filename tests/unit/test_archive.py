@@ -27,6 +27,7 @@ from mailmoat.runtime import Runtime, bootstrap
 from mailmoat.scan.engine import CACHE
 from mailmoat.settings import Settings
 from tests.unit.isolation.builders import DEMO, EICAR_LIKE, ZONE, SignatureAntivirus, message
+from tests.unit.keepmail.helpers import deliver, maildir
 
 JOURNAL = "journal@example.test"
 RCPTS = ["alice@example.test", "bob@example.test"]
@@ -46,19 +47,6 @@ def make(tmp_path: Path, **tenant: object) -> Runtime:
     return runtime
 
 
-def process(runtime: Runtime, raw: bytes) -> tuple[str, MessageContext]:
-    message_id = runtime.accept(raw, Envelope(mail_from="sender@sender.example", rcpt_to=list(RCPTS)))
-    ctx = runtime.process_stored(message_id)
-    assert ctx is not None
-    return message_id, ctx
-
-
-def maildir(runtime: Runtime, address: str) -> list[Path]:
-    local, _, domain = address.partition("@")
-    box = runtime.settings.data_dir / "maildir" / domain / local / "new"
-    return sorted(box.iterdir()) if box.exists() else []
-
-
 def risky_message() -> bytes:
     return message(("tool.exe", b"MZ\x90\x00" + b"\x00" * 64, "application/octet-stream"),
                    subject="請求書 / invoice")
@@ -67,7 +55,7 @@ def risky_message() -> bytes:
 def test_archive_holds_the_byte_identical_original_of_an_isolated_message(tmp_path: Path) -> None:
     runtime = make(tmp_path)
     raw = risky_message()
-    message_id, ctx = process(runtime, raw)
+    message_id, ctx = deliver(runtime, raw)
     assert "isolate" in ctx.actions and ctx.outputs["alice@example.test"] != raw
     store = archive_store(runtime.services)
     assert store is not None
@@ -86,7 +74,7 @@ def test_archive_holds_the_byte_identical_original_of_an_isolated_message(tmp_pa
 def test_a_rerun_neither_overwrites_the_archive_nor_journals_twice(tmp_path: Path) -> None:
     runtime = make(tmp_path)
     raw = risky_message()
-    message_id, ctx = process(runtime, raw)
+    message_id, ctx = deliver(runtime, raw)
     key = archive_key(ctx, received_at(ctx, runtime.services))
     store = archive_store(runtime.services)
     assert store is not None
@@ -103,7 +91,7 @@ def test_a_rerun_neither_overwrites_the_archive_nor_journals_twice(tmp_path: Pat
 def test_the_journal_copy_carries_the_original_unchanged(tmp_path: Path) -> None:
     runtime = make(tmp_path)
     raw = risky_message()
-    _message_id, _ctx = process(runtime, raw)
+    _message_id, _ctx = deliver(runtime, raw)
     (journal_file,) = maildir(runtime, JOURNAL)
     delivered = journal_file.read_bytes()
     parsed = email.message_from_bytes(delivered, policy=policy.default)
@@ -141,7 +129,7 @@ def test_journal_message_embeds_the_exact_bytes(raw: bytes) -> None:
 def test_virus_deleted_mail_is_not_archived(tmp_path: Path) -> None:
     runtime = make(tmp_path)
     raw = message(("invoice.pdf", b"%PDF-1.4\n" + EICAR_LIKE, "application/pdf"))
-    _message_id, ctx = process(runtime, raw)
+    _message_id, ctx = deliver(runtime, raw)
     assert any("VIRUS" in a.symbols for a in ctx.attachments)
     assert exclusion(ctx) == "virus deleted"
     assert "archive" not in ctx.actions and not list(archive_store(runtime.services).keys())
@@ -165,7 +153,7 @@ def test_spam_quarantined_and_undelivered_mail_is_not_archived() -> None:
 
 def test_tenant_without_archive_stores_nothing(tmp_path: Path) -> None:
     runtime = make(tmp_path, archive=False)
-    _message_id, ctx = process(runtime, risky_message())
+    _message_id, ctx = deliver(runtime, risky_message())
     assert "archive" not in ctx.actions
     assert not list(archive_store(runtime.services).keys())
     assert maildir(runtime, JOURNAL) == []
@@ -179,7 +167,7 @@ class BrokenArchive:
 def test_a_failing_archive_never_breaks_delivery(tmp_path: Path) -> None:
     runtime = make(tmp_path)
     runtime.services.archive = BrokenArchive()  # type: ignore[assignment]
-    message_id, ctx = process(runtime, risky_message())
+    message_id, ctx = deliver(runtime, risky_message())
     assert ctx.has("ARCHIVE_FAILED")
     record = runtime.services.log.get(message_id)
     assert record is not None and record.state == "delivered"
