@@ -30,7 +30,6 @@ from tests.unit.isolation.builders import DEMO, EICAR_LIKE, ZONE, SignatureAntiv
 from tests.unit.keepmail.helpers import deliver, maildir
 
 JOURNAL = "journal@example.test"
-RCPTS = ["alice@example.test", "bob@example.test"]
 
 
 def archiving_config(**tenant: object) -> GatewayConfig:
