@@ -126,23 +126,13 @@ class Runtime:
         return when.isoformat(timespec="microseconds")
 
     def _final_state(self, ctx: MessageContext, attempts: int) -> tuple[str, str | None, str | None]:
-        if ctx.disposition == Disposition.HELD:
-            reasons = [f.detail for f in ctx.findings if f.symbol == "HELD"]
-            return "held", None, "; ".join(reasons) or None
-        if ctx.disposition == Disposition.QUARANTINE:
-            return "quarantined", None, None
-        if ctx.disposition == Disposition.DROP:
-            return "dropped", None, None
-        outcomes = [ctx.deliveries.get(r, "") for r in ctx.envelope.rcpt_to]
-        if any(o.startswith("deferred") for o in outcomes):
-            if attempts >= self.settings.delivery_max_attempts:
-                return "failed", None, RETRIES_EXHAUSTED
-            return "deferred", self._next_attempt_at(attempts), "delivery deferred"
-        if outcomes and all(o.startswith("failed") for o in outcomes):
-            return "failed", None, "; ".join(outcomes)[:500]
-        if outcomes and all(o.startswith("quarantined") for o in outcomes):
-            return "quarantined", None, None  # every copy held in the spam quarantine
-        return "delivered", None, None
+        """message_state(), with the local retry policy for a deferred delivery."""
+        state, reason = message_state(ctx)
+        if state != "deferred":
+            return state, None, reason
+        if attempts >= self.settings.delivery_max_attempts:
+            return "failed", None, RETRIES_EXHAUSTED
+        return "deferred", self._next_attempt_at(attempts), "delivery deferred"
 
     # --- directory ------------------------------------------------------------------------
     def sync_config_to_directory(self) -> None:
@@ -158,6 +148,27 @@ class Runtime:
                               title=u.title, memo=u.memo, spam_filter=u.spam_filter,
                               source="config")
                     for u in tenant.users)
+
+
+def message_state(ctx: MessageContext) -> tuple[str, str | None]:
+    """Where a processed message ends in the message log, and why (both runtimes): held,
+    quarantined, dropped, or from the recipients' delivery outcomes — deferred when any waits,
+    failed when all were refused, quarantined when every copy is in the spam quarantine."""
+    if ctx.disposition == Disposition.HELD:
+        return "held", "; ".join(f.detail for f in ctx.findings if f.symbol == "HELD") or None
+    if ctx.disposition == Disposition.QUARANTINE:
+        return "quarantined", None
+    if ctx.disposition == Disposition.DROP:
+        return "dropped", None
+    outcomes = [ctx.deliveries.get(r, "") for r in ctx.envelope.rcpt_to]
+    deferred = [o for o in outcomes if o.startswith("deferred")]
+    if deferred:
+        return "deferred", "; ".join(deferred)[:500]
+    if outcomes and all(o.startswith("failed") for o in outcomes):
+        return "failed", "; ".join(outcomes)[:500]
+    if outcomes and all(o.startswith("quarantined") for o in outcomes):
+        return "quarantined", None  # every copy held in the spam quarantine
+    return "delivered", None
 
 
 def _stored_report(ctx: MessageContext) -> dict[str, Any]:

@@ -376,7 +376,9 @@ class AwsRuntime:
         self._save(ctx, stage)
         following = _next_stage(stage)
         if following is None or ctx.disposition.value in ("held", "drop"):
-            state, error = self._final_state(ctx)
+            from mailmoat.runtime import message_state
+
+            state, error = message_state(ctx)
             if state == "deferred":
                 self._failed(ctx, stage, attempt, error or "delivery deferred")
             self._finish(ctx, state, error)
@@ -415,24 +417,6 @@ class AwsRuntime:
         else:
             self.log.update(ctx.id, state="processing", error=f"{error} (attempt {attempt})"[:500])
         raise StageFailed(error)
-
-    def _final_state(self, ctx: MessageContext) -> tuple[str, str | None]:
-        disposition = ctx.disposition.value
-        if disposition == "held":
-            return "held", "; ".join(f.detail for f in ctx.findings if f.symbol == "HELD") or None
-        if disposition == "quarantine":
-            return "quarantined", None
-        if disposition == "drop":
-            return "dropped", None
-        outcomes = [ctx.deliveries.get(r, "") for r in ctx.envelope.rcpt_to]
-        deferred = [o for o in outcomes if o.startswith("deferred")]
-        if deferred:
-            return "deferred", "; ".join(deferred)[:500]
-        if outcomes and all(o.startswith("failed") for o in outcomes):
-            return "failed", "; ".join(outcomes)[:500]
-        if outcomes and all(o.startswith("quarantined") for o in outcomes):
-            return "quarantined", None  # every copy held in the spam quarantine (as locally)
-        return "delivered", None
 
     def _finish(self, ctx: MessageContext, state: str, error: str | None) -> None:
         from mailmoat.isolation import redact_portal_url
