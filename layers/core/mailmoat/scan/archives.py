@@ -1,26 +1,21 @@
-"""Bounded archive walking (zip, 7z, rar, tar, gz/bz2/xz, lzh/cab/iso), in memory, in chunks."""
+"""Archive walking (zip, 7z, rar, tar, gz/bz2/xz, lzh/cab/iso) in memory, within scan.walker's bounds."""
 
 from __future__ import annotations
 
 import io
 import posixpath
-import re
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
-from mailmoat.context import MemberReport, Verdict
-from mailmoat.scan.filetype import extension, name_findings
+from mailmoat.scan.filetype import extension
 from mailmoat.scan.lists import Lists
-from mailmoat.scan.result import Budget, FileResult, LimitReached, verdict_of
+from mailmoat.scan.result import Budget, FileResult, LimitReached
+from mailmoat.scan.walker import CHUNK, Walker, unsafe_path
+from mailmoat.scan.walker import MemberAnalyser as MemberAnalyser  # engine.py imports it from here
 
-CHUNK = 64 * 1024
-# Below this many expanded bytes a high ratio is normal (a page of spaces compresses 500:1).
-RATIO_FLOOR = 1024 * 1024
-
-# (member name as shown, content, depth) → what the content is, including its own members
-MemberAnalyser = Callable[[str, bytes, int], FileResult]
+_Walker = Walker  # engine.py's name for it (PDF embedded files) until it imports mailmoat.scan.walker
 
 ZIP_TYPES = frozenset({"application/zip", "application/java-archive",
                        "application/vnd.android.package-archive"})
@@ -34,107 +29,6 @@ LIBARCHIVE_TYPES = frozenset({"application/x-lzh-compressed", "application/x-lha
                               "application/x-cpio", "application/x-archive"})
 ARCHIVE_READABLE = ZIP_TYPES | SEVENZIP_TYPES | RAR_TYPES | TAR_TYPES | STREAM_TYPES | LIBARCHIVE_TYPES
 
-_DRIVE = re.compile(r"^[A-Za-z]:")
-
-
-def unsafe_path(name: str) -> bool:
-    """A member name that would land outside the extraction directory."""
-    n = name.replace("\\", "/")
-    if n.startswith("/") or _DRIVE.match(n):
-        return True
-    return ".." in n.split("/")
-
-
-class _Walker:
-    """Shared bookkeeping for one archive: bounds, member reports, nested results."""
-
-    def __init__(self, result: FileResult, prefix: str, depth: int, budget: Budget, lists: Lists,
-                 analyse_member: MemberAnalyser, archive_size: int) -> None:
-        self.result = result
-        self.prefix = prefix
-        self.depth = depth
-        self.budget = budget
-        self.lists = lists
-        self.analyse_member = analyse_member
-        self.archive_size = max(archive_size, 1)
-        self.expanded_here = 0
-
-    def count_member(self) -> None:
-        if self.budget.stopped:
-            raise LimitReached(self.budget.stopped)
-        self.budget.members += 1
-        if self.budget.members > self.budget.limits.archive_max_members:
-            raise LimitReached(f"more than {self.budget.limits.archive_max_members} members")
-        if self.budget.out_of_time():
-            raise LimitReached(f"scan time over {self.budget.limits.scan_seconds:g} s")
-
-    def read_bounded(self, chunks: Iterator[bytes] | IO[bytes], compressed: int | None) -> bytes:
-        """Read a member chunk by chunk, counting bytes as they come (bomb-proof)."""
-        limits = self.budget.limits
-        buf = bytearray()
-        iterator: Iterator[bytes] = (iter(lambda: chunks.read(CHUNK), b"")  # type: ignore[union-attr]
-                                     if hasattr(chunks, "read") else chunks)  # type: ignore[assignment]
-        for chunk in iterator:
-            buf += chunk
-            self.budget.expanded += len(chunk)
-            self.expanded_here += len(chunk)
-            if self.budget.expanded > limits.archive_max_expanded_bytes:
-                raise LimitReached(f"expanded size over {limits.archive_max_expanded_bytes} bytes")
-            if len(buf) > RATIO_FLOOR and compressed is not None and \
-                    len(buf) > max(compressed, 1) * limits.archive_max_ratio:
-                raise LimitReached(f"compression ratio over {limits.archive_max_ratio}")
-            if self.expanded_here > RATIO_FLOOR and \
-                    self.expanded_here > self.archive_size * limits.archive_max_ratio:
-                raise LimitReached(f"compression ratio over {limits.archive_max_ratio}")
-            if self.budget.out_of_time():
-                raise LimitReached(f"scan time over {limits.scan_seconds:g} s")
-        if self.budget.stopped:
-            raise LimitReached(self.budget.stopped)
-        return bytes(buf)
-
-    def member(self, name: str, *, encrypted: str | None = None, content: bytes | None = None,
-               size: int | None = None, extra: list[tuple[str, str]] | None = None) -> MemberReport:
-        """Report one member: its name checks, its encryption, and (if read) its content's analysis."""
-        shown = f"{self.prefix}!{name}" if self.prefix else name
-        symbols: list[str] = []
-        details: list[tuple[str, str]] = list(extra or [])
-        if unsafe_path(name):
-            details.append(("PATH_TRAVERSAL", name))
-        base = posixpath.basename(name.replace("\\", "/")) or name
-        inner: FileResult | None = None
-        if content is not None:
-            inner = self.analyse_member(shown, content, self.depth + 1)
-            detected = inner.detected_type
-        else:
-            detected = "application/octet-stream"
-        for symbol, detail in name_findings(base, detected, self.lists):
-            # Inside archives a name without extension (README) and a nested archive
-            # type (walked anyway) are normal; the rest still counts.
-            if symbol in {"NO_EXTENSION", "ARCHIVE_TYPE"}:
-                continue
-            details.append((symbol, detail))
-        if encrypted:
-            details.append(("ENCRYPTED_ARCHIVE", encrypted))
-        for symbol, detail in details:
-            if symbol not in symbols:
-                symbols.append(symbol)
-            self.result.add(symbol, detail, member=shown)
-        nested: list[MemberReport] = []
-        if inner is not None:
-            for hit in inner.hits:
-                if hit.member is None and hit.symbol not in symbols:
-                    symbols.append(hit.symbol)
-                self.result.add(hit.symbol, hit.detail, member=hit.member or shown)
-            nested = inner.members
-            if not inner.cacheable:
-                self.result.cacheable = False
-        verdict = Verdict.worst([verdict_of(symbols), *(m.verdict for m in nested)])
-        report = MemberReport(name=shown, verdict=verdict, symbols=symbols,
-                              size=size if size is not None else (len(content) if content else None))
-        self.result.members.append(report)
-        self.result.members.extend(nested)
-        return report
-
 
 def walk_archive(data: bytes, detected: str, name: str | None, result: FileResult, prefix: str,
                  depth: int, budget: Budget, lists: Lists, analyse_member: MemberAnalyser) -> None:
@@ -142,7 +36,7 @@ def walk_archive(data: bytes, detected: str, name: str | None, result: FileResul
     if depth >= budget.limits.archive_max_depth:
         result.add("ARCHIVE_LIMIT", f"archives nested deeper than {budget.limits.archive_max_depth}")
         return
-    walker = _Walker(result, prefix, depth, budget, lists, analyse_member, len(data))
+    walker = Walker(result, prefix, depth, budget, lists, analyse_member, len(data))
     try:
         if detected in ZIP_TYPES:
             _walk_zip(data, walker)
@@ -227,7 +121,7 @@ def zip_directory_entries(data: bytes) -> int | None:
     return max(total, by_size)
 
 
-def _walk_zip(data: bytes, w: _Walker) -> None:
+def _walk_zip(data: bytes, w: Walker) -> None:
     entries = zip_directory_entries(data)
     if entries is not None and entries > w.budget.limits.archive_max_members:
         w.budget.members += entries
@@ -274,7 +168,7 @@ def _walk_zip(data: bytes, w: _Walker) -> None:
 
 # --- 7z ----------------------------------------------------------------------------------------
 
-def _walk_7z(data: bytes, w: _Walker) -> None:
+def _walk_7z(data: bytes, w: Walker) -> None:
     import py7zr
     from py7zr.exceptions import PasswordRequired
 
@@ -300,7 +194,7 @@ def _walk_7z(data: bytes, w: _Walker) -> None:
         if declared > w.budget.limits.archive_max_expanded_bytes:
             raise LimitReached(f"declared expanded size {declared} bytes over "
                                f"{w.budget.limits.archive_max_expanded_bytes}")
-        factory = memory_factory(lambda n: _count_expanded(w, n))
+        factory = memory_factory(w.count_expanded)
         archive.extract(factory=factory)
         for info in infos:
             w.count_member()
@@ -349,22 +243,9 @@ def memory_factory(on_write: Callable[[int], None]) -> Any:
     return MemoryFactory()
 
 
-def _count_expanded(w: _Walker, n: int) -> None:
-    """The archive bounds, applied as 7z members are written out."""
-    limits = w.budget.limits
-    w.budget.expanded += n
-    w.expanded_here += n
-    if w.budget.expanded > limits.archive_max_expanded_bytes:
-        raise LimitReached(f"expanded size over {limits.archive_max_expanded_bytes} bytes")
-    if w.expanded_here > RATIO_FLOOR and w.expanded_here > w.archive_size * limits.archive_max_ratio:
-        raise LimitReached(f"compression ratio over {limits.archive_max_ratio}")
-    if w.budget.out_of_time():
-        raise LimitReached(f"scan time over {limits.scan_seconds:g} s")
-
-
 # --- rar ---------------------------------------------------------------------------------------
 
-def _walk_rar(data: bytes, w: _Walker) -> None:
+def _walk_rar(data: bytes, w: Walker) -> None:
     import rarfile
 
     encrypted: dict[str, str] = {}
@@ -392,7 +273,7 @@ def _walk_rar(data: bytes, w: _Walker) -> None:
 
 # --- tar and single-stream compressors ---------------------------------------------------------
 
-def _walk_tar(data: bytes, w: _Walker) -> None:
+def _walk_tar(data: bytes, w: Walker) -> None:
     import tarfile
 
     try:
@@ -420,7 +301,7 @@ def _walk_tar(data: bytes, w: _Walker) -> None:
             w.member(ti.name, content=content, size=len(content), extra=extra)
 
 
-def _walk_stream(data: bytes, detected: str, name: str | None, w: _Walker) -> None:
+def _walk_stream(data: bytes, detected: str, name: str | None, w: Walker) -> None:
     import bz2
     import gzip
     import lzma
@@ -490,7 +371,7 @@ def _libarchive_reader(data: bytes) -> Iterator[Any]:
         yield ArchiveRead(archive_p, "utf-8")
 
 
-def _walk_libarchive(data: bytes, w: _Walker, encrypted: dict[str, str] | None = None) -> None:
+def _walk_libarchive(data: bytes, w: Walker, encrypted: dict[str, str] | None = None) -> None:
     from libarchive.exception import ArchiveError
 
     encrypted = encrypted or {}
