@@ -13,7 +13,7 @@ from mailmoat.auth import arc, decision, dkim, dmarc, received, ses, spf
 from mailmoat.context import Hop, MessageContext
 from mailmoat.message import parse_bytes
 from mailmoat.pipeline import Services, register
-from mailmoat.ports import GeoIp
+from mailmoat.ports import GeoIp, Resolver
 from mailmoat.spam.detect import detect as spam_detect
 
 log = logging.getLogger("mailmoat.authenticate")
@@ -70,129 +70,156 @@ def _dkim_domain(result: dkim.DkimResult, from_domains: list[str]) -> str | None
     return next((s.domain for s in result.signatures if s.domain), None)
 
 
+class _Guard:
+    """Runs one check; a check that breaks on hostile input becomes a finding, never an exception."""
+
+    def __init__(self, ctx: MessageContext, stage: str) -> None:
+        self.ctx = ctx
+        self.stage = stage
+        self.crashed: list[str] = []
+
+    def __call__(self, check: str, fn: Callable[[], _T], fallback: _T) -> _T:
+        try:
+            return fn()
+        except Exception as exc:
+            log.warning("auth check failed", extra={"message_id": self.ctx.id, "stage": self.stage,
+                                                    "symbol": "AUTH_CHECK_FAILED"})
+            detail = f"{check}: {type(exc).__name__}: {exc}"[:300]
+            self.ctx.add("AUTH_CHECK_FAILED", "message", detail)
+            self.crashed.append(check)
+            return fallback
+
+
+def _check_route(ctx: MessageContext, msg: email.message.Message, geoip: GeoIp | None,
+                 guarded: _Guard) -> None:
+    """The Received chain as a route, and the envelope from the headers when SMTP gave none."""
+    no_hops: tuple[list[received.ReceivedHop], int] = ([], 0)
+    hops, total = guarded("received", lambda: received.parse_chain(msg), no_hops)
+    if total > received.MAX_RECEIVED:
+        ctx.add("RECEIVED_LIMIT", "message",
+                f"{total} Received headers, the first {received.MAX_RECEIVED} read")
+    ctx.route = _route(hops, geoip)
+    countries = sorted({h.country for h in ctx.route if h.country})
+    if len(countries) > 1:
+        ctx.add("ROUTE_MULTIPLE_COUNTRIES", "message", ",".join(countries))
+    envelope = ctx.envelope
+    if envelope.client_ip is None:
+        guarded("envelope", lambda: received.envelope_from_message(msg, envelope), envelope)
+        ctx.auth.details["envelope_source"] = "headers"
+    else:
+        ctx.auth.details["envelope_source"] = "smtp"
+
+
+def _check_spf(ctx: MessageContext, resolver: Resolver, guarded: _Guard) -> spf.SpfResult:
+    """SPF for MAIL FROM (and HELO, recorded only); 'none' without a client IP."""
+    envelope, auth = ctx.envelope, ctx.auth
+    if envelope.client_ip:
+        client_ip = envelope.client_ip
+        spf_result = guarded(
+            "spf", lambda: spf.check_mail_from(resolver, client_ip, envelope.mail_from, envelope.helo),
+            spf.SpfResult("temperror", "mailfrom", "", "check failed"))
+        spf_helo = guarded("spf-helo", lambda: spf.check_helo(resolver, client_ip, envelope.helo),
+                           spf.SpfResult("temperror", "helo", "", "check failed"))
+        auth.details["spf_helo"] = spf_helo.to_dict()
+    else:
+        spf_result = spf.SpfResult("none", "mailfrom", "", "client IP unknown")
+    auth.spf = spf_result.result
+    auth.details["spf"] = spf_result.to_dict()
+    if symbol := _SPF_SYMBOLS.get(auth.spf):
+        ctx.add(symbol, "message", f"{spf_result.identity} {spf_result.domain}".strip())
+    return spf_result
+
+
+def _check_dkim(ctx: MessageContext, resolver: Resolver, guarded: _Guard) -> dkim.DkimResult:
+    """Every DKIM signature (up to dkim.MAX_SIGNATURES) verified."""
+    auth = ctx.auth
+    dkim_result = guarded("dkim", lambda: dkim.verify_all(ctx.raw, resolver), dkim.DkimResult("temperror"))
+    auth.dkim = dkim_result.result
+    auth.details["dkim"] = [s.to_dict() for s in dkim_result.signatures]
+    if dkim_result.total > dkim.MAX_SIGNATURES:
+        ctx.add("DKIM_LIMIT", "message",
+                f"{dkim_result.total} signatures, the first {dkim.MAX_SIGNATURES} verified")
+    for sig in dkim_result.signatures:
+        if sig.partial_body:
+            ctx.add("DKIM_PARTIAL_BODY", "message", f"{sig.domain}: {sig.detail}")
+    if symbol := _DKIM_SYMBOLS.get(auth.dkim):
+        failed = [f"{s.domain}/{s.selector}: {s.result} {s.detail}".strip()
+                  for s in dkim_result.signatures if s.result != "pass"]
+        ctx.add(symbol, "message", "; ".join(failed)[:300])
+    return dkim_result
+
+
+def _check_dmarc(ctx: MessageContext, msg: email.message.Message, resolver: Resolver,
+                 spf_result: spf.SpfResult, dkim_result: dkim.DkimResult, guarded: _Guard) -> None:
+    """DMARC for each From domain, the worst speaking for the message; and the DKIM domain
+    for our Authentication-Results."""
+    auth = ctx.auth
+    no_from: tuple[list[str], int] = ([], 0)
+    domains, addresses = guarded("from", lambda: _from_domains(msg), no_from)
+    if addresses == 0:
+        ctx.add("FROM_MISSING", "message", "no From address: DMARC cannot apply")
+    elif addresses > 1:
+        ctx.add("FROM_MULTIPLE", "message", ", ".join(domains))
+    sample = dmarc.sample_point(ctx.raw)
+
+    def evaluate(domain: str) -> dmarc.DmarcResult:
+        return dmarc.evaluate(resolver, domain, spf_result=spf_result.result,
+                              spf_domain=spf_result.domain,
+                              dkim_pass_domains=dkim_result.passing_domains, sample=sample)
+
+    dmarc_results = [
+        guarded("dmarc", partial(evaluate, d), dmarc.DmarcResult("temperror", d, detail="check failed"))
+        for d in domains]
+    if dmarc_results:
+        # Several From domains: the worst one speaks for the message.
+        worst = min(dmarc_results, key=lambda r: _DMARC_WORST.index(r.result)
+                    if r.result in _DMARC_WORST else 0)
+        auth.dmarc, auth.dmarc_policy = worst.result, worst.policy
+        auth.details["dmarc"] = worst.to_dict()
+        if len(dmarc_results) > 1:
+            auth.details["dmarc_all"] = [r.to_dict() for r in dmarc_results]
+        if symbol := _DMARC_SYMBOLS.get(worst.result):
+            ctx.add(symbol, "message", f"{worst.from_domain} p={worst.policy} applied={worst.applied}")
+    else:
+        auth.dmarc, auth.dmarc_policy = "none", None
+    # header.d for our Authentication-Results (the rewrite stage reads it): the signature
+    # that speaks for the From domain if one passed, else any that passed, else the first.
+    if dkim_domain := _dkim_domain(dkim_result, domains):
+        auth.details["dkim_domain"] = dkim_domain
+
+
+def _check_arc(ctx: MessageContext, msg: email.message.Message, resolver: Resolver,
+               guarded: _Guard) -> None:
+    """The ARC chain, and what SES already said about the message."""
+    auth = ctx.auth
+    arc_result = guarded("arc", lambda: arc.verify_chain(ctx.raw, resolver),
+                         arc.ArcResult("fail", 0, "check failed"))
+    auth.arc = arc_result.result
+    auth.details["arc"] = arc_result.to_dict()
+    if auth.arc == "fail":
+        ctx.add("ARC_FAIL", "message", arc_result.detail[:300])
+    no_verdicts: dict[str, str] = {}
+    auth.upstream.update(guarded("ses", lambda: ses.upstream_verdicts(msg), no_verdicts))
+
+
 class Authenticate:
     name = "authenticate"
 
     def run(self, ctx: MessageContext, services: Services) -> None:
         msg = ctx.parsed.message if ctx.parsed is not None else parse_bytes(ctx.raw)[0]
         auth = ctx.auth
-        crashed: list[str] = []
-
-        def guarded(check: str, fn: Callable[[], _T], fallback: _T) -> _T:
-            # A check that breaks on hostile input becomes a finding, never an exception.
-            try:
-                return fn()
-            except Exception as exc:
-                log.warning("auth check failed", extra={"message_id": ctx.id, "stage": self.name,
-                                                        "symbol": "AUTH_CHECK_FAILED"})
-                detail = f"{check}: {type(exc).__name__}: {exc}"[:300]
-                ctx.add("AUTH_CHECK_FAILED", "message", detail)
-                crashed.append(check)
-                return fallback
-
-        # Route and envelope ----------------------------------------------------------------
-        no_hops: tuple[list[received.ReceivedHop], int] = ([], 0)
-        hops, total = guarded("received", lambda: received.parse_chain(msg), no_hops)
-        if total > received.MAX_RECEIVED:
-            ctx.add("RECEIVED_LIMIT", "message",
-                    f"{total} Received headers, the first {received.MAX_RECEIVED} read")
-        ctx.route = _route(hops, services.geoip)
-        countries = sorted({h.country for h in ctx.route if h.country})
-        if len(countries) > 1:
-            ctx.add("ROUTE_MULTIPLE_COUNTRIES", "message", ",".join(countries))
-        envelope = ctx.envelope
-        if envelope.client_ip is None:
-            guarded("envelope", lambda: received.envelope_from_message(msg, envelope), envelope)
-            auth.details["envelope_source"] = "headers"
-        else:
-            auth.details["envelope_source"] = "smtp"
+        guarded = _Guard(ctx, self.name)
         resolver = services.resolver
-
-        # SPF -----------------------------------------------------------------------------
-        if envelope.client_ip:
-            client_ip = envelope.client_ip
-            spf_result = guarded(
-                "spf", lambda: spf.check_mail_from(resolver, client_ip, envelope.mail_from,
-                                                   envelope.helo),
-                spf.SpfResult("temperror", "mailfrom", "", "check failed"))
-            spf_helo = guarded("spf-helo",
-                               lambda: spf.check_helo(resolver, client_ip, envelope.helo),
-                               spf.SpfResult("temperror", "helo", "", "check failed"))
-            auth.details["spf_helo"] = spf_helo.to_dict()
-        else:
-            spf_result = spf.SpfResult("none", "mailfrom", "", "client IP unknown")
-        auth.spf = spf_result.result
-        auth.details["spf"] = spf_result.to_dict()
-        if symbol := _SPF_SYMBOLS.get(auth.spf):
-            ctx.add(symbol, "message", f"{spf_result.identity} {spf_result.domain}".strip())
-
-        # DKIM ----------------------------------------------------------------------------
-        dkim_result = guarded("dkim", lambda: dkim.verify_all(ctx.raw, resolver),
-                              dkim.DkimResult("temperror"))
-        auth.dkim = dkim_result.result
-        auth.details["dkim"] = [s.to_dict() for s in dkim_result.signatures]
-        if dkim_result.total > dkim.MAX_SIGNATURES:
-            ctx.add("DKIM_LIMIT", "message",
-                    f"{dkim_result.total} signatures, the first {dkim.MAX_SIGNATURES} verified")
-        for sig in dkim_result.signatures:
-            if sig.partial_body:
-                ctx.add("DKIM_PARTIAL_BODY", "message", f"{sig.domain}: {sig.detail}")
-        if symbol := _DKIM_SYMBOLS.get(auth.dkim):
-            failed = [f"{s.domain}/{s.selector}: {s.result} {s.detail}".strip()
-                      for s in dkim_result.signatures if s.result != "pass"]
-            ctx.add(symbol, "message", "; ".join(failed)[:300])
-
-        # DMARC ---------------------------------------------------------------------------
-        no_from: tuple[list[str], int] = ([], 0)
-        domains, addresses = guarded("from", lambda: _from_domains(msg), no_from)
-        if addresses == 0:
-            ctx.add("FROM_MISSING", "message", "no From address: DMARC cannot apply")
-        elif addresses > 1:
-            ctx.add("FROM_MULTIPLE", "message", ", ".join(domains))
-        sample = dmarc.sample_point(ctx.raw)
-        spf_domain = spf_result.domain
-
-        def evaluate(domain: str) -> dmarc.DmarcResult:
-            return dmarc.evaluate(resolver, domain, spf_result=spf_result.result,
-                                  spf_domain=spf_domain,
-                                  dkim_pass_domains=dkim_result.passing_domains, sample=sample)
-
-        dmarc_results = [
-            guarded("dmarc", partial(evaluate, d),
-                    dmarc.DmarcResult("temperror", d, detail="check failed"))
-            for d in domains]
-        if dmarc_results:
-            # Several From domains: the worst one speaks for the message.
-            worst = min(dmarc_results, key=lambda r: _DMARC_WORST.index(r.result)
-                        if r.result in _DMARC_WORST else 0)
-            auth.dmarc, auth.dmarc_policy = worst.result, worst.policy
-            auth.details["dmarc"] = worst.to_dict()
-            if len(dmarc_results) > 1:
-                auth.details["dmarc_all"] = [r.to_dict() for r in dmarc_results]
-            if symbol := _DMARC_SYMBOLS.get(worst.result):
-                ctx.add(symbol, "message",
-                        f"{worst.from_domain} p={worst.policy} applied={worst.applied}")
-        else:
-            auth.dmarc, auth.dmarc_policy = "none", None
-        # header.d for our Authentication-Results (the rewrite stage reads it): the signature
-        # that speaks for the From domain if one passed, else any that passed, else the first.
-        if dkim_domain := _dkim_domain(dkim_result, domains):
-            auth.details["dkim_domain"] = dkim_domain
-
-        # ARC and what SES already said ---------------------------------------------------------
-        arc_result = guarded("arc", lambda: arc.verify_chain(ctx.raw, resolver),
-                             arc.ArcResult("fail", 0, "check failed"))
-        auth.arc = arc_result.result
-        auth.details["arc"] = arc_result.to_dict()
-        if auth.arc == "fail":
-            ctx.add("ARC_FAIL", "message", arc_result.detail[:300])
-        no_verdicts: dict[str, str] = {}
-        auth.upstream.update(guarded("ses", lambda: ses.upstream_verdicts(msg), no_verdicts))
+        _check_route(ctx, msg, services.geoip, guarded)
+        spf_result = _check_spf(ctx, resolver, guarded)
+        dkim_result = _check_dkim(ctx, resolver, guarded)
+        _check_dmarc(ctx, msg, resolver, spf_result, dkim_result, guarded)
+        _check_arc(ctx, msg, resolver, guarded)
 
         # Decide (DESIGN §5) --------------------------------------------------------------
         verdict = decision.decide(spf=auth.spf, dkim=auth.dkim, dmarc=auth.dmarc,
                                   dmarc_policy=auth.dmarc_policy,
-                                  check_failed=bool(set(crashed) - {"ses", "received"}))
+                                  check_failed=bool(set(guarded.crashed) - {"ses", "received"}))
         auth.warn, auth.defang = verdict.warn, verdict.defang
         auth.details["decision"] = list(verdict.reasons)
 
