@@ -129,8 +129,17 @@ def reconcile(existing: list[Recipient], changes: ProviderChanges, *, tenant: st
               provider: str, result: SyncResult) -> _Plan:
     """Turn the provider's answer into the rows to write and remove; fills in `result`."""
     ours = [r for r in existing if r.source == provider]
+    others = {r.address: r for r in existing if r.source != provider}
+    target = _wanted_rows(ours, changes, tenant=tenant, provider=provider, result=result)
+    final = _claim_addresses(target, others, domains, result)
+    return _plan(final, {r.address: r for r in ours}, others, result)
+
+
+def _wanted_rows(ours: list[Recipient], changes: ProviderChanges, *, tenant: str, provider: str,
+                 result: SyncResult) -> dict[str, Recipient]:
+    """External id → the row wanted after this run, before any address is checked."""
     ours_by_id = {r.external_id: r for r in ours if r.external_id}
-    target: dict[str, Recipient] = {}  # external id → row wanted after this run
+    target: dict[str, Recipient] = {}
     for r in ours:
         if r.external_id and scope_of(r.kind) not in changes.complete_scopes:
             # A delta run keeps what it does not mention (a copy: `before` must stay as stored).
@@ -147,11 +156,15 @@ def reconcile(existing: list[Recipient], changes: ProviderChanges, *, tenant: st
         target[obj.external_id] = row
     for removed_id in changes.removed_ids:
         target.pop(removed_id, None)
+    return target
 
-    # Who holds which address outside this provider; a row the provider lists is taken over.
-    others = {r.address: r for r in existing if r.source != provider}
+
+def _claim_addresses(target: dict[str, Recipient], others: dict[str, Recipient], domains: set[str],
+                     result: SyncResult) -> dict[str, Recipient]:
+    """Address → row, for the wanted rows whose address (and aliases) are in the tenant's
+    domains and nobody else's. A row another source holds and the provider lists is taken over."""
     wanted_addresses = {row.address for row in target.values()}
-    claimed: dict[str, str] = {}
+    claimed: dict[str, str] = {}  # address or alias → the address that holds it
     for r in others.values():
         if r.address in wanted_addresses:
             continue
@@ -174,19 +187,29 @@ def reconcile(existing: list[Recipient], changes: ProviderChanges, *, tenant: st
         adopted = others.get(row.address)
         if adopted is not None:
             row.memo, row.spam_filter = adopted.memo, adopted.spam_filter
-        kept: list[str] = []
-        for alias in row.aliases:
-            if not _in_domains(alias, domains):
-                result.skipped.append(f"{alias} (alias of {row.address}): not in the tenant's domains")
-            elif claimed.get(alias, row.address) != row.address:
-                result.skipped.append(f"{alias} (alias of {row.address}): already used by {claimed[alias]}")
-            else:
-                claimed[alias] = row.address
-                kept.append(alias)
-        row.aliases = kept
+        row.aliases = _claim_aliases(row, claimed, domains, result)
         final[row.address] = row
+    return final
 
-    before = {r.address: r for r in ours}
+
+def _claim_aliases(row: Recipient, claimed: dict[str, str], domains: set[str],
+                   result: SyncResult) -> list[str]:
+    """The row's aliases it may keep, claimed for it; the others reported as skipped."""
+    kept: list[str] = []
+    for alias in row.aliases:
+        if not _in_domains(alias, domains):
+            result.skipped.append(f"{alias} (alias of {row.address}): not in the tenant's domains")
+        elif claimed.get(alias, row.address) != row.address:
+            result.skipped.append(f"{alias} (alias of {row.address}): already used by {claimed[alias]}")
+        else:
+            claimed[alias] = row.address
+            kept.append(alias)
+    return kept
+
+
+def _plan(final: dict[str, Recipient], before: dict[str, Recipient], others: dict[str, Recipient],
+          result: SyncResult) -> _Plan:
+    """What to write and remove to get from `before` (this provider's rows) to `final`."""
     upserts: list[Recipient] = []
     for address, row in final.items():
         old = before.get(address)
