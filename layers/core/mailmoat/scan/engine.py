@@ -89,8 +89,10 @@ class Engine:
     def content(self, data: bytes, name: str | None, prefix: str, depth: int, budget: Budget,
                 lists: Lists) -> FileResult:
         """What the bytes are, whatever they are called. Members recurse through here."""
-        detected = filetype.detect_type(data)
+        detected, unknown = filetype.detect(data)
         result = FileResult(detected_type=detected)
+        if unknown:  # without a real type no name check means anything: fail closed
+            result.add("SCAN_FAILED", f"file type unknown: {unknown}"[:300])
 
         def member(shown: str, content: bytes, member_depth: int) -> FileResult:
             return self.content(content, shown.rsplit("!", 1)[-1], shown, member_depth, budget, lists)

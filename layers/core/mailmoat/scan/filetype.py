@@ -122,21 +122,69 @@ DECOY_EXTENSIONS = frozenset({
 })
 
 
-@lru_cache(maxsize=1)
-def _magic() -> Any:
-    import magic
+# Samples libmagic must name before it is trusted: without its database (or with a broken one)
+# it calls everything application/octet-stream, and an .exe named invoice.pdf would pass.
+MAGIC_SAMPLES: tuple[tuple[bytes, str], ...] = (
+    (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n", "application/pdf"),
+    (b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00" + b"\x00" * 48
+     + b"This program cannot be run in DOS mode.\r\r\n$", "application/x-dosexec"),
+)
 
-    return magic.Magic(mime=True)
+
+class MagicUnavailable(Exception):
+    """libmagic cannot be loaded, or it cannot name the known samples (no usable database)."""
+
+
+@lru_cache(maxsize=1)
+def _load_magic() -> Any:
+    """The checker, or why there is none (remembered too: finding libmagic again for every
+    file would run ldconfig each time)."""
+    try:
+        import magic
+
+        checker = magic.Magic(mime=True)
+        named = [(str(checker.from_buffer(sample)), expected) for sample, expected in MAGIC_SAMPLES]
+    except Exception as exc:  # ImportError without libmagic1, MagicException without its database
+        return " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+    wrong = [f"{expected} sample named {got}" for got, expected in named if got != expected]
+    return "; ".join(wrong) if wrong else checker
+
+
+def _magic() -> Any:
+    loaded = _load_magic()
+    if isinstance(loaded, str):
+        raise MagicUnavailable(loaded)
+    return loaded
+
+
+def magic_problem() -> str | None:
+    """Why libmagic cannot be trusted to name file types here, or None when it can."""
+    loaded = _load_magic()
+    return loaded if isinstance(loaded, str) else None
 
 
 def detect_type(data: bytes) -> str:
-    """The MIME type the content really has."""
+    """The MIME type the content really has (application/octet-stream when libmagic failed)."""
+    return detect(data)[0]
+
+
+def detect(data: bytes) -> tuple[str, str | None]:
+    """The content's MIME type, and why libmagic gave no answer (None when it did). A file whose
+    type is unknown is not safe: the engine records the reason as SCAN_FAILED (fail closed)."""
     if not data:
-        return "application/x-empty"
+        return "application/x-empty", None
+    unknown: str | None = None
     try:
         mime = str(_magic().from_buffer(data[:MAGIC_PREFIX]))
-    except Exception:  # libmagic refusing a buffer is not a reason to stop the scan
+    except MagicUnavailable as exc:
+        mime, unknown = "application/octet-stream", f"libmagic unavailable ({exc})"
+    except Exception as exc:  # libmagic refusing this buffer: the rest of the scan still runs
         mime = "application/octet-stream"
+        unknown = " ".join(f"libmagic failed ({type(exc).__name__}: {exc})".split())[:200]
+    return _refine(data, mime), unknown
+
+
+def _refine(data: bytes, mime: str) -> str:
     if data[:4] == b"PK\x03\x04" or mime in {ZIP, "application/java-archive"} or mime in OOXML_TYPES:
         return _refine_zip(data, mime)
     if data[:8] == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1":
