@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 import socket
-import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +12,7 @@ import pytest
 
 from mailmoat.adapters.clamd import AntivirusUnavailable, ClamdAntivirus
 from mailmoat.context import Envelope
+from mailmoat.local.clamd import ClamdNotStarted, PrivateClamd, find_clamd
 from mailmoat.runtime import bootstrap
 from mailmoat.scan.engine import CACHE
 from mailmoat.settings import Settings
@@ -23,11 +21,10 @@ from tests.unit.scan.scanfiles import eml, make_zip, only
 # Split so that no scanner flags this source file itself.
 EICAR = (b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*")
 
-CLAMD = shutil.which("clamd") or (
-    "/usr/sbin/clamd" if Path("/usr/sbin/clamd").exists() else None)
+CLAMD = find_clamd()
 
 
-def _signatures(db: Path) -> None:
+def signature_database(db: Path) -> None:
     """EICAR as an MD5 (.hdb) and a body (.ndb) signature: no freshclam, no network."""
     db.mkdir()
     md5 = hashlib.md5(EICAR).hexdigest()
@@ -37,43 +34,19 @@ def _signatures(db: Path) -> None:
 
 @pytest.fixture(scope="module")
 def clamd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real clamd, started the way `mailmoat serve` starts its own (mailmoat.local.clamd)."""
     if CLAMD is None:
         pytest.skip("clamd is not installed (Debian package clamav-daemon)")
     base = tmp_path_factory.mktemp("clamd")
-    _signatures(base / "db")
-    sock = base / "clamd.sock"
-    conf = base / "clamd.conf"
-    conf.write_text("\n".join([
-        f"LocalSocket {sock}",
-        f"DatabaseDirectory {base / 'db'}",
-        f"TemporaryDirectory {base}",
-        f"LogFile {base / 'clamd.log'}",
-        f"PidFile {base / 'clamd.pid'}",
-        "Foreground yes",
-        "User root",
-        "StreamMaxLength 10M",
-        "SelfCheck 0",
-        "Bytecode no",
-        "",
-    ]))
-    proc = subprocess.Popen([CLAMD, "--foreground", f"--config-file={conf}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    client = ClamdAntivirus(str(sock), timeout=10)
-    deadline = time.monotonic() + 60
-    while not (sock.exists() and client.ping()):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            log = (base / "clamd.log").read_text() if (base / "clamd.log").exists() else ""
-            pytest.fail(f"clamd did not start: {proc.stderr.read().decode()[-500:] if proc.stderr else ''}"
-                        f"{log[-1000:]}")
-        time.sleep(0.1)
-    yield str(sock)
-    proc.terminate()
+    signature_database(base / "db")
+    private = PrivateClamd(base, databases=base / "db", start_seconds=60,
+                           options={"StreamMaxLength": "10M", "SelfCheck": "0", "Bytecode": "no"})
     try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
+        address = private.start()
+    except ClamdNotStarted as exc:
+        pytest.fail(f"clamd did not start: {exc}")
+    yield address
+    private.stop()
 
 
 @pytest.mark.clamd

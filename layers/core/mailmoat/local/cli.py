@@ -114,6 +114,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
                   f"Stop it or set MAILMOAT_{'SMTP' if what == 'SMTP' else 'PORTAL'}_PORT.",
                   file=sys.stderr)
             return 1
+    if not settings.clamd_socket:  # a private clamd when ClamAV and its signatures are installed
+        from mailmoat.local.clamd import antivirus_for_serve
+
+        address = antivirus_for_serve(settings.data_dir)
+        if address:
+            os.environ["MAILMOAT_CLAMD_SOCKET"] = address
+            settings = settings.model_copy(update={"clamd_socket": address})
     runtime = bootstrap(settings)
     gateway = Gateway(runtime)
     gateway.start()
