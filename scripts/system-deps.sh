@@ -10,6 +10,19 @@ test_pkgs=(libmagic1 clamav-daemon zip unzip chromium fonts-noto-cjk fonts-noto-
 pkgs=("${run_pkgs[@]}")
 [ "$what" = test ] && pkgs=("${test_pkgs[@]}")
 
+# ClamAV signatures for `make run`'s private clamd (mailmoat.local.clamd), when ClamAV is there
+# and we are root. Never a reason to fail, and bounded: offline, freshclam would retry for ~40 s,
+# so a name lookup (fails at once without DNS) decides first, and `timeout` caps the download.
+update_signatures() {
+  [ "$(id -u)" = 0 ] && command -v freshclam >/dev/null 2>&1 || return 0
+  timeout 3 getent ahosts database.clamav.net >/dev/null 2>&1 || {
+    echo "system-deps: ClamAV signatures not updated (database.clamav.net unreachable)"; return 0; }
+  timeout "${MAILMOAT_FRESHCLAM_SECONDS:-120}" freshclam --quiet >/dev/null 2>&1 \
+    || echo "system-deps: freshclam failed or took too long; ClamAV signatures not updated"
+  return 0
+}
+[ "$what" = run ] && update_signatures
+
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
