@@ -60,7 +60,7 @@ def machine() -> dict[str, Any]:
 
 
 def make_runtime(data_dir: Path) -> Any:
-    from mailmoat.runtime import bootstrap
+    from mailmoat.bootstrap import bootstrap
     from mailmoat.settings import Settings
 
     zone = data_dir / "zone.json"

@@ -12,7 +12,8 @@ import pytest
 
 from mailmoat.config import load_config
 from mailmoat.context import Envelope, MessageContext
-from mailmoat.runtime import Runtime, bootstrap
+from mailmoat.runtime import Runtime
+from mailmoat.bootstrap import bootstrap
 from mailmoat.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -2,7 +2,7 @@
 
 from mangum import Mangum
 
-from mailmoat.runtime import bootstrap
+from mailmoat.bootstrap import bootstrap
 from mailmoat_web.app import create_app
 
 # Built once per cold start (MAILMOAT_RUNTIME=aws: DynamoDB + S3). No lifespan events and no

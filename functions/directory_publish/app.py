@@ -2,7 +2,7 @@
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mailmoat.aws.entry import aws_runtime
+from mailmoat.bootstrap.aws import aws_runtime
 from mailmoat.aws.observability import observed
 
 runtime = aws_runtime()  # once per cold start

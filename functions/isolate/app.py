@@ -4,7 +4,8 @@ from aws_lambda_powertools.utilities import batch
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mailmoat.aws.entry import MessageRef, aws_runtime
+from mailmoat.aws.events import MessageRef
+from mailmoat.bootstrap.aws import aws_runtime
 from mailmoat.aws.observability import observed
 
 runtime = aws_runtime()  # once per cold start

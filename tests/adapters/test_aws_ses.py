@@ -130,7 +130,7 @@ def test_a_notice_from_an_unverified_domain_is_a_permanent_failure(ses):
     ("", None, "postmaster@mailmoat.localhost"),
 ])
 def test_the_aws_postmaster_is_on_a_verified_identity(relay, postmaster, expected):
-    from mailmoat.aws.entry import AwsSettings
+    from mailmoat.settings import AwsSettings
 
     settings = AwsSettings(relay_identity=relay, postmaster_address=postmaster, smtp_hostname="mailmoat.localhost")
     assert settings.postmaster == expected
@@ -138,7 +138,8 @@ def test_the_aws_postmaster_is_on_a_verified_identity(relay, postmaster, expecte
 
 def test_build_services_sends_notices_through_ses_not_the_forwarder(ses, tmp_path):
     from mailmoat.adapters.aws_ses import SesMailer, SesNoticeSender
-    from mailmoat.aws.entry import AwsSettings, build_services
+    from mailmoat.settings import AwsSettings
+    from mailmoat.bootstrap.aws import build_aws
     from mailmoat.config import GatewayConfig
 
     settings = AwsSettings(runtime="aws", data_dir=tmp_path, relay_identity="relay.example.net",

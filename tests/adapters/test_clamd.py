@@ -13,7 +13,7 @@ import pytest
 from mailmoat.adapters.clamd import AntivirusUnavailable, ClamdAntivirus
 from mailmoat.context import Envelope
 from mailmoat.local.clamd import ClamdNotStarted, PrivateClamd, find_clamd
-from mailmoat.runtime import bootstrap
+from mailmoat.bootstrap import bootstrap
 from mailmoat.scan.engine import CACHE
 from mailmoat.settings import Settings
 from tests.unit.scan.scanfiles import eml, make_zip, only

@@ -136,7 +136,7 @@ def test_overlay_answers_listed_names_from_the_zone_and_the_rest_from_the_fallba
 
 def test_make_run_uses_the_demo_zone_over_live_dns(tmp_path) -> None:
     from mailmoat.adapters.dns import OverlayResolver
-    from mailmoat.runtime import make_resolver
+    from mailmoat.bootstrap.common import resolver as make_resolver
     from tests.conftest import ROOT, make_settings
 
     settings = make_settings(tmp_path, dns_zone=ROOT / "config" / "demo-zone.json", dns_zone_overlay=True)

@@ -13,7 +13,7 @@ import pytest
 from mailmoat.archive import attached_original
 from mailmoat.config import GatewayConfig, load_config
 from mailmoat.local.server import Gateway
-from mailmoat.runtime import bootstrap
+from mailmoat.bootstrap import bootstrap
 from tests.conftest import DEMO_CONFIG, free_port, make_settings
 from tests.unit.isolation.builders import message
 

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from mailmoat.adapters.aws_dynamodb import DynamoDirectory, DynamoMessageLog
-from mailmoat.aws import entry
+from mailmoat.bootstrap import aws as entry
 from mailmoat.config import DeliveryConfig, TenantConfig
 from tests.e2e.test_aws_pipeline import (  # noqa: F401  (stack is a fixture)
     RAW_BUCKET,
@@ -39,7 +39,7 @@ def keepmail_tenant() -> None:
 
 
 def portal() -> TestClient:
-    from mailmoat.runtime import bootstrap
+    from mailmoat.bootstrap import bootstrap
     from mailmoat_web.app import create_app
 
     return TestClient(create_app(bootstrap(), sweep_every=None), base_url="https://portal.example.net")
@@ -57,13 +57,13 @@ def keep_stack(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Stack:  # noqa:
 
 
 def test_keepmail_on_aws_keeps_the_copy_and_shows_it_after_sign_in(keep_stack: Stack) -> None:
-    from mailmoat.keepmail import keepmail_store, set_password
+    from mailmoat.keepmail import set_password
 
     keep_stack.s3.put_object(Bucket=RAW_BUCKET, Key="raw/ses-keep-0002", Body=incoming(subject="Quarterly"))
     run_all(keep_stack)
     [delivered] = sent_messages()
     services = entry.aws_runtime().services
-    store = keepmail_store(services)
+    store = services.keepmail
     assert store is not None
     kept = store.get("ses-keep-0002", ALICE)
     assert kept is not None and kept.outcome.startswith("delivered") and kept.blob_key.startswith("keep/")

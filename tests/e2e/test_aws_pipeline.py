@@ -23,7 +23,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 
 from mailmoat.adapters.aws_dynamodb import DynamoDirectory, DynamoMessageLog
-from mailmoat.aws import entry
+from mailmoat.bootstrap import aws as entry
 from mailmoat.config import DeliveryConfig, TenantConfig
 from mailmoat.ports import Recipient
 

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from mailmoat.adapters.aws_dynamodb import DynamoDirectory, DynamoMessageLog
 from mailmoat.adapters.aws_dynamodb_spam import DynamoSpamStore
-from mailmoat.aws import entry
+from mailmoat.bootstrap import aws as entry
 from mailmoat.config import DeliveryConfig, TenantConfig
 from mailmoat.ports import DeliveryError
 from tests.e2e.test_aws_pipeline import (  # noqa: F401  (stack is a fixture)
@@ -62,7 +62,7 @@ def spam(message_id: str) -> bytes:
 
 def portal() -> TestClient:
     """The portal as web/app.py builds it on Lambda (bootstrap() from the environment)."""
-    from mailmoat.runtime import bootstrap
+    from mailmoat.bootstrap import bootstrap
     from mailmoat_web.app import create_app
 
     return TestClient(create_app(bootstrap(), sweep_every=None), base_url="https://portal.example.net")

@@ -22,7 +22,7 @@ from mailmoat.bounce import (
 from mailmoat.config import DeliveryConfig, GatewayConfig, TenantConfig, UserConfig
 from mailmoat.context import Envelope, MessageContext
 from mailmoat.ports import DeliveryError
-from mailmoat.runtime import bootstrap
+from mailmoat.bootstrap import bootstrap
 from tests.adapters.test_smtp_mailer import Recorder
 from tests.conftest import free_port, make_settings
 

@@ -12,7 +12,7 @@ import responses
 
 from mailmoat.local.cli import main
 from mailmoat.local.server import Gateway
-from mailmoat.runtime import bootstrap
+from mailmoat.bootstrap import bootstrap
 from tests.conftest import free_port, make_settings
 from tests.unit.directory.helpers import M365_TENANT_ID, play, service_account_key
 

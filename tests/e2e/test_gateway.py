@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mailmoat.local.server import Gateway
-from mailmoat.runtime import bootstrap
+from mailmoat.bootstrap import bootstrap
 from tests.conftest import DEMO_CONFIG, FIXTURES, ROOT, free_port, make_settings
 
 
@@ -192,14 +192,15 @@ def _envelope(rcpts):
 
 
 def test_a_message_that_keeps_crashing_the_process_is_held_not_retried_forever(tmp_path) -> None:
-    runtime = bootstrap(make_settings(tmp_path, max_crash_attempts=2))
+    runtime = bootstrap(make_settings(tmp_path, stage_max_attempts=2))
     message_id = runtime.accept((FIXTURES / "plain.eml").read_bytes(),
                                 _envelope(["alice@example.test"]))
-    # Two starts died while this message was processing (as after a native-code crash).
-    runtime.services.log.update(message_id, state="processing", attempts=2)
+    # Two starts of the scan stage died while this message was processing (as after a
+    # native-code crash): the restart resumes there, and the third start holds it.
+    runtime.services.log.update(message_id, state="processing", attempts=2, stage="scan")
     assert runtime.process_stored(message_id) is None
     record = runtime.services.log.get(message_id)
-    assert record.state == "held" and "interrupted 2 times" in record.error
+    assert record.state == "held" and "did not complete in 2 attempts" in record.error
     assert maildir_files(runtime.settings.data_dir, "alice@example.test") == []
 
 

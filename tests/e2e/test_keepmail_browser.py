@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mailmoat.keepmail import keepmail_store, set_password
+from mailmoat.keepmail import set_password
 from tests.conftest import free_port
 from tests.e2e.browser import ARGS, CHROMIUM, require_chromium, serving
 from tests.unit.keepmail.helpers import PASSWORD, deliver, make_runtime
@@ -54,7 +54,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
     runtime.settings = runtime.services.settings
     message_id, ctx = deliver(runtime, hostile_message(), rcpts=["alice@example.test"])
     assert "isolate" in ctx.actions
-    set_password(keepmail_store(runtime.services), "alice@example.test", PASSWORD)
+    set_password(runtime.services.keepmail, "alice@example.test", PASSWORD)
     with serving(create_app(runtime, sweep_every=None), port):
         yield base, message_id
 

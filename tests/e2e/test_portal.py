@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from mailmoat.adapters.sqlite_isolation import isolation_store
 from mailmoat.context import MessageContext
 from mailmoat.isolation import IsolatedFile, PortalMessage, issue_token
 from mailmoat.runtime import Runtime
+from mailmoat.scan.macros import vba_present
+from mailmoat.services.downloads import content_disposition
 from mailmoat_web.app import create_app
-from mailmoat_web.files import content_disposition, vba_present
 from tests.unit.isolation.builders import (
     EICAR_LIKE,
     PASSWORD,
@@ -145,7 +145,7 @@ class _Later:
 
 
 def test_route_hops_show_flags_and_warn_when_countries_differ(runtime: Runtime) -> None:
-    store = isolation_store(runtime.services)
+    store = runtime.services.isolation
     now = datetime.now(UTC)
     store.save(PortalMessage(id="m-route", tenant="example.test", language="en", from_header="a@b",
                              subject="s", date=None, mail_from=None, created_at=now,
@@ -184,7 +184,7 @@ def test_right_password_lists_members_and_download_equals_the_member(portal: Por
         assert got.headers["content-type"] == "application/octet-stream"  # type: ignore[attr-defined]
         expected = name.rsplit("/", 1)[-1]
         assert f"filename*=UTF-8''{expected}" in got.headers["content-disposition"]  # type: ignore[attr-defined]
-    downloads = isolation_store(portal.runtime.services).downloads(portal.ctx.id)
+    downloads = portal.runtime.services.isolation.downloads(portal.ctx.id)
     assert [d.kind for d in downloads] == ["member:report.txt", "member:data/table.csv"]
     assert all(d.client_ip == "testclient" and d.recipient == "alice@example.test" for d in downloads)
 
@@ -247,13 +247,58 @@ def test_other_encrypted_formats_decrypt_and_get_a_new_verdict(runtime: Runtime,
 
 
 def test_unsupported_is_told_apart_from_a_wrong_password() -> None:
+    from mailmoat.services.unlock import Unsupported, WrongPassword, decrypt
     from mailmoat.settings import Limits
-    from mailmoat_web.files import Unsupported, WrongPassword, decrypt
 
     with pytest.raises(Unsupported):
         decrypt(b"\x00not a known container", "application/octet-stream", "x", Limits())
     with pytest.raises(WrongPassword):
         decrypt(aes_zip({"a": b"b"}), "application/zip", "wrong", Limits())
+
+
+# --- the second look: the scan stage's engine, sandbox included ------------------------------
+
+class RecordingSandbox:
+    """A detonation service that calls everything malicious and keeps what it was given."""
+
+    def __init__(self) -> None:
+        self.submitted: list[tuple[bytes, str | None]] = []
+
+    def submit(self, data: bytes, filename: str | None) -> str:
+        self.submitted.append((data, filename))
+        return f"ticket-{len(self.submitted)}"
+
+    def poll(self, ticket: str) -> str:
+        return "malicious"
+
+
+def portal_with_sandbox(runtime: Runtime, raw: bytes) -> tuple[Portal, RecordingSandbox]:
+    """Scanned without a sandbox; then the services the portal uses get one, on for every
+    downloadable verdict, so only the portal's own re-scan can reach it."""
+    from mailmoat.scan.sandbox import SandboxConfig
+
+    ctx = analyse(runtime, raw)
+    box = RecordingSandbox()
+    runtime.services.sandbox = box
+    runtime.services.sandbox_config = SandboxConfig(enabled=True, verdicts=frozenset({"safe", "risky"}))
+    return Portal(runtime, TestClient(create_app(runtime)), ctx, token_for(ctx)), box
+
+
+def test_unlocked_members_are_rescanned_with_the_sandbox(runtime: Runtime) -> None:
+    p, box = portal_with_sandbox(runtime, message(("請求書.zip", aes_zip(MEMBERS), "application/zip")))
+    path = path_of(p, "請求書.zip")
+    html = p.post(path, "unlock", password=PASSWORD).text  # type: ignore[attr-defined]
+    assert sorted(box.submitted) == sorted((data, name.rsplit("/", 1)[-1]) for name, data in MEMBERS.items())
+    assert re.findall(r'<li class="member verdict-(\w+)">', html) == ["danger", "danger"]
+    assert p.post(path, "member", password=PASSWORD, index=0, confirm="1").status_code == 403  # type: ignore[attr-defined]
+
+
+def test_a_safe_copy_is_rescanned_with_the_sandbox(runtime: Runtime) -> None:
+    p, box = portal_with_sandbox(runtime, message(("active.pdf", active_pdf(), "application/pdf")))
+    refused = p.post(path_of(p, "active.pdf"), "download", kind="safe")
+    assert refused.status_code == 403  # type: ignore[attr-defined]
+    assert [name for _data, name in box.submitted] == ["active.pdf"]
+    assert runtime.services.isolation.downloads(p.ctx.id) == []
 
 
 # --- what each verdict allows ------------------------------------------------------------------
@@ -329,16 +374,16 @@ def test_risky_original_needs_the_warning_first(runtime: Runtime) -> None:
     assert 'name="confirm" value="1"' in first.text  # type: ignore[attr-defined]
     second = p.post(path, "download", kind="original", confirm="1")
     assert second.content == b"WScript.Echo(1)"  # type: ignore[attr-defined]
-    assert [d.kind for d in isolation_store(runtime.services).downloads(p.ctx.id)] == ["original"]
+    assert [d.kind for d in runtime.services.isolation.downloads(p.ctx.id)] == ["original"]
 
 
 def test_large_originals_go_by_presigned_url_when_the_store_offers_one(runtime: Runtime,
                                                                      monkeypatch) -> None:
     # On AWS the S3 store offers presigned_get; the app must redirect only after its checks.
-    import mailmoat_web.app as portal_app
+    from mailmoat.services import downloads
 
     p = open_portal(runtime, message(("tool.js", b"WScript.Echo(1)", "application/javascript")))
-    monkeypatch.setattr(portal_app, "PRESIGN_ABOVE_BYTES", 0)
+    monkeypatch.setattr(downloads, "PRESIGN_ABOVE_BYTES", 0)
     monkeypatch.setattr(runtime.services.blobs, "presigned_get",
                         lambda key, expires_in, filename: f"https://s3.example/{key}?x={filename}",
                         raising=False)
@@ -349,7 +394,7 @@ def test_large_originals_go_by_presigned_url_when_the_store_offers_one(runtime: 
     redirect = p.client.post(f"/m/{p.token}/f/{path}/download", data=data, follow_redirects=False)
     assert redirect.status_code == 303
     assert redirect.headers["location"].startswith("https://s3.example/isolated/")
-    kinds = [d.kind for d in isolation_store(runtime.services).downloads(p.ctx.id)]
+    kinds = [d.kind for d in runtime.services.isolation.downloads(p.ctx.id)]
     assert kinds == ["original:presigned"]
 
 
@@ -396,7 +441,7 @@ def test_content_disposition_is_safe_for_any_name(name: str, fallback: str) -> N
 
 def ten_file_portal(runtime: Runtime) -> tuple[TestClient, str]:
     """A portal page with ten files of every verdict (also used by `make bench`)."""
-    store = isolation_store(runtime.services)
+    store = runtime.services.isolation
     now = datetime.now(UTC)
     later = now + timedelta(days=30)
     files = [IsolatedFile(message_id="m-bench", path=str(i + 2), filename=f"ファイル{i}.zip", size=1000 + i,
@@ -424,7 +469,7 @@ def test_page_with_ten_files_lists_them_all(runtime: Runtime) -> None:
 # --- housekeeping --------------------------------------------------------------------------
 
 def test_the_portal_sweeps_expired_files_when_it_starts(portal: Portal) -> None:
-    store = isolation_store(portal.runtime.services)
+    store = portal.runtime.services.isolation
     blobs = portal.runtime.services.blobs
     assert store.files(portal.ctx.id) and list(blobs.keys(f"isolated/{portal.ctx.id}/"))
     portal.runtime.services.clock = _Later(timedelta(days=31))  # type: ignore[assignment]
@@ -478,17 +523,25 @@ def test_no_preview_for_danger_or_encrypted(runtime: Runtime) -> None:
 
 # --- safe copies -------------------------------------------------------------------------------
 
-def test_safe_copy_of_an_active_pdf_is_rebuilt_from_its_pages(runtime: Runtime) -> None:
+def active_pdf() -> bytes:
+    """Two pages and JavaScript run on opening: risky, isolated, a safe copy is offered."""
     import pikepdf
-
-    from mailmoat.scan.engine import Engine
-    from mailmoat.scan.lists import Lists
 
     pdf = pikepdf.open(io.BytesIO(clean_pdf()))
     pdf.add_blank_page()
     pdf.Root.OpenAction = pikepdf.Dictionary(S=pikepdf.Name.JavaScript, JS=pikepdf.String("app.alert(1)"))
     buf = io.BytesIO()
     pdf.save(buf)
+    return buf.getvalue()
+
+
+def test_safe_copy_of_an_active_pdf_is_rebuilt_from_its_pages(runtime: Runtime) -> None:
+    import pikepdf
+
+    from mailmoat.scan.engine import Engine
+    from mailmoat.scan.lists import Lists
+
+    buf = io.BytesIO(active_pdf())
     p = open_portal(runtime, message(("active.pdf", buf.getvalue(), "application/pdf")))
     path = path_of(p, "active.pdf")
     assert 'value="safe"' in article(p.page(), "active.pdf")

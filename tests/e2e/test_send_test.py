@@ -16,7 +16,7 @@ import pytest
 
 from mailmoat.local.cli import main
 from mailmoat.local.server import Gateway
-from mailmoat.runtime import bootstrap
+from mailmoat.bootstrap import bootstrap
 from mailmoat.sendtest.battery import TEST_NAMES
 from tests.adapters.test_clamd import clamd  # noqa: F401  (fixture: a real clamd with EICAR signatures)
 from tests.conftest import DEMO_CONFIG, free_port, make_settings

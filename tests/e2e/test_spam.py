@@ -20,9 +20,8 @@ from fastapi.testclient import TestClient
 
 from mailmoat.config import GatewayConfig
 from mailmoat.local.server import Gateway
-from mailmoat.runtime import bootstrap
+from mailmoat.bootstrap import bootstrap
 from mailmoat.spam import digest
-from mailmoat.spam.quarantine import spam_store
 from mailmoat_web.app import create_app
 from tests.conftest import ROOT, free_port, make_settings
 from tests.unit.spam.helpers import (
@@ -129,7 +128,7 @@ def test_every_recipient_held_is_quarantined_in_the_log(tmp_path: Path,
     send(gateway, message(body=SPAMMY_BODY), ["alice@example.test", "bob@example.test"])
     (record,) = gateway.runtime.services.log.recent()
     assert record.state == "quarantined"
-    store = spam_store(gateway.runtime.services)
+    store = gateway.runtime.services.spam
     assert store is not None
     assert sorted(h.recipient for h in store.held()) == ["alice@example.test", "bob@example.test"]
 

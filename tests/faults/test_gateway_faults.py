@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mailmoat.local.server import Gateway
-from mailmoat.runtime import bootstrap
+from mailmoat.bootstrap import bootstrap
 from tests.conftest import free_port, make_settings
 from tests.faults.harness import (
     FINAL,

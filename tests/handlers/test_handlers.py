@@ -10,7 +10,7 @@ from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingErro
 from tests.e2e import test_aws_pipeline as moto
 
 from mailmoat.adapters.aws_dynamodb import DynamoDirectory, DynamoMessageLog
-from mailmoat.aws import entry
+from mailmoat.bootstrap import aws as entry
 from mailmoat.config import TenantConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -279,7 +279,7 @@ def test_the_portal_serves_an_isolated_file_page_on_the_aws_runtime(stack, monke
 
     from fastapi.testclient import TestClient
 
-    from mailmoat.runtime import bootstrap
+    from mailmoat.bootstrap import bootstrap
     from mailmoat.settings import Settings
 
     monkeypatch.syspath_prepend(str(ROOT / "web"))

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from mailmoat.aws.entry import MessageRef, aws_runtime
+from mailmoat.aws.events import MessageRef
+from mailmoat.bootstrap.aws import aws_runtime
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 BUCKET = "mailmoat-dev-raw-123456789012-us-east-1"

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from mailmoat.context import Envelope
-from mailmoat.runtime import Runtime, bootstrap
+from mailmoat.runtime import Runtime
+from mailmoat.bootstrap import bootstrap
 from mailmoat.scan.engine import CACHE
 from mailmoat.settings import Settings
 from tests.conftest import DEMO_CONFIG

@@ -460,7 +460,7 @@ def test_runtime_environment(template):
 
 
 def test_aws_settings_read_every_variable_the_template_sets(template):
-    from mailmoat.aws.entry import AwsSettings
+    from mailmoat.settings import AwsSettings
 
     known = {f"MAILMOAT_{f.upper()}" for f in AwsSettings.model_fields}
     set_vars = set()
@@ -650,7 +650,7 @@ def test_the_console_signs_in_through_the_cognito_managed_login(template):
     assert group["GroupName"] == "mailmoat-operators" and group["UserPoolId"] == {"Ref": "AdminUserPool"}
     assert "AdminUserPool" in referenced(props(r["AdminUserPoolDomain"]))
 
-    from mailmoat.aws.entry import AwsSettings
+    from mailmoat.settings import AwsSettings
     from mailmoat_web.admin.console import COGNITO_OPERATOR_GROUP
 
     assert group["GroupName"] == COGNITO_OPERATOR_GROUP

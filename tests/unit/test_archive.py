@@ -15,7 +15,6 @@ from mailmoat.adapters.fs import FsBlobStore
 from mailmoat.archive import (
     BlobArchive,
     archive_key,
-    archive_store,
     attached_original,
     exclusion,
     journal_message,
@@ -23,7 +22,8 @@ from mailmoat.archive import (
 )
 from mailmoat.config import GatewayConfig, load_config
 from mailmoat.context import Envelope, MessageContext
-from mailmoat.runtime import Runtime, bootstrap
+from mailmoat.runtime import Runtime
+from mailmoat.bootstrap import bootstrap
 from mailmoat.scan.engine import CACHE
 from mailmoat.settings import Settings
 from tests.unit.isolation.builders import DEMO, EICAR_LIKE, ZONE, SignatureAntivirus, message
@@ -56,7 +56,7 @@ def test_archive_holds_the_byte_identical_original_of_an_isolated_message(tmp_pa
     raw = risky_message()
     message_id, ctx = deliver(runtime, raw)
     assert "isolate" in ctx.actions and ctx.outputs["alice@example.test"] != raw
-    store = archive_store(runtime.services)
+    store = runtime.services.archive
     assert store is not None
     key = archive_key(ctx, received_at(ctx, runtime.services))
     assert key.startswith(f"{message_id[:4]}/{message_id[4:6]}/{message_id[6:8]}/example.test/")
@@ -75,7 +75,7 @@ def test_a_rerun_neither_overwrites_the_archive_nor_journals_twice(tmp_path: Pat
     raw = risky_message()
     message_id, ctx = deliver(runtime, raw)
     key = archive_key(ctx, received_at(ctx, runtime.services))
-    store = archive_store(runtime.services)
+    store = runtime.services.archive
     assert store is not None
     assert store.put_once(key, b"something else") is False
     runtime.services.log.update(message_id, state="accepted")
@@ -131,7 +131,7 @@ def test_virus_deleted_mail_is_not_archived(tmp_path: Path) -> None:
     _message_id, ctx = deliver(runtime, raw)
     assert any("VIRUS" in a.symbols for a in ctx.attachments)
     assert exclusion(ctx) == "virus deleted"
-    assert "archive" not in ctx.actions and not list(archive_store(runtime.services).keys())
+    assert "archive" not in ctx.actions and not list(runtime.services.archive.keys())
     assert maildir(runtime, JOURNAL) == []
     assert maildir(runtime, "alice@example.test")  # the recipient still gets the cleaned copy
 
@@ -154,7 +154,7 @@ def test_tenant_without_archive_stores_nothing(tmp_path: Path) -> None:
     runtime = make(tmp_path, archive=False)
     _message_id, ctx = deliver(runtime, risky_message())
     assert "archive" not in ctx.actions
-    assert not list(archive_store(runtime.services).keys())
+    assert not list(runtime.services.archive.keys())
     assert maildir(runtime, JOURNAL) == []
 
 
@@ -201,5 +201,5 @@ def test_archive_bucket_setting_selects_s3(tmp_path: Path) -> None:
         runtime = make(tmp_path)
         runtime.services.archive = None
         runtime.services.settings = runtime.services.settings.model_copy(update={"archive_bucket": "from-env"})
-        store = archive_store(runtime.services)
+        store = runtime.services.archive
         assert isinstance(store, S3ArchiveStore) and store.bucket == "from-env"

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 from mailmoat.config import DirectoryConfig, M365DirectoryConfig
 from mailmoat.local.schedule import Job, Scheduler, daily_at, every, jobs_for
-from mailmoat.runtime import bootstrap
+from mailmoat.bootstrap import bootstrap
 from tests.conftest import make_settings
 
 LOCAL = datetime.now().astimezone().tzinfo

@@ -16,16 +16,16 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from email import policy
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from mailmoat.context import AttachmentAction, Disposition, MessageContext, Verdict
 from mailmoat.ports import DeliveryError
+from mailmoat.states import Outcome
 
 if TYPE_CHECKING:
     from mailmoat.config import TenantConfig
@@ -39,18 +39,6 @@ _ID_TIME = re.compile(r"^(\d{8}T\d{6})Z-")  # runtime.new_message_id(): time-sor
 _SAFE_SEGMENT = re.compile(r"[^A-Za-z0-9._@+-]")
 JOURNAL_PREFIX = "journal:"
 ARCHIVE_LOG_KEY = "archive"  # the message log's delivery row that records where the original went
-
-
-class ArchiveStore(Protocol):
-    """Write-once storage for originals (a directory locally, an S3 bucket with Object Lock on AWS)."""
-
-    def put_once(self, key: str, data: bytes) -> bool:
-        """Store `data` under `key` unless something is there already; True when written now."""
-        ...
-
-    def get(self, key: str) -> bytes: ...
-    def exists(self, key: str) -> bool: ...
-    def keys(self, prefix: str = "") -> Iterator[str]: ...
 
 
 class BlobArchive:
@@ -83,42 +71,11 @@ def checked_key(key: str) -> str:
     return key
 
 
-_STORES: dict[str, ArchiveStore] = {}
-_STORES_LOCK = threading.Lock()
-
+# --- what is archived -------------------------------------------------------------------------
 
 def archive_root(settings: Settings) -> Path:
     return settings.archive_dir or settings.data_dir / "archive"
 
-
-def archive_store(services: Services) -> ArchiveStore | None:
-    """The archive for these services: the one bootstrap() built, else the settings' bucket
-    (`MAILMOAT_ARCHIVE_BUCKET`, AWS), else the local directory. None when there is none."""
-    if services.archive is not None:
-        return services.archive
-    settings = services.settings
-    if settings.archive_bucket:
-        where = f"s3:{settings.archive_bucket}"
-    elif settings.runtime == "local":
-        where = f"fs:{archive_root(settings).resolve()}"
-    else:
-        return None
-    with _STORES_LOCK:
-        store = _STORES.get(where)
-        if store is None:
-            if settings.archive_bucket:
-                from mailmoat.adapters.aws_archive import S3ArchiveStore
-
-                store = S3ArchiveStore(settings.archive_bucket)
-            else:
-                from mailmoat.adapters.fs import FsBlobStore
-
-                store = BlobArchive(FsBlobStore(archive_root(settings)))
-            _STORES[where] = store
-        return store
-
-
-# --- what is archived -------------------------------------------------------------------------
 
 def exclusion(ctx: MessageContext) -> str | None:
     """Why this message is not archived, or None. As in the product: only mail that is
@@ -128,7 +85,7 @@ def exclusion(ctx: MessageContext) -> str | None:
         return f"disposition {ctx.disposition}"
     # Spam quarantine is per recipient (outcome "quarantined: spam"): a message every recipient
     # only has in the spam quarantine is not archived; one that reached a mailbox is.
-    if all(outcome.startswith("quarantined") for outcome in ctx.deliveries.values()):
+    if all(Outcome.of(o) is Outcome.QUARANTINED for o in ctx.deliveries.values()):
         return "spam quarantined"
     for attachment in ctx.attachments:
         if "VIRUS" in attachment.symbols or (
@@ -271,7 +228,7 @@ def _archive(ctx: MessageContext, services: Services) -> None:
     if why is not None:
         log.info("not archived", extra={"message_id": ctx.id, "tenant": ctx.tenant, "detail": why})
         return
-    store = archive_store(services)
+    store = services.archive
     if store is None:
         ctx.add("ARCHIVE_FAILED", "message", "the tenant archives but no archive store is configured")
         return
@@ -292,8 +249,9 @@ def _journal(ctx: MessageContext, services: Services, tenant: TenantConfig, when
     key = f"{JOURNAL_PREFIX}{address.lower()}"
     logbook = services.log
     done = logbook.delivery_outcome(ctx.id, key)
-    if done is not None and done.startswith(("delivered", "failed", "held")):
-        if done.startswith("delivered"):
+    kind = Outcome.of(done)
+    if kind in (Outcome.DELIVERED, Outcome.FAILED, Outcome.HELD):
+        if kind is Outcome.DELIVERED:
             ctx.add_action("journal")
         return
     mailer = services.mailer_for(tenant)

@@ -15,18 +15,18 @@ import hashlib
 import logging
 import secrets
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, make_msgid
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from mailmoat.context import Disposition, MessageContext
-from mailmoat.ports import DeliveryError
+from mailmoat.ports import DeliveryError, KeepMailStore
+from mailmoat.states import Outcome
 
 if TYPE_CHECKING:
     from mailmoat.pipeline import Services
@@ -65,9 +65,10 @@ def blob_key(recipient: str, message_id: str) -> str:
 
 def outcome_kind(outcome: str) -> str:
     """delivered | refused (the mailbox said no for good) | pending (deferred, held)."""
-    if outcome.startswith("delivered"):
+    kind = Outcome.of(outcome)
+    if kind is Outcome.DELIVERED:
         return "delivered"
-    if outcome.startswith("failed"):
+    if kind is Outcome.FAILED:
         return "refused"
     return "pending"
 
@@ -101,54 +102,6 @@ class OneTimeCode:
     created_at: datetime
 
 
-class KeepMailStore(Protocol):
-    """Index rows, credentials, codes and sessions (SQLite locally)."""
-
-    def put(self, kept: KeptMessage) -> None: ...
-    def get(self, message_id: str, recipient: str) -> KeptMessage | None: ...
-    def messages(self, recipient: str, since: datetime, limit: int = 500) -> list[KeptMessage]: ...
-    def expired(self, now: datetime) -> list[KeptMessage]: ...
-    def delete(self, message_id: str, recipient: str) -> None: ...
-
-    def set_password(self, address: str, password_hash: str | None) -> None: ...
-    def password_hash(self, address: str) -> str | None: ...
-    def set_alternate(self, address: str, alternate: str | None) -> None: ...
-    def alternate(self, address: str) -> str | None: ...
-    def add_failure(self, address: str, at: datetime) -> None: ...
-    def failures_since(self, address: str, since: datetime) -> int: ...
-    def set_code(self, address: str, code: OneTimeCode | None) -> None: ...
-    def code(self, address: str) -> OneTimeCode | None: ...
-    def count_code_attempt(self, address: str) -> None: ...
-    def add_session(self, token_sha256: str, address: str, expires_at: datetime) -> None: ...
-    def session(self, token_sha256: str, now: datetime) -> str | None: ...
-    def end_session(self, token_sha256: str) -> None: ...
-    def purge(self, now: datetime) -> None: ...
-
-
-_STORES: dict[str, KeepMailStore] = {}
-_STORES_LOCK = threading.Lock()
-
-
-def keepmail_store(services: Services) -> KeepMailStore | None:
-    """The store bootstrap() built (on AWS: DynamoDB when the stack names a keep-mail table),
-    else the local SQLite file; None on AWS without that table (see docs)."""
-    if services.keepmail is not None:
-        return services.keepmail
-    if services.settings.runtime != "local":
-        return None
-    from mailmoat.adapters.sqlite import SqliteDatabase
-    from mailmoat.adapters.sqlite_keepmail import SqliteKeepMailStore
-
-    db = getattr(services.log, "db", None)
-    path = db.path if isinstance(db, SqliteDatabase) else services.settings.data_dir / "mailmoat.sqlite3"
-    with _STORES_LOCK:
-        store = _STORES.get(str(path))
-        if store is None or (isinstance(db, SqliteDatabase) and getattr(store, "db", None) is not db):
-            store = SqliteKeepMailStore(db if isinstance(db, SqliteDatabase) else SqliteDatabase(path))
-            _STORES[str(path)] = store
-        return store
-
-
 # --- retention at delivery --------------------------------------------------------------------
 
 _last_sweep: dict[int, float] = {}
@@ -161,7 +114,7 @@ def retain(ctx: MessageContext, services: Services) -> None:
     tenant = services.tenant(ctx)
     if tenant.keepmail_days <= 0 or ctx.disposition not in (Disposition.DELIVER, Disposition.HELD):
         return
-    store = keepmail_store(services)
+    store = services.keepmail
     if store is None:
         # The AWS runtime has no keep-mail store yet: the tenant asked for copies, so every
         # message says it got none rather than the option silently doing nothing.
@@ -176,7 +129,7 @@ def retain(ctx: MessageContext, services: Services) -> None:
     for rcpt in dict.fromkeys(normalise(r) for r in ctx.envelope.rcpt_to):
         outcome = ctx.deliveries.get(rcpt) or next(
             (o for r, o in ctx.deliveries.items() if normalise(r) == rcpt), None)
-        if not outcome or outcome.startswith("quarantined"):
+        if not outcome or Outcome.of(outcome) is Outcome.QUARANTINED:
             continue  # not handed over here; spam quarantine has its own store and digest
         existing = store.get(ctx.id, rcpt)
         if existing is not None and existing.final:
@@ -278,11 +231,9 @@ def send_code(store: KeepMailStore, services: Services, address: str, now: datet
 
     sender = postmaster(services.settings)
     data = code_message(sender, alternate, address, code, now, tenant.language)
-    # On AWS the tenant's mailer sends only under the delivery claim of a logged message, and
-    # routes to the tenant's mailbox host; a code is the gateway's own mail to an outside
-    # address, so it leaves as a notice does (SES, From the postmaster).
-    mailer = services.notices if services.settings.runtime != "local" and services.notices is not None \
-        else services.mailer_for(tenant)
+    # A code is the gateway's own mail to an outside address (on AWS it leaves as a notice
+    # does, through SES From the postmaster: the tenant's mailer sends only under a claim).
+    mailer = services.outside_mail_for(tenant)
     try:
         mailer.deliver(f"keepmail-code-{secrets.token_hex(8)}", alternate, sender, data)
     except DeliveryError:
@@ -375,11 +326,11 @@ def add_keepmail_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
 
 
 def _cli_store(args: argparse.Namespace) -> tuple[Services, KeepMailStore]:
+    from mailmoat.bootstrap import bootstrap
     from mailmoat.local.cli import _settings
-    from mailmoat.runtime import bootstrap
 
     services = bootstrap(_settings(args)).services
-    store = keepmail_store(services)
+    store = services.keepmail
     if store is None:
         raise SystemExit("mailmoat: no keep-mail store (on AWS: set MAILMOAT_KEEPMAIL_TABLE to the "
                          "stack's KeepMailTable, see docs/archive-keepmail.md)")

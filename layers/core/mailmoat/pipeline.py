@@ -6,26 +6,32 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mailmoat.context import Disposition, MessageContext, StageTiming
 from mailmoat.message import WalkLimits, encoding_findings, header_text, parse
 
 if TYPE_CHECKING:
-    from mailmoat.archive import ArchiveStore
     from mailmoat.config import GatewayConfig, TenantConfig
-    from mailmoat.isolation import IsolationStore
-    from mailmoat.keepmail import KeepMailStore
     from mailmoat.ports import (
+        AccountStore,
         Antivirus,
+        ArchiveStore,
+        AuditLog,
         BlobStore,
         Clock,
         Directory,
         GeoIp,
+        IsolationStore,
+        KeepMailStore,
         Mailer,
         MessageLog,
+        PolicyStore,
         Resolver,
+        Sandbox,
+        SpamStore,
     )
+    from mailmoat.scan.sandbox import SandboxConfig
     from mailmoat.settings import Settings
 
 log = logging.getLogger("mailmoat.pipeline")
@@ -37,23 +43,52 @@ PART_LINE_FACTOR = 4
 
 
 @dataclass(slots=True)
+class AdminStores:
+    """What the admin console keeps: accounts (None where an identity provider signs admins
+    in), the audit trail, saved tenant policy, and the key that signs its cookies."""
+
+    accounts: AccountStore | None
+    audit: AuditLog
+    policy: PolicyStore
+    session_secret: Callable[[], bytes]
+    # Sign-out of federated (Cognito) admins voids their earlier sessions; None locally.
+    federated_sessions: Any = None
+    federated: bool = False  # admins sign in through the identity provider (Cognito)
+
+
+@dataclass(slots=True)
 class Services:
-    """What stages may use. Built once by runtime.bootstrap(); stages never build adapters."""
+    """What stages and services may use. Built only by a composition root (mailmoat.bootstrap);
+    stages never build adapters. Every field is set by the root; None says "not in this
+    deployment" and each user of that field says what it does then (fails closed or skips)."""
 
     settings: Settings
     config: GatewayConfig
     blobs: BlobStore
     directory: Directory
     log: MessageLog
-    mailer_for: Callable[[TenantConfig], Mailer]
+    mailer_for: Callable[[TenantConfig], Mailer]  # the tenant's delivery path
     resolver: Resolver
     clock: Clock
-    geoip: GeoIp | None = None
-    antivirus: Antivirus | None = None
-    isolation: IsolationStore | None = None
-    archive: ArchiveStore | None = None  # originals of tenants with `archive` (mailmoat.archive)
-    keepmail: KeepMailStore | None = None  # delivered copies for the continuity view
-    notices: Mailer | None = None  # outbound path for notices to senders (DSNs); None: not sent
+    geoip: GeoIp | None  # None: no GeoIP database, hops get no country
+    antivirus: Antivirus | None  # None: AV_DISABLED (refused in production mode)
+    sandbox: Sandbox | None  # None: no detonation service
+    sandbox_config: SandboxConfig
+    isolation: IsolationStore
+    spam: SpamStore | None  # None: no spam store; a copy to hold is held as a whole message
+    keepmail: KeepMailStore | None  # None: keep-mail unavailable (KEEPMAIL_UNAVAILABLE)
+    archive: ArchiveStore | None  # None: archiving tenants get ARCHIVE_UNAVAILABLE
+    notices: Mailer | None  # the gateway's own mail to outside senders (DSNs); None: not sent
+    # The gateway's own mail to a tenant's recipient (keep-mail codes, spam digests): the
+    # tenant's mailer locally, the notice path (SES as the postmaster) on AWS.
+    own_mail_for: Callable[[TenantConfig], Mailer]
+    # The gateway's own mail to an address outside the tenant's mailboxes (a keep-mail code to
+    # the recipient's alternate address): the tenant's path locally, SES's notice path on AWS.
+    outside_mail_for: Callable[[TenantConfig], Mailer]
+    # What the tenant's delivery path does to a copy before it is sealed (SES delivery rewrites
+    # From, which the ARC seal covers); None: copies are sealed as they are.
+    before_seal: Callable[[TenantConfig], Callable[[bytes], bytes] | None]
+    admin: AdminStores
 
     def tenant(self, ctx: MessageContext) -> TenantConfig:
         return self.config.tenant(ctx.tenant)

@@ -28,8 +28,9 @@ class Limits(BaseSettings):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MAILMOAT_", extra="ignore")
 
-    # "production" refuses fakes (STYLE: Dangerzone); "dev" and "test" allow them.
-    mode: Literal["production", "dev", "test"] = "production"
+    # "production" refuses to start without antivirus, libmagic, a provisioned sealing key and
+    # real adapters (mailmoat.production); "dev" and "test" allow them. AWS: production.
+    mode: Literal["production", "dev", "test"] = "dev"
     runtime: Literal["local", "aws"] = "local"
 
     data_dir: Path = Path("var")
@@ -51,6 +52,10 @@ class Settings(BaseSettings):
     geoip_db: Path | None = None
     clamd_socket: str | None = None  # unix socket path or host:port
     arc_key_file: Path | None = None
+    # Keys not configured (the ARC key, the spam digest's link key) are generated once under the
+    # data directory (local evaluation; production mode refuses an ARC key that was not
+    # provisioned). AWS: never — every instance must use the stack's secrets.
+    generate_keys: bool = True
     arc_selector: str = "mailmoat"
     arc_domain: str | None = None
     authserv_id: str = "mailmoat"
@@ -74,7 +79,9 @@ class Settings(BaseSettings):
     schedule_directory_sync_minutes: int = 60  # tenants with a [tenant.directory] provider
     schedule_spam_digest_hour: int | None = Field(default=8, ge=0, le=23)  # local time
 
-    max_crash_attempts: int = 3  # a message that kills the process this often is held
+    # A stage that raises or is interrupted this often holds the message (a poison message);
+    # on AWS equal to the stage queues' maxReceiveCount.
+    stage_max_attempts: int = 3
     delivery_max_attempts: int = 8
     delivery_retry_base_seconds: float = 30.0
 
@@ -90,8 +97,10 @@ class Settings(BaseSettings):
     # X-SES-Spam-Verdict as a source: default on the AWS runtime only (SES writes it there;
     # elsewhere the sender could).
     ses_spam_verdict: bool | None = None
-    # Signing key of the spam digest's links; generated once (0600) under the data directory.
+    # Signing key of the spam digest's links: a file, or a Secrets Manager secret (AWS), else
+    # generated once (0600) under the data directory where generate_keys allows.
     spam_link_secret_file: Path | None = None
+    spam_link_secret_arn: str = ""
 
     limits: Limits = Field(default_factory=Limits)
 
@@ -112,3 +121,66 @@ class Settings(BaseSettings):
     @property
     def portal_url(self) -> str:
         return self.portal_base_url or f"http://{self.portal_host}:{self.portal_port}"
+
+
+class AwsSettings(Settings):
+    """Names of this deployment's resources, set by template.yaml as MAILMOAT_* variables."""
+
+    raw_bucket: str = ""
+    quarantine_bucket: str = ""
+    signature_bucket: str = ""
+    message_log_table: str = ""
+    directory_table: str = ""
+    isolated_files_table: str = ""
+    idempotency_table: str = ""
+    next_queue_url: str = ""  # the queue of the stage after this function's stage
+    stage_queue_urls: str = ""  # "stage=url,…" for the reconciler, which re-queues any stage
+    delivery_mode: str = "ses"
+    retention_days: int = 30  # raw mail, quarantine, log rows and portal links
+    relay_identity: str = ""
+    arc_key_secret_arn: str = ""
+    receipt_rule_set: str = ""
+    receipt_rule: str = ""  # the stack's rule: actions and settings the per-tenant rules copy
+    receipt_domains: str = ""  # the Domains parameter, comma-separated: what the stack's rule accepts
+    # The admin console's sign-in (portal): the user pool, its app client and the managed-login
+    # domain ("<prefix>.auth.<region>.amazoncognito.com"); web/mailmoat_web/admin/oidc.py.
+    cognito_user_pool_id: str = ""
+    cognito_client_id: str = ""
+    cognito_domain: str = ""
+    admin_session_secret_arn: str = ""  # signs console cookies alike in every portal instance
+    # Per-recipient spam quarantine (authenticate, deliver, portal, digest) and the key of the
+    # digest's signed links (portal, digest).
+    spam_table: str = ""
+    keepmail_table: str = ""  # kept copies' index rows and the keep-mail sign-in (deliver, portal)
+    directory_secret_prefix: str = ""  # Secrets Manager names of the directory providers' secrets
+    # ClamAV on Lambda: freshclam in the signature-update function, clamd in the scan function.
+    freshclam_path: str = "freshclam"
+    clamav_mirror: str = "database.clamav.net"
+    clamd_path: str = "clamd"
+    clamd_config: str = ""  # set by the scan image (functions/scan/Dockerfile): start clamd lazily
+    signature_dir: Path = Path("/tmp/clamav")  # noqa: S108 - the DatabaseDirectory of that clamd.conf
+    clamd_start_seconds: float = 120.0
+    mode: Literal["production", "dev", "test"] = "production"
+    generate_keys: bool = False  # the keys are the stack's secrets
+    ses_spam_verdict: bool | None = True  # SES wrote X-SES-Spam-Verdict itself here
+    # The stage queues' maxReceiveCount: the attempt that passes it records `held`.
+    stage_max_attempts: int = 5
+    reconcile_after_minutes: int = 15  # a stored message this long without progress is re-queued
+    config_refresh_seconds: int = 300  # tenant settings re-read from the directory table
+
+    @property
+    def postmaster(self) -> str:
+        """Mail the gateway writes itself (DSNs, digests) must come from a verified SES identity:
+        postmaster@ the relay identity's domain, or the relay address itself when the identity
+        is an address, unless MAILMOAT_POSTMASTER_ADDRESS names one."""
+        if self.postmaster_address:
+            return self.postmaster_address
+        if "@" in self.relay_identity:
+            return self.relay_identity
+        if self.relay_identity:
+            return f"postmaster@{self.relay_identity}"
+        return super().postmaster
+
+    def queue_urls(self) -> dict[str, str]:
+        pairs = (item.partition("=") for item in self.stage_queue_urls.split(",") if "=" in item)
+        return {stage.strip(): url.strip() for stage, _, url in pairs}

@@ -1,8 +1,9 @@
-"""What one stage hands the next on AWS: the MessageContext without its bytes, as JSON.
+"""What one stage hands the next: the MessageContext without its bytes, as JSON-ready data.
 
-The raw message stays at raw/<id>; bodies a stage produced (`output`, `outputs`) are stored
-beside the state as .eml objects. Each stage writes its own snapshot, so a re-run of a stage
-reads exactly the input it had the first time."""
+Both runtimes' state stores use it (runner.py): locally the snapshot stays in memory beside
+the parsed message, on AWS it is a JSON object in S3 with the bodies a stage produced
+(`output`, `outputs`) stored beside it. Each stage writes its own snapshot, so a re-run of a
+stage starts from exactly the input it had the first time, never from a half-changed context."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ def dump(ctx: MessageContext) -> dict[str, Any]:
         "disposition": str(ctx.disposition),
         "trace": [t.to_dict() for t in ctx.trace],
         "deliveries": dict(ctx.deliveries),
+        "beyond_limits": ctx.beyond_limits,
     }
 
 
@@ -68,7 +70,8 @@ def load(data: dict[str, Any], raw: bytes) -> MessageContext:
         actions=list(data["actions"]), portal_url=data.get("portal_url"),
         disposition=Disposition(data["disposition"]),
         trace=[StageTiming(t["stage"], t["duration_ms"], t["outcome"], t["detail"]) for t in data["trace"]],
-        deliveries=dict(data.get("deliveries", {})))
+        deliveries=dict(data.get("deliveries", {})),
+        beyond_limits=bool(data.get("beyond_limits", False)))
 
 
 def _attachment(a: dict[str, Any]) -> AttachmentReport:

@@ -14,7 +14,8 @@ from mailmoat.adapters.sqlite import SqliteDatabase
 from mailmoat.adapters.sqlite_admin import SqliteAdminStore
 from mailmoat.admin.accounts import ALL_TENANTS, create_account
 from mailmoat.context import Envelope
-from mailmoat.runtime import Runtime, bootstrap
+from mailmoat.runtime import Runtime
+from mailmoat.bootstrap import bootstrap
 from mailmoat.scan.engine import CACHE
 from mailmoat.settings import Settings
 

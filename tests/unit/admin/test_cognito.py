@@ -26,7 +26,7 @@ from google.auth import jwt as google_jwt
 from moto import mock_aws
 
 from mailmoat.adapters.aws_dynamodb import DynamoDirectory, DynamoMessageLog
-from mailmoat.aws.entry import AwsSettings
+from mailmoat.settings import AwsSettings
 from mailmoat.config import TenantConfig
 from mailmoat.runtime import Runtime
 from mailmoat_web.admin import oidc
@@ -228,7 +228,7 @@ class AwsConsole:
 
 @pytest.fixture
 def aws_console(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[AwsConsole]:
-    from mailmoat.runtime import bootstrap
+    from mailmoat.bootstrap import bootstrap
     from mailmoat_web.app import create_app
 
     for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",

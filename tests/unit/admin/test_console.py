@@ -7,9 +7,9 @@ from email import message_from_bytes, policy
 
 import pytest
 
-from mailmoat.adapters.sqlite_isolation import isolation_store
 from mailmoat.isolation import resolve
-from mailmoat.runtime import Runtime, bootstrap
+from mailmoat.runtime import Runtime
+from mailmoat.bootstrap import bootstrap
 from mailmoat_web.admin.session import SESSION_COOKIE
 from tests.unit.admin.helpers import (
     OTHER_PASSWORD,
@@ -183,7 +183,7 @@ def test_guessing_another_tenants_ids_in_own_urls_is_404(signed_in: Console, two
     # Nothing of the other tenant changed.
     assert runtime.services.log.get(other).state == "held"  # type: ignore[union-attr]
     assert runtime.services.directory.recipient("carol@other.test").name == "Carol Other"  # type: ignore[union-attr]
-    assert isolation_store(runtime.services).links(other_iso)
+    assert runtime.services.isolation.links(other_iso)
     assert runtime.services.config.tenant("other.test").isolation == "risky"
 
 
@@ -341,7 +341,7 @@ def test_isolated_files_are_listed_and_a_link_revoked(signed_in: Console, runtim
     message_id = receive(runtime, mail(subject="zip inside", attachments=(
         ("請求書.zip", aes_zip({"a.txt": b"x"}, ZIP_PASSWORD), "application/zip"),)),
         ["alice@example.test", "bob@example.test"])
-    store = isolation_store(runtime.services)
+    store = runtime.services.isolation
     page = signed_in.get("/admin/t/example.test/isolated")
     assert "zip inside" in page.text and "請求書.zip" in page.text
     assert "alice@example.test" in page.text and "bob@example.test" in page.text
@@ -431,7 +431,7 @@ def test_a_large_import_is_checked_then_applied(signed_in: Console, runtime: Run
 
 
 def test_an_oversized_upload_is_refused(signed_in: Console, runtime: Runtime) -> None:
-    from mailmoat_web.admin.routes import MAX_CSV_BYTES
+    from mailmoat_web.admin.recipients import MAX_CSV_BYTES
 
     response = signed_in.client.post(
         "/admin/t/example.test/import", data={"csrf": signed_in.csrf, "step": "apply"},

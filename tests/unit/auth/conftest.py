@@ -11,7 +11,8 @@ import pytest
 
 from mailmoat.config import GatewayConfig
 from mailmoat.context import Envelope, MessageContext
-from mailmoat.runtime import Runtime, bootstrap
+from mailmoat.runtime import Runtime
+from mailmoat.bootstrap import bootstrap
 from mailmoat.settings import Settings
 from tests.unit.auth.helpers import Key, make_ed25519_key, make_rsa_key
 

@@ -12,7 +12,8 @@ import pyzipper
 
 from mailmoat.context import Envelope, MessageContext
 from mailmoat.ports import AntivirusResult
-from mailmoat.runtime import Runtime, bootstrap
+from mailmoat.runtime import Runtime
+from mailmoat.bootstrap import bootstrap
 from mailmoat.scan.engine import CACHE
 from mailmoat.settings import Settings
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from mailmoat.adapters.sqlite_isolation import isolation_store
 from mailmoat.context import Disposition
 from mailmoat.isolation import hash_token, resolve, sweep
 from tests.unit.isolation.builders import (
@@ -73,7 +72,7 @@ def test_encrypted_zip_is_isolated_with_notice_and_the_pdf_stays(runtime) -> Non
     # One token per recipient, each in that recipient's copy only.
     tokens = {r: TOKEN_URL.findall(text_of(o, "text/plain"))[0] for r, o in ctx.outputs.items()}
     assert tokens["alice@example.test"] != tokens["bob@example.test"]
-    store = isolation_store(runtime.services)
+    store = runtime.services.isolation
     now = datetime.now(UTC)
     for rcpt, token in tokens.items():
         assert len(token) >= 22  # ≥ 128 bits in URL-safe base64
@@ -112,7 +111,7 @@ def test_danger_file_is_deleted_not_stored_and_the_notice_says_so(runtime) -> No
     plain = text_of(out, "text/plain")
     assert "危険と判定されたため削除されました" in plain and "eicar.com.txt (ウイルスを検出)" in plain
     assert "以下のURLから確認してください" not in plain  # nothing was kept for the portal
-    [record] = isolation_store(runtime.services).files(ctx.id)
+    [record] = runtime.services.isolation.files(ctx.id)
     assert record.action == "delete" and record.blob_key is None
     assert not list(runtime.services.blobs.keys(f"isolated/{ctx.id}/"))
 
@@ -128,7 +127,7 @@ def test_english_tenant_gets_the_english_notice(tmp_path: Path) -> None:
     plain = text_of(ctx.outputs["alice@example.test"], "text/plain")
     assert "separated from this message by security policy" in plain
     assert "valid for 7 days" in plain
-    [record] = isolation_store(runtime.services).files(ctx.id)
+    [record] = runtime.services.isolation.files(ctx.id)
     assert timedelta(days=6) < record.expires_at - datetime.now(UTC) <= timedelta(days=7)
 
 
@@ -172,7 +171,7 @@ def test_attached_message_with_a_risky_file_leaves_whole(runtime) -> None:
     assert actions == {"2": "isolate", "2.2": "isolate"}
     out = ctx.outputs["alice@example.test"]
     assert all(c != "message/rfc822" for c, _, _ in parts(out))
-    assert {f.path for f in isolation_store(runtime.services).files(ctx.id)} == {"2", "2.2"}
+    assert {f.path for f in runtime.services.isolation.files(ctx.id)} == {"2", "2.2"}
 
 
 def test_rerun_keeps_the_link_of_a_recipient_already_delivered(runtime) -> None:
@@ -181,7 +180,7 @@ def test_rerun_keeps_the_link_of_a_recipient_already_delivered(runtime) -> None:
     token = TOKEN_URL.findall(text_of(first.outputs["alice@example.test"], "text/plain"))[0]
     runtime.services.log.finish_delivery(first.id, "alice@example.test", "delivered: test")
     again = analyse(runtime, raw, message_id=first.id)
-    store = isolation_store(runtime.services)
+    store = runtime.services.isolation
     assert resolve(store, token, datetime.now(UTC)) is not None
     assert set(again.outputs) == {"bob@example.test"}
 
@@ -189,7 +188,7 @@ def test_rerun_keeps_the_link_of_a_recipient_already_delivered(runtime) -> None:
 def test_sweep_removes_expired_files_records_and_tokens(runtime) -> None:
     ctx = analyse(runtime, message(("a.zip", aes_zip({"a.txt": b"x"}), "application/zip")))
     token = TOKEN_URL.findall(text_of(ctx.outputs["alice@example.test"], "text/plain"))[0]
-    store = isolation_store(runtime.services)
+    store = runtime.services.isolation
     blobs = runtime.services.blobs
     assert sweep(store, blobs, datetime.now(UTC)) == 0
     assert resolve(store, token, datetime.now(UTC)) is not None
@@ -242,7 +241,7 @@ def test_gateway_delivers_the_notice_and_keeps_the_pdf(runtime) -> None:
     plain = text_of(out, "text/plain")
     assert "分離されました" in plain and "請求書.zip" in plain
     token = TOKEN_URL.findall(plain)[0]
-    access = resolve(isolation_store(runtime.services), token, datetime.now(UTC))
+    access = resolve(runtime.services.isolation, token, datetime.now(UTC))
     assert access is not None and access.message_id == ctx.id
     assert b"ARC-Seal:" in out  # the rewrite stage sealed what was delivered
 
@@ -262,7 +261,7 @@ def _source_has(module: str, needle: str) -> bool:
 def test_gateway_gives_each_recipient_their_own_link(runtime) -> None:
     _accepted(runtime)
     links = {r: TOKEN_URL.findall(text_of(_delivered(runtime, r), "text/plain"))[0] for r in RECIPIENTS}
-    store = isolation_store(runtime.services)
+    store = runtime.services.isolation
     for rcpt, token in links.items():
         access = resolve(store, token, datetime.now(UTC))
         assert access is not None and access.recipient == rcpt
@@ -315,7 +314,7 @@ def test_a_convert_action_isolates_the_file_and_says_so(runtime, monkeypatch) ->
     ctx = analyse(runtime, message(("clean.pdf", pdf, "application/pdf")))
     assert ctx.has("CONVERT_UNAVAILABLE")
     assert [n for _, n, _ in parts(ctx.outputs["alice@example.test"]) if n] == []
-    [record] = isolation_store(runtime.services).files(ctx.id)
+    [record] = runtime.services.isolation.files(ctx.id)
     assert record.action == "isolate" and runtime.services.blobs.get(record.blob_key) == pdf
 
 
@@ -346,7 +345,7 @@ def test_remove_macros_delivers_the_macro_free_copy_and_isolates_the_original(ru
         assert not vba_present(data)
         assert "見積.docm → 見積.docx" in text_of(out, "text/plain")
         assert TOKEN_URL.search(text_of(out, "text/plain"))  # the original is one click away
-    [record] = isolation_store(runtime.services).files(ctx.id)
+    [record] = runtime.services.isolation.files(ctx.id)
     assert record.filename == "見積.docm" and runtime.services.blobs.get(record.blob_key) == docm
 
 

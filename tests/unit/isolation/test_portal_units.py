@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailmoat_web.files import content_disposition, macro_free_name
+from mailmoat.scan.macros import macro_free_name
+from mailmoat.services.downloads import content_disposition, offer
 from mailmoat_web.i18n import CATALOG, REASONS, flag, negotiate, reasons
 
 _TOKEN_CHARS = re.compile(r"^[A-Za-z0-9!#$&+.^_`|~%'*-]*$")  # RFC 5987 value-chars, pct-encoded
@@ -57,3 +59,27 @@ def test_macro_free_names() -> None:
     assert macro_free_name("book.XLSM") == "book.xlsx"
     assert macro_free_name("deck.pptm") == "deck.pptx"
     assert macro_free_name("plain.docx") == "plain.docx"
+
+
+DOCM = "application/vnd.ms-word.document.macroEnabled.12"
+XLSM = "application/vnd.ms-excel.sheet.macroEnabled.12"
+
+
+@pytest.mark.parametrize(("verdict", "detected_type", "symbols", "actions", "confirm"), [
+    ("safe", "application/pdf", [], ("safe", "original", "preview"), False),
+    ("safe", "text/plain", [], ("original", "preview"), False),
+    ("risky", "application/javascript", ["EXT_DANGEROUS"], ("original",), True),
+    ("risky", DOCM, ["MACRO_AUTOEXEC"], ("safe", "original", "macro-removed", "preview"), True),
+    ("risky", DOCM, ["VBA_STOMPING"], ("safe", "original", "macro-removed", "preview"), True),
+    ("risky", XLSM, ["MACRO", "XLM_MACRO"], ("safe", "original", "preview"), True),
+    ("encrypted", "application/zip", ["ENCRYPTED_ARCHIVE"], ("unlock",), False),
+    ("unsupported", "application/pdf", ["SCAN_FAILED"], (), False),
+    ("danger", DOCM, ["VIRUS", "MACRO"], (), False),
+])
+def test_what_each_verdict_allows(verdict: str, detected_type: str, symbols: list[str],
+                                  actions: tuple[str, ...], confirm: bool) -> None:
+    allowed = offer(verdict, detected_type, symbols)
+    assert allowed.actions == actions
+    assert allowed.needs_confirm is confirm
+    assert allowed.lists_members is (verdict != "encrypted")
+    assert offer(verdict, detected_type, symbols, stored=False).actions == ()  # deleted: nothing

@@ -7,7 +7,8 @@ import base64
 import lxml.html
 import pytest
 
-from mailmoat_web.keepmail_view import PLACEHOLDER, body_csp, sanitise_html
+from mailmoat.services.keepmail_view import PLACEHOLDER, sanitise_html
+from mailmoat_web.keepmail import body_csp
 from tests.unit.keepmail.helpers import REMOTE, SCRIPTED_HTML
 
 PORTAL = "http://127.0.0.1:8080"

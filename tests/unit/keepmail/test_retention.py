@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from mailmoat.keepmail import blob_key, keepmail_store, sweep
+from mailmoat.keepmail import blob_key, sweep
 from mailmoat.ports import DeliveryError
 from tests.unit.isolation.builders import EICAR_LIKE, message
 from tests.unit.keepmail.helpers import deliver, maildir, make_runtime
@@ -16,7 +16,7 @@ def test_each_recipient_keeps_the_copy_they_were_sent(tmp_path: Path) -> None:
     raw = message(("tool.exe", b"MZ\x90\x00" + b"\x00" * 64, "application/octet-stream"),
                   ("virus.pdf", b"%PDF-1.4\n" + EICAR_LIKE, "application/pdf"))
     message_id, ctx = deliver(runtime, raw)
-    store = keepmail_store(runtime.services)
+    store = runtime.services.keepmail
     assert store is not None and "keepmail" in ctx.actions
     for rcpt in ("alice@example.test", "bob@example.test"):
         kept = store.get(message_id, rcpt)
@@ -64,7 +64,7 @@ def test_refused_and_pending_mail_is_kept_and_settles_on_retry(tmp_path: Path) -
     mailer = RefusingMailer()
     runtime = make_runtime(tmp_path, mailer=mailer)
     message_id, _ctx = deliver(runtime, message(subject="big report"))
-    store = keepmail_store(runtime.services)
+    store = runtime.services.keepmail
     assert store is not None
     bob = store.get(message_id, "bob@example.test")
     alice = store.get(message_id, "alice@example.test")
@@ -80,7 +80,7 @@ def test_refused_and_pending_mail_is_kept_and_settles_on_retry(tmp_path: Path) -
 def test_keepmail_days_zero_keeps_nothing(tmp_path: Path) -> None:
     runtime = make_runtime(tmp_path, keepmail_days=0)
     message_id, ctx = deliver(runtime, message())
-    store = keepmail_store(runtime.services)
+    store = runtime.services.keepmail
     assert store is not None and store.get(message_id, "alice@example.test") is None
     assert "keepmail" not in ctx.actions
     assert not list(runtime.services.blobs.keys("keep/"))
@@ -89,7 +89,7 @@ def test_keepmail_days_zero_keeps_nothing(tmp_path: Path) -> None:
 def test_sweep_deletes_copies_past_the_tenants_days(tmp_path: Path) -> None:
     runtime = make_runtime(tmp_path, keepmail_days=3)
     message_id, _ctx = deliver(runtime, message())
-    store = keepmail_store(runtime.services)
+    store = runtime.services.keepmail
     assert store is not None
     now = runtime.services.clock.now()
     assert sweep(store, runtime.services.blobs, now + timedelta(days=2)) == 0
@@ -131,7 +131,7 @@ def test_a_recipient_is_never_kept_with_another_recipients_copy(tmp_path: Path) 
     mailer = DefersBob()
     runtime = make_runtime(tmp_path, mailer=mailer)
     message_id, _ctx = deliver(runtime, message(("tool.exe", b"MZ\x90\x00", "application/octet-stream")))
-    store = keepmail_store(runtime.services)
+    store = runtime.services.keepmail
     # As if the process had died after delivering to alice and before keeping her copy.
     store.delete(message_id, "alice@example.test")
     runtime.services.blobs.delete(blob_key("alice@example.test", message_id))
@@ -154,6 +154,6 @@ def test_spam_quarantined_recipients_are_not_kept(tmp_path: Path) -> None:
     ctx.output = raw
     ctx.deliveries = {"alice@example.test": "quarantined: spam", "bob@example.test": "delivered: relay"}
     retain(ctx, runtime.services)
-    store = keepmail_store(runtime.services)
+    store = runtime.services.keepmail
     assert store.get(ctx.id, "alice@example.test") is None
     assert store.get(ctx.id, "bob@example.test") is not None

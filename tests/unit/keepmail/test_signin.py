@@ -18,7 +18,6 @@ from mailmoat.keepmail import (
     check_code,
     check_password,
     close_session,
-    keepmail_store,
     open_session,
     send_code,
     session_address,
@@ -42,7 +41,7 @@ def code_from(runtime, address: str = ALT) -> str:
 
 
 def test_password_is_stored_as_argon2_and_checked(runtime) -> None:
-    store = keepmail_store(runtime.services)
+    store = runtime.services.keepmail
     now = runtime.services.clock.now()
     with pytest.raises(ValueError):
         set_password(store, "alice@example.test", "short")
@@ -57,7 +56,7 @@ def test_password_is_stored_as_argon2_and_checked(runtime) -> None:
 
 
 def test_wrong_passwords_lock_the_address_for_the_window(runtime) -> None:
-    store = keepmail_store(runtime.services)
+    store = runtime.services.keepmail
     set_password(store, "alice@example.test", PASSWORD)
     now = runtime.services.clock.now()
     for _ in range(SIGNIN_MAX_FAILURES):
@@ -71,7 +70,7 @@ def test_wrong_passwords_lock_the_address_for_the_window(runtime) -> None:
 
 
 def test_one_time_code_goes_to_the_alternate_and_works_once(runtime) -> None:
-    store = keepmail_store(runtime.services)
+    store = runtime.services.keepmail
     store.set_alternate("alice@example.test", ALT)
     now = runtime.services.clock.now()
     assert send_code(store, runtime.services, "alice@example.test", now) is True
@@ -85,7 +84,7 @@ def test_one_time_code_goes_to_the_alternate_and_works_once(runtime) -> None:
 
 
 def test_codes_expire_and_wrong_entries_void_them(runtime) -> None:
-    store = keepmail_store(runtime.services)
+    store = runtime.services.keepmail
     store.set_alternate("alice@example.test", ALT)
     now = runtime.services.clock.now()
     send_code(store, runtime.services, "alice@example.test", now)
@@ -105,7 +104,7 @@ def test_codes_expire_and_wrong_entries_void_them(runtime) -> None:
 
 
 def test_no_alternate_no_code(runtime) -> None:
-    store = keepmail_store(runtime.services)
+    store = runtime.services.keepmail
     now = runtime.services.clock.now()
     assert send_code(store, runtime.services, "alice@example.test", now) is False
     store.set_alternate("stranger@example.test", ALT)  # not a recipient of ours
@@ -114,7 +113,7 @@ def test_no_alternate_no_code(runtime) -> None:
 
 
 def test_sessions_open_resolve_expire_and_close(runtime) -> None:
-    store = keepmail_store(runtime.services)
+    store = runtime.services.keepmail
     now = runtime.services.clock.now()
     token = open_session(store, "alice@example.test", now)
     assert len(token) >= 40
@@ -141,7 +140,7 @@ def test_cli_sets_password_and_alternate(tmp_path: Path, monkeypatch, capsys) ->
                  "nobody@example.test", ALT]) == 1
     assert main(["--data-dir", str(data), "--config", str(DEMO_CONFIG), "keepmail", "sweep"]) == 0
     runtime = make_runtime(tmp_path)
-    store = keepmail_store(runtime.services)
+    store = runtime.services.keepmail
     assert store.alternate("alice@example.test") == ALT
     assert check_password(store, "alice@example.test", PASSWORD, runtime.services.clock.now())
     assert "not a recipient" in capsys.readouterr().err

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from mailmoat.keepmail import keepmail_store, set_password
+from mailmoat.keepmail import set_password
 from mailmoat_web.app import create_app
 from tests.unit.isolation.builders import message
 from tests.unit.keepmail.helpers import PASSWORD, REMOTE, SCRIPTED_HTML, deliver, make_runtime
@@ -29,7 +29,7 @@ def html_message(subject: str = "HTML with a script") -> bytes:
 @pytest.fixture
 def site(tmp_path: Path):
     runtime = make_runtime(tmp_path)
-    store = keepmail_store(runtime.services)
+    store = runtime.services.keepmail
     set_password(store, "alice@example.test", PASSWORD)
     set_password(store, "bob@example.test", PASSWORD + " bob")
     client = TestClient(create_app(runtime, sweep_every=None))
@@ -139,7 +139,7 @@ def test_code_sign_in_through_the_pages(site) -> None:
     from email import policy
 
     runtime, client = site
-    store = keepmail_store(runtime.services)
+    store = runtime.services.keepmail
     store.set_alternate("alice@example.test", "alice.home@alt.example")
     for address in ("alice@example.test", "nobody@example.test"):  # the same answer for both
         page = client.post("/k/code", data={"csrf": csrf(client), "address": address})
@@ -195,7 +195,7 @@ def test_refused_mail_shows_the_mailbox_answer(tmp_path) -> None:
             raise DeliveryError("552 5.3.4 message size exceeds fixed maximum", permanent=True, code=552)
 
     runtime = make_runtime(tmp_path, mailer=Refuses())
-    set_password(keepmail_store(runtime.services), "alice@example.test", PASSWORD)
+    set_password(runtime.services.keepmail, "alice@example.test", PASSWORD)
     message_id, _ctx = deliver(runtime, message(subject="too big"), rcpts=["alice@example.test"])
     client = TestClient(create_app(runtime, sweep_every=None))
     sign_in(client)

@@ -14,7 +14,8 @@ from mailmoat.context import Disposition, Envelope, MessageContext
 from mailmoat.pipeline import run_pipeline
 from mailmoat.rewrite.rewriter import arc_key
 from mailmoat.rewrite.seal import SealError
-from mailmoat.runtime import Runtime, bootstrap
+from mailmoat.runtime import Runtime
+from mailmoat.bootstrap import bootstrap
 from mailmoat.settings import Settings
 from tests.conftest import FIXTURES
 from tests.unit.rewrite.helpers import leaf, message, multipart, parse, text_parts

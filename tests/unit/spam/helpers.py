@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from mailmoat.config import GatewayConfig
-from mailmoat.runtime import Runtime, bootstrap
+from mailmoat.runtime import Runtime
+from mailmoat.bootstrap import bootstrap
 from tests.conftest import make_settings
 
 HERE = Path(__file__).resolve().parent

@@ -12,7 +12,6 @@ import pytest
 
 from mailmoat.context import Envelope, MessageContext
 from mailmoat.rewrite.headers import RawMessage, prefix_subject
-from mailmoat.spam.quarantine import spam_store
 from tests.unit.spam.helpers import CLEAN_IP, LISTED_IP, message, spam_runtime, tenant_config
 
 STAGES = ("authenticate", "scan", "isolate", "rewrite")
@@ -87,7 +86,7 @@ def test_tenant_allowed_sender_skips_the_spam_action(tmp_path: Path) -> None:
 
 def test_recipients_own_allowed_sender(tmp_path: Path) -> None:
     runtime = spam_runtime(tmp_path, tenant_config(action="quarantine"))
-    store = spam_store(runtime.services)
+    store = runtime.services.spam
     assert store is not None
     store.allow_sender("alice@example.test", "promo@sender.example", runtime.services.clock.now())
     ctx = run(tmp_path, ["alice@example.test", "bob@example.test"], runtime=runtime)
@@ -97,7 +96,7 @@ def test_recipients_own_allowed_sender(tmp_path: Path) -> None:
 def test_allowed_sender_that_fails_authentication_is_not_trusted(tmp_path: Path) -> None:
     runtime = spam_runtime(tmp_path, tenant_config(action="quarantine"),
                            zone_extra={"sender.example": {"TXT": ["v=spf1 -all"]}})
-    store = spam_store(runtime.services)
+    store = runtime.services.spam
     assert store is not None
     store.allow_sender("alice@example.test", "sender.example", runtime.services.clock.now())
     ctx = run(tmp_path, ["alice@example.test"], runtime=runtime)

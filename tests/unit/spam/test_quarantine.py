@@ -16,9 +16,9 @@ from fastapi.testclient import TestClient
 from itsdangerous.timed import TimestampSigner
 
 from mailmoat.context import Envelope
-from mailmoat.runtime import Runtime, raw_key
+from mailmoat.runtime import Runtime
+from mailmoat.runner import raw_key
 from mailmoat.spam import digest, quarantine
-from mailmoat.spam.quarantine import spam_store
 from mailmoat_web.app import create_app
 from tests.unit.spam.helpers import LISTED_IP, message, spam_runtime, tenant_config
 
@@ -55,7 +55,7 @@ def test_held_copy_is_stored_and_accounted(runtime: Runtime) -> None:
     assert len(maildir(runtime, "carol@example.test")) == 1
     stored = runtime.services.blobs.get(f"spamq/{mid}/alice@example.test")
     assert b"X-Spam-Flag: YES" in stored and b"ARC-Seal:" in stored
-    store = spam_store(runtime.services)
+    store = runtime.services.spam
     assert store is not None
     (held,) = store.held()
     assert (held.message_id, held.recipient, held.subject) == (mid, "alice@example.test",
@@ -72,7 +72,7 @@ def test_every_copy_held_means_quarantined(runtime: Runtime) -> None:
     # A re-run (redrive) keeps one record per copy and delivers nothing.
     runtime.services.log.update(mid, state="accepted")
     runtime.process_stored(mid)
-    store = spam_store(runtime.services)
+    store = runtime.services.spam
     assert store is not None and len(store.held()) == 2
     assert maildir(runtime, "alice@example.test") == []
 
@@ -104,7 +104,7 @@ def test_allow_sender_adds_to_the_list_and_releases(runtime: Runtime) -> None:
     mid = receive(runtime, ["alice@example.test"])
     result = quarantine.allow_sender_and_release(runtime.services, mid, "alice@example.test")
     assert result.status == "released"
-    store = spam_store(runtime.services)
+    store = runtime.services.spam
     assert store is not None
     assert store.allowed_senders("alice@example.test") == ["promo@sender.example"]
     assert store.allowed_senders("bob@example.test") == []
@@ -205,7 +205,7 @@ def test_get_never_releases_post_with_csrf_does(runtime: Runtime) -> None:
     again = client.post(f"/s/{token}", data={"csrf": client.cookies["mm_csrf"]})
     assert "already been delivered" in again.text
     assert len(maildir(runtime, "alice@example.test")) == 2
-    assert spam_store(runtime.services).get(mid, "alice@example.test").state == "released"  # type: ignore[union-attr]
+    assert runtime.services.spam.get(mid, "alice@example.test").state == "released"  # type: ignore[union-attr]
 
 
 def test_allow_link_page(runtime: Runtime) -> None:
@@ -216,7 +216,7 @@ def test_allow_link_page(runtime: Runtime) -> None:
     assert "promo@sender.example" in page.text and "この差出人を許可して受信する" in page.text
     done = client.post(f"/s/{token}", data={"csrf": client.cookies["mm_csrf"]})
     assert "受信トレイに届けました" in done.text
-    assert spam_store(runtime.services).allowed_senders("alice@example.test") == [  # type: ignore[union-attr]
+    assert runtime.services.spam.allowed_senders("alice@example.test") == [  # type: ignore[union-attr]
         "promo@sender.example"]
 
 

@@ -14,9 +14,10 @@ from moto import mock_aws
 from mailmoat.adapters.aws_dynamodb_spam import DynamoSpamStore
 from mailmoat.adapters.sqlite import SqliteDatabase
 from mailmoat.adapters.sqlite_spam import SqliteSpamStore
+from mailmoat.ports import SpamStore
 from mailmoat.settings import Settings
 from mailmoat.spam import digest
-from mailmoat.spam.quarantine import HeldMessage, SpamStore, spam_store
+from mailmoat.spam.quarantine import HeldMessage, spam_store
 
 NOW = datetime(2026, 11, 27, 21, 0, tzinfo=UTC)
 
@@ -113,7 +114,7 @@ def test_aws_runtime_uses_the_table_and_the_secrets_manager_key(monkeypatch: pyt
         arn = boto3.client("secretsmanager").create_secret(
             Name="stack/spam-link-key", SecretString="k" * 64)["ARN"]
         bare = SimpleNamespace(settings=AwsLikeSettings(runtime="aws"))
-        assert spam_store(bare) is None  # type: ignore[arg-type]
+        assert bare.spam is None  # type: ignore[arg-type]
         settings = AwsLikeSettings(runtime="aws", spam_table="spam-aws", spam_link_secret_arn=arn,
                                    portal_base_url="https://portal.example")
         store = spam_store(SimpleNamespace(settings=settings))  # type: ignore[arg-type]

@@ -14,12 +14,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import Request
 
-from mailmoat.adapters.sqlite_isolation import isolation_store
-from mailmoat.admin.accounts import ALL_TENANTS, AccountStore, Authenticator
-from mailmoat.admin.audit import AuditEntry, AuditLog, LogOnlyAuditLog, audit
-from mailmoat.admin.policy import DirectoryPolicyStore, PolicyStore
-from mailmoat.admin.secret import load_or_create_secret
-from mailmoat.isolation import IsolationStore
+from mailmoat.admin.accounts import ALL_TENANTS, Authenticator
+from mailmoat.admin.audit import AuditEntry, audit
+from mailmoat.ports import AccountStore, AuditLog, IsolationStore, PolicyStore
 from mailmoat_web.admin.oidc import CognitoLogin, FlowCookie
 from mailmoat_web.admin.session import FEDERATED_TAG, SESSION_COOKIE, SessionCodec, password_tag
 
@@ -48,42 +45,25 @@ class Admin:
 
 class AdminConsole:
     def __init__(self, runtime: Runtime) -> None:
-        from mailmoat.adapters.sqlite import SqliteDatabase
-
         self.runtime = runtime
         services = runtime.services
-        self.isolation: IsolationStore = isolation_store(services)
-        self.accounts: AccountStore | None = None
-        self.audit_log: AuditLog = LogOnlyAuditLog()
-        self.federated_sessions: Any = None  # AWS: DynamoAdminSessions (sign-out of Cognito admins)
-        self.policy: PolicyStore
-        db = getattr(services.directory, "db", None)
-        if isinstance(db, SqliteDatabase):
-            from mailmoat.adapters.sqlite_admin import SqliteAdminStore
-
-            store = SqliteAdminStore(db)
-            self.accounts, self.audit_log, self.policy = store, store, store
-        else:  # AWS: Cognito signs admins in, the directory table holds policy and audit trail
-            self.policy = DirectoryPolicyStore(services.directory)
-            table = getattr(services.directory, "table", None)
-            if table is not None:
-                from mailmoat.adapters.aws_admin import DynamoAdminSessions, DynamoAuditLog
-
-                self.audit_log = DynamoAuditLog(table)
-                self.federated_sessions = DynamoAdminSessions(table)
+        stores = services.admin  # built by the composition root (mailmoat.bootstrap)
+        if services.isolation is None:
+            raise RuntimeError("the console needs the isolated-file store")
+        self.isolation: IsolationStore = services.isolation
+        self.accounts: AccountStore | None = stores.accounts
+        self.audit_log: AuditLog = stores.audit
+        self.policy: PolicyStore = stores.policy
+        self.federated_sessions: Any = stores.federated_sessions  # AWS: sign-out of Cognito admins
         self.authenticator = Authenticator(self.accounts, services.clock.now) \
             if self.accounts is not None else None
-        secret = _session_secret(runtime)
+        secret = stores.session_secret()
         self.sessions = SessionCodec(secret, time.time)
-        # services.settings: on AWS the AwsSettings build_services made (the stack's names).
+        self.uses_cognito = stores.federated
         self.cognito = CognitoLogin.from_settings(services.settings) if self.uses_cognito else None
         self.sign_in_flow = FlowCookie(secret + b"/oidc", time.time)
         # Saves of the tenant policy replace services.config as a whole; one at a time.
         self.policy_lock = threading.Lock()
-
-    @property
-    def uses_cognito(self) -> bool:
-        return self.runtime.settings.runtime == "aws"
 
     def record(self, request: Request, admin: Admin | str, tenant: str, action: str,
                target: str = "", detail: str = "") -> None:
@@ -91,21 +71,6 @@ class AdminConsole:
         audit(self.audit_log, AuditEntry(at=self.runtime.services.clock.now(), admin=email,
                                          tenant=tenant, action=action, target=target,
                                          client_ip=client_ip(request), detail=detail))
-
-
-def _session_secret(runtime: Runtime) -> bytes:
-    """The key that signs console cookies. On AWS every concurrent portal instance must share
-    it (a file under /tmp would differ per instance and sign users out at random), so it is the
-    stack's Secrets Manager secret; locally a file generated once in the data directory."""
-    arn = str(getattr(runtime.services.settings, "admin_session_secret_arn", "") or "")
-    if runtime.settings.runtime == "aws" and arn:
-        from mailmoat.adapters.aws_secrets import secret_string
-
-        value = (secret_string(arn) or "").strip()
-        if len(value) < 32:
-            raise RuntimeError("the admin session key secret is shorter than 32 characters")
-        return value.encode("utf-8")
-    return load_or_create_secret(runtime.settings.data_dir / "admin" / "session.key")
 
 
 _CONSOLE_LOCK = threading.Lock()

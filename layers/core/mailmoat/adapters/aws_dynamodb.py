@@ -28,8 +28,8 @@ from mailmoat.config import TenantConfig
 from mailmoat.context import Verdict
 from mailmoat.isolation import DownloadRecord, IsolatedFile, PortalAccess, PortalLink, PortalMessage
 from mailmoat.ports import MessageRecord, Recipient, TraceQuery
+from mailmoat.states import FINAL_STATES
 
-FINAL_STATES = frozenset({"delivered", "quarantined", "dropped", "held", "failed"})
 _DAY = 86_400
 _MAX_LIST = 1000  # downloads / password attempts kept per row (rate limiting needs the recent ones)
 
@@ -217,7 +217,7 @@ def _recipient(item: dict[str, Any]) -> Recipient:
 _RECORD_FIELDS = frozenset({"received_at", "updated_at", "state", "mail_from", "rcpt_to", "client_ip",
                             "helo", "message_id", "subject", "tenant", "disposition", "size",
                             "attempts", "next_attempt_at", "timings", "report", "error",
-                            "stage"})  # stage: the last stage that completed (the reconciler's cue)
+                            "stage", "raw_key"})  # stage: the stage last begun (the reconciler's cue)
 _JSON_FIELDS = frozenset({"rcpt_to", "timings", "report"})
 _STALE_CLAIM_SECONDS = 900  # longer than any function timeout: the claimant is gone
 
@@ -237,12 +237,12 @@ class DynamoMessageLog:
         """Create the row once; a re-delivered event finds it and leaves it alone."""
         item: dict[str, Any] = {
             "id": record.id, "received_at": _ts(record.received_at), "updated_at": _ts(datetime.now(UTC)),
-            "status": record.state, "mail_from": record.mail_from, "rcpt_to": json.dumps(record.rcpt_to),
+            "status": str(record.state), "mail_from": record.mail_from, "rcpt_to": json.dumps(record.rcpt_to),
             "client_ip": record.client_ip, "helo": record.helo, "message_id": record.message_id,
             "subject": record.subject, "tenant": record.tenant, "size": record.size, "attempts": 0,
-            "expires_at": self._expires()}
+            "raw_key": record.raw_key, "expires_at": self._expires()}
         if record.state not in FINAL_STATES:
-            item["state"] = record.state
+            item["state"] = str(record.state)
         try:
             self.table.put_item(Item={k: v for k, v in item.items() if v is not None},
                                 ConditionExpression="attribute_not_exists(id)")
@@ -261,6 +261,7 @@ class DynamoMessageLog:
         removes: list[str] = []
         for i, (key, value) in enumerate(fields.items()):
             if key == "state":
+                value = str(value)
                 names["#status"], values[":status"] = "status", value
                 sets.append("#status = :status")
                 if value in FINAL_STATES:
@@ -280,12 +281,27 @@ class DynamoMessageLog:
                                ExpressionAttributeNames=names, ExpressionAttributeValues=values)
 
     def begin_attempt(self, record_id: str, stage: str) -> int:
-        """Count one attempt of a stage on this message; returns the count (SQS retries)."""
-        response = self.table.update_item(
-            Key={"id": record_id}, UpdateExpression="ADD #a :one SET #st = if_not_exists(#st, :p)",
-            ExpressionAttributeNames={"#a": f"attempts_{stage}", "#st": "status"},
-            ExpressionAttributeValues={":one": 1, ":p": "processing"}, ReturnValues="ALL_NEW")
-        return int(response["Attributes"][f"attempts_{stage}"])
+        """One more attempt of `stage` (the count starts again at a new stage); returns it. The
+        row goes to `processing` and into the by-state index the reconciler reads."""
+        names = {"#stage": "stage", "#status": "status", "#state": "state", "#a": "attempts",
+                 "#u": "updated_at"}
+        values: dict[str, Any] = {":s": stage, ":p": "processing", ":one": 1,
+                                  ":u": _ts(datetime.now(UTC))}
+        try:
+            response = self.table.update_item(
+                Key={"id": record_id}, ConditionExpression="#stage = :s",
+                UpdateExpression="SET #status = :p, #state = :p, #u = :u ADD #a :one",
+                ExpressionAttributeNames=names, ExpressionAttributeValues=values,
+                ReturnValues="UPDATED_NEW")
+        except ClientError as exc:
+            if not _conditional_failed(exc):
+                raise
+            response = self.table.update_item(
+                Key={"id": record_id},
+                UpdateExpression="SET #stage = :s, #status = :p, #state = :p, #u = :u, #a = :one",
+                ExpressionAttributeNames=names, ExpressionAttributeValues=values,
+                ReturnValues="UPDATED_NEW")
+        return int(response["Attributes"]["attempts"])
 
     def last_stage(self, message_id: str) -> str | None:
         item = self.table.get_item(Key={"id": message_id}).get("Item") or {}
@@ -471,7 +487,8 @@ def _record(item: dict[str, Any]) -> MessageRecord:
         subject=text("subject"), tenant=text("tenant"), disposition=text("disposition"),
         size=int(_plain(item.get("size", 0))), attempts=int(_plain(item.get("attempts", 0))),
         timings=json.loads(item.get("timings") or "{}"),
-        report=json.loads(item["report"]) if item.get("report") else None, error=text("error"))
+        report=json.loads(item["report"]) if item.get("report") else None, error=text("error"),
+        raw_key=text("raw_key"), stage=text("stage"), next_attempt_at=text("next_attempt_at"))
 
 
 # --- stage ledger (idempotency table) -----------------------------------------------------------
@@ -491,6 +508,11 @@ class DynamoStageLedger:
     def is_complete(self, message_id: str, stage: str) -> bool:
         item = self.table.get_item(Key={"id": self.key(message_id, stage)}).get("Item")
         return bool(item) and item.get("status") == "COMPLETED"
+
+    def forget(self, message_id: str, stages: Iterable[str]) -> None:
+        """A redrive runs every stage again."""
+        for stage in stages:
+            self.table.delete_item(Key={"id": self.key(message_id, stage)})
 
     def complete(self, message_id: str, stage: str) -> bool:
         """Mark done; False when another run completed it first."""

@@ -1,19 +1,30 @@
-"""SqsStageQueue: hands a message to the next stage's queue as {"id", "stage"}."""
+"""SqsStageQueue: hands a stage to its SQS queue as {"id", "stage"}, delayed when asked."""
 
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Mapping
 from typing import Any
 
 import boto3
 
+from mailmoat.ports import StageRef
+
+# SQS's largest per-message delay (DelaySeconds 0 to 900, SendMessage API reference): a longer
+# backoff becomes 15 minutes; the runtime's retry policy on AWS is capped to match.
+MAX_DELAY_SECONDS = 900
+
 
 class SqsStageQueue:
-    def __init__(self, *, client: Any = None) -> None:
+    def __init__(self, urls: Mapping[str, str], *, client: Any = None) -> None:
+        self.urls = dict(urls)
         self.client = client if client is not None else boto3.client("sqs")
 
-    def send(self, queue_url: str, message_id: str, stage: str) -> None:
-        if not queue_url:
-            raise ValueError(f"no queue configured for stage {stage}")
-        self.client.send_message(QueueUrl=queue_url,
-                                 MessageBody=json.dumps({"id": message_id, "stage": stage}))
+    def send(self, ref: StageRef, delay_seconds: float = 0.0) -> None:
+        url = self.urls.get(ref.stage)
+        if not url:
+            raise ValueError(f"no queue configured for stage {ref.stage}")
+        delay = min(MAX_DELAY_SECONDS, max(0, math.ceil(delay_seconds)))
+        self.client.send_message(QueueUrl=url, DelaySeconds=delay,
+                                 MessageBody=json.dumps({"id": ref.message_id, "stage": ref.stage}))

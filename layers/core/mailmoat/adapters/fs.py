@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 
@@ -49,3 +50,7 @@ class FsBlobStore:
                 key = path.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
                     yield key
+
+    def objects(self, prefix: str) -> Iterator[tuple[str, datetime]]:
+        for key in self.keys(prefix):
+            yield key, datetime.fromtimestamp(self._path(key).stat().st_mtime, UTC)

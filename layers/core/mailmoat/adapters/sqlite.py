@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mailmoat.ports import MessageRecord, Recipient, TraceQuery
-
-FINAL_STATES = frozenset({"delivered", "quarantined", "dropped", "held", "failed"})
+from mailmoat.states import FINAL_STATES, Outcome
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tenants (
@@ -70,7 +69,9 @@ CREATE TABLE IF NOT EXISTS messages (
   next_attempt_at TEXT,
   timings TEXT NOT NULL DEFAULT '{}',
   report TEXT,
-  error TEXT
+  error TEXT,
+  raw_key TEXT,
+  stage TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_state ON messages(state);
 CREATE INDEX IF NOT EXISTS messages_received ON messages(received_at);
@@ -258,7 +259,9 @@ def _recipient(row: sqlite3.Row, aliases: list[str]) -> Recipient:
 
 _RECORD_COLUMNS = ("received_at", "updated_at", "state", "mail_from", "rcpt_to", "client_ip",
                    "helo", "message_id", "subject", "tenant", "disposition", "size", "attempts",
-                   "next_attempt_at", "timings", "report", "error")
+                   "next_attempt_at", "timings", "report", "error", "raw_key", "stage")
+# Columns later versions added to the messages table: added to an older database on open.
+_ADDED_COLUMNS = (("raw_key", "TEXT"), ("stage", "TEXT"))
 _JSON_COLUMNS = frozenset({"rcpt_to", "timings", "report"})
 
 
@@ -269,15 +272,21 @@ class SqliteMessageLog:
             # The console's trace lists one tenant's messages newest first.
             c.execute("CREATE INDEX IF NOT EXISTS messages_tenant_received"
                       " ON messages(tenant, received_at)")
+            present = {row[1] for row in c.execute("PRAGMA table_info(messages)")}
+            for column, kind in _ADDED_COLUMNS:
+                if column not in present:
+                    c.execute(f"ALTER TABLE messages ADD COLUMN {column} {kind}")
 
     def accept(self, record: MessageRecord) -> None:
         with self.db.transaction() as c:
             c.execute(
                 "INSERT INTO messages(id, received_at, updated_at, state, mail_from, rcpt_to,"
-                " client_ip, helo, message_id, subject, tenant, size) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                " client_ip, helo, message_id, subject, tenant, size, raw_key)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (record.id, record.received_at.isoformat(timespec="milliseconds"), _now(),
-                 record.state, record.mail_from, json.dumps(record.rcpt_to), record.client_ip,
-                 record.helo, record.message_id, record.subject, record.tenant, record.size),
+                 str(record.state), record.mail_from, json.dumps(record.rcpt_to), record.client_ip,
+                 record.helo, record.message_id, record.subject, record.tenant, record.size,
+                 record.raw_key),
             )
 
     def update(self, record_id: str, /, **fields: Any) -> None:
@@ -285,12 +294,21 @@ class SqliteMessageLog:
         if unknown:
             raise ValueError(f"unknown message log fields: {sorted(unknown)}")
         fields["updated_at"] = _now()
-        values = [json.dumps(v, ensure_ascii=False) if k in _JSON_COLUMNS else v
-                  for k, v in fields.items()]
+        values = [json.dumps(v, ensure_ascii=False) if k in _JSON_COLUMNS else
+                  str(v) if k == "state" else v for k, v in fields.items()]
         assignments = ", ".join(f"{k} = ?" for k in fields)  # keys checked against the whitelist
         with self.db.transaction() as c:
             c.execute(f"UPDATE messages SET {assignments} WHERE id = ?",  # noqa: S608
                       (*values, record_id))
+
+    def begin_attempt(self, record_id: str, stage: str) -> int:
+        """One more attempt of `stage` (the count starts again at a new stage), atomically."""
+        with self.db.transaction() as c:
+            c.execute("UPDATE messages SET attempts = CASE WHEN stage IS ? THEN attempts + 1 ELSE 1"
+                      " END, stage = ?, state = ?, updated_at = ? WHERE id = ?",
+                      (stage, stage, "processing", _now(), record_id))
+            row = c.execute("SELECT attempts FROM messages WHERE id = ?", (record_id,)).fetchone()
+        return int(row[0]) if row else 1
 
     def get(self, message_id: str) -> MessageRecord | None:
         rows = self.db.query("SELECT * FROM messages WHERE id = ?", (message_id,))
@@ -385,7 +403,7 @@ class SqliteMessageLog:
         if not rows:
             return False
         outcome = rows[0]["outcome"]
-        return (outcome is None and not rows[0]["released"]) or str(outcome or "").startswith("held:")
+        return (outcome is None and not rows[0]["released"]) or Outcome.of(outcome) is Outcome.HELD
 
     def finish_delivery(self, message_id: str, recipient: str, outcome: str) -> None:
         with self.db.transaction() as c:
@@ -426,4 +444,7 @@ def _record(row: sqlite3.Row) -> MessageRecord:
         timings=json.loads(row["timings"] or "{}"),
         report=json.loads(row["report"]) if row["report"] else None,
         error=row["error"],
+        raw_key=row["raw_key"],
+        stage=row["stage"],
+        next_attempt_at=row["next_attempt_at"],
     )

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mailmoat.adapters.sqlite import SqliteDatabase, utc_text
@@ -14,14 +12,13 @@ from mailmoat.context import Verdict
 from mailmoat.isolation import (
     DownloadRecord,
     IsolatedFile,
-    IsolationStore,
     PortalAccess,
     PortalLink,
     PortalMessage,
 )
 
 if TYPE_CHECKING:
-    from mailmoat.pipeline import Services
+    pass
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS portal_messages (
@@ -215,24 +212,3 @@ def _file(r: sqlite3.Row) -> IsolatedFile:
         verdict=Verdict(r["verdict"]), symbols=json.loads(r["symbols"] or "[]"),
         action=r["action"], expires_at=_dt(r["expires_at"]), blob_key=r["blob_key"],
         members=json.loads(r["members"] or "[]"))
-
-
-_STORES: dict[Path, SqliteIsolationStore] = {}
-_STORES_LOCK = threading.Lock()
-
-
-def isolation_store(services: Services) -> IsolationStore:
-    """The store for these services. Until bootstrap() builds it (Services.isolation), reuse the
-    directory's SQLite database, or open the data directory's one; one store per file."""
-    built = getattr(services, "isolation", None)
-    if built is not None:
-        return built  # type: ignore[no-any-return]
-    db = getattr(services.directory, "db", None)
-    path = db.path if isinstance(db, SqliteDatabase) else \
-        services.settings.data_dir / "mailmoat.sqlite3"
-    with _STORES_LOCK:
-        store = _STORES.get(path)
-        if store is None or (isinstance(db, SqliteDatabase) and store.db is not db):
-            store = SqliteIsolationStore(db if isinstance(db, SqliteDatabase) else SqliteDatabase(path))
-            _STORES[path] = store
-        return store

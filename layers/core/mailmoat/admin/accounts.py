@@ -7,10 +7,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal, Protocol
+from typing import Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+
+from mailmoat.ports import AccountStore
 
 ALL_TENANTS = "*"  # an operator account: every tenant, shown as such in the console
 MIN_PASSWORD_LENGTH = 12
@@ -40,19 +42,6 @@ class AdminAccount:
 
     def may_manage(self, tenant: str) -> bool:
         return not self.disabled and (self.operator or self.tenant == tenant)
-
-
-class AccountStore(Protocol):
-    """Where admin accounts and recent sign-in failures live (local: SQLite)."""
-
-    def account(self, email: str) -> AdminAccount | None: ...
-    def accounts(self) -> list[AdminAccount]: ...
-    def create_account(self, account: AdminAccount) -> bool: ...  # False: the address exists
-    def set_password_hash(self, email: str, password_hash: str) -> None: ...
-    def end_sessions(self, email: str, at_ms: int) -> None: ...
-    def add_login_failure(self, key: str, at: datetime) -> None: ...
-    def login_failures_since(self, key: str, since: datetime) -> int: ...
-    def clear_login_failures(self, key: str) -> None: ...
 
 
 # One hasher for the process: argon2id with the library's RFC 9106 "low memory" defaults.

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+
+from mailmoat.ports import AuditLog
 
 log = logging.getLogger("mailmoat.audit")
 
@@ -19,11 +20,6 @@ class AuditEntry:
     target: str = ""  # a message id, an address, a file path
     client_ip: str | None = None
     detail: str = ""  # a short summary, never message content or passwords
-
-
-class AuditLog(Protocol):
-    def record(self, entry: AuditEntry) -> None: ...
-    def entries(self, tenant: str | None, limit: int = 100, offset: int = 0) -> list[AuditEntry]: ...
 
 
 def audit(trail: AuditLog, entry: AuditEntry) -> None:

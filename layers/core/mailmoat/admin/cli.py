@@ -41,18 +41,16 @@ def _read_password(args: argparse.Namespace) -> str | None:
 
 
 def cmd_admin(args: argparse.Namespace) -> int:
-    from mailmoat.adapters.sqlite import SqliteDatabase
-    from mailmoat.adapters.sqlite_admin import SqliteAdminStore
+    from mailmoat.bootstrap import bootstrap
     from mailmoat.local.cli import _settings
-    from mailmoat.runtime import bootstrap
 
     runtime = bootstrap(_settings(args))
-    db = getattr(runtime.services.directory, "db", None)
-    if not isinstance(db, SqliteDatabase):
+    store = runtime.services.admin.accounts
+    if store is None:
         print("mailmoat: admin accounts are local; on AWS the console signs in through Cognito",
               file=sys.stderr)
         return 1
-    store = SqliteAdminStore(db)
+    audit = runtime.services.admin.audit
     if args.admin_command == "create":
         tenant = ALL_TENANTS if args.all_tenants else args.tenant
         password = _read_password(args)
@@ -75,7 +73,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
             state = "\tdisabled" if a.disabled else ""
             print(f"{a.email}\t{scope}\t{a.created_at:%Y-%m-%d}{state}")
         return 0
-    for e in store.entries(args.tenant, limit=args.limit):
+    for e in audit.entries(args.tenant, limit=args.limit):
         print(f"{e.at:%Y-%m-%d %H:%M:%S}  {e.tenant}  {e.admin}  {e.action}  {e.target}  "
               f"{e.client_ip or '-'}  {e.detail}")
     return 0

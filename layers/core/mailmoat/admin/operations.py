@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from mailmoat import states
+
 if TYPE_CHECKING:
     from mailmoat.runtime import Runtime
 
-REDRIVABLE_STATES = frozenset({"held", "failed"})
+REDRIVABLE_STATES = states.REDRIVABLE_STATES
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,10 +21,10 @@ class Redrive:
 
 
 def redrive(runtime: Runtime, message_id: str, *, resend: bool = False) -> Redrive | None:
-    """Process a stored message again (as `mailmoat redrive`): back to `accepted`, then the
-    whole pipeline (on AWS: the ReconcileFunction re-queues it on its next run). With
-    `resend`, deliveries whose outcome was in doubt may be tried again; without it they stay
-    held, so nobody gets the message twice."""
+    """Process a stored message again (as `mailmoat redrive`): back to `accepted`, then every
+    stage — now, in this process, where it runs its stages itself (local); through the first
+    stage's queue where they run elsewhere (AWS). With `resend`, deliveries whose outcome was
+    in doubt may be tried again; without it they stay held, so nobody gets the message twice."""
     logbook = runtime.services.log
     record = logbook.get(message_id)
     if record is None:
@@ -31,11 +33,9 @@ def redrive(runtime: Runtime, message_id: str, *, resend: bool = False) -> Redri
         for rcpt in record.rcpt_to:
             if logbook.claim_is_stale(message_id, rcpt):
                 logbook.release_delivery(message_id, rcpt)
-    logbook.update(message_id, state="accepted", error=None)
-    if runtime.settings.runtime == "aws":
-        # The portal function must not run the stages itself (their roles, their queues): an
-        # unfinished row is what the scheduled reconciler re-queues at the next stage due.
-        return Redrive(message_id, "accepted", {})
+    runtime.runner.redrive(message_id)
+    if runtime.inbox is None:
+        return Redrive(message_id, str(states.MessageState.ACCEPTED), {})
     ctx = runtime.process_stored(message_id)
     final = logbook.get(message_id)
     return Redrive(message_id, final.state if final else "unknown",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from mailmoat.config import GatewayConfig, TenantConfig
 
@@ -30,13 +30,6 @@ class PolicyError(ValueError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("; ".join(problems))
         self.problems = problems
-
-
-class PolicyStore(Protocol):
-    """Persisted policy per tenant: overrides() is laid over the base configuration."""
-
-    def overrides(self) -> dict[str, dict[str, Any]]: ...
-    def save(self, tenant: TenantConfig, admin: str) -> None: ...
 
 
 def policy_of(tenant: TenantConfig) -> dict[str, Any]:

@@ -16,7 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
+
+from mailmoat.ports import SignatureStore
 
 log = logging.getLogger("mailmoat.aws")
 
@@ -25,13 +27,6 @@ STATE_FILE = "freshclam.dat"  # freshclam's own state: mirror cool-down, its ins
 # freshclam's exit codes: 0 updated, 1 already up to date (older releases); anything else failed.
 _FRESHCLAM_OK = frozenset({0, 1})
 _HEADER_BYTES = 512
-
-
-class SignatureStore(Protocol):
-    def manifest(self) -> dict[str, Any] | None: ...
-    def put_manifest(self, manifest: dict[str, Any]) -> None: ...
-    def upload(self, name: str, path: Path, *, sha256: str) -> str: ...
-    def download(self, name: str, destination: Path, *, version_id: str = "") -> bool: ...
 
 
 class SignatureUpdateFailed(RuntimeError):

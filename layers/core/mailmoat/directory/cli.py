@@ -15,7 +15,7 @@ EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 3
 
 
 def _runtime(args: argparse.Namespace) -> Any:
-    from mailmoat.runtime import bootstrap
+    from mailmoat.bootstrap import bootstrap
     from mailmoat.settings import Settings
 
     values: dict[str, Path] = {name: getattr(args, name) for name in ("data_dir", "config")

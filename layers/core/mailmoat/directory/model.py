@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
 
 # A provider lists users (and shared mailboxes, which are users with a mailbox nobody signs
 # in to) separately from groups; a listing is either complete or a delta, per scope.
@@ -53,7 +52,3 @@ class ProviderChanges:
     state: dict[str, str] = field(default_factory=dict)
 
 
-class DirectoryProvider(Protocol):
-    name: str
-
-    def fetch(self, state: dict[str, str]) -> ProviderChanges: ...

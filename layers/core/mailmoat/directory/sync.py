@@ -36,13 +36,12 @@ import requests
 from mailmoat.config import TenantConfig
 from mailmoat.directory.model import (
     DirectoryObject,
-    DirectoryProvider,
     DirectorySyncError,
     ProviderChanges,
     scope_of,
 )
 from mailmoat.directory.transport import Sleep
-from mailmoat.ports import Directory, Recipient
+from mailmoat.ports import Directory, DirectoryProvider, Recipient
 
 log = logging.getLogger("mailmoat.directory")
 

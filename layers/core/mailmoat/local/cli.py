@@ -43,7 +43,7 @@ def _inputs(paths: Sequence[str]) -> Iterator[Path]:
 
 def cmd_process(args: argparse.Namespace) -> int:
     from mailmoat.auth.received import envelope_from_message
-    from mailmoat.runtime import bootstrap
+    from mailmoat.bootstrap import bootstrap
 
     files = list(_inputs(args.messages))
     many = len(files) > 1 or any(Path(m).is_dir() for m in args.messages)
@@ -103,8 +103,8 @@ def _print_summary(report: dict[str, Any], out: TextIO) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from mailmoat.bootstrap import bootstrap
     from mailmoat.local.server import Gateway, port_is_free
-    from mailmoat.runtime import bootstrap
 
     settings = _settings(args)
     for host, port, what in ((settings.smtp_host, settings.smtp_port, "SMTP"),
@@ -156,8 +156,8 @@ Then see it:  .venv/bin/mailmoat log        Stop: Ctrl-C""", flush=True)
 # --- users --------------------------------------------------------------------------------
 
 def cmd_users(args: argparse.Namespace) -> int:
+    from mailmoat.bootstrap import bootstrap
     from mailmoat.local.users import export_csv, import_csv
-    from mailmoat.runtime import bootstrap
 
     runtime = bootstrap(_settings(args))
     if args.users_command == "import":
@@ -207,7 +207,7 @@ def _record_dict(record: Any) -> dict[str, Any]:
 
 
 def cmd_log(args: argparse.Namespace) -> int:
-    from mailmoat.runtime import bootstrap
+    from mailmoat.bootstrap import bootstrap
 
     runtime = bootstrap(_settings(args))
     logbook = runtime.services.log
@@ -233,7 +233,7 @@ def cmd_log(args: argparse.Namespace) -> int:
 
 
 def cmd_redrive(args: argparse.Namespace) -> int:
-    from mailmoat.runtime import bootstrap
+    from mailmoat.bootstrap import bootstrap
 
     runtime = bootstrap(_settings(args))
     record = runtime.services.log.get(args.id)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import socket
 import threading
 import time
@@ -18,7 +17,10 @@ from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
 from mailmoat.context import Envelope
-from mailmoat.runtime import Runtime, new_message_id
+from mailmoat.ports import StageInbox
+from mailmoat.runner import new_message_id
+from mailmoat.runtime import Runtime
+from mailmoat.states import MessageState
 
 log = logging.getLogger("mailmoat.local")
 
@@ -49,9 +51,8 @@ def _clean(value: str) -> str:
 class IngressHandler:
     """RCPT: only registered recipients (550 5.1.1 otherwise). DATA: store durably, then 250."""
 
-    def __init__(self, runtime: Runtime, work: queue.Queue[str]) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.work = work
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: SmtpEnvelope,
                           address: str, rcpt_options: list[str]) -> str:
@@ -76,27 +77,29 @@ class IngressHandler:
         raw = received_header(message_id, env, hostname, None) + raw
         loop = asyncio.get_running_loop()
         try:
+            # One 250 for the envelope; the runner makes one message per tenant of it.
             await loop.run_in_executor(None, self.runtime.accept, raw, env, message_id)
         except Exception:
             log.exception("could not store message")
             return "451 4.3.0 Temporary storage failure, try again later"
-        self.work.put(message_id)
         return f"250 2.0.0 Ok: queued as {message_id}"
 
 
 @dataclass
 class Worker:
-    """Runs the pipeline for accepted messages, one at a time, off the SMTP event loop; retries
-    deferred deliveries when their time comes."""
+    """Runs the stages the in-process queue hands out, one at a time, off the SMTP event loop;
+    a retry waits in the queue until its time comes."""
 
     runtime: Runtime
-    work: queue.Queue[str] = field(default_factory=queue.Queue)
-    poll_seconds: float = 5.0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
-    _in_flight: set[str] = field(default_factory=set)
-    _queued: set[str] = field(default_factory=set)  # deferred ids already waiting in `work`
+    _busy: bool = False
     processed: int = 0
+
+    @property
+    def inbox(self) -> StageInbox:
+        assert self.runtime.inbox is not None, "the local runtime runs its stages in process"
+        return self.runtime.inbox
 
     def start(self) -> None:
         self.recover()
@@ -104,62 +107,31 @@ class Worker:
         self._thread.start()
 
     def recover(self) -> int:
-        """Everything accepted but not finished (a crash, a restart) is processed again."""
-        pending = self.runtime.services.log.unfinished()
-        for record in pending:
-            self.work.put(record.id)
-        if pending:
-            log.info("recovering %d unfinished messages", len(pending))
-        return len(pending)
-
-    def _is_due(self, message_id: str) -> bool:
-        """Deferred messages wait for their backoff; everything else is due at once."""
-        logbook = self.runtime.services.log
-        record = logbook.get(message_id)
-        if record is None or record.state in ("delivered", "quarantined", "dropped", "held", "failed"):
-            return False
-        if record.state != "deferred":
-            return True
-        when = getattr(logbook, "next_attempt_at", lambda _i: None)(message_id)
-        return when is None or when <= datetime.now(UTC).isoformat(timespec="microseconds")
-
-    def _due_retries(self) -> None:
-        for record in self.runtime.services.log.unfinished():
-            if record.state != "deferred" or record.id in self._in_flight or record.id in self._queued:
-                continue
-            if self._is_due(record.id):
-                self._queued.add(record.id)
-                self.work.put(record.id)
+        """Everything accepted but not finished (a crash, a restart) is queued again."""
+        count = self.runtime.recover()
+        if count:
+            log.info("recovering %d unfinished messages", count)
+        return count
 
     def _loop(self) -> None:
-        last_poll = time.monotonic()
         while not self._stop.is_set():
+            ref = self.inbox.take(timeout=0.5)
+            if ref is None:
+                continue
+            self._busy = True
             try:
-                message_id = self.work.get(timeout=0.5)
-            except queue.Empty:
-                message_id = None
-            if message_id is not None and message_id not in self._in_flight:
-                self._queued.discard(message_id)
-                self._in_flight.add(message_id)
+                self.runtime.runner.step(ref)
+                self.processed += 1
+            except Exception as exc:  # the worker must survive anything one message does
+                log.exception("processing failed", extra={"message_id": ref.message_id,
+                                                           "stage": ref.stage})
                 try:
-                    if self._is_due(message_id):
-                        self.runtime.process_stored(message_id)
-                        self.processed += 1
-                except Exception as exc:  # the worker must survive anything one message does
-                    log.exception("processing failed", extra={"message_id": message_id})
-                    try:
-                        self.runtime.services.log.update(message_id, state="held",
-                                                         error=f"{type(exc).__name__}: {exc}"[:300])
-                    except Exception:
-                        log.exception("could not record held state")
-                finally:
-                    self._in_flight.discard(message_id)
-            if time.monotonic() - last_poll > self.poll_seconds:
-                last_poll = time.monotonic()
-                try:
-                    self._due_retries()
+                    self.runtime.services.log.update(ref.message_id, state=MessageState.HELD,
+                                                     error=f"{type(exc).__name__}: {exc}"[:300])
                 except Exception:
-                    log.exception("retry scan failed")
+                    log.exception("could not record held state")
+            finally:
+                self._busy = False
 
     def stop(self) -> None:
         self._stop.set()
@@ -167,19 +139,20 @@ class Worker:
             self._thread.join(timeout=10)
 
     def drain(self, timeout: float = 30.0) -> bool:
-        """Wait until the queue is empty and nothing is in flight (tests, shutdown)."""
+        """Wait until nothing is due and nothing is in flight (tests, shutdown); retries that
+        wait for later do not count."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.work.empty() and not self._in_flight:
+            if not self.inbox.due() and not self._busy:
                 return True
             time.sleep(0.02)
         return False
 
 
 class IngressController(Controller):
-    def __init__(self, runtime: Runtime, work: queue.Queue[str], **kwargs: Any) -> None:
+    def __init__(self, runtime: Runtime, **kwargs: Any) -> None:
         self.runtime = runtime
-        super().__init__(IngressHandler(runtime, work), hostname=runtime.settings.smtp_host,
+        super().__init__(IngressHandler(runtime), hostname=runtime.settings.smtp_host,
                          port=runtime.settings.smtp_port, **kwargs)
 
     def factory(self) -> SMTP:
@@ -203,7 +176,7 @@ class Gateway:
             log.warning("MAILMOAT_HOLD_PROCESSING is set: mail is accepted and stored, not processed")
         else:
             self.worker.start()
-        self.smtp = IngressController(self.runtime, self.worker.work)
+        self.smtp = IngressController(self.runtime)
         self.smtp.start()
 
     def stop(self) -> None:

@@ -62,7 +62,7 @@ def arc_key(settings: Settings) -> ArcKey:
     """The configured key; locally, without one, a key generated once under the data directory."""
     if settings.arc_key_file is not None:
         return load_key(settings.arc_key_file)
-    if settings.runtime != "local":
+    if not settings.generate_keys:
         raise SealError("no ARC key configured (MAILMOAT_ARC_KEY_FILE)")
     return ensure_local_key(settings.data_dir / "arc", settings.arc_selector, arc_domain(settings))
 

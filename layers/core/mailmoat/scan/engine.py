@@ -8,14 +8,18 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from mailmoat.context import Verdict
-from mailmoat.ports import Antivirus
+from mailmoat.ports import Antivirus, Sandbox
 from mailmoat.scan import archives, filetype, office
 from mailmoat.scan.lists import Lists
 from mailmoat.scan.result import Budget, FileResult, LimitReached
-from mailmoat.scan.sandbox import Sandbox, SandboxConfig, consult
+from mailmoat.scan.sandbox import SandboxConfig, consult
 from mailmoat.settings import Limits
+
+if TYPE_CHECKING:
+    from mailmoat.pipeline import Services
 
 CACHE_ENTRIES = 2048
 
@@ -148,3 +152,10 @@ def worst(results: list[FileResult]) -> Verdict:
 
 def monotonic_deadline(limits: Limits) -> float:
     return time.monotonic() + limits.scan_seconds
+
+
+def engine_for(services: Services) -> Engine:
+    """The engine every scan uses, from the runtime's services: the scan stage's and the
+    portal's second look after decryption or a safe copy (same limits, antivirus, sandbox)."""
+    return Engine(services.settings.limits, antivirus=services.antivirus,
+                  sandbox=services.sandbox, sandbox_config=services.sandbox_config)

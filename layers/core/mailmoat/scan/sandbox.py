@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal
+
+from mailmoat.ports import Sandbox
 
 SandboxVerdict = Literal["malicious", "suspicious", "clean"]
 
@@ -19,13 +21,6 @@ class SandboxConfig:
     poll_seconds: float = 5.0
     # Only files the static checks already call risky are detonated (cost and latency).
     verdicts: frozenset[str] = frozenset({"risky"})
-
-
-class Sandbox(Protocol):
-    """A detonation service. `submit` returns a ticket; `poll` returns None until done."""
-
-    def submit(self, data: bytes, filename: str | None) -> str: ...
-    def poll(self, ticket: str) -> SandboxVerdict | None: ...
 
 
 def consult(sandbox: Sandbox, data: bytes, filename: str | None, config: SandboxConfig, *,

@@ -149,7 +149,7 @@ def _send(args: argparse.Namespace, settings: Any, only: list[str] | None) -> Ru
 
 
 def _report(args: argparse.Namespace, settings: Any, *, run_id: str | None, wait: float) -> int:
-    from mailmoat.runtime import bootstrap
+    from mailmoat.bootstrap import bootstrap
     from mailmoat.sendtest.report import build_report, policy_notes, print_report
     from mailmoat.sendtest.runs import RunNotFound, load_run
 

@@ -11,9 +11,9 @@ from typing import Any, TextIO
 from mailmoat.config import TenantConfig
 from mailmoat.ports import MessageLog, MessageRecord
 from mailmoat.sendtest.runs import RunRecord, SentMessage
+from mailmoat.states import FINAL_STATES, MessageState, Outcome
 
 # States after which the gateway will not change the record by itself any more.
-FINAL_STATES = frozenset({"delivered", "quarantined", "dropped", "held", "failed"})
 # The message log is read through its port (newest first); a run is looked for among this many.
 LOOKUP_LIMIT = 2000
 
@@ -68,7 +68,7 @@ class Observed:
 
     def describe(self, expected: Expectation) -> str:
         """The same facts the expectation names, in the same words, so the two columns line up."""
-        parts = [self.state if not self.delivery or self.delivery.startswith("delivered")
+        parts = [self.state if not self.delivery or Outcome.of(self.delivery) is Outcome.DELIVERED
                  else f"{self.state} ({self.delivery})", rewrite_words(self.banner, self.defang)]
         if expected.spf is not None or self.spf == "fail":
             parts.append(f"spf={self.spf}")
@@ -129,7 +129,7 @@ class Expectation:
         why = []
         if seen.state != self.state:
             why.append(f"state {seen.state}, expected {self.state}")
-        elif self.state == "delivered" and not seen.delivery.startswith("delivered"):
+        elif self.state == MessageState.DELIVERED and Outcome.of(seen.delivery) is not Outcome.DELIVERED:
             why.append(f"recipient outcome {seen.delivery or 'missing'}")
         if seen.banner != self.banner or seen.defang != self.defang:
             hint = ""

@@ -177,14 +177,3 @@ def sanitise_html(html: str, *, images: bool, portal_url: str,
                       link_rel="noopener noreferrer", attribute_filter=final,
                       filter_style_properties=_STYLE_PROPERTIES)
     return clean, blocked
-
-
-def body_csp(images: bool) -> str:
-    """The framed body's own policy: no script at all, sandboxed even when opened directly."""
-    img = "data: http: https:" if images else "data:"
-    return (f"default-src 'none'; img-src {img}; style-src 'unsafe-inline'; base-uri 'none'; "
-            "form-action 'none'; frame-ancestors 'self'; "
-            "sandbox allow-popups allow-popups-to-escape-sandbox")
-
-
-# --- request helpers ---------------------------------------------------------------------------

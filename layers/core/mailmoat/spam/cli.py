@@ -35,13 +35,13 @@ def add_spam_commands(sub: Any) -> None:
 
 
 def cmd_spam(args: argparse.Namespace) -> int:
+    from mailmoat.bootstrap import bootstrap
     from mailmoat.local.cli import _settings
-    from mailmoat.runtime import bootstrap
     from mailmoat.spam import digest, quarantine
 
     runtime = bootstrap(_settings(args))
     services = runtime.services
-    store = quarantine.spam_store(services)
+    store = services.spam
     if store is None:
         print("mailmoat: no spam quarantine store in this runtime", file=sys.stderr)
         return 1

@@ -35,8 +35,7 @@ def detect(ctx: MessageContext, services: Services) -> None:
     answered = 0
 
     # SES (only where SES wrote the header: the sender could write it anywhere else) -------
-    trust_ses = settings.ses_spam_verdict if settings.ses_spam_verdict is not None \
-        else settings.runtime == "aws"
+    trust_ses = settings.ses_spam_verdict is True  # the composition root decides the default
     ses_verdict = ctx.auth.upstream.get("spam")
     if trust_ses and ses_verdict:
         spam.checks["ses"] = ses_verdict
@@ -134,9 +133,8 @@ def _recipient_settings(ctx: MessageContext, services: Services) -> None:
     from email.utils import parseaddr
 
     from mailmoat.policy import sender_matches
-    from mailmoat.spam.quarantine import spam_store
 
-    store = spam_store(services)
+    store = services.spam
     from_address = parseaddr(ctx.from_header or "")[1]
     senders = [s for s in (ctx.envelope.mail_from, from_address) if s and "@" in s]
     for rcpt in dict.fromkeys(r.lower() for r in ctx.envelope.rcpt_to):

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from mailmoat.ports import DeliveryError
-from mailmoat.spam.quarantine import HeldMessage, spam_store, sweep
+from mailmoat.spam.quarantine import HeldMessage, sweep
 
 if TYPE_CHECKING:
     from mailmoat.config import TenantConfig
@@ -44,10 +44,9 @@ def link_secret(settings: Settings) -> bytes:
     the data directory. Never logged; rotating it invalidates every outstanding link."""
     path = settings.spam_link_secret_file
     if path is None:
-        if settings.runtime != "local":
-            arn = getattr(settings, "spam_link_secret_arn", "")
-            if arn:
-                return _secret_from_secrets_manager(str(arn))
+        if settings.spam_link_secret_arn:
+            return _secret_from_secrets_manager(settings.spam_link_secret_arn)
+        if not settings.generate_keys:
             raise RuntimeError("no spam link key configured (MAILMOAT_SPAM_LINK_SECRET_FILE or, "
                                "on AWS, MAILMOAT_SPAM_LINK_SECRET_ARN)")
         path = settings.data_dir / "spam" / "link-secret"
@@ -231,7 +230,7 @@ def send_digests(services: Services, now: datetime | None = None, *,
     their last digest. A recipient whose digest could not be sent gets those rows next time."""
     now = now or services.clock.now()
     run = DigestRun(swept=sweep(services, now))
-    store = spam_store(services)
+    store = services.spam
     if store is None:
         raise RuntimeError("no spam quarantine store in this runtime")
     pending: dict[str, list[HeldMessage]] = {}
@@ -247,7 +246,7 @@ def send_digests(services: Services, now: datetime | None = None, *,
                            more=len(held_list) - len(listed), now=now)
         digest_id = f"spam-digest-{now:%Y%m%dT%H%M%S}"
         try:
-            services.mailer_for(tenant_config).deliver(digest_id, recipient, settings.postmaster,
+            services.own_mail_for(tenant_config).deliver(digest_id, recipient, settings.postmaster,
                                                        msg.as_bytes(policy=SMTP))
         except DeliveryError as exc:
             run.failed[recipient] = str(exc)[:300]

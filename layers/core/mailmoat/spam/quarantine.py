@@ -9,14 +9,13 @@ message log's delivery claim, so a double click, two tabs or a retry never deliv
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parseaddr
-from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from mailmoat.ports import DeliveryError
+from mailmoat.states import Outcome
 
 if TYPE_CHECKING:
     from mailmoat.context import MessageContext
@@ -55,60 +54,8 @@ class HeldMessage:
         return (address if "@" in address else self.mail_from or "").lower()
 
 
-class SpamStore(Protocol):
-    """Held copies' records and the per-recipient allowed senders (SQLite locally)."""
-
-    def save(self, held: HeldMessage) -> None: ...
-    def get(self, message_id: str, recipient: str) -> HeldMessage | None: ...
-    def held(self, *, tenant: str | None = None, recipient: str | None = None,
-             now: datetime | None = None) -> list[HeldMessage]: ...
-    def pending_digest(self, now: datetime, tenant: str | None = None) -> list[HeldMessage]: ...
-    def mark_digested(self, keys: list[tuple[str, str]], at: datetime) -> None: ...
-    def mark_released(self, message_id: str, recipient: str, at: datetime, by: str) -> None: ...
-    def expired(self, now: datetime) -> list[HeldMessage]: ...
-    def delete(self, message_id: str, recipient: str) -> None: ...
-    def allow_sender(self, recipient: str, sender: str, at: datetime) -> None: ...
-    def allowed_senders(self, recipient: str) -> list[str]: ...
-
-
 def blob_key(message_id: str, recipient: str) -> str:
     return f"spamq/{message_id}/{recipient.lower()}"
-
-
-_STORES: dict[Path, SpamStore] = {}
-_STORES_LOCK = threading.Lock()
-
-
-def spam_store(services: Services) -> SpamStore | None:
-    """The store for these services: one built by the composition root (`services.spam`), else
-    locally the SQLite store in the directory's database, on AWS the DynamoDB table named by
-    `spam_table`. None where none exists: callers fail closed or skip the allow list."""
-    built = getattr(services, "spam", None)
-    if built is not None:
-        return built  # type: ignore[no-any-return]
-    if services.settings.runtime != "local":
-        # AWS: the table named by AwsSettings.spam_table (MAILMOAT_SPAM_TABLE), when the stack has one.
-        table = getattr(services.settings, "spam_table", "")
-        if not table:
-            return None
-        from mailmoat.adapters.aws_dynamodb_spam import DynamoSpamStore
-
-        with _STORES_LOCK:
-            key = Path(f"dynamodb:{table}")
-            if key not in _STORES:
-                _STORES[key] = DynamoSpamStore(str(table))
-            return _STORES[key]
-    from mailmoat.adapters.sqlite import SqliteDatabase
-    from mailmoat.adapters.sqlite_spam import SqliteSpamStore
-
-    db = getattr(services.directory, "db", None)
-    path = db.path if isinstance(db, SqliteDatabase) else services.settings.data_dir / "mailmoat.sqlite3"
-    with _STORES_LOCK:
-        store = _STORES.get(path)
-        if store is None or (isinstance(db, SqliteDatabase) and getattr(store, "db", None) is not db):
-            store = SqliteSpamStore(db if isinstance(db, SqliteDatabase) else SqliteDatabase(path))
-            _STORES[path] = store
-        return store
 
 
 class SpamStoreUnavailable(RuntimeError):
@@ -118,7 +65,7 @@ class SpamStoreUnavailable(RuntimeError):
 def hold(ctx: MessageContext, services: Services, recipient: str, data: bytes) -> str:
     """Keep `data` (this recipient's finished copy) instead of delivering it. Idempotent: a
     re-run stores the same key and keeps the first record (and whether a digest listed it)."""
-    store = spam_store(services)
+    store = services.spam
     if store is None:
         raise SpamStoreUnavailable("no spam quarantine store in this runtime")
     from mailmoat.message import header_text
@@ -152,7 +99,7 @@ class ReleaseResult:
 def release(services: Services, message_id: str, recipient: str, *, by: str = "link",
             now: datetime | None = None) -> ReleaseResult:
     """Deliver a held copy as stored, at most once (the message log's delivery claim)."""
-    store = spam_store(services)
+    store = services.spam
     recipient = recipient.lower()
     held = store.get(message_id, recipient) if store is not None else None
     if store is None or held is None:
@@ -160,7 +107,7 @@ def release(services: Services, message_id: str, recipient: str, *, by: str = "l
     now = now or services.clock.now()
     logbook = services.log
     done = logbook.delivery_outcome(message_id, recipient)
-    if held.state == RELEASED or (done is not None and done.startswith("delivered")):
+    if held.state == RELEASED or (Outcome.of(done) is Outcome.DELIVERED):
         if held.state != RELEASED:
             store.mark_released(message_id, recipient, now, by)
         return ReleaseResult("already", done or "")
@@ -216,7 +163,7 @@ def _record_in_message_log(services: Services, message_id: str, recipient: str,
 def allow_sender_and_release(services: Services, message_id: str, recipient: str, *,
                              now: datetime | None = None) -> ReleaseResult:
     """Add the held message's sender to this recipient's allow list, then release it."""
-    store = spam_store(services)
+    store = services.spam
     held = store.get(message_id, recipient.lower()) if store is not None else None
     if store is None or held is None:
         return ReleaseResult("unknown")
@@ -228,7 +175,7 @@ def allow_sender_and_release(services: Services, message_id: str, recipient: str
 
 def sweep(services: Services, now: datetime) -> int:
     """Forget held copies past their tenant's retention: blob and record."""
-    store = spam_store(services)
+    store = services.spam
     if store is None:
         return 0
     gone = 0

@@ -10,6 +10,7 @@ from mailmoat.context import Disposition, MessageContext
 from mailmoat.pipeline import Services, register
 from mailmoat.ports import DeliveryError
 from mailmoat.spam.quarantine import hold as hold_spam
+from mailmoat.states import Outcome
 
 log = logging.getLogger("mailmoat.deliver")
 
@@ -22,7 +23,7 @@ class Deliver:
         if ctx.disposition == Disposition.QUARANTINE:
             services.blobs.put(f"quarantine/{ctx.id}.eml", body)
             for rcpt in ctx.envelope.rcpt_to:
-                ctx.deliveries[rcpt] = "quarantined"
+                ctx.deliveries[rcpt] = Outcome.QUARANTINED.text()
             return
         if ctx.disposition != Disposition.DELIVER:
             return
@@ -31,7 +32,8 @@ class Deliver:
         refused: list[Failure] = []
         for rcpt in ctx.envelope.rcpt_to:
             done = services.log.delivery_outcome(ctx.id, rcpt)
-            if done is not None and done.startswith(("delivered", "failed")):
+            settled = Outcome.of(done)
+            if done is not None and settled is not None and settled.done:
                 ctx.deliveries[rcpt] = done  # a re-run never delivers twice
                 continue
             if ctx.spam.treatment(rcpt) == "quarantine":
@@ -40,7 +42,7 @@ class Deliver:
                 ctx.deliveries[rcpt] = hold_spam(ctx, services, rcpt,
                                                  ctx.outputs.get(rcpt.lower(), body))
                 continue
-            if done is not None and done.startswith("held") and not idempotent:
+            if done is not None and settled is Outcome.HELD and not idempotent:
                 ctx.deliveries[rcpt] = done  # in doubt until an admin says resend
                 ctx.hold(f"delivery to {rcpt} in doubt; check, then `mailmoat redrive --resend`")
                 continue
@@ -52,7 +54,7 @@ class Deliver:
                     self._uncertain(ctx, services, rcpt,
                                     "an earlier attempt was interrupted while sending")
                 else:
-                    ctx.deliveries[rcpt] = "deferred: another attempt holds the delivery claim"
+                    ctx.deliveries[rcpt] = Outcome.DEFERRED.text("another attempt holds the delivery claim")
                 continue
             # Each recipient's copy carries that recipient's own portal link (isolate stage).
             data = ctx.outputs.get(rcpt.lower(), body)
@@ -62,9 +64,9 @@ class Deliver:
                 if exc.maybe_delivered and not idempotent:
                     self._uncertain(ctx, services, rcpt, str(exc))
                     continue
-                outcome = f"{'failed' if exc.permanent else 'deferred'}: {exc}"[:300]
-                log.warning("delivery %s", outcome.split(":")[0],
-                            extra={"message_id": ctx.id, "stage": self.name})
+                kind = Outcome.FAILED if exc.permanent else Outcome.DEFERRED
+                outcome = kind.text(str(exc))
+                log.warning("delivery %s", kind, extra={"message_id": ctx.id, "stage": self.name})
                 if exc.permanent:
                     services.log.finish_delivery(ctx.id, rcpt, outcome)
                     refused.append(Failure(rcpt, status_of(exc), str(exc)))
@@ -72,7 +74,7 @@ class Deliver:
                     services.log.release_delivery(ctx.id, rcpt)  # nothing sent: retry may claim
                 ctx.deliveries[rcpt] = outcome
                 continue
-            outcome = f"delivered: {where}"
+            outcome = Outcome.DELIVERED.text(where)
             services.log.finish_delivery(ctx.id, rcpt, outcome)
             ctx.deliveries[rcpt] = outcome
         notify_sender(ctx, services, refused)  # a DSN only to an authenticated sender
@@ -81,7 +83,7 @@ class Deliver:
 
     @staticmethod
     def _uncertain(ctx: MessageContext, services: Services, rcpt: str, why: str) -> None:
-        outcome = f"held: may already be delivered ({why})"[:300]
+        outcome = Outcome.HELD.text(f"may already be delivered ({why})")
         services.log.finish_delivery(ctx.id, rcpt, outcome)
         ctx.deliveries[rcpt] = outcome
         ctx.hold(f"delivery to {rcpt} may already have happened ({why}); check the mailbox, "

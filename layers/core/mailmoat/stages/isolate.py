@@ -11,7 +11,6 @@ from email.message import EmailMessage
 from email.utils import encode_rfc2231
 from typing import TYPE_CHECKING
 
-from mailmoat.adapters.sqlite_isolation import isolation_store
 from mailmoat.config import TenantConfig
 from mailmoat.context import AttachmentAction, AttachmentReport, Disposition, MessageContext
 from mailmoat.isolation import (
@@ -24,6 +23,7 @@ from mailmoat.isolation import (
 from mailmoat.message import Part, WalkLimits, header_text, parse_bytes, walk
 from mailmoat.pipeline import Services, register
 from mailmoat.policy import decide
+from mailmoat.states import Outcome
 
 if TYPE_CHECKING:
     from mailmoat.rewrite.banner import Banner
@@ -130,7 +130,9 @@ def isolate(ctx: MessageContext, services: Services, tenant: TenantConfig,
         if part is None or part.kind not in ("attachment", "message"):
             raise IsolationError(f"part {report.path} cannot be removed")
 
-    store = isolation_store(services)
+    store = services.isolation
+    if store is None:
+        raise IsolationError("no isolated-file store in this deployment")
     now = services.clock.now()
     expires = expiry(now, tenant.retention_days)
     # Converted files stay in the message as their safe copy; the original goes to the portal.
@@ -263,7 +265,8 @@ def _file_name(report: AttachmentReport) -> str:
 
 def _already_delivered(services: Services, message_id: str, rcpt: str) -> bool:
     outcome = services.log.delivery_outcome(message_id, rcpt)
-    return outcome is not None and outcome.startswith(("delivered", "failed"))
+    kind = Outcome.of(outcome)
+    return kind is not None and kind.done
 
 
 def _children(node: email.message.Message) -> list[email.message.Message]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from mailmoat.context import Disposition, MessageContext
 from mailmoat.pipeline import Services, register
@@ -22,6 +23,8 @@ class Rewrite:
             return
         try:
             tenant = services.tenant(ctx)
+            if ctx.disposition == Disposition.DELIVER:
+                _prepare_for_delivery(ctx, services.before_seal(tenant))
             # Per-recipient copies (their own portal link, their own spam treatment) too.
             result, outputs = rewrite_copies(ctx, services.settings, tenant)
         except Exception as exc:
@@ -37,6 +40,17 @@ class Rewrite:
             ctx.add_action(action)
         ctx.output = result.data
         ctx.outputs = outputs
+
+
+def _prepare_for_delivery(ctx: MessageContext, before_seal: Callable[[bytes], bytes] | None) -> None:
+    """What the delivery path does to a copy (SES rewrites From) happens before the seal, which
+    covers From: the copies sealed here are then sent unchanged."""
+    if before_seal is None:
+        return
+    before = ctx.output
+    ctx.output = before_seal(before if before is not None else ctx.raw)
+    ctx.outputs = {rcpt: ctx.output if data is before else before_seal(data)
+                   for rcpt, data in ctx.outputs.items()}
 
 
 register(Rewrite())

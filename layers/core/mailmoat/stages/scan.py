@@ -9,10 +9,9 @@ import time
 from mailmoat.context import AttachmentReport, MessageContext, Verdict
 from mailmoat.message import Part
 from mailmoat.pipeline import Services, register
-from mailmoat.scan.engine import Engine
+from mailmoat.scan.engine import Engine, engine_for
 from mailmoat.scan.lists import Lists
 from mailmoat.scan.result import FileResult
-from mailmoat.scan.sandbox import SandboxConfig
 
 log = logging.getLogger("mailmoat.scan")
 
@@ -28,11 +27,7 @@ class Scan:
         limits = services.settings.limits
         deadline = time.monotonic() + limits.scan_seconds
         lists = Lists.for_tenant(services.tenant(ctx))
-        # The sandbox is optional and has no built-in backend; Services gains the fields when
-        # a deployment wires one (getattr keeps this stage working until then).
-        engine = Engine(limits, antivirus=services.antivirus,
-                        sandbox=getattr(services, "sandbox", None),
-                        sandbox_config=getattr(services, "sandbox_config", None) or SandboxConfig())
+        engine = engine_for(services)
         parts = ctx.parsed.parts
         files = [p for p in parts if p.is_attachment]
         if files and services.antivirus is None and not ctx.has("AV_DISABLED"):

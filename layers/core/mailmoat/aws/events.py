@@ -1,0 +1,131 @@
+"""What a Lambda event names: MessageRef, the typed reference to one stored message that an SQS,
+S3 or SES record carries (the handlers' first move)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote_plus
+
+from mailmoat.pipeline import STAGE_NAMES
+from mailmoat.runner import RAW_PREFIX
+
+_MAX_ID_CHARS = 256
+
+
+def _message_id(value: object) -> str:
+    """A message id becomes part of S3 keys and DynamoDB keys, so it must not carry a path."""
+    if not isinstance(value, str) or not value or len(value) > _MAX_ID_CHARS:
+        raise ValueError(f"not a message id: {value!r:.80}")
+    if "/" in value or "\\" in value or value in {".", ".."} or not value.isprintable():
+        raise ValueError(f"not a message id: {value!r:.80}")
+    return value
+
+
+def _id_from_key(key: str) -> str:
+    if not key.startswith(RAW_PREFIX):
+        raise ValueError(f"object key outside {RAW_PREFIX}: {key!r:.120}")
+    return _message_id(key.removeprefix(RAW_PREFIX))
+
+
+def _json_object(text: object, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text) if isinstance(text, str | bytes) else None
+    except ValueError as exc:
+        raise ValueError(f"{what} is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} is not a JSON object")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRef:
+    """One stored message a record points at. `bucket` None means this deployment's raw bucket."""
+
+    message_id: str
+    key: str
+    bucket: str | None = None
+    stage: str | None = None  # set by our own stage messages: the stage they are queued for
+    recipients: tuple[str, ...] = ()  # envelope recipients, when the event carries them (SES)
+
+    @classmethod
+    def for_id(cls, message_id: str, *, stage: str | None = None) -> MessageRef:
+        message_id = _message_id(message_id)
+        return cls(message_id=message_id, key=RAW_PREFIX + message_id, stage=stage)
+
+    @classmethod
+    def from_s3_record(cls, record: Mapping[str, Any]) -> MessageRef:
+        """An S3 event notification record (ObjectCreated only; the bucket sends nothing else)."""
+        event_name = str(record.get("eventName", ""))
+        if not event_name.startswith("ObjectCreated:"):
+            raise ValueError(f"unexpected S3 event {event_name!r}")
+        s3 = record["s3"]
+        # S3 form-encodes keys in notifications ("+" is a space, "%2B" a plus). This is the one
+        # place that decodes them: everything downstream sees the real key.
+        key = unquote_plus(s3["object"]["key"])
+        return cls(message_id=_id_from_key(key), key=key, bucket=s3["bucket"]["name"])
+
+    @classmethod
+    def from_ses_record(cls, record: Mapping[str, Any]) -> MessageRef:
+        """An SES receipt event (Lambda action, or the SNS notification of an S3 action)."""
+        ses = record.get("ses", record)
+        mail, receipt = ses["mail"], ses.get("receipt", {})
+        action = receipt.get("action", {})
+        recipients = tuple(str(r) for r in receipt.get("recipients") or mail.get("destination", []))
+        if action.get("type") == "S3" and action.get("objectKey"):
+            key = str(action["objectKey"])
+            return cls(message_id=_id_from_key(key), key=key, bucket=action.get("bucketName"),
+                       recipients=recipients)
+        # A Lambda action runs after our S3 action in the same rule, so the object is raw/<id>.
+        message_id = _message_id(mail["messageId"])
+        return cls(message_id=message_id, key=RAW_PREFIX + message_id, recipients=recipients)
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> list[MessageRef]:
+        """A queue message's JSON body: S3 notification, S3 test event, SNS envelope, or ours."""
+        if body.get("Event") == "s3:TestEvent":
+            return []  # S3 sends it once when the notification is configured; it names no object
+        if body.get("Type") == "Notification" and "Message" in body:
+            return cls.from_body(_json_object(body["Message"], "SNS message"))
+        if "Records" in body:
+            return [cls._from_record(r) for r in body["Records"]]
+        if body.get("notificationType") == "Received":
+            return [cls.from_ses_record(body)]
+        if "id" in body and "stage" in body:
+            stage = body["stage"]
+            if stage not in STAGE_NAMES:
+                raise ValueError(f"unknown stage {stage!r:.40}")
+            return [cls.for_id(body["id"], stage=stage)]
+        raise ValueError(f"unrecognised message body with keys {sorted(body)[:8]}")
+
+    @classmethod
+    def from_sqs(cls, record: Mapping[str, Any]) -> list[MessageRef]:
+        """Every message one SQS record names: none for s3:TestEvent, else one per S3/SES record.
+        Accepts a plain dict or powertools' SQSRecord. Anything unrecognised raises ValueError, so
+        the record is retried and ends in the DLQ (alarmed) instead of being dropped silently."""
+        return cls.from_body(_json_object(record["body"], "SQS body"))
+
+    @classmethod
+    def from_event(cls, event: Mapping[str, Any]) -> list[MessageRef]:
+        """A whole Lambda event (for `sam local invoke` and tools): SQS, S3 or SES records."""
+        records = event.get("Records")
+        if not isinstance(records, list):
+            raise ValueError("not a records event (SQS, S3 or SES)")
+        return [ref for record in records for ref in cls._from_any(record)]
+
+    @classmethod
+    def _from_any(cls, record: Mapping[str, Any]) -> list[MessageRef]:
+        if record.get("eventSource") == "aws:sqs":
+            return cls.from_sqs(record)
+        return [cls._from_record(record)]
+
+    @classmethod
+    def _from_record(cls, record: Mapping[str, Any]) -> MessageRef:
+        source = record.get("eventSource") or record.get("EventSource")
+        if source == "aws:s3":
+            return cls.from_s3_record(record)
+        if source == "aws:ses":
+            return cls.from_ses_record(record)
+        raise ValueError(f"unsupported record source {source!r:.40}")

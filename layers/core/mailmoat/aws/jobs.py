@@ -1,0 +1,94 @@
+"""The AWS stack's scheduled and stream jobs as core functions over ports: the composition root
+(bootstrap/aws.py) builds what each needs and the handler calls it."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mailmoat.aws import observability
+
+if TYPE_CHECKING:
+    from mailmoat.adapters.aws_dynamodb import DynamoDirectory
+    from mailmoat.adapters.aws_ses_rules import SesReceiptRules
+    from mailmoat.aws.recipient_rules import RulePlan
+    from mailmoat.aws.signatures import UpdateResult
+    from mailmoat.ports import SignatureStore
+
+log = logging.getLogger("mailmoat.aws")
+
+
+def sync_directories(directory: DynamoDirectory, read_secret: Callable[[str], str | None]) -> dict[str, str]:
+    """Pull each tenant's users from its directory provider (Microsoft Graph / Google
+    Directory) into the directory table; the stream then republishes the SES recipients.
+    One tenant's failure does not stop the others; any failure or refusal (the deletion
+    guard) fails the run at the end, so the Errors alarm tells the admin."""
+    from mailmoat.directory.sync import sync_tenant  # loaded by this function only
+
+    outcomes: dict[str, str] = {}
+    for tenant in directory.tenant_configs():
+        if tenant.directory.provider is None:
+            continue
+        try:
+            result = sync_tenant(directory, tenant, read_secret=read_secret)
+        except Exception as exc:  # a provider or a config error: reported below, others go on
+            log.error("directory sync failed", extra={"tenant": tenant.name, "error": str(exc)[:300]})
+            outcomes[tenant.name] = "failed"
+            continue
+        outcomes[tenant.name] = "refused" if result.refused else "applied"
+        if result.refused:
+            log.error("directory sync refused", extra={"tenant": tenant.name, "error": result.refused})
+    problems = sorted(t for t, outcome in outcomes.items() if outcome != "applied")
+    if problems:
+        raise RuntimeError(f"directory sync did not apply for: {', '.join(problems)}")
+    return outcomes
+
+
+def publish_recipients(directory: DynamoDirectory, rules: SesReceiptRules, *, base_rule: str,
+                       base_domains: list[str], event: Mapping[str, Any] | None = None) -> RulePlan:
+    """Make the SES receipt rules' recipient conditions equal the registered addresses.
+
+    Called once per stream batch (or by the hourly schedule, which also repairs a rule a
+    stack update reset): the records only say that something changed, the whole set is
+    recomputed from the table, so the result does not depend on their order, on
+    duplicates or on records lost to the stream's 24 h retention."""
+    from mailmoat.aws.recipient_rules import TenantAddresses, normalise, plan_recipient_rules
+
+    tenants = []
+    for config in directory.tenant_configs():
+        addresses: list[str] = []
+        for recipient in directory.recipients(config.name):
+            addresses.append(recipient.address)
+            addresses.extend(recipient.aliases)
+        tenants.append(TenantAddresses(config.name, tuple(config.domains), normalise(addresses)))
+    plan = plan_recipient_rules(rules.rules(), base=base_rule, base_domains=base_domains,
+                                tenants=tenants)
+    rules.apply(plan)
+    records = len(event.get("Records", [])) if event else 0
+    observability.count(observability.RECIPIENT_RULE_CHANGES, plan.changes)
+    # Every run reports the count, 0 included, so the alarm clears once the cause is gone.
+    observability.count(observability.RECIPIENT_CONDITIONS_OVER_CEILING, len(plan.by_domain))
+    if plan.by_domain:
+        log.error("over the SES recipient ceiling: accepted by domain, unknown recipients are "
+                  "dropped after acceptance instead of refused (docs/deploy.md: Mail Manager)",
+                  extra={"tenants": plan.by_domain, "rules": plan.rules_used})
+    log.info("recipient conditions published",
+             extra={"records": records, "addresses": plan.addresses, "rules": plan.rules_used,
+                    "created": len(plan.create), "updated": len(plan.update),
+                    "deleted": len(plan.delete)})
+    return plan
+
+
+def publish_signatures(mirror: SignatureStore, *, freshclam: str, clamav_mirror: str) -> UpdateResult:
+    """freshclam into a temp dir, then the databases that changed to the signature bucket."""
+    from mailmoat.aws.signatures import update_signatures
+
+    with tempfile.TemporaryDirectory(prefix="freshclam-") as workdir:
+        result = update_signatures(mirror, freshclam=freshclam, mirror=clamav_mirror,
+                                   workdir=Path(workdir))
+    observability.count(observability.SIGNATURE_FILES_UPLOADED, len(result.uploaded))
+    log.info("signatures published", extra={"uploaded": result.uploaded, "versions": result.versions})
+    return result

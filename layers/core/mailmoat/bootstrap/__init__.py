@@ -1,0 +1,30 @@
+"""The composition roots: bootstrap(settings) picks the one for `settings.runtime` (local or
+aws); they are the only code that builds adapters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mailmoat.config import GatewayConfig, load_config
+from mailmoat.ports import Mailer
+from mailmoat.runtime import Runtime
+from mailmoat.settings import Settings
+
+
+def bootstrap(settings: Settings | None = None, *, config: GatewayConfig | None = None,
+              data_dir: Path | None = None, mailer: Mailer | None = None) -> Runtime:
+    """The runtime for this process. `mailer` replaces every tenant's delivery path (tests)."""
+    settings = settings or Settings()
+    if data_dir is not None:
+        settings = settings.model_copy(update={"data_dir": data_dir})
+    if settings.runtime == "aws":
+        from mailmoat.bootstrap.aws import build_aws
+
+        if config is None and settings.config is not None:
+            config = load_config(settings.config)
+        # Tenants come from the directory table unless a config was given with tenants.
+        return build_aws(settings, config=config if config is not None and config.tenants else None,
+                         mailer=mailer)
+    from mailmoat.bootstrap.local import build_local
+
+    return build_local(settings, config=config, mailer=mailer)

@@ -1,0 +1,276 @@
+"""The AWS composition root (every Lambda handler): S3, DynamoDB, SQS, SES, Secrets Manager,
+the scan image's clamd. The only code besides bootstrap/local.py that builds adapters.
+
+Building is cheap: boto3 clients are made here once per cold start, nothing is called until a
+handler runs, so a handler module imports fast and a test can load it without AWS."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mailmoat.config import GatewayConfig, TenantConfig
+from mailmoat.pipeline import AdminStores, Services
+from mailmoat.ports import Mailer
+from mailmoat.runner import RetryPolicy, Runner
+from mailmoat.runtime import Runtime
+from mailmoat.settings import AwsSettings, Settings
+
+if TYPE_CHECKING:
+    from mailmoat.adapters.aws_dynamodb import DynamoDirectory, DynamoMessageLog
+    from mailmoat.aws.events import MessageRef
+    from mailmoat.aws.recipient_rules import RulePlan
+    from mailmoat.aws.signatures import UpdateResult
+    from mailmoat.ports import Antivirus
+
+# SQS holds a message back at most 15 minutes (DelaySeconds ≤ 900): the AWS retry backoff cap.
+SQS_MAX_DELAY_SECONDS = 900.0
+
+
+def aws_settings(settings: Settings | None = None) -> AwsSettings:
+    aws = settings if isinstance(settings, AwsSettings) else AwsSettings(
+        **(settings.model_dump() if settings is not None else {}))
+    updates: dict[str, Any] = {"runtime": "aws"}
+    if not aws.data_dir.is_absolute():
+        updates["data_dir"] = Path("/tmp/mailmoat")  # noqa: S108 - the only writable place on Lambda
+    if aws.arc_domain is None and aws.relay_identity:
+        # The seal's d=: the relay domain, whose DNS the operator controls anyway (deploy.md).
+        updates["arc_domain"] = aws.relay_identity.rpartition("@")[2]
+    if aws.arc_key_secret_arn and aws.arc_key_file is None:
+        from mailmoat.adapters.aws_secrets import arc_key_file
+
+        updates["arc_key_file"] = arc_key_file(aws.arc_key_secret_arn)  # once per cold start
+    return aws.model_copy(update=updates)
+
+
+def delivery_mode(settings: AwsSettings, tenant: TenantConfig) -> str:
+    """The tenant's mode; "maildir" (the TOML default) means unset on AWS: the stack's default."""
+    mode = tenant.delivery.mode
+    return mode if mode != "maildir" else settings.delivery_mode
+
+
+def tenant_config(directory: DynamoDirectory) -> GatewayConfig:
+    """Tenants from the directory table (DESIGN §9: same fields as the local TOML)."""
+    return GatewayConfig(tenant=directory.tenant_configs())  # type: ignore[call-arg]
+
+
+def build_aws(settings: Settings | None = None, *, config: GatewayConfig | None = None,
+              mailer: Mailer | None = None) -> Runtime:
+    from mailmoat.adapters.aws_dynamodb import DynamoDirectory, DynamoMessageLog, DynamoStageLedger
+    from mailmoat.adapters.aws_s3 import S3BlobStore
+    from mailmoat.adapters.aws_sqs import SqsStageQueue
+    from mailmoat.adapters.blob_state import BlobStateStore
+    from mailmoat.adapters.clock import SystemClock
+    from mailmoat.bootstrap.common import geoip, production_check, resolver
+    from mailmoat.scan.sandbox import SandboxConfig
+
+    aws = aws_settings(settings)
+    directory = DynamoDirectory(aws.directory_table)
+    logbook = DynamoMessageLog(aws.message_log_table, retention_days=aws.retention_days)
+    routes = {"isolated/": aws.quarantine_bucket} if aws.quarantine_bucket else {}
+    blobs = S3BlobStore(aws.raw_bucket, routes=routes)
+    notices = _notices(aws)
+    mailer_for = (lambda _t: mailer) if mailer is not None else _mailers(aws, logbook, claimed=True)
+    own_mail = (lambda _t: mailer) if mailer is not None else _mailers(aws, logbook, claimed=False)
+    services = Services(
+        settings=aws,
+        config=config if config is not None else tenant_config(directory),
+        blobs=blobs, directory=directory, log=logbook,
+        mailer_for=mailer_for, resolver=resolver(aws), clock=SystemClock(), geoip=geoip(aws),
+        antivirus=_antivirus(aws), sandbox=None, sandbox_config=SandboxConfig(),
+        isolation=_isolation(aws), spam=_spam(aws), keepmail=_keepmail(aws), archive=_archive(aws),
+        notices=notices,
+        # Digests go to the recipient's mailbox like its mail does, but under no delivery claim.
+        own_mail_for=own_mail,
+        # Codes to an outside address leave as the gateway's own mail (SES, From the postmaster).
+        outside_mail_for=(lambda t: notices) if notices is not None else own_mail,
+        before_seal=partial(_before_seal, aws),
+        admin=_admin_stores(aws, directory),
+    )
+    production_check(aws, services)
+    urls = aws.queue_urls()
+    runner = Runner(services, queue=SqsStageQueue(urls), states=BlobStateStore(blobs),
+                    ledger=DynamoStageLedger(aws.idempotency_table),
+                    policy=RetryPolicy(stage_max_attempts=aws.stage_max_attempts,
+                                       delivery_max_attempts=aws.delivery_max_attempts,
+                                       base_seconds=aws.delivery_retry_base_seconds,
+                                       cap_seconds=SQS_MAX_DELAY_SECONDS))
+    return Runtime(settings=aws, services=services, runner=runner, inbox=None,
+                   reload_config=lambda: tenant_config(directory),
+                   config_refresh_seconds=aws.config_refresh_seconds, raw_bucket=aws.raw_bucket)
+
+
+def _before_seal(settings: AwsSettings, tenant: TenantConfig) -> Any:
+    """SES delivery rewrites From (DESIGN §1). Doing it after the ARC seal would break the
+    seal's message signature (it covers From), so the copies the rewrite stage seals are
+    already the forwarded ones; SesMailer then sends them unchanged."""
+    if delivery_mode(settings, tenant) != "ses":
+        return None
+    from mailmoat.aws.forwarder import forwarded, relay_address
+
+    relay = relay_address(tenant.delivery.relay_address or settings.relay_identity)
+    return lambda data: forwarded(data, relay)
+
+
+def _mailers(settings: AwsSettings, logbook: DynamoMessageLog, *, claimed: bool) -> Any:
+    """Per tenant, the mailer of its delivery mode. `claimed`: wrapped so that it sends only under
+    a delivery claim this process won (every per-message delivery); the digest, which is not a
+    message of the log and takes no claim, gets the bare mailer."""
+    from mailmoat.adapters.aws_ses import SesMailer
+    from mailmoat.aws.delivery import ClaimedMailer
+    from mailmoat.bootstrap.mailers import mailer_factory
+
+    def ses(tenant: TenantConfig) -> Mailer:
+        return SesMailer(tenant.delivery.relay_address or settings.relay_identity,
+                         routing_domain=tenant.delivery.routing_domain)
+
+    wrap = (lambda inner: ClaimedMailer(inner, logbook)) if claimed else None
+    return mailer_factory(settings, {"ses": ses}, mode_of=partial(delivery_mode, settings), wrap=wrap)
+
+
+def _notices(settings: AwsSettings) -> Mailer | None:
+    if not settings.relay_identity:
+        return None
+    from mailmoat.adapters.aws_ses import SesNoticeSender
+
+    # DSNs leave through SES as our own message (Lambda cannot reach port 25).
+    return SesNoticeSender(settings.postmaster)
+
+
+def _antivirus(settings: AwsSettings) -> Antivirus | None:
+    if not settings.clamd_config:  # no image-managed clamd: MAILMOAT_CLAMD_SOCKET as given
+        from mailmoat.bootstrap.common import antivirus
+
+        return antivirus(settings)
+    from mailmoat.adapters.aws_clamd import ManagedClamd
+    from mailmoat.adapters.aws_signatures import S3SignatureMirror
+
+    return ManagedClamd(settings.clamd_socket or "/tmp/clamd.sock",  # noqa: S108
+                        command=[settings.clamd_path, f"--config-file={settings.clamd_config}"],
+                        mirror=S3SignatureMirror(settings.signature_bucket),
+                        signature_dir=settings.signature_dir,
+                        start_seconds=settings.clamd_start_seconds)
+
+
+def _isolation(settings: AwsSettings) -> Any:
+    if not settings.isolated_files_table:
+        return None
+    from mailmoat.adapters.aws_dynamodb import DynamoIsolationStore
+
+    return DynamoIsolationStore(settings.isolated_files_table)
+
+
+def _spam(settings: AwsSettings) -> Any:
+    if not settings.spam_table:
+        return None
+    from mailmoat.adapters.aws_dynamodb_spam import DynamoSpamStore
+
+    return DynamoSpamStore(settings.spam_table)
+
+
+def _keepmail(settings: AwsSettings) -> Any:
+    if not settings.keepmail_table:
+        return None
+    from mailmoat.adapters.aws_dynamodb_keepmail import DynamoKeepMailStore
+
+    return DynamoKeepMailStore(settings.keepmail_table)
+
+
+def _archive(settings: AwsSettings) -> Any:
+    if not settings.archive_bucket:
+        return None
+    from mailmoat.adapters.aws_archive import S3ArchiveStore
+
+    return S3ArchiveStore(settings.archive_bucket)
+
+
+def _admin_stores(settings: AwsSettings, directory: DynamoDirectory) -> AdminStores:
+    """Cognito signs admins in; the directory table holds policy, audit trail and sign-outs."""
+    from mailmoat.adapters.aws_admin import DynamoAdminSessions, DynamoAuditLog
+    from mailmoat.admin.policy import DirectoryPolicyStore
+
+    return AdminStores(accounts=None, audit=DynamoAuditLog(directory.table),
+                       policy=DirectoryPolicyStore(directory),
+                       session_secret=partial(_session_secret, settings),
+                       federated_sessions=DynamoAdminSessions(directory.table), federated=True)
+
+
+def _session_secret(settings: AwsSettings) -> bytes:
+    """Every concurrent portal instance must share the cookie key (a file under /tmp would differ
+    per instance and sign users out at random): the stack's Secrets Manager secret."""
+    from mailmoat.adapters.aws_secrets import secret_string
+
+    if not settings.admin_session_secret_arn:
+        raise RuntimeError("no admin session key (MAILMOAT_ADMIN_SESSION_SECRET_ARN)")
+    value = (secret_string(settings.admin_session_secret_arn) or "").strip()
+    if len(value) < 32:
+        raise RuntimeError("the admin session key secret is shorter than 32 characters")
+    return value.encode("utf-8")
+
+
+# --- what the handlers call ---------------------------------------------------------------------
+
+@dataclass(slots=True)
+class LambdaEntry:
+    """The handlers' object, made at import (cheap: settings only). The runtime is built at the
+    first invocation and kept for the execution environment; the jobs that need no pipeline
+    build only their own adapters."""
+
+    settings: AwsSettings
+    _runtime: Runtime | None = None
+
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            self._runtime = build_aws(self.settings)
+        return self._runtime
+
+    def run_stage(self, stage: str, refs: Iterable[MessageRef]) -> None:
+        self.runtime.run_stage(stage, refs)
+
+    def reconcile(self) -> int:
+        return self.runtime.reconcile(timedelta(minutes=self.settings.reconcile_after_minutes))
+
+    def send_spam_digests(self, now: datetime | None = None) -> Any:
+        """The daily digest of quarantined spam to each recipient who asked for one."""
+        from mailmoat.spam.digest import send_digests  # loaded by this function only
+
+        return send_digests(self.runtime.services, now=now or datetime.now(UTC))
+
+    def sync_directory(self) -> dict[str, str]:
+        from mailmoat.adapters.aws_dynamodb import DynamoDirectory
+        from mailmoat.adapters.aws_secrets import SecretReader
+        from mailmoat.aws.jobs import sync_directories
+
+        secrets = SecretReader(self.settings.directory_secret_prefix)
+        return sync_directories(DynamoDirectory(self.settings.directory_table), secrets.get)
+
+    def publish_directory(self, event: Mapping[str, Any] | None = None) -> RulePlan:
+        from mailmoat.adapters.aws_dynamodb import DynamoDirectory
+        from mailmoat.adapters.aws_ses_rules import SesReceiptRules
+        from mailmoat.aws.jobs import publish_recipients
+
+        base_domains = [d.strip() for d in self.settings.receipt_domains.split(",") if d.strip()]
+        return publish_recipients(DynamoDirectory(self.settings.directory_table),
+                                  SesReceiptRules(self.settings.receipt_rule_set),
+                                  base_rule=self.settings.receipt_rule, base_domains=base_domains,
+                                  event=event)
+
+    def update_signatures(self) -> UpdateResult:
+        from mailmoat.adapters.aws_signatures import S3SignatureMirror
+        from mailmoat.aws.jobs import publish_signatures
+
+        return publish_signatures(S3SignatureMirror(self.settings.signature_bucket),
+                                  freshclam=self.settings.freshclam_path,
+                                  clamav_mirror=self.settings.clamav_mirror)
+
+
+@functools.cache
+def aws_runtime() -> LambdaEntry:
+    """Once per cold start (handlers call it at module level)."""
+    return LambdaEntry(aws_settings())

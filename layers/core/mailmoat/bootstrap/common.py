@@ -1,0 +1,46 @@
+"""Adapters both composition roots build the same way from settings: DNS, GeoIP, antivirus,
+and the production-mode check every root runs last."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mailmoat.ports import Antivirus, GeoIp, Resolver
+from mailmoat.settings import Settings
+
+if TYPE_CHECKING:
+    from mailmoat.pipeline import Services
+
+
+def resolver(settings: Settings) -> Resolver:
+    from mailmoat.adapters.dns import DnsPythonResolver, OverlayResolver, ZoneFileResolver
+
+    if settings.dns_zone is not None:
+        zone = ZoneFileResolver.from_file(settings.dns_zone)
+        if settings.dns_zone_overlay:
+            return OverlayResolver(zone, DnsPythonResolver(timeout=settings.dns_timeout))
+        return zone
+    return DnsPythonResolver(timeout=settings.dns_timeout)
+
+
+def geoip(settings: Settings) -> GeoIp | None:
+    if settings.geoip_db is None:
+        return None
+    from mailmoat.adapters.geoip import GeoIp2Reader
+
+    return GeoIp2Reader(settings.geoip_db)
+
+
+def antivirus(settings: Settings) -> Antivirus | None:
+    from mailmoat.adapters.clamd import ClamdAntivirus
+
+    return ClamdAntivirus.from_address(settings.clamd_socket)  # None → AV_DISABLED
+
+
+def production_check(settings: Settings, services: Services) -> None:
+    """Production mode refuses to start on what would fail open (mailmoat.production)."""
+    if settings.mode != "production":
+        return
+    from mailmoat.production import require_production
+
+    require_production(settings, services)

@@ -1,0 +1,90 @@
+"""The local composition root (`mailmoat serve`, `process`, the CLI): files and SQLite under
+the data directory, Maildir or SMTP delivery, the stages run in process. The only code besides
+bootstrap/aws.py that builds adapters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mailmoat.config import GatewayConfig, load_config
+from mailmoat.pipeline import AdminStores, Services
+from mailmoat.ports import Mailer
+from mailmoat.runner import RetryPolicy, Runner
+from mailmoat.runtime import Runtime
+from mailmoat.settings import Settings
+
+if TYPE_CHECKING:
+    from mailmoat.adapters.sqlite import SqliteDatabase
+
+
+def build_local(settings: Settings, *, config: GatewayConfig | None = None,
+                mailer: Mailer | None = None) -> Runtime:
+    from mailmoat.adapters.clock import SystemClock
+    from mailmoat.adapters.fs import FsBlobStore
+    from mailmoat.adapters.inprocess import InProcessLedger, InProcessQueue, InProcessStateStore
+    from mailmoat.adapters.maildir import MaildirMailer
+    from mailmoat.adapters.sqlite import SqliteDatabase, SqliteDirectory, SqliteMessageLog
+    from mailmoat.adapters.sqlite_admin import stored_policy
+    from mailmoat.adapters.sqlite_isolation import SqliteIsolationStore
+    from mailmoat.adapters.sqlite_keepmail import SqliteKeepMailStore
+    from mailmoat.adapters.sqlite_spam import SqliteSpamStore
+    from mailmoat.archive import BlobArchive, archive_root
+    from mailmoat.bootstrap.common import antivirus, geoip, production_check, resolver
+    from mailmoat.bootstrap.mailers import mailer_factory
+    from mailmoat.bounce import OutboundSmtp
+    from mailmoat.scan.sandbox import SandboxConfig
+
+    data = settings.data_dir
+    data.mkdir(parents=True, exist_ok=True)
+    db = SqliteDatabase(data / "mailmoat.sqlite3")
+    if config is None:
+        config = load_config(settings.config)
+    maildir = MaildirMailer(data / "maildir")
+    mailer_for = (lambda _tenant: mailer) if mailer is not None else mailer_factory(
+        settings, {"maildir": lambda _tenant: maildir})
+    dns = resolver(settings)
+    services = Services(
+        settings=settings,
+        config=stored_policy(db, config),  # tenant policy saved in the admin console over the TOML
+        blobs=FsBlobStore(data / "blobs"),
+        directory=SqliteDirectory(db),
+        log=SqliteMessageLog(db),
+        mailer_for=mailer_for,
+        resolver=dns,
+        clock=SystemClock(),
+        geoip=geoip(settings),
+        antivirus=antivirus(settings),
+        sandbox=None,
+        sandbox_config=SandboxConfig(),
+        isolation=SqliteIsolationStore(db),
+        spam=SqliteSpamStore(db),
+        keepmail=SqliteKeepMailStore(db),
+        archive=BlobArchive(FsBlobStore(archive_root(settings))),  # write-once originals
+        notices=OutboundSmtp(dns, port=settings.outbound_smtp_port, relay=settings.notice_relay,
+                             local_hostname=settings.smtp_hostname),
+        own_mail_for=mailer_for,
+        # A keep-mail code to the recipient's alternate address: locally through the tenant's
+        # own path too, so the demo's codes land in its Maildirs.
+        outside_mail_for=mailer_for,
+        before_seal=lambda _tenant: None,
+        admin=_admin_stores(db, data),
+    )
+    production_check(settings, services)
+    queue = InProcessQueue()
+    runner = Runner(services, queue=queue, states=InProcessStateStore(), ledger=InProcessLedger(),
+                    policy=RetryPolicy(stage_max_attempts=settings.stage_max_attempts,
+                                       delivery_max_attempts=settings.delivery_max_attempts,
+                                       base_seconds=settings.delivery_retry_base_seconds))
+    runtime = Runtime(settings=settings, services=services, runner=runner, inbox=queue)
+    runtime.sync_config_to_directory()
+    return runtime
+
+
+def _admin_stores(db: SqliteDatabase, data: Path) -> AdminStores:
+    from mailmoat.adapters.sqlite_admin import SqliteAdminStore
+    from mailmoat.admin.secret import load_or_create_secret
+
+    store = SqliteAdminStore(db)
+    return AdminStores(accounts=store, audit=store, policy=store,
+                       session_secret=lambda: load_or_create_secret(data / "admin" / "session.key"))

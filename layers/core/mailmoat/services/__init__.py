@@ -1,0 +1,1 @@
+"""What the portal does with isolated and kept mail: unlock, re-scan, downloads, previews, reading view."""
