@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from mailmoat.adapters.clamd import AntivirusUnavailable, ClamdAntivirus
+from mailmoat.bootstrap import bootstrap
 from mailmoat.context import Envelope
 from mailmoat.local.clamd import ClamdNotStarted, PrivateClamd, find_clamd
-from mailmoat.bootstrap import bootstrap
 from mailmoat.scan.engine import CACHE
 from mailmoat.settings import Settings
 from tests.unit.scan.scanfiles import eml, make_zip, only
