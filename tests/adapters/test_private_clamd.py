@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,9 +55,26 @@ def test_the_config_is_private_and_listens_on_no_tcp_port(tmp_path: Path, db: Pa
     assert not any(key.startswith("TCP") for key in conf)
 
 
-def test_a_long_data_directory_still_gets_a_usable_socket_path(tmp_path: Path, db: Path) -> None:
+def _short_dirs() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob("mm-clamd-*"))
+
+
+def test_a_clamd_that_exits_at_once_leaves_no_socket_directory_behind(tmp_path: Path, db: Path) -> None:
+    before = _short_dirs()
     private = PrivateClamd(tmp_path / ("d" * 120), databases=db, clamd="/bin/true")
-    assert len(str(private.socket)) < 108 and private.socket.name == "clamd.sock"
+    with pytest.raises(ClamdNotStarted, match=r"^clamd exited with 0$"):
+        private.start()
+    assert private.process is None and _short_dirs() == before
+
+
+@needs_clamd
+def test_a_long_data_directory_still_gets_a_usable_socket_path(tmp_path: Path, db: Path) -> None:
+    before = _short_dirs()
+    private = PrivateClamd(tmp_path / ("d" * 120), databases=db, start_seconds=60)
+    with private as address:
+        assert len(address) < 108 and Path(address).name == "clamd.sock"
+        assert ClamdAntivirus(address).ping()
+    assert _short_dirs() == before  # the short directory goes with clamd
 
 
 def test_without_clamd_or_a_database_nothing_starts(monkeypatch: pytest.MonkeyPatch,

@@ -55,8 +55,7 @@ class PrivateClamd:
         self.options = dict(options or {})  # more clamd.conf lines, e.g. {"StreamMaxLength": "10M"}
         self.process: subprocess.Popen[bytes] | None = None
         self.socket = self.home / "clamd.sock"
-        if len(str(self.socket)) > _SUN_PATH_MAX:
-            self.socket = Path(tempfile.mkdtemp(prefix="mm-clamd-")) / "clamd.sock"
+        self._short_dir: Path | None = None  # the socket's directory when home's path is too long
 
     def unavailable(self) -> str | None:
         """Why clamd cannot be started here (checked before anything is written), or None."""
@@ -83,6 +82,9 @@ class PrivateClamd:
             raise ClamdNotStarted(reason)
         assert self.clamd is not None
         (self.home / "tmp").mkdir(parents=True, exist_ok=True)
+        if len(str(self.socket)) > _SUN_PATH_MAX and self._short_dir is None:
+            self._short_dir = Path(tempfile.mkdtemp(prefix="mm-clamd-"))  # 0700, removed by stop()
+            self.socket = self._short_dir / "clamd.sock"
         conf = self.home / "clamd.conf"
         conf.write_text(self.config(), encoding="utf-8")
         self.socket.unlink(missing_ok=True)  # left by a clamd that was killed
@@ -108,14 +110,16 @@ class PrivateClamd:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+        if self._short_dir is not None:
+            shutil.rmtree(self._short_dir, ignore_errors=True)
+            self._short_dir, self.socket = None, self.home / "clamd.sock"
 
     def __enter__(self) -> str:
         return self.start()
