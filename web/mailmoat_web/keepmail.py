@@ -31,12 +31,13 @@ from mailmoat.keepmail import (
     session_address,
 )
 from mailmoat.message import parse
-from mailmoat_web import files as filetools
+from mailmoat.services.downloads import content_disposition
 from mailmoat_web.i18n import register_catalog, translator
 from mailmoat_web.pages import SECURITY_HEADERS, csrf_ok, forbidden, language, page, secure
 from mailmoat_web.pages import not_found as not_found_page
 
 if TYPE_CHECKING:
+    from mailmoat.message import Part
     from mailmoat.pipeline import Services
 
 log = logging.getLogger("mailmoat.keepmail.web")
@@ -328,7 +329,7 @@ def message_page(request: Request, message_id: str, images: int = 0) -> Response
         return not_found_page(request)
     services, address, kept, copy = found
     lang = _lang(request, services, address)
-    from mailmoat_web import keepmail_view as kv
+    from mailmoat.services import keepmail_view as kv
 
     try:
         view = kv.render_view(copy, services)
@@ -350,12 +351,23 @@ def message_page(request: Request, message_id: str, images: int = 0) -> Response
 
 
 def _html_of(copy: bytes, services: Services) -> str:
-    from mailmoat_web.keepmail_view import walk_limits
+    from mailmoat.services.keepmail_view import walk_limits
 
-    parsed = parse(copy, walk_limits(services))
-    part = next((p for p in parsed.parts if p.kind == "body" and p.inside_message is None
+    return _html_body(parse(copy, walk_limits(services)).parts)
+
+
+def _html_body(parts: list[Part]) -> str:
+    part = next((p for p in parts if p.kind == "body" and p.inside_message is None
                  and p.content_type == "text/html"), None)
     return part.text() if part is not None else ""
+
+
+def body_csp(images: bool) -> str:
+    """The framed body's own policy: no script at all, sandboxed even when opened directly."""
+    img = "data: http: https:" if images else "data:"
+    return (f"default-src 'none'; img-src {img}; style-src 'unsafe-inline'; base-uri 'none'; "
+            "form-action 'none'; frame-ancestors 'self'; "
+            "sandbox allow-popups allow-popups-to-escape-sandbox")
 
 
 @router.get("/m/{message_id}/body", response_class=HTMLResponse)
@@ -364,14 +376,11 @@ def message_body(request: Request, message_id: str, images: int = 0) -> Response
     if found is None:
         return not_found_page(request)
     services, _address, _kept_row, copy = found
-    from mailmoat_web import keepmail_view as kv
+    from mailmoat.services import keepmail_view as kv
 
     try:
         parsed = parse(copy, kv.walk_limits(services))
-        part = next((p for p in parsed.parts if p.kind == "body" and p.inside_message is None
-                     and p.content_type == "text/html"), None)
-        html = part.text() if part is not None else ""
-        clean, _blocked = kv.sanitise_html(html, images=bool(images),
+        clean, _blocked = kv.sanitise_html(_html_body(parsed.parts), images=bool(images),
                                            portal_url=services.settings.portal_url,
                                            inline=kv.inline_images(parsed.parts))
     except Exception as exc:
@@ -383,7 +392,7 @@ def message_body(request: Request, message_id: str, images: int = 0) -> Response
                 "<style>body{font-family:system-ui,sans-serif;margin:8px;overflow-wrap:anywhere}"
                 "img{max-width:100%;height:auto}</style></head><body>" + clean + "</body></html>")
     return HTMLResponse(document, headers={
-        "Content-Security-Policy": kv.body_csp(bool(images)), "X-Frame-Options": "SAMEORIGIN",
+        "Content-Security-Policy": body_csp(bool(images)), "X-Frame-Options": "SAMEORIGIN",
         "Referrer-Policy": "no-referrer", "Cross-Origin-Resource-Policy": "same-origin"})
 
 
@@ -394,7 +403,7 @@ def attachment(request: Request, message_id: str, path: str) -> Response:
     if found is None:
         return not_found_page(request)
     services, _address, _kept_row, copy = found
-    from mailmoat_web.keepmail_view import walk_limits
+    from mailmoat.services.keepmail_view import walk_limits
 
     parsed = parse(copy, walk_limits(services))
     part = next((p for p in parsed.parts if p.is_attachment and p.inside_message is None
@@ -404,4 +413,4 @@ def attachment(request: Request, message_id: str, path: str) -> Response:
     log.info("keep-mail download", extra={"message_id": message_id, "path": path, "action": "download"})
     # octet-stream + nosniff: a kept .html or .svg is never rendered in our origin.
     return Response(part.payload(), media_type="application/octet-stream", headers={
-        "Content-Disposition": filetools.content_disposition(part.filename or "attachment")})
+        "Content-Disposition": content_disposition(part.filename or "attachment")})

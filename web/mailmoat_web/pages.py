@@ -38,6 +38,19 @@ _ENV = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True,
                    undefined=StrictUndefined, auto_reload=False)
 
 
+class Answer(Exception):
+    """Raised by a route's dependency (a gate) to answer with this page instead: a 404, a 403,
+    the way to the sign-in page. create_app() registers `answer` as its handler."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+async def answer(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Answer)
+    return exc.response
+
 
 def language(request: Request, default: str) -> str:
     return negotiate(request.query_params.get("lang"), request.cookies.get(LANG_COOKIE),

@@ -1,0 +1,122 @@
+"""What a recipient does with one isolated file (POSTs under /m/{token}/f/{path}): download it,
+unlock it with a password, download what the password opened."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Request, Response
+from fastapi.responses import RedirectResponse
+
+from mailmoat.isolation import IsolatedFile
+from mailmoat.services.downloads import (
+    Download,
+    NoDownload,
+    content_disposition,
+    offer_for,
+    prepare,
+    record_download,
+)
+from mailmoat.services.unlock import Unlocked, unlock
+from mailmoat_web.i18n import reasons, translator, verdict_words
+from mailmoat_web.pages import Answer, csrf_ok, forbidden, language, not_found
+from mailmoat_web.portal import MemberView, Opened, UnlockView, message_page, opened, refused, warning
+
+router = APIRouter(prefix="/m")
+
+_UNLOCK_STATUS = {"ok": 200, "limited": 429, "wrong": 400, "unsupported": 422}
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The file a POST is about, after the CSRF check, the token and the file all held."""
+
+    opened: Opened
+    record: IsolatedFile
+
+
+def _target(request: Request, token: str, path: str, csrf: str, action: str | None) -> Target:
+    """Every POST starts here: CSRF first, then the token, then the file (404 alike)."""
+    if not csrf_ok(request, csrf):
+        raise Answer(forbidden(request))
+    o = opened(request, token)
+    record = o.file(path)
+    if record is None or record.blob_key is None or (
+            action is not None and not offer_for(record).allows(action)):
+        raise Answer(not_found(request))
+    return Target(o, record)
+
+
+def posted_file(request: Request, token: str, path: str, csrf: str = Form("")) -> Target:
+    return _target(request, token, path, csrf, None)
+
+
+def posted_encrypted(request: Request, token: str, path: str, csrf: str = Form("")) -> Target:
+    return _target(request, token, path, csrf, "unlock")
+
+
+def _send(request: Request, target: Target, download: Download) -> Response:
+    o = target.opened
+    record_download(o.portal.store, o.portal.now(), o.access, target.record, download.kind,
+                    request.client.host if request.client else None)
+    if download.url is not None:  # only handed out after every check above
+        return RedirectResponse(download.url, status_code=303)
+    # octet-stream + nosniff: a downloaded .html or .svg is never rendered in our origin.
+    return Response(download.data, media_type="application/octet-stream", headers={
+        "Content-Disposition": content_disposition(download.filename)})
+
+
+def _unlocked(target: Target, password: str, lang: str) -> tuple[Unlocked, UnlockView, int]:
+    o = target.opened
+    done = unlock(o.portal.services, o.portal.store, o.portal.tenant(o.message), target.record,
+                  password)
+    t, words = translator(lang), verdict_words(lang)
+    view = UnlockView(done.outcome == "ok", t(f"unlock.{done.outcome}"),
+                      password=password if done.outcome == "ok" else "", archive=done.archive)
+    view.members = [MemberView(
+        index=f.index, name=f.name, size=f.size, verdict=str(f.verdict),
+        verdict_label=words[str(f.verdict)], reasons=reasons(f.symbols, lang),
+        downloadable=f.offer.allows("original"), needs_confirm=f.offer.needs_confirm)
+        for f in done.files]
+    return done, view, _UNLOCK_STATUS[done.outcome]
+
+
+@router.post("/{token}/f/{path}/download")
+def download(request: Request, target: Annotated[Target, Depends(posted_file)],
+             kind: str = Form("original"), confirm: str = Form("")) -> Response:
+    o, record = target.opened, target.record
+    lang = language(request, o.message.language)
+    offer = offer_for(record)
+    if kind == "original" and offer.allows(kind) and offer.needs_confirm and confirm != "1":
+        return warning(request, lang, o.token, record, {"kind": "original"})
+    try:
+        chosen = prepare(o.portal.services, o.portal.tenant(o.message), record, kind)
+    except NoDownload:
+        return refused(request, lang, o.token)
+    return _send(request, target, chosen)
+
+
+@router.post("/{token}/f/{path}/unlock")
+def unlock_file(request: Request, target: Annotated[Target, Depends(posted_encrypted)],
+                password: str = Form("")) -> Response:
+    o = target.opened
+    _done, view, status = _unlocked(target, password, language(request, o.message.language))
+    return message_page(request, o, {target.record.path: view}, status)
+
+
+@router.post("/{token}/f/{path}/member")
+def member(request: Request, target: Annotated[Target, Depends(posted_encrypted)],
+           password: str = Form(""), index: int = Form(-1), confirm: str = Form("")) -> Response:
+    o, record = target.opened, target.record
+    lang = language(request, o.message.language)
+    done, view, status = _unlocked(target, password, lang)
+    if done.outcome != "ok" or not 0 <= index < len(done.files):
+        return message_page(request, o, {record.path: view}, status if status != 200 else 404)
+    shown = done.files[index]
+    if not shown.offer.allows("original"):
+        return refused(request, lang, o.token)
+    if shown.offer.needs_confirm and confirm != "1":
+        return warning(request, lang, o.token, record,
+                       {"index": str(index), "password": password}, action="member")
+    return _send(request, target, shown.download)
