@@ -20,10 +20,10 @@ from mailmoat.archive import (
     journal_message,
     received_at,
 )
+from mailmoat.bootstrap import bootstrap
 from mailmoat.config import GatewayConfig, load_config
 from mailmoat.context import Envelope, MessageContext
 from mailmoat.runtime import Runtime
-from mailmoat.bootstrap import bootstrap
 from mailmoat.scan.engine import CACHE
 from mailmoat.settings import Settings
 from tests.unit.isolation.builders import DEMO, EICAR_LIKE, ZONE, SignatureAntivirus, message
@@ -78,7 +78,7 @@ def test_a_rerun_neither_overwrites_the_archive_nor_journals_twice(tmp_path: Pat
     store = runtime.services.archive
     assert store is not None
     assert store.put_once(key, b"something else") is False
-    runtime.services.log.update(message_id, state="accepted")
+    runtime.runner.redrive(message_id)  # every stage again
     again = runtime.process_stored(message_id)
     assert again is not None and "journal" in again.actions
     assert store.get(key) == raw
@@ -195,11 +195,16 @@ def test_s3_archive_is_write_once_under_object_lock() -> None:
         assert head["ObjectLockMode"] == "COMPLIANCE" and head["ServerSideEncryption"] == "AES256"
 
 
-def test_archive_bucket_setting_selects_s3(tmp_path: Path) -> None:
+def test_archive_bucket_setting_selects_s3_in_either_root(tmp_path: Path) -> None:
+    from mailmoat.bootstrap.aws import _archive
+    from mailmoat.settings import AwsSettings
+
     with mock_aws():
         boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="from-env")
-        runtime = make(tmp_path)
-        runtime.services.archive = None
-        runtime.services.settings = runtime.services.settings.model_copy(update={"archive_bucket": "from-env"})
-        store = runtime.services.archive
+        settings = Settings(mode="test", config=DEMO, dns_zone=ZONE, data_dir=tmp_path / "var",
+                            archive_bucket="from-env")
+        store = bootstrap(settings, config=archiving_config()).services.archive
         assert isinstance(store, S3ArchiveStore) and store.bucket == "from-env"
+        on_aws = _archive(AwsSettings(archive_bucket="from-env"))
+        assert isinstance(on_aws, S3ArchiveStore) and on_aws.bucket == "from-env"
+        assert _archive(AwsSettings()) is None  # no archive bucket in this stack

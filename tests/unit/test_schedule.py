@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from mailmoat.bootstrap import bootstrap
 from mailmoat.config import DirectoryConfig, M365DirectoryConfig
 from mailmoat.local.schedule import Job, Scheduler, daily_at, every, jobs_for
-from mailmoat.bootstrap import bootstrap
 from tests.conftest import make_settings
 
 LOCAL = datetime.now().astimezone().tzinfo

@@ -16,10 +16,10 @@ import magic
 import pytest
 
 from mailmoat.adapters.sqlite import SqliteDatabase, SqliteMessageLog
+from mailmoat.bootstrap import bootstrap
 from mailmoat.config import load_config
 from mailmoat.context import Envelope
 from mailmoat.ports import MessageRecord
-from mailmoat.bootstrap import bootstrap
 from mailmoat.sendtest import battery
 from mailmoat.sendtest.report import Observed, build_report, build_row, expectation_for
 from mailmoat.sendtest.runs import RunNotFound, RunRecord, SentMessage, load_run, save_run

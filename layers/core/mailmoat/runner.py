@@ -197,7 +197,7 @@ class Runner:
         run_pipeline(ctx, self.services, [stage])
         ctx.findings = list(dict.fromkeys(ctx.findings))  # a re-parse re-adds parse findings
         failure = next((t.detail for t in ctx.trace if t.stage == stage and t.outcome == "error"), None)
-        if failure is not None and attempts < self.policy.limit(stage):
+        if failure is not None and attempts < self.policy.stage_max_attempts:
             self._retry(ref, attempts, f"stage {stage} failed: {failure}")
             return ctx
         self._hand_on(ctx, stage, attempts)

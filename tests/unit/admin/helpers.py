@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 from mailmoat.adapters.sqlite import SqliteDatabase
 from mailmoat.adapters.sqlite_admin import SqliteAdminStore
 from mailmoat.admin.accounts import ALL_TENANTS, create_account
+from mailmoat.bootstrap import bootstrap
 from mailmoat.context import Envelope
 from mailmoat.runtime import Runtime
-from mailmoat.bootstrap import bootstrap
 from mailmoat.scan.engine import CACHE
 from mailmoat.settings import Settings
 
@@ -98,6 +98,18 @@ def receive(runtime: Runtime, raw: bytes, rcpt: list[str], sender: str = "sender
                                              mail_from=sender, rcpt_to=rcpt))
     runtime.process_stored(message_id)
     return message_id
+
+
+def until_final(runtime: Runtime, message_id: str, tries: int = 10) -> str:
+    """Run a message's retries now, one after another, until it ends (a failing stage is
+    retried stage_max_attempts times before the message is held)."""
+    for _ in range(tries):
+        record = runtime.services.log.get(message_id)
+        assert record is not None
+        if record.state not in ("accepted", "processing", "deferred"):
+            return record.state
+        runtime.process_stored(message_id)
+    raise AssertionError(f"{message_id} did not finish in {tries} tries")
 
 
 class Geo:

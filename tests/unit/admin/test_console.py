@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from email import message_from_bytes, policy
 
 import pytest
 
+from mailmoat.bootstrap import bootstrap
 from mailmoat.isolation import resolve
 from mailmoat.runtime import Runtime
-from mailmoat.bootstrap import bootstrap
 from mailmoat_web.admin.session import SESSION_COOKIE
 from tests.unit.admin.helpers import (
     OTHER_PASSWORD,
@@ -305,6 +306,8 @@ def test_a_held_message_is_listed_and_redriven_with_an_audit_entry(signed_in: Co
                                                                    runtime: Runtime) -> None:
     working = runtime.services.mailer_for
     runtime.services.mailer_for = lambda _tenant: _BrokenMailer()
+    # Held at the first failure (no retries), so the redrive below is the only other attempt.
+    runtime.runner.policy = dataclasses.replace(runtime.runner.policy, stage_max_attempts=1)
     message_id = receive(runtime, mail(subject="stuck one"), ["alice@example.test"])
     runtime.services.mailer_for = working  # the fix
     assert runtime.services.log.get(message_id).state == "held"  # type: ignore[union-attr]

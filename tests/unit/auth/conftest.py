@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from mailmoat.bootstrap import bootstrap
 from mailmoat.config import GatewayConfig
 from mailmoat.context import Envelope, MessageContext
 from mailmoat.runtime import Runtime
-from mailmoat.bootstrap import bootstrap
 from mailmoat.settings import Settings
 from tests.unit.auth.helpers import Key, make_ed25519_key, make_rsa_key
 

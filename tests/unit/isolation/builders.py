@@ -10,10 +10,10 @@ from pathlib import Path
 import pikepdf
 import pyzipper
 
+from mailmoat.bootstrap import bootstrap
 from mailmoat.context import Envelope, MessageContext
 from mailmoat.ports import AntivirusResult
 from mailmoat.runtime import Runtime
-from mailmoat.bootstrap import bootstrap
 from mailmoat.scan.engine import CACHE
 from mailmoat.settings import Settings
 

@@ -246,18 +246,6 @@ def test_gateway_delivers_the_notice_and_keeps_the_pdf(runtime) -> None:
     assert b"ARC-Seal:" in out  # the rewrite stage sealed what was delivered
 
 
-def _source_has(module: str, needle: str) -> bool:
-    """Whether another team's module already carries the change these tests wait for; until
-    then the test is an expected failure, afterwards it must pass."""
-    import importlib
-    import inspect
-
-    return needle in inspect.getsource(importlib.import_module(module))
-
-
-@pytest.mark.xfail(not _source_has("mailmoat.stages.deliver", "outputs"), strict=True,
-                   reason="deliver stage sends ctx.output (alice's copy) to everyone "
-                          "until it uses ctx.outputs[rcpt] (snippet in the report)")
 def test_gateway_gives_each_recipient_their_own_link(runtime) -> None:
     _accepted(runtime)
     links = {r: TOKEN_URL.findall(text_of(_delivered(runtime, r), "text/plain"))[0] for r in RECIPIENTS}
@@ -267,9 +255,6 @@ def test_gateway_gives_each_recipient_their_own_link(runtime) -> None:
         assert access is not None and access.recipient == rcpt
 
 
-@pytest.mark.xfail(not _source_has("mailmoat.runtime", "redact_portal_url"), strict=True,
-                   reason="runtime.process_stored writes ctx.portal_url with its token "
-                          "into the message log report until it applies redact_portal_url")
 def test_no_token_in_the_message_log(runtime, tmp_path: Path) -> None:
     ctx = _accepted(runtime)
     token = ctx.portal_url.rsplit("/", 1)[1]
@@ -277,9 +262,6 @@ def test_no_token_in_the_message_log(runtime, tmp_path: Path) -> None:
     assert token.encode() not in raw_db
 
 
-@pytest.mark.xfail(not _source_has("mailmoat.rewrite.defang", "portal"), strict=True,
-                   reason="rewrite defangs every link when authentication fails, the "
-                          "portal link in our own notice included (snippet in the report)")
 def test_portal_link_stays_clickable_in_unauthenticated_mail(tmp_path: Path) -> None:
     import json
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mailmoat.bootstrap import bootstrap
 from mailmoat.config import GatewayConfig, load_config
 from mailmoat.context import Envelope, MessageContext
 from mailmoat.ports import Mailer
 from mailmoat.runtime import Runtime
-from mailmoat.bootstrap import bootstrap
 from mailmoat.scan.engine import CACHE
 from mailmoat.settings import Settings
 from tests.unit.isolation.builders import DEMO, ZONE, SignatureAntivirus

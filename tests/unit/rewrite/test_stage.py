@@ -9,14 +9,14 @@ from pathlib import Path
 import dkim
 import pytest
 
+from mailmoat.bootstrap import bootstrap
 from mailmoat.config import GatewayConfig
 from mailmoat.context import Disposition, Envelope, MessageContext
 from mailmoat.pipeline import run_pipeline
 from mailmoat.rewrite.rewriter import arc_key
 from mailmoat.rewrite.seal import SealError
 from mailmoat.runtime import Runtime
-from mailmoat.bootstrap import bootstrap
-from mailmoat.settings import Settings
+from mailmoat.settings import AwsSettings, Settings
 from tests.conftest import FIXTURES
 from tests.unit.rewrite.helpers import leaf, message, multipart, parse, text_parts
 
@@ -111,9 +111,11 @@ def test_broken_key_holds_the_message(tmp_path: Path) -> None:
     assert "arc-seal" not in ctx.actions
 
 
-def test_aws_runtime_needs_a_configured_key(tmp_path: Path) -> None:
+def test_without_key_generation_a_key_must_be_configured(tmp_path: Path) -> None:
+    """AWS never generates keys (each instance would seal with its own)."""
     with pytest.raises(SealError):
-        arc_key(Settings(mode="test", runtime="aws", data_dir=tmp_path))
+        arc_key(AwsSettings(mode="test", data_dir=tmp_path))
+    assert not (tmp_path / "arc").exists()
 
 
 def _deep(depth: int) -> bytes:

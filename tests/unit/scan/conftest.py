@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from mailmoat.bootstrap import bootstrap
 from mailmoat.context import Envelope
 from mailmoat.runtime import Runtime
-from mailmoat.bootstrap import bootstrap
 from mailmoat.scan.engine import CACHE
 from mailmoat.settings import Settings
 

@@ -144,8 +144,8 @@ def test_a_file_that_fails_an_analyser_is_scan_failed_not_a_crash(analyse, monke
 
 
 def test_time_bound_applies_to_the_whole_message(tmp_path):
-    from mailmoat.context import Envelope
     from mailmoat.bootstrap import bootstrap
+    from mailmoat.context import Envelope
     from mailmoat.settings import Limits, Settings
 
     settings = Settings(mode="test", limits=Limits(scan_seconds=0.0))

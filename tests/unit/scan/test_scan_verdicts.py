@@ -13,9 +13,9 @@ import py7zr
 import pytest
 import pyzipper
 
+from mailmoat.bootstrap import bootstrap
 from mailmoat.config import GatewayConfig, TenantConfig
 from mailmoat.context import Envelope
-from mailmoat.bootstrap import bootstrap
 from mailmoat.settings import Settings
 from tests.unit.scan.scanfiles import R, W, eml, encrypt_ooxml, make_ooxml, make_zip, only
 from tests.unit.scan.vbafiles import (

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mailmoat.bootstrap import bootstrap
 from mailmoat.config import GatewayConfig
 from mailmoat.runtime import Runtime
-from mailmoat.bootstrap import bootstrap
 from tests.conftest import make_settings
 
 HERE = Path(__file__).resolve().parent

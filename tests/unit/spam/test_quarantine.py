@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 from itsdangerous.timed import TimestampSigner
 
 from mailmoat.context import Envelope
-from mailmoat.runtime import Runtime
 from mailmoat.runner import raw_key
+from mailmoat.runtime import Runtime
 from mailmoat.spam import digest, quarantine
 from mailmoat_web.app import create_app
 from tests.unit.spam.helpers import LISTED_IP, message, spam_runtime, tenant_config
@@ -70,7 +70,7 @@ def test_every_copy_held_means_quarantined(runtime: Runtime) -> None:
     assert record is not None and record.state == "quarantined"
     assert record.report is not None and record.report["disposition"] == "quarantine"
     # A re-run (redrive) keeps one record per copy and delivers nothing.
-    runtime.services.log.update(mid, state="accepted")
+    runtime.runner.redrive(mid)  # every stage again
     runtime.process_stored(mid)
     store = runtime.services.spam
     assert store is not None and len(store.held()) == 2
@@ -94,7 +94,7 @@ def test_release_delivers_the_stored_bytes_once(runtime: Runtime) -> None:
     assert record.report["deliveries"]["alice@example.test"].endswith("(released from spam quarantine)")
     assert record.report["deliveries"]["bob@example.test"] == "quarantined: spam"
     # A redrive after the release does not hold (or deliver) alice's copy again.
-    runtime.services.log.update(mid, state="accepted")
+    runtime.runner.redrive(mid)  # every stage again
     ctx = runtime.process_stored(mid)
     assert ctx is not None and ctx.deliveries["alice@example.test"].startswith("delivered")
     assert len(maildir(runtime, "alice@example.test")) == 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 
 import boto3
 import pytest
@@ -15,9 +14,9 @@ from mailmoat.adapters.aws_dynamodb_spam import DynamoSpamStore
 from mailmoat.adapters.sqlite import SqliteDatabase
 from mailmoat.adapters.sqlite_spam import SqliteSpamStore
 from mailmoat.ports import SpamStore
-from mailmoat.settings import Settings
+from mailmoat.settings import AwsSettings
 from mailmoat.spam import digest
-from mailmoat.spam.quarantine import HeldMessage, spam_store
+from mailmoat.spam.quarantine import HeldMessage
 
 NOW = datetime(2026, 11, 27, 21, 0, tzinfo=UTC)
 
@@ -95,13 +94,6 @@ def test_allowed_senders(store: SpamStore) -> None:
     assert store.allowed_senders("bob@corp.example") == []
 
 
-class AwsLikeSettings(Settings):
-    """The two AWS settings the spam code reads (AwsSettings names them the same)."""
-
-    spam_table: str = ""
-    spam_link_secret_arn: str = ""
-
-
 def test_aws_runtime_uses_the_table_and_the_secrets_manager_key(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                         "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
@@ -113,11 +105,12 @@ def test_aws_runtime_uses_the_table_and_the_secrets_manager_key(monkeypatch: pyt
             KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
         arn = boto3.client("secretsmanager").create_secret(
             Name="stack/spam-link-key", SecretString="k" * 64)["ARN"]
-        bare = SimpleNamespace(settings=AwsLikeSettings(runtime="aws"))
-        assert bare.spam is None  # type: ignore[arg-type]
-        settings = AwsLikeSettings(runtime="aws", spam_table="spam-aws", spam_link_secret_arn=arn,
-                                   portal_base_url="https://portal.example")
-        store = spam_store(SimpleNamespace(settings=settings))  # type: ignore[arg-type]
+        from mailmoat.bootstrap.aws import _spam
+
+        assert _spam(AwsSettings()) is None  # no table in this stack: no store
+        settings = AwsSettings(spam_table="spam-aws", spam_link_secret_arn=arn,
+                               portal_base_url="https://portal.example")
+        store = _spam(settings)
         assert isinstance(store, DynamoSpamStore)
         store.save(held())
         assert store.get("m1", "alice@corp.example") is not None
@@ -126,4 +119,4 @@ def test_aws_runtime_uses_the_table_and_the_secrets_manager_key(monkeypatch: pyt
         claim = digest.read_link(settings, url.rsplit("/", 1)[1], 30)
         assert claim == digest.LinkClaim("allow", "m1", "alice@corp.example")
         with pytest.raises(RuntimeError, match="no spam link key"):
-            digest.link_secret(AwsLikeSettings(runtime="aws"))
+            digest.link_secret(AwsSettings())

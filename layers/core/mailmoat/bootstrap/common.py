@@ -38,9 +38,21 @@ def antivirus(settings: Settings) -> Antivirus | None:
 
 
 def production_check(settings: Settings, services: Services) -> None:
-    """Production mode refuses to start on what would fail open (mailmoat.production)."""
+    """Production mode refuses to start on what would fail open (mailmoat.production): no
+    reachable antivirus, no working libmagic, a sealing key that was not provisioned, or a test
+    fake among the adapters (every field of Services, and each tenant's mailer)."""
     if settings.mode != "production":
         return
+    import dataclasses
+
     from mailmoat.production import require_production
 
-    require_production(settings, services)
+    adapters: dict[str, object] = {
+        f.name: getattr(services, f.name) for f in dataclasses.fields(services)
+        if f.name not in {"settings", "config", "mailer_for", "own_mail_for", "outside_mail_for",
+                          "before_seal", "sandbox_config", "admin"}}
+    adapters.update({f"admin.{f.name}": getattr(services.admin, f.name)
+                     for f in dataclasses.fields(services.admin) if f.name != "session_secret"})
+    adapters.update({f"mailer:{t.name}": services.mailer_for(t) for t in services.config.tenants})
+    require_production(antivirus=services.antivirus,
+                       arc_key_provisioned=settings.arc_key_file is not None, adapters=adapters)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from mailmoat.config import GatewayConfig, load_config
 from mailmoat.pipeline import AdminStores, Services
-from mailmoat.ports import Mailer
+from mailmoat.ports import ArchiveStore, Mailer
 from mailmoat.runner import RetryPolicy, Runner
 from mailmoat.runtime import Runtime
 from mailmoat.settings import Settings
@@ -29,7 +29,6 @@ def build_local(settings: Settings, *, config: GatewayConfig | None = None,
     from mailmoat.adapters.sqlite_isolation import SqliteIsolationStore
     from mailmoat.adapters.sqlite_keepmail import SqliteKeepMailStore
     from mailmoat.adapters.sqlite_spam import SqliteSpamStore
-    from mailmoat.archive import BlobArchive, archive_root
     from mailmoat.bootstrap.common import antivirus, geoip, production_check, resolver
     from mailmoat.bootstrap.mailers import mailer_factory
     from mailmoat.bounce import OutboundSmtp
@@ -60,7 +59,7 @@ def build_local(settings: Settings, *, config: GatewayConfig | None = None,
         isolation=SqliteIsolationStore(db),
         spam=SqliteSpamStore(db),
         keepmail=SqliteKeepMailStore(db),
-        archive=BlobArchive(FsBlobStore(archive_root(settings))),  # write-once originals
+        archive=_archive(settings),
         notices=OutboundSmtp(dns, port=settings.outbound_smtp_port, relay=settings.notice_relay,
                              local_hostname=settings.smtp_hostname),
         own_mail_for=mailer_for,
@@ -79,6 +78,18 @@ def build_local(settings: Settings, *, config: GatewayConfig | None = None,
     runtime = Runtime(settings=settings, services=services, runner=runner, inbox=queue)
     runtime.sync_config_to_directory()
     return runtime
+
+
+def _archive(settings: Settings) -> ArchiveStore:
+    """Write-once originals: an Object Lock bucket when one is named, else a directory."""
+    if settings.archive_bucket:
+        from mailmoat.adapters.aws_archive import S3ArchiveStore
+
+        return S3ArchiveStore(settings.archive_bucket)
+    from mailmoat.adapters.fs import FsBlobStore
+    from mailmoat.archive import BlobArchive, archive_root
+
+    return BlobArchive(FsBlobStore(archive_root(settings)))
 
 
 def _admin_stores(db: SqliteDatabase, data: Path) -> AdminStores:
