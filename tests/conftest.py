@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from mailmoat.bootstrap import bootstrap
 from mailmoat.config import load_config
 from mailmoat.context import Envelope, MessageContext
 from mailmoat.runtime import Runtime
-from mailmoat.bootstrap import bootstrap
 from mailmoat.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -138,9 +138,8 @@ def test_the_aws_postmaster_is_on_a_verified_identity(relay, postmaster, expecte
 
 def test_build_services_sends_notices_through_ses_not_the_forwarder(ses, tmp_path):
     from mailmoat.adapters.aws_ses import SesMailer, SesNoticeSender
-    from mailmoat.settings import AwsSettings
-    from mailmoat.bootstrap.aws import build_aws
     from mailmoat.config import GatewayConfig
+    from mailmoat.settings import AwsSettings
 
     settings = AwsSettings(runtime="aws", data_dir=tmp_path, relay_identity="relay.example.net",
                            raw_bucket="raw", directory_table="d", message_log_table="m")

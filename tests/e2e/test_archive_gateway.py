@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from mailmoat.archive import attached_original
+from mailmoat.bootstrap import bootstrap
 from mailmoat.config import GatewayConfig, load_config
 from mailmoat.local.server import Gateway
-from mailmoat.bootstrap import bootstrap
 from tests.conftest import DEMO_CONFIG, free_port, make_settings
 from tests.unit.isolation.builders import message
 

@@ -11,6 +11,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from mailmoat.adapters.dns import ZoneFileResolver
+from mailmoat.bootstrap import bootstrap
 from mailmoat.bounce import (
     Failure,
     OutboundSmtp,
@@ -22,7 +23,6 @@ from mailmoat.bounce import (
 from mailmoat.config import DeliveryConfig, GatewayConfig, TenantConfig, UserConfig
 from mailmoat.context import Envelope, MessageContext
 from mailmoat.ports import DeliveryError
-from mailmoat.bootstrap import bootstrap
 from tests.adapters.test_smtp_mailer import Recorder
 from tests.conftest import free_port, make_settings
 

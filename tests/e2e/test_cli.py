@@ -123,8 +123,8 @@ def test_users_import_dry_run_and_replace(tmp_path) -> None:
 
 
 def test_log_json_lists_processed_messages(tmp_path) -> None:
-    from mailmoat.context import Envelope
     from mailmoat.bootstrap import bootstrap
+    from mailmoat.context import Envelope
     from tests.conftest import make_settings
 
     runtime = bootstrap(make_settings(tmp_path))
@@ -141,8 +141,8 @@ def test_log_json_lists_processed_messages(tmp_path) -> None:
 
 
 def test_redrive_resend_releases_an_uncertain_delivery(tmp_path) -> None:
-    from mailmoat.context import Envelope
     from mailmoat.bootstrap import bootstrap
+    from mailmoat.context import Envelope
     from tests.conftest import make_settings
 
     runtime = bootstrap(make_settings(tmp_path))

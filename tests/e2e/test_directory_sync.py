@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import responses
 
+from mailmoat.bootstrap import bootstrap
 from mailmoat.local.cli import main
 from mailmoat.local.server import Gateway
-from mailmoat.bootstrap import bootstrap
 from tests.conftest import free_port, make_settings
 from tests.unit.directory.helpers import M365_TENANT_ID, play, service_account_key
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from mailmoat.local.server import Gateway
 from mailmoat.bootstrap import bootstrap
+from mailmoat.local.server import Gateway
 from tests.conftest import DEMO_CONFIG, FIXTURES, ROOT, free_port, make_settings
 
 
@@ -198,6 +198,7 @@ def test_a_message_that_keeps_crashing_the_process_is_held_not_retried_forever(t
     # Two starts of the scan stage died while this message was processing (as after a
     # native-code crash): the restart resumes there, and the third start holds it.
     runtime.services.log.update(message_id, state="processing", attempts=2, stage="scan")
+    runtime = bootstrap(make_settings(tmp_path, stage_max_attempts=2))  # the restart
     assert runtime.process_stored(message_id) is None
     record = runtime.services.log.get(message_id)
     assert record.state == "held" and "did not complete in 2 attempts" in record.error
@@ -247,7 +248,7 @@ def test_a_send_that_may_have_happened_is_held_never_repeated(tmp_path) -> None:
     record = runtime.services.log.get(message_id)
     assert record.state == "held" and "redrive --resend" in record.error
     # A plain re-run (e.g. after a restart) still does not send again ...
-    runtime.services.log.update(message_id, state="accepted")
+    runtime.runner.redrive(message_id)  # every stage again
     runtime.process_stored(message_id)
     assert mailer.calls == 1 and runtime.services.log.get(message_id).state == "held"
 
@@ -261,6 +262,6 @@ def test_an_interrupted_claim_is_uncertain_for_a_non_idempotent_mailer(tmp_path)
     assert mailer.calls == 0
     assert runtime.services.log.get(message_id).state == "held"
     runtime.services.log.release_delivery(message_id, "alice@example.test")  # what --resend does
-    runtime.services.log.update(message_id, state="accepted")
+    runtime.runner.redrive(message_id)  # every stage again
     runtime.process_stored(message_id)
     assert mailer.calls == 1 and runtime.services.log.get(message_id).state == "delivered"

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from mailmoat.bootstrap import bootstrap
 from mailmoat.local.cli import main
 from mailmoat.local.server import Gateway
-from mailmoat.bootstrap import bootstrap
 from mailmoat.sendtest.battery import TEST_NAMES
 from tests.adapters.test_clamd import clamd  # noqa: F401  (fixture: a real clamd with EICAR signatures)
 from tests.conftest import DEMO_CONFIG, free_port, make_settings

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from mailmoat.bootstrap import bootstrap
 from mailmoat.config import GatewayConfig
 from mailmoat.local.server import Gateway
-from mailmoat.bootstrap import bootstrap
 from mailmoat.spam import digest
 from mailmoat_web.app import create_app
 from tests.conftest import ROOT, free_port, make_settings

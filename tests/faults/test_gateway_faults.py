@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from mailmoat.local.server import Gateway
 from mailmoat.bootstrap import bootstrap
+from mailmoat.local.server import Gateway
 from tests.conftest import free_port, make_settings
 from tests.faults.harness import (
     FINAL,

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from mailmoat.bootstrap import bootstrap
 from mailmoat.context import Envelope
 from mailmoat.runtime import Runtime
-from mailmoat.bootstrap import bootstrap
 from mailmoat.scan.engine import CACHE
 from mailmoat.settings import Settings
 from tests.conftest import DEMO_CONFIG

@@ -18,19 +18,18 @@ from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from mailmoat.keepmail import (
-    KeepMailStore,
     KeptMessage,
     SignInRefused,
     check_code,
     check_password,
     close_session,
-    keepmail_store,
     normalise,
     open_session,
     send_code,
     session_address,
 )
 from mailmoat.message import parse
+from mailmoat.ports import KeepMailStore
 from mailmoat.services.downloads import content_disposition
 from mailmoat_web.i18n import register_catalog, translator
 from mailmoat_web.pages import SECURITY_HEADERS, csrf_ok, forbidden, language, page, secure
@@ -141,7 +140,7 @@ def _store(request: Request) -> tuple[Services, KeepMailStore] | None:
     services = _services(request)
     if services is None:
         return None
-    store = keepmail_store(services)
+    store = services.keepmail
     return (services, store) if store is not None else None
 
 

@@ -19,7 +19,6 @@ from mailmoat.spam.quarantine import (
     ReleaseResult,
     allow_sender_and_release,
     release,
-    spam_store,
 )
 from mailmoat_web.i18n import register_catalog, translator
 from mailmoat_web.pages import csrf_ok, forbidden, language, not_found, page
@@ -88,7 +87,7 @@ def _lookup(request: Request, token: str) -> tuple[Services, LinkClaim, HeldMess
     services = _services(request)
     if services is None:
         return None
-    store = spam_store(services)
+    store = services.spam
     if store is None:
         return None
     # The copy lives for its tenant's retention; the link cannot outlive it. The longest
@@ -147,6 +146,6 @@ def act(request: Request, token: str, csrf: str = Form("")) -> Response:
         result = release(services, claim.message_id, claim.recipient, by="link")
     if result.status == "unknown":
         return not_found(request)
-    fresh = spam_store(services)
+    fresh = services.spam
     held = (fresh.get(claim.message_id, claim.recipient) if fresh is not None else None) or held
     return _render(request, token, services, claim, held, result.status)
