@@ -138,12 +138,13 @@ def test_the_aws_postmaster_is_on_a_verified_identity(relay, postmaster, expecte
 
 def test_build_services_sends_notices_through_ses_not_the_forwarder(ses, tmp_path):
     from mailmoat.adapters.aws_ses import SesMailer, SesNoticeSender
+    from mailmoat.bootstrap.aws import build_aws
     from mailmoat.config import GatewayConfig
     from mailmoat.settings import AwsSettings
 
-    settings = AwsSettings(runtime="aws", data_dir=tmp_path, relay_identity="relay.example.net",
+    settings = AwsSettings(mode="test", data_dir=tmp_path, relay_identity="relay.example.net",
                            raw_bucket="raw", directory_table="d", message_log_table="m")
-    services = build_services(settings, config=GatewayConfig())
+    services = build_aws(settings, config=GatewayConfig()).services
     assert isinstance(services.notices, SesNoticeSender) and not isinstance(services.notices, SesMailer)
     assert services.notices.from_address == "postmaster@relay.example.net"
     assert services.settings.postmaster == "postmaster@relay.example.net"  # the DSN's From

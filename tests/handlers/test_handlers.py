@@ -257,10 +257,14 @@ def test_the_scan_stage_starts_clamd_from_the_signature_bucket(stack, tmp_path):
     digest = hashlib.sha256(database.read_bytes()).hexdigest()
     mirror.put_manifest({"files": {"test.hdb": {"sha256": digest, "version_id": mirror.upload(
         "test.hdb", database, sha256=digest)}}})
-    runtime = entry.AwsRuntime(entry.AwsSettings())
-    runtime._ensure_clamd()  # /bin/false as clamd: fetched, started, exits, reported
+    from mailmoat.adapters.aws_clamd import ManagedClamd
+
+    entry.aws_runtime.cache_clear()
+    antivirus = entry.aws_runtime().runtime.services.antivirus
+    assert isinstance(antivirus, ManagedClamd)  # the scan image's clamd behind the port
+    assert not antivirus.ensure()  # /bin/false as clamd: fetched, started, exits, reported
     assert (tmp_path / "db" / "test.hdb").read_bytes() == database.read_bytes()
-    assert runtime._clamd is not None and runtime._clamd.process.returncode == 1
+    assert antivirus.process.process is not None and antivirus.process.process.returncode == 1
 
 
 def test_portal_handler_serves_the_http_api_event(monkeypatch, tmp_path):

@@ -368,3 +368,9 @@ class StageLedger(Protocol):
     def complete(self, message_id: str, stage: str) -> bool: ...
     def forget(self, message_id: str, stages: Iterable[str]) -> None: ...
 
+
+
+class Metrics(Protocol):
+    """Counters (CloudWatch embedded metrics on AWS; locally the log says it all)."""
+
+    def count(self, name: str, value: float = 1, **dimensions: str) -> None: ...

@@ -13,6 +13,10 @@ from collections.abc import Mapping
 from mailmoat.scan import filetype
 
 FAKE_PREFIXES = ("InMemory", "Fake")
+# What a process may need; one that runs every stage (local) needs all, a Lambda function only
+# what its own work uses (only the scan function scans, only the rewrite function seals).
+ANTIVIRUS, LIBMAGIC, ARC_KEY = "antivirus", "libmagic", "arc-key"
+ALL_NEEDS = frozenset({ANTIVIRUS, LIBMAGIC, ARC_KEY})
 
 
 class ProductionRefused(RuntimeError):
@@ -20,21 +24,22 @@ class ProductionRefused(RuntimeError):
 
 
 def production_refusals(*, antivirus: object | None, arc_key_provisioned: bool,
-                        adapters: Mapping[str, object]) -> list[str]:
+                        adapters: Mapping[str, object],
+                        needs: frozenset[str] = ALL_NEEDS) -> list[str]:
     """One line per reason production mode cannot run with these parts; empty when it can.
 
     `adapters` maps a port's name to the adapter built for it (every port, the antivirus too:
     a fake antivirus that answers PING is still refused as a fake)."""
     reasons: list[str] = []
-    av_problem = _antivirus_problem(antivirus)
+    av_problem = _antivirus_problem(antivirus) if ANTIVIRUS in needs else None
     if av_problem:
         reasons.append(f"no reachable antivirus ({av_problem}): "
                        "set MAILMOAT_CLAMD_SOCKET to a running clamd")
-    magic_problem = filetype.magic_problem()
+    magic_problem = filetype.magic_problem() if LIBMAGIC in needs else None
     if magic_problem:
         reasons.append(f"libmagic cannot name file types ({magic_problem}): "
                        "install the Debian package libmagic1")
-    if not arc_key_provisioned:
+    if ARC_KEY in needs and not arc_key_provisioned:
         reasons.append("ARC sealing key not provisioned (a key generated on the fly is not the "
                        "one published in DNS): set MAILMOAT_ARC_KEY_FILE or, on AWS, the ARC "
                        "key secret")
@@ -47,10 +52,10 @@ def production_refusals(*, antivirus: object | None, arc_key_provisioned: bool,
 
 
 def require_production(*, antivirus: object | None, arc_key_provisioned: bool,
-                       adapters: Mapping[str, object]) -> None:
+                       adapters: Mapping[str, object], needs: frozenset[str] = ALL_NEEDS) -> None:
     """Raise ProductionRefused with every reason (joined by "; ") when production cannot run."""
     reasons = production_refusals(antivirus=antivirus, arc_key_provisioned=arc_key_provisioned,
-                                  adapters=adapters)
+                                  adapters=adapters, needs=needs)
     if reasons:
         raise ProductionRefused("; ".join(reasons))
 

@@ -18,13 +18,19 @@ from typing import Any
 from mailmoat.context import Disposition, Envelope, MessageContext
 from mailmoat.ingress import split_by_tenant, stored_envelope
 from mailmoat.pipeline import STAGE_NAMES, Services, run_pipeline
-from mailmoat.ports import MessageRecord, StageLedger, StageQueue, StageRef, StateStore
+from mailmoat.ports import MessageRecord, Metrics, StageLedger, StageQueue, StageRef, StateStore
 from mailmoat.states import MessageState, Outcome
 
 log = logging.getLogger("mailmoat.runner")
 
 RAW_PREFIX = "raw/"  # SES's S3 action writes raw/<SES message id>; ingress writes the same
 RETRIES_EXHAUSTED = "delivery retries exhausted"
+# What the runner counts (ports.Metrics; alarms on AWS read these names).
+STAGE_MESSAGES = "StageMessages"  # stage: a message completed a stage
+STAGE_FAILURES = "StageFailures"  # stage: an attempt failed (it is retried, or the message held)
+HELD_AFTER_RETRIES = "DeadLettered"  # stage: the last attempt failed, the message is held
+DISPOSITIONS = "Dispositions"  # disposition: deliver / quarantine / drop / held
+DELIVERIES = "Deliveries"  # outcome: delivered / deferred / failed, one per recipient
 # A message held or dropped by a stage goes no further.
 _ENDS = frozenset({Disposition.HELD, Disposition.DROP})
 
@@ -95,6 +101,7 @@ class Runner:
     ledger: StageLedger
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     stages: tuple[str, ...] = STAGE_NAMES
+    metrics: Metrics | None = None
 
     # --- ingress ------------------------------------------------------------------------------
     def accept(self, raw: bytes, envelope: Envelope, message_id: str | None = None) -> str:
@@ -197,9 +204,12 @@ class Runner:
         run_pipeline(ctx, self.services, [stage])
         ctx.findings = list(dict.fromkeys(ctx.findings))  # a re-parse re-adds parse findings
         failure = next((t.detail for t in ctx.trace if t.stage == stage and t.outcome == "error"), None)
-        if failure is not None and attempts < self.policy.stage_max_attempts:
-            self._retry(ref, attempts, f"stage {stage} failed: {failure}")
-            return ctx
+        if failure is not None:
+            self._count(STAGE_FAILURES, stage=stage)
+            if attempts < self.policy.stage_max_attempts:
+                self._retry(ref, attempts, f"stage {stage} failed: {failure}")
+                return ctx
+            self._count(HELD_AFTER_RETRIES, stage=stage)
         self._hand_on(ctx, stage, attempts)
         return ctx
 
@@ -262,6 +272,7 @@ class Runner:
                                      error=None, next_attempt_at=None)
             self.queue.send(StageRef(ctx.id, following))
             self.ledger.complete(ctx.id, stage)
+            self._count(STAGE_MESSAGES, stage=stage)
             return
         state, reason = message_state(ctx)
         if state == MessageState.DEFERRED:
@@ -275,8 +286,16 @@ class Runner:
         self._record(ctx, state, reason)
         self.states.discard(ctx.id)
         self.ledger.complete(ctx.id, stage)
+        self._count(STAGE_MESSAGES, stage=stage)
+        self._count(DISPOSITIONS, disposition="held" if state == MessageState.HELD else str(ctx.disposition))
+        for outcome in ctx.deliveries.values():
+            self._count(DELIVERIES, outcome=outcome.partition(":")[0])
         log.info("message finished", extra={"message_id": ctx.id, "tenant": ctx.tenant,
                                             "stage": stage, "action": str(state)})
+
+    def _count(self, name: str, **dimensions: str) -> None:
+        if self.metrics is not None:
+            self.metrics.count(name, **dimensions)
 
     def _notify_exhausted(self, ctx: MessageContext) -> None:
         from mailmoat.bounce import Failure, notify_sender
@@ -302,6 +321,10 @@ class Runner:
         """Queue an unfinished message again at the stage it had begun (recovery after a restart,
         the reconciler), when its retry is due or at once."""
         stage = record.stage if record.stage in self.stages else self.stages[0]
+        index = self.stages.index(stage)
+        while index + 1 < len(self.stages) and self.ledger.is_complete(record.id, self.stages[index]):
+            index += 1  # it completed and handed on, and the hand-off was lost
+        stage = self.stages[index]
         delay = 0.0
         if record.next_attempt_at:
             due = datetime.fromisoformat(record.next_attempt_at)

@@ -85,13 +85,14 @@ class Runtime:
 
     def run_stage(self, stage: str, refs: Iterable[MessageRef]) -> None:
         """A stage function's batch record: every message it names, through the runner."""
+        from mailmoat.aws.events import check_refs
+
+        refs = list(refs)
+        check_refs(stage, refs)
         self.refresh_config()
         for ref in refs:
             if ref.bucket is not None and ref.bucket != self.raw_bucket:
                 raise ValueError(f"object in an unexpected bucket {ref.bucket!r:.80}")
-            if ref.stage is not None and ref.stage != stage:
-                # A message on the wrong queue would skip a stage: refuse rather than guess.
-                raise ValueError(f"message {ref.message_id} queued for {ref.stage}, not {stage}")
             self.runner.step(StageRef(ref.message_id, stage, ref.recipients))
 
     def refresh_config(self) -> None:

@@ -292,7 +292,7 @@ class DynamoMessageLog:
                 Key={"id": record_id}, ConditionExpression="#stage = :s",
                 UpdateExpression="SET #status = :p, #state = :p, #u = :u ADD #a :one",
                 ExpressionAttributeNames=names, ExpressionAttributeValues=values,
-                ReturnValues="UPDATED_NEW")
+                ReturnValues="ALL_NEW")
         except ClientError as exc:
             if not _conditional_failed(exc):
                 raise
@@ -300,7 +300,7 @@ class DynamoMessageLog:
                 Key={"id": record_id},
                 UpdateExpression="SET #stage = :s, #status = :p, #state = :p, #u = :u, #a = :one",
                 ExpressionAttributeNames=names, ExpressionAttributeValues=values,
-                ReturnValues="UPDATED_NEW")
+                ReturnValues="ALL_NEW")
         return int(response["Attributes"]["attempts"])
 
     def last_stage(self, message_id: str) -> str | None:

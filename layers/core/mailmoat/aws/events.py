@@ -129,3 +129,13 @@ class MessageRef:
         if source == "aws:ses":
             return cls.from_ses_record(record)
         raise ValueError(f"unsupported record source {source!r:.40}")
+
+
+def check_refs(stage: str, refs: list[MessageRef]) -> None:
+    """A stage function takes only its own stage's messages: one on the wrong queue would skip a
+    stage, so it is refused rather than guessed (and retried into the DLQ, where it is seen)."""
+    if stage not in STAGE_NAMES:
+        raise ValueError(f"unknown stage {stage!r:.40}")
+    for ref in refs:
+        if ref.stage is not None and ref.stage != stage:
+            raise ValueError(f"message {ref.message_id} queued for {ref.stage}, not {stage}")

@@ -77,8 +77,8 @@ def publish_recipients(directory: DynamoDirectory, rules: SesReceiptRules, *, ba
                   extra={"tenants": plan.by_domain, "rules": plan.rules_used})
     log.info("recipient conditions published",
              extra={"records": records, "addresses": plan.addresses, "rules": plan.rules_used,
-                    "created": len(plan.create), "updated": len(plan.update),
-                    "deleted": len(plan.delete)})
+                    "rules_created": len(plan.create), "rules_updated": len(plan.update),
+                    "rules_deleted": len(plan.delete)})
     return plan
 
 

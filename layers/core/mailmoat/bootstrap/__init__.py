@@ -12,8 +12,11 @@ from mailmoat.settings import Settings
 
 
 def bootstrap(settings: Settings | None = None, *, config: GatewayConfig | None = None,
-              data_dir: Path | None = None, mailer: Mailer | None = None) -> Runtime:
-    """The runtime for this process. `mailer` replaces every tenant's delivery path (tests)."""
+              data_dir: Path | None = None, mailer: Mailer | None = None,
+              role: str | None = None) -> Runtime:
+    """The runtime for this process. `mailer` replaces every tenant's delivery path (tests);
+    `role` names what an AWS function serves ("portal", a stage), whose production needs it
+    checks (locally one process does everything)."""
     settings = settings or Settings()
     if data_dir is not None:
         settings = settings.model_copy(update={"data_dir": data_dir})
@@ -24,7 +27,7 @@ def bootstrap(settings: Settings | None = None, *, config: GatewayConfig | None 
             config = load_config(settings.config)
         # Tenants come from the directory table unless a config was given with tenants.
         return build_aws(settings, config=config if config is not None and config.tenants else None,
-                         mailer=mailer)
+                         mailer=mailer, role=role)
     from mailmoat.bootstrap.local import build_local
 
     return build_local(settings, config=config, mailer=mailer)

@@ -59,13 +59,22 @@ def tenant_config(directory: DynamoDirectory) -> GatewayConfig:
     return GatewayConfig(tenant=directory.tenant_configs())  # type: ignore[call-arg]
 
 
+# What each function needs in production mode (mailmoat.production): the scan function scans
+# with clamd and libmagic, the rewrite function seals, the portal re-scans what it unlocks.
+NEEDS: dict[str, frozenset[str]] = {
+    "scan": frozenset({"antivirus", "libmagic"}), "rewrite": frozenset({"arc-key"}),
+    "portal": frozenset({"antivirus", "libmagic"})}
+
+
 def build_aws(settings: Settings | None = None, *, config: GatewayConfig | None = None,
-              mailer: Mailer | None = None) -> Runtime:
+              mailer: Mailer | None = None, role: str | None = None) -> Runtime:
+    """`role`: the stage or "portal" this function serves (its production needs); None: all."""
     from mailmoat.adapters.aws_dynamodb import DynamoDirectory, DynamoMessageLog, DynamoStageLedger
     from mailmoat.adapters.aws_s3 import S3BlobStore
     from mailmoat.adapters.aws_sqs import SqsStageQueue
     from mailmoat.adapters.blob_state import BlobStateStore
     from mailmoat.adapters.clock import SystemClock
+    from mailmoat.aws.observability import CloudWatchMetrics
     from mailmoat.bootstrap.common import geoip, production_check, resolver
     from mailmoat.scan.sandbox import SandboxConfig
 
@@ -92,17 +101,30 @@ def build_aws(settings: Settings | None = None, *, config: GatewayConfig | None 
         before_seal=partial(_before_seal, aws),
         admin=_admin_stores(aws, directory),
     )
-    production_check(aws, services)
+    production_check(aws, services, NEEDS.get(role or "", frozenset()) if role else None)
     urls = aws.queue_urls()
     runner = Runner(services, queue=SqsStageQueue(urls), states=BlobStateStore(blobs),
-                    ledger=DynamoStageLedger(aws.idempotency_table),
+                    ledger=DynamoStageLedger(aws.idempotency_table) if aws.idempotency_table
+                    else Unconfigured("the stage ledger", "MAILMOAT_IDEMPOTENCY_TABLE"),
                     policy=RetryPolicy(stage_max_attempts=aws.stage_max_attempts,
                                        delivery_max_attempts=aws.delivery_max_attempts,
                                        base_seconds=aws.delivery_retry_base_seconds,
-                                       cap_seconds=SQS_MAX_DELAY_SECONDS))
+                                       cap_seconds=SQS_MAX_DELAY_SECONDS),
+                    metrics=CloudWatchMetrics())
     return Runtime(settings=aws, services=services, runner=runner, inbox=None,
                    reload_config=lambda: tenant_config(directory),
                    config_refresh_seconds=aws.config_refresh_seconds, raw_bucket=aws.raw_bucket)
+
+
+class Unconfigured:
+    """A port this function's environment does not name (the CLI's send-test report needs the
+    message log, not the stage ledger): any use fails with what to set, never silently."""
+
+    def __init__(self, what: str, variable: str) -> None:
+        self._what, self._variable = what, variable
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"{self._what} is not configured here (set {self._variable})")
 
 
 def _before_seal(settings: AwsSettings, tenant: TenantConfig) -> Any:
@@ -224,14 +246,22 @@ class LambdaEntry:
     settings: AwsSettings
     _runtime: Runtime | None = None
 
+    role: str | None = None  # the stage this function serves: set by its first batch
+
     @property
     def runtime(self) -> Runtime:
         if self._runtime is None:
-            self._runtime = build_aws(self.settings)
+            self._runtime = build_aws(self.settings, role=self.role or "jobs")
         return self._runtime
 
     def run_stage(self, stage: str, refs: Iterable[MessageRef]) -> None:
-        self.runtime.run_stage(stage, refs)
+        from mailmoat.aws.events import check_refs
+
+        refs = list(refs)
+        check_refs(stage, refs)  # before anything is built: a misrouted message costs nothing
+        self.role = self.role or stage
+        if refs:  # an s3:TestEvent names nothing: acknowledged without building anything
+            self.runtime.run_stage(stage, refs)
 
     def reconcile(self) -> int:
         return self.runtime.reconcile(timedelta(minutes=self.settings.reconcile_after_minutes))

@@ -37,7 +37,8 @@ def antivirus(settings: Settings) -> Antivirus | None:
     return ClamdAntivirus.from_address(settings.clamd_socket)  # None → AV_DISABLED
 
 
-def production_check(settings: Settings, services: Services) -> None:
+def production_check(settings: Settings, services: Services,
+                     needs: frozenset[str] | None = None) -> None:
     """Production mode refuses to start on what would fail open (mailmoat.production): no
     reachable antivirus, no working libmagic, a sealing key that was not provisioned, or a test
     fake among the adapters (every field of Services, and each tenant's mailer)."""
@@ -54,5 +55,8 @@ def production_check(settings: Settings, services: Services) -> None:
     adapters.update({f"admin.{f.name}": getattr(services.admin, f.name)
                      for f in dataclasses.fields(services.admin) if f.name != "session_secret"})
     adapters.update({f"mailer:{t.name}": services.mailer_for(t) for t in services.config.tenants})
+    from mailmoat.production import ALL_NEEDS
+
     require_production(antivirus=services.antivirus,
-                       arc_key_provisioned=settings.arc_key_file is not None, adapters=adapters)
+                       arc_key_provisioned=settings.arc_key_file is not None, adapters=adapters,
+                       needs=ALL_NEEDS if needs is None else needs)
