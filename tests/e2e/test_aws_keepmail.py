@@ -62,7 +62,7 @@ def test_keepmail_on_aws_keeps_the_copy_and_shows_it_after_sign_in(keep_stack: S
     keep_stack.s3.put_object(Bucket=RAW_BUCKET, Key="raw/ses-keep-0002", Body=incoming(subject="Quarterly"))
     run_all(keep_stack)
     [delivered] = sent_messages()
-    services = entry.aws_runtime().services
+    services = entry.aws_runtime().runtime.services
     store = services.keepmail
     assert store is not None
     kept = store.get("ses-keep-0002", ALICE)

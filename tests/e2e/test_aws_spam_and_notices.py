@@ -85,7 +85,7 @@ def test_spam_is_held_per_recipient_then_released_once_through_the_portal(spam_s
 
     from mailmoat.spam.digest import sign_link
 
-    link = sign_link(entry.aws_runtime().services.settings, "release", "ses-spam-0001", ALICE)
+    link = sign_link(entry.aws_runtime().runtime.services.settings, "release", "ses-spam-0001", ALICE)
     path = link.removeprefix("https://portal.example.net")
     client = portal()
     page = client.get(path)
@@ -136,7 +136,7 @@ def test_a_refused_recipient_gets_the_authenticated_sender_a_dsn_through_ses(
     for stage in ("authenticate", "scan", "isolate", "rewrite"):
         stack.drain(stage)
     handler = stack.handler("deliver")
-    runtime = entry.aws_runtime()
+    runtime = entry.aws_runtime().runtime
     runtime.services.mailer_for = lambda _tenant: RefusingMailbox()
     received = stack.sqs.receive_message(QueueUrl=stack.queues["deliver"], MaxNumberOfMessages=10,
                                          VisibilityTimeout=0)["Messages"]
