@@ -2,8 +2,8 @@
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from mailmoat.bootstrap.aws import aws_runtime
 from mailmoat.aws.observability import observed
+from mailmoat.bootstrap.aws import aws_runtime
 
 runtime = aws_runtime()  # once per cold start
 

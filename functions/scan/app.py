@@ -5,8 +5,8 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from mailmoat.aws.events import MessageRef
-from mailmoat.bootstrap.aws import aws_runtime
 from mailmoat.aws.observability import observed
+from mailmoat.bootstrap.aws import aws_runtime
 
 runtime = aws_runtime()  # once per cold start
 processor = batch.BatchProcessor(event_type=batch.EventType.SQS)

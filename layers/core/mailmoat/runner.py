@@ -56,7 +56,7 @@ class RetryPolicy:
 
     def delay(self, attempts: int) -> float:
         """Exponential backoff from the base, capped."""
-        return min(self.base_seconds * (2 ** max(0, attempts - 1)), self.cap_seconds)
+        return float(min(self.base_seconds * 2.0 ** max(0, attempts - 1), self.cap_seconds))
 
     def limit(self, stage: str) -> int:
         return self.delivery_max_attempts if stage == "deliver" else self.stage_max_attempts
@@ -295,7 +295,7 @@ class Runner:
 
     def _count(self, name: str, **dimensions: str) -> None:
         if self.metrics is not None:
-            self.metrics.count(name, **dimensions)
+            self.metrics.count(name, 1, **dimensions)
 
     def _notify_exhausted(self, ctx: MessageContext) -> None:
         from mailmoat.bounce import Failure, notify_sender
