@@ -70,9 +70,6 @@ class Stack:
 
     def handler(self, stage: str):
         """The real functions/<stage>/app.py, loaded as Lambda would, with its own env."""
-        following = STAGES.index(stage) + 1
-        next_url = self.queues[STAGES[following]] if following < len(STAGES) else ""
-        self.monkeypatch.setenv("MAILMOAT_NEXT_QUEUE_URL", next_url)
         entry.aws_runtime.cache_clear()
         path = ROOT / "functions" / stage / "app.py"
         spec = importlib.util.spec_from_file_location(f"app_{stage}", path)

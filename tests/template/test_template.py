@@ -391,22 +391,23 @@ def test_event_source_check_catches_short_visibility(template):
 
 
 def test_stages_chain_through_their_queues(template):
-    """Each stage reads its own queue and may send only to the next stage's."""
+    """Each stage reads its own queue and may send only to it (the runner's retries) and to the
+    next stage's; its environment names exactly those queues."""
     for i, stage in enumerate(STAGES):
         fn_name = f"{stage.capitalize()}Function"
+        own = f"{stage.capitalize()}Queue"
         (event,) = props(functions(template)[fn_name])["Events"].values()
         assert event["Type"] == "SQS"
-        assert referenced(event["Properties"]["Queue"]) == {f"{stage.capitalize()}Queue"}
+        assert referenced(event["Properties"]["Queue"]) == {own}
         statements = role_statements(template, fn_name)
         sends = set().union(*(referenced(st["Resource"]) for st in statements
                               if "sqs:SendMessage" in as_list(st["Action"])))
         env = function_env(template, fn_name)
-        if i + 1 < len(STAGES):
-            following = f"{STAGES[i + 1].capitalize()}Queue"
-            assert sends == {following}, fn_name
-            assert env["MAILMOAT_NEXT_QUEUE_URL"] == {"Ref": following}
-        else:
-            assert sends == set() and "MAILMOAT_NEXT_QUEUE_URL" not in env
+        named = env["MAILMOAT_STAGE_QUEUE_URLS"]["Fn::Sub"]
+        expected = {own} | ({f"{STAGES[i + 1].capitalize()}Queue"} if i + 1 < len(STAGES) else set())
+        assert sends == expected, fn_name
+        assert {part.split("=", 1)[1].strip("${}") for part in named.split(",")} == expected
+        assert "MAILMOAT_NEXT_QUEUE_URL" not in env
 
 
 def test_every_function_has_its_own_explicit_role(template):

@@ -133,8 +133,9 @@ class AwsSettings(Settings):
     directory_table: str = ""
     isolated_files_table: str = ""
     idempotency_table: str = ""
-    next_queue_url: str = ""  # the queue of the stage after this function's stage
-    stage_queue_urls: str = ""  # "stage=url,…" for the reconciler, which re-queues any stage
+    # "stage=url,…": a stage function names its own queue (retries) and the next stage's; the
+    # reconciler names all five (it re-queues any stage).
+    stage_queue_urls: str = ""
     delivery_mode: str = "ses"
     retention_days: int = 30  # raw mail, quarantine, log rows and portal links
     relay_identity: str = ""
