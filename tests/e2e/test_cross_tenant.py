@@ -306,8 +306,6 @@ def test_each_tenants_admin_sees_only_its_own_child(tenants: Tenants, rcpts) -> 
     assert alices in isolated and "notes.txt" in isolated and CAROL not in isolated
 
 
-@pytest.mark.xfail(strict=True, reason="the console reads raw/<child id>, not the child's "
-                   "MessageRecord.raw_key (web/mailmoat_web/admin/trace.py download_raw, _detail)")
 @TWO_ORDERS
 def test_the_example_admin_downloads_the_original_of_alices_child(tenants: Tenants, rcpts) -> None:
     """Not a first-recipient-decides case (the unsplit envelope's row is raw/<its id>): a child's

@@ -61,7 +61,7 @@ def download_raw(request: Request, tenant: str, message_id: str, s: PostedScope)
     if record is None:
         return not_found(request)
     try:
-        data = s.c.runtime.services.blobs.get(raw_key(record.id))
+        data = s.c.runtime.services.blobs.get(record.raw_key or raw_key(record.id))
     except (FileNotFoundError, KeyError):
         return not_found(request)
     s.c.record(request, s.admin, tenant, "message.download", record.id, f"{len(data)} bytes")
@@ -152,5 +152,5 @@ def _detail(c: AdminConsole, record: MessageRecord) -> dict[str, Any]:
             "findings": report.get("findings", []), "attachments": report.get("attachments", []),
             "stages": stages, "actions": report.get("actions", []), "deliveries": deliveries,
             "spam": report.get("spam") or {}, "from_header": report.get("from") or "",
-            "has_raw": c.runtime.services.blobs.exists(raw_key(record.id)),
+            "has_raw": c.runtime.services.blobs.exists(record.raw_key or raw_key(record.id)),
             "redrivable": record.state in REDRIVABLE_STATES}
