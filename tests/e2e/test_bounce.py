@@ -3,6 +3,7 @@ sender's MX, DNS is a zone file. A DSN reaches an authenticated sender, never a 
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import json
 from email import policy
@@ -121,8 +122,7 @@ def test_a_delivery_that_stays_deferred_until_retries_run_out_is_bounced_once(tm
     mailbox, sender_mx, mailbox_port, mx_port = hosts
     mailbox.rcpt_reply = "451 4.3.0 try again later"
     runtime = _runtime(tmp_path, mailbox_port, mx_port)
-    runtime.settings = runtime.settings.model_copy(update={"delivery_max_attempts": 2})
-    runtime.services.settings = runtime.settings
+    runtime.runner.policy = dataclasses.replace(runtime.runner.policy, delivery_max_attempts=2)
     state, _ = _process(runtime, SENDER_IP)
     assert state == "deferred" and sender_mx.messages == []  # a 4xx is retried, not bounced
     runtime.process_stored(runtime.services.log.recent(1)[0].id)
