@@ -196,7 +196,7 @@ def test_s3_archive_is_write_once_under_object_lock() -> None:
 
 
 def test_archive_bucket_setting_selects_s3_in_either_root(tmp_path: Path) -> None:
-    from mailmoat.bootstrap.aws import _archive
+    from mailmoat.bootstrap.aws import _stores
     from mailmoat.settings import AwsSettings
 
     with mock_aws():
@@ -205,6 +205,6 @@ def test_archive_bucket_setting_selects_s3_in_either_root(tmp_path: Path) -> Non
                             archive_bucket="from-env")
         store = bootstrap(settings, config=archiving_config()).services.archive
         assert isinstance(store, S3ArchiveStore) and store.bucket == "from-env"
-        on_aws = _archive(AwsSettings(archive_bucket="from-env"))
+        on_aws = _stores(AwsSettings(archive_bucket="from-env"))[3]
         assert isinstance(on_aws, S3ArchiveStore) and on_aws.bucket == "from-env"
-        assert _archive(AwsSettings()) is None  # no archive bucket in this stack
+        assert _stores(AwsSettings())[3] is None  # no archive bucket in this stack

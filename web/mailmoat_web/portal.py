@@ -32,6 +32,8 @@ class Portal:
 
     def __init__(self, services: Services) -> None:
         self.services = services
+        if services.isolation is None:  # a root without the isolated-file store serves no portal
+            raise RuntimeError("the portal needs the isolated-file store (MAILMOAT_ISOLATED_FILES_TABLE)")
         self.store: IsolationStore = services.isolation
 
     def tenant(self, message: PortalMessage) -> TenantConfig:

@@ -74,7 +74,7 @@ class Services:
     antivirus: Antivirus | None  # None: AV_DISABLED (refused in production mode)
     sandbox: Sandbox | None  # None: no detonation service
     sandbox_config: SandboxConfig
-    isolation: IsolationStore
+    isolation: IsolationStore | None  # None: no isolated-file table here (isolate quarantines)
     spam: SpamStore | None  # None: no spam store; a copy to hold is held as a whole message
     keepmail: KeepMailStore | None  # None: keep-mail unavailable (KEEPMAIL_UNAVAILABLE)
     archive: ArchiveStore | None  # None: archiving tenants get ARCHIVE_UNAVAILABLE

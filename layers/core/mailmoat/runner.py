@@ -143,6 +143,8 @@ class Runner:
         """An envelope whose recipients belong to several tenants becomes one message per tenant
         (ids <id>.1, <id>.2 … sharing the stored raw message); the parent row ends `split`.
         Idempotent: a re-run finds the children it already recorded."""
+        if record.tenant is not None:
+            return False  # accept recorded a tenant only for an envelope of one tenant
         shares = split_by_tenant(self.services.directory, record.rcpt_to)
         if len(shares) <= 1:
             return False
@@ -289,7 +291,7 @@ class Runner:
         self._count(STAGE_MESSAGES, stage=stage)
         self._count(DISPOSITIONS, disposition="held" if state == MessageState.HELD else str(ctx.disposition))
         for outcome in ctx.deliveries.values():
-            self._count(DELIVERIES, outcome=outcome.partition(":")[0])
+            self._count(DELIVERIES, outcome=str(Outcome.of(outcome) or "unknown"))
         log.info("message finished", extra={"message_id": ctx.id, "tenant": ctx.tenant,
                                             "stage": stage, "action": str(state)})
 

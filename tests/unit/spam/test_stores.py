@@ -105,12 +105,12 @@ def test_aws_runtime_uses_the_table_and_the_secrets_manager_key(monkeypatch: pyt
             KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
         arn = boto3.client("secretsmanager").create_secret(
             Name="stack/spam-link-key", SecretString="k" * 64)["ARN"]
-        from mailmoat.bootstrap.aws import _spam
+        from mailmoat.bootstrap.aws import _stores
 
-        assert _spam(AwsSettings()) is None  # no table in this stack: no store
+        assert _stores(AwsSettings())[1] is None  # no table in this stack: no store
         settings = AwsSettings(spam_table="spam-aws", spam_link_secret_arn=arn,
                                portal_base_url="https://portal.example")
-        store = _spam(settings)
+        store = _stores(settings)[1]
         assert isinstance(store, DynamoSpamStore)
         store.save(held())
         assert store.get("m1", "alice@corp.example") is not None

@@ -54,18 +54,28 @@ class InProcessQueue:
                 self._ready.wait(min(remaining, 0.5))
 
     def _pop_due(self, message: str | None, due_only: bool) -> StageRef | None:
+        if message is None and due_only:  # the worker's take: the heap's top, O(log n)
+            while self._heap and self._heap[0][0] <= time.monotonic():
+                due, _n, ref = heapq.heappop(self._heap)
+                if self._claim(ref, due):
+                    return ref
+            return None
         now = time.monotonic() if due_only else float("inf")
-        due_now = sorted(e for e in self._heap if e[0] <= now
-                         and (message is None or _belongs(e[2].message_id, message)))
-        for entry in due_now:
+        for entry in sorted(e for e in self._heap if e[0] <= now
+                            and (message is None or _belongs(e[2].message_id, message))):
             self._heap.remove(entry)
             heapq.heapify(self._heap)
-            due, _n, ref = entry
-            key = (ref.message_id, ref.stage)
-            if self._pending.get(key) == due:  # else superseded by an earlier send of the same
-                del self._pending[key]
-                return ref
+            if self._claim(entry[2], entry[0]):
+                return entry[2]
         return None
+
+    def _claim(self, ref: StageRef, due: float) -> bool:
+        """True for the live entry of a ref; False for one superseded by an earlier send."""
+        key = (ref.message_id, ref.stage)
+        if self._pending.get(key) != due:
+            return False
+        del self._pending[key]
+        return True
 
     def due(self) -> int:
         """How many refs are due now (superseded duplicates aside)."""

@@ -7,12 +7,12 @@ handler runs, so a handler module imports fast and a test can load it without AW
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mailmoat.config import GatewayConfig, TenantConfig
 from mailmoat.pipeline import AdminStores, Services
@@ -26,7 +26,9 @@ if TYPE_CHECKING:
     from mailmoat.aws.events import MessageRef
     from mailmoat.aws.recipient_rules import RulePlan
     from mailmoat.aws.signatures import UpdateResult
-    from mailmoat.ports import Antivirus
+    from mailmoat.ports import Antivirus, ArchiveStore, IsolationStore, KeepMailStore, SpamStore
+
+T = TypeVar("T")
 
 # SQS holds a message back at most 15 minutes (DelaySeconds ≤ 900): the AWS retry backoff cap.
 SQS_MAX_DELAY_SECONDS = 900.0
@@ -84,6 +86,7 @@ def build_aws(settings: Settings | None = None, *, config: GatewayConfig | None 
     routes = {"isolated/": aws.quarantine_bucket} if aws.quarantine_bucket else {}
     blobs = S3BlobStore(aws.raw_bucket, routes=routes)
     notices = _notices(aws)
+    isolation, spam, keepmail, archive = _stores(aws)
     mailer_for = (lambda _t: mailer) if mailer is not None else _mailers(aws, logbook, claimed=True)
     own_mail = (lambda _t: mailer) if mailer is not None else _mailers(aws, logbook, claimed=False)
     services = Services(
@@ -92,7 +95,7 @@ def build_aws(settings: Settings | None = None, *, config: GatewayConfig | None 
         blobs=blobs, directory=directory, log=logbook,
         mailer_for=mailer_for, resolver=resolver(aws), clock=SystemClock(), geoip=geoip(aws),
         antivirus=_antivirus(aws), sandbox=None, sandbox_config=SandboxConfig(),
-        isolation=_isolation(aws), spam=_spam(aws), keepmail=_keepmail(aws), archive=_archive(aws),
+        isolation=isolation, spam=spam, keepmail=keepmail, archive=archive,
         notices=notices,
         # Digests go to the recipient's mailbox like its mail does, but under no delivery claim.
         own_mail_for=own_mail,
@@ -179,36 +182,22 @@ def _antivirus(settings: AwsSettings) -> Antivirus | None:
                         start_seconds=settings.clamd_start_seconds)
 
 
-def _isolation(settings: AwsSettings) -> Any:
-    if not settings.isolated_files_table:
-        return None
+def _stores(settings: AwsSettings) -> tuple[IsolationStore | None, SpamStore | None,
+                                            KeepMailStore | None, ArchiveStore | None]:
+    """The stores whose table or bucket this function's environment names; None for the others
+    (each user says what it does without one: quarantine, hold, KEEPMAIL_UNAVAILABLE …)."""
+    from mailmoat.adapters.aws_archive import S3ArchiveStore
     from mailmoat.adapters.aws_dynamodb import DynamoIsolationStore
-
-    return DynamoIsolationStore(settings.isolated_files_table)
-
-
-def _spam(settings: AwsSettings) -> Any:
-    if not settings.spam_table:
-        return None
+    from mailmoat.adapters.aws_dynamodb_keepmail import DynamoKeepMailStore
     from mailmoat.adapters.aws_dynamodb_spam import DynamoSpamStore
 
-    return DynamoSpamStore(settings.spam_table)
+    def named(resource: str, build: Callable[[str], T]) -> T | None:
+        return build(resource) if resource else None
 
-
-def _keepmail(settings: AwsSettings) -> Any:
-    if not settings.keepmail_table:
-        return None
-    from mailmoat.adapters.aws_dynamodb_keepmail import DynamoKeepMailStore
-
-    return DynamoKeepMailStore(settings.keepmail_table)
-
-
-def _archive(settings: AwsSettings) -> Any:
-    if not settings.archive_bucket:
-        return None
-    from mailmoat.adapters.aws_archive import S3ArchiveStore
-
-    return S3ArchiveStore(settings.archive_bucket)
+    return (named(settings.isolated_files_table, DynamoIsolationStore),
+            named(settings.spam_table, DynamoSpamStore),
+            named(settings.keepmail_table, DynamoKeepMailStore),
+            named(settings.archive_bucket, S3ArchiveStore))
 
 
 def _admin_stores(settings: AwsSettings, directory: DynamoDirectory) -> AdminStores:
@@ -303,4 +292,4 @@ class LambdaEntry:
 @functools.cache
 def aws_runtime() -> LambdaEntry:
     """Once per cold start (handlers call it at module level)."""
-    return LambdaEntry(aws_settings())
+    return LambdaEntry(AwsSettings())  # the ARC key secret is read when the runtime is built
