@@ -179,13 +179,12 @@ class Runner:
         logbook = self.services.log
         record = logbook.get(message_id)
         first = stage == self.stages[0]
-        if record is None and not first:
-            raise LookupError(f"message {message_id} has no log row; {stage} cannot run")
-        raw = self._raw(ref, record)
-        if raw is None:
-            return None
+        raw: bytes | None = None
         if record is None:
-            record = self._accept_stored(ref, raw)
+            if not first:
+                raise LookupError(f"message {message_id} has no log row; {stage} cannot run")
+            raw = self._raw(ref, None)  # someone else (SES) stored it: its envelope is inside
+            record = self._accept_stored(ref, raw) if raw is not None else None
             if record is None:
                 self.ledger.complete(message_id, stage)
                 return None
@@ -194,6 +193,9 @@ class Runner:
             return None
         if first and self._split(record):
             self.ledger.complete(message_id, stage)
+            return None
+        raw = raw if raw is not None else self._raw(ref, record)
+        if raw is None:
             return None
         attempts = logbook.begin_attempt(message_id, stage)
         if attempts > self.policy.limit(stage):
