@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from mailmoat.adapters.clamd import AntivirusUnavailable, ClamdAntivirus
+from mailmoat.adapters.private_clamd import ClamdNotStarted, PrivateClamd, find_clamd
 from mailmoat.bootstrap import bootstrap
 from mailmoat.context import Envelope
-from mailmoat.local.clamd import ClamdNotStarted, PrivateClamd, find_clamd
 from mailmoat.scan.engine import CACHE
 from mailmoat.settings import Settings
 from tests.unit.scan.scanfiles import eml, make_zip, only
@@ -34,7 +34,7 @@ def signature_database(db: Path) -> None:
 
 @pytest.fixture(scope="module")
 def clamd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real clamd, started the way `mailmoat serve` starts its own (mailmoat.local.clamd)."""
+    """A real clamd, started the way `mailmoat serve` starts its own (mailmoat.adapters.private_clamd)."""
     if CLAMD is None:
         pytest.skip("clamd is not installed (Debian package clamav-daemon)")
     base = tmp_path_factory.mktemp("clamd")

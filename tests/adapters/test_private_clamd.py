@@ -1,4 +1,4 @@
-"""The private clamd of `mailmoat serve` (mailmoat.local.clamd), against the real clamd when installed."""
+"""The private clamd of `mailmoat serve` (mailmoat.adapters.private_clamd), against the real clamd when installed."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from mailmoat.adapters import private_clamd as local_clamd
 from mailmoat.adapters.clamd import ClamdAntivirus
-from mailmoat.local import clamd as local_clamd
-from mailmoat.local.clamd import ClamdNotStarted, PrivateClamd, antivirus_for_serve
+from mailmoat.adapters.private_clamd import ClamdNotStarted, PrivateClamd, antivirus_for_serve
 from tests.adapters.test_clamd import CLAMD, EICAR, signature_database
 from tests.conftest import DEMO_CONFIG, FIXTURES, ROOT, free_port
 
@@ -128,7 +128,7 @@ def test_a_broken_database_is_the_reason_it_did_not_start(tmp_path: Path) -> Non
 @needs_clamd
 def test_a_killed_parent_takes_its_clamd_along(tmp_path: Path, db: Path) -> None:
     """`serve` killed with SIGKILL (the fault tests do that) leaves no clamd behind."""
-    script = ("import sys, time; from pathlib import Path; from mailmoat.local.clamd import PrivateClamd;"
+    script = ("import sys, time; from pathlib import Path; from mailmoat.adapters.private_clamd import PrivateClamd;"
               f"c = PrivateClamd(Path({str(tmp_path)!r}), databases=Path({str(db)!r}), start_seconds=60);"
               "c.start(); print(c.process.pid, flush=True); time.sleep(60)")
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE)

@@ -12,10 +12,10 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from mailmoat.adapters.dns import ZoneFileResolver
+from mailmoat.adapters.outbound_smtp import OutboundSmtp
 from mailmoat.bootstrap import bootstrap
 from mailmoat.bounce import (
     Failure,
-    OutboundSmtp,
     build_dsn,
     notify_sender,
     sender_is_authenticated,

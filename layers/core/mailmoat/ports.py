@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from mailmoat.admin.accounts import AdminAccount
     from mailmoat.admin.audit import AuditEntry
+    from mailmoat.aws.recipient_rules import RulePlan
     from mailmoat.config import TenantConfig
     from mailmoat.context import MessageContext
     from mailmoat.directory.model import ProviderChanges
@@ -149,6 +150,20 @@ class Directory(Protocol):
     def remove_recipients(self, tenant: str, addresses: Iterable[str]) -> None: ...
     def sync_state(self, tenant: str, provider: str) -> dict[str, str]: ...
     def set_sync_state(self, tenant: str, provider: str, state: dict[str, str]) -> None: ...
+
+
+class TenantDirectory(Directory, Protocol):
+    """A directory that also holds each tenant's whole configuration (AWS: the directory table;
+    locally the TOML is the configuration)."""
+
+    def tenant_configs(self) -> list[TenantConfig]: ...
+
+
+class ReceiptRules(Protocol):
+    """SES receipt rules whose recipient conditions list the registered addresses."""
+
+    def rules(self) -> list[dict[str, Any]]: ...
+    def apply(self, plan: RulePlan) -> None: ...
 
 
 class MessageLog(Protocol):

@@ -97,10 +97,9 @@ class Settings(BaseSettings):
     # X-SES-Spam-Verdict as a source: default on the AWS runtime only (SES writes it there;
     # elsewhere the sender could).
     ses_spam_verdict: bool | None = None
-    # Signing key of the spam digest's links: a file, or a Secrets Manager secret (AWS), else
-    # generated once (0600) under the data directory where generate_keys allows.
+    # Signing key of the spam digest's links: a file (AWS: the root writes the stack's secret to
+    # one), else generated once (0600) under the data directory where generate_keys allows.
     spam_link_secret_file: Path | None = None
-    spam_link_secret_arn: str = ""
 
     limits: Limits = Field(default_factory=Limits)
 
@@ -152,6 +151,7 @@ class AwsSettings(Settings):
     # Per-recipient spam quarantine (authenticate, deliver, portal, digest) and the key of the
     # digest's signed links (portal, digest).
     spam_table: str = ""
+    spam_link_secret_arn: str = ""  # the digest links' key (portal, digest): see spam_link_secret_file
     keepmail_table: str = ""  # kept copies' index rows and the keep-mail sign-in (deliver, portal)
     directory_secret_prefix: str = ""  # Secrets Manager names of the directory providers' secrets
     # ClamAV on Lambda: freshclam in the signature-update function, clamd in the scan function.

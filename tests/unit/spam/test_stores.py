@@ -105,11 +105,14 @@ def test_aws_runtime_uses_the_table_and_the_secrets_manager_key(monkeypatch: pyt
             KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
         arn = boto3.client("secretsmanager").create_secret(
             Name="stack/spam-link-key", SecretString="k" * 64)["ARN"]
-        from mailmoat.bootstrap.aws import _stores
+        from mailmoat.bootstrap.aws import _stores, aws_settings
 
         assert _stores(AwsSettings())[1] is None  # no table in this stack: no store
-        settings = AwsSettings(spam_table="spam-aws", spam_link_secret_arn=arn,
-                               portal_base_url="https://portal.example")
+        # The root writes the stack's secret to a private file once per cold start.
+        settings = aws_settings(AwsSettings(spam_table="spam-aws", spam_link_secret_arn=arn,
+                                            portal_base_url="https://portal.example"))
+        assert settings.spam_link_secret_file is not None
+        assert settings.spam_link_secret_file.stat().st_mode & 0o077 == 0
         store = _stores(settings)[1]
         assert isinstance(store, DynamoSpamStore)
         store.save(held())

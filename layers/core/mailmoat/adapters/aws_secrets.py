@@ -1,9 +1,10 @@
-"""The ARC signing key from Secrets Manager, written once per cold start to a private /tmp file."""
+"""Secrets Manager: keys written once per cold start to private /tmp files, and named secrets."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,21 +14,41 @@ _written: dict[str, Path] = {}
 
 
 def arc_key_file(secret_arn: str, *, client: Any = None, directory: Path | None = None) -> Path:
-    """The key as a 0600 file (the sealer reads Settings.arc_key_file). Fetched at most once
-    per process; the secret's value is a PEM string (SecretString) or bytes (SecretBinary)."""
+    """The ARC key as a 0600 file (the sealer reads Settings.arc_key_file); the secret's value
+    is a PEM string (SecretString) or bytes (SecretBinary)."""
+    def pem(value: bytes) -> None:
+        if b"PRIVATE KEY-----" not in value:
+            raise ValueError("the ARC key secret does not hold a PEM private key")
+
+    return secret_file(secret_arn, "mailmoat-arc-", ".pem", pem, client=client, directory=directory)
+
+
+def key_file(secret_arn: str, *, client: Any = None, directory: Path | None = None) -> Path:
+    """A signing key kept as a secret string of 32 or more characters (the spam digest's link
+    key), as a 0600 file for the setting that names a key file."""
+    def long_enough(value: bytes) -> None:
+        if len(value.strip()) < 32:
+            raise ValueError("the key secret is shorter than 32 characters")
+
+    return secret_file(secret_arn, "mailmoat-key-", ".txt", long_enough, client=client,
+                       directory=directory)
+
+
+def secret_file(secret_arn: str, prefix: str, suffix: str, check: Callable[[bytes], None], *,
+                client: Any = None, directory: Path | None = None) -> Path:
+    """A secret's value as a private file, fetched at most once per process (cold start)."""
     cached = _written.get(secret_arn)
     if cached is not None and cached.exists():
         return cached
     client = client if client is not None else boto3.client("secretsmanager")
     response = client.get_secret_value(SecretId=secret_arn)
-    pem = response.get("SecretBinary") or str(response.get("SecretString", "")).encode("ascii")
-    if b"PRIVATE KEY-----" not in pem:
-        raise ValueError("the ARC key secret does not hold a PEM private key")
+    value = response.get("SecretBinary") or str(response.get("SecretString", "")).encode("utf-8")
+    check(value)
     directory = directory or Path(tempfile.gettempdir())
-    fd, name = tempfile.mkstemp(prefix="mailmoat-arc-", suffix=".pem", dir=directory)
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
     try:
         os.fchmod(fd, 0o600)
-        os.write(fd, pem)
+        os.write(fd, value)
     finally:
         os.close(fd)
     path = Path(name)

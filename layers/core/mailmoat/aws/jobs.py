@@ -12,16 +12,14 @@ from typing import TYPE_CHECKING, Any
 from mailmoat.aws import observability
 
 if TYPE_CHECKING:
-    from mailmoat.adapters.aws_dynamodb import DynamoDirectory
-    from mailmoat.adapters.aws_ses_rules import SesReceiptRules
     from mailmoat.aws.recipient_rules import RulePlan
     from mailmoat.aws.signatures import UpdateResult
-    from mailmoat.ports import SignatureStore
+    from mailmoat.ports import ReceiptRules, SignatureStore, TenantDirectory
 
 log = logging.getLogger("mailmoat.aws")
 
 
-def sync_directories(directory: DynamoDirectory, read_secret: Callable[[str], str | None]) -> dict[str, str]:
+def sync_directories(directory: TenantDirectory, read_secret: Callable[[str], str | None]) -> dict[str, str]:
     """Pull each tenant's users from its directory provider (Microsoft Graph / Google
     Directory) into the directory table; the stream then republishes the SES recipients.
     One tenant's failure does not stop the others; any failure or refusal (the deletion
@@ -47,7 +45,7 @@ def sync_directories(directory: DynamoDirectory, read_secret: Callable[[str], st
     return outcomes
 
 
-def publish_recipients(directory: DynamoDirectory, rules: SesReceiptRules, *, base_rule: str,
+def publish_recipients(directory: TenantDirectory, rules: ReceiptRules, *, base_rule: str,
                        base_domains: list[str], event: Mapping[str, Any] | None = None) -> RulePlan:
     """Make the SES receipt rules' recipient conditions equal the registered addresses.
 

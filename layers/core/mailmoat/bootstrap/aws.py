@@ -47,6 +47,10 @@ def aws_settings(settings: Settings | None = None) -> AwsSettings:
         from mailmoat.adapters.aws_secrets import arc_key_file
 
         updates["arc_key_file"] = arc_key_file(aws.arc_key_secret_arn)  # once per cold start
+    if aws.spam_link_secret_arn and aws.spam_link_secret_file is None:
+        from mailmoat.adapters.aws_secrets import key_file
+
+        updates["spam_link_secret_file"] = key_file(aws.spam_link_secret_arn)
     return aws.model_copy(update=updates)
 
 
@@ -147,7 +151,7 @@ def _mailers(settings: AwsSettings, logbook: DynamoMessageLog, *, claimed: bool)
     a delivery claim this process won (every per-message delivery); the digest, which is not a
     message of the log and takes no claim, gets the bare mailer."""
     from mailmoat.adapters.aws_ses import SesMailer
-    from mailmoat.aws.delivery import ClaimedMailer
+    from mailmoat.adapters.claimed_mailer import ClaimedMailer
     from mailmoat.bootstrap.mailers import mailer_factory
 
     def ses(tenant: TenantConfig) -> Mailer:

@@ -4,6 +4,7 @@ bootstrap/aws.py that builds adapters."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,7 @@ def build_local(settings: Settings, *, config: GatewayConfig | None = None,
     from mailmoat.adapters.fs import FsBlobStore
     from mailmoat.adapters.inprocess import InProcessLedger, InProcessQueue, InProcessStateStore
     from mailmoat.adapters.maildir import MaildirMailer
+    from mailmoat.adapters.outbound_smtp import OutboundSmtp
     from mailmoat.adapters.sqlite import SqliteDatabase, SqliteDirectory, SqliteMessageLog
     from mailmoat.adapters.sqlite_admin import stored_policy
     from mailmoat.adapters.sqlite_isolation import SqliteIsolationStore
@@ -31,7 +33,6 @@ def build_local(settings: Settings, *, config: GatewayConfig | None = None,
     from mailmoat.adapters.sqlite_spam import SqliteSpamStore
     from mailmoat.bootstrap.common import antivirus, geoip, production_check, resolver
     from mailmoat.bootstrap.mailers import mailer_factory
-    from mailmoat.bounce import OutboundSmtp
     from mailmoat.scan.sandbox import SandboxConfig
 
     data = settings.data_dir
@@ -99,3 +100,17 @@ def _admin_stores(db: SqliteDatabase, data: Path) -> AdminStores:
     store = SqliteAdminStore(db)
     return AdminStores(accounts=store, audit=store, policy=store,
                        session_secret=lambda: load_or_create_secret(data / "admin" / "session.key"))
+
+
+def with_private_antivirus(settings: Settings) -> Settings:
+    """`mailmoat serve` without MAILMOAT_CLAMD_SOCKET: a private clamd when ClamAV and its
+    signatures are installed (stopped at exit), else one line saying why not."""
+    if settings.clamd_socket:
+        return settings
+    from mailmoat.adapters.private_clamd import antivirus_for_serve
+
+    address = antivirus_for_serve(settings.data_dir)
+    if not address:
+        return settings
+    os.environ["MAILMOAT_CLAMD_SOCKET"] = address  # the CLI's other commands in this process
+    return settings.model_copy(update={"clamd_socket": address})

@@ -114,13 +114,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                   f"Stop it or set MAILMOAT_{'SMTP' if what == 'SMTP' else 'PORTAL'}_PORT.",
                   file=sys.stderr)
             return 1
-    if not settings.clamd_socket:  # a private clamd when ClamAV and its signatures are installed
-        from mailmoat.local.clamd import antivirus_for_serve
+    from mailmoat.bootstrap.local import with_private_antivirus
 
-        address = antivirus_for_serve(settings.data_dir)
-        if address:
-            os.environ["MAILMOAT_CLAMD_SOCKET"] = address
-            settings = settings.model_copy(update={"clamd_socket": address})
+    settings = with_private_antivirus(settings)
     runtime = bootstrap(settings)
     gateway = Gateway(runtime)
     gateway.start()

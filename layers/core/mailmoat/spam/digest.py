@@ -40,12 +40,11 @@ MAX_LISTED = 200  # rows in one digest; the rest are in the next one
 # --- signed links ----------------------------------------------------------------------------
 
 def link_secret(settings: Settings) -> bytes:
-    """The digest links' signing key: the configured file, else generated once (0600) under
-    the data directory. Never logged; rotating it invalidates every outstanding link."""
+    """The digest links' signing key: the configured file (on AWS the composition root writes the
+    stack's secret to one), else generated once (0600) under the data directory. Never logged;
+    rotating it invalidates every outstanding link."""
     path = settings.spam_link_secret_file
     if path is None:
-        if settings.spam_link_secret_arn:
-            return _secret_from_secrets_manager(settings.spam_link_secret_arn)
         if not settings.generate_keys:
             raise RuntimeError("no spam link key configured (MAILMOAT_SPAM_LINK_SECRET_FILE or, "
                                "on AWS, MAILMOAT_SPAM_LINK_SECRET_ARN)")
@@ -56,21 +55,6 @@ def link_secret(settings: Settings) -> bytes:
     if len(secret) < 32:
         raise RuntimeError(f"spam link key in {path} is shorter than 32 bytes")
     return secret
-
-
-_FETCHED: dict[str, bytes] = {}
-
-
-def _secret_from_secrets_manager(arn: str, client: Any = None) -> bytes:
-    """AWS: the key is a Secrets Manager secret (SecretString), read once per process."""
-    if arn not in _FETCHED:
-        from mailmoat.adapters.aws_secrets import secret_string
-
-        value = (secret_string(arn, client=client) or "").strip()
-        if len(value) < 32:
-            raise RuntimeError("the spam link key secret is shorter than 32 characters")
-        _FETCHED[arn] = value.encode("utf-8")
-    return _FETCHED[arn]
 
 
 def _create_secret(path: Path) -> None:

@@ -7,6 +7,7 @@ import email.message
 import html
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from email.message import EmailMessage
 from email.utils import encode_rfc2231
 from typing import TYPE_CHECKING
@@ -142,20 +143,8 @@ def isolate(ctx: MessageContext, services: Services, tenant: TenantConfig,
             done = _convert(ctx, report, by_path[report.path], services.settings.limits)
             if done is not None:
                 converted[report.path] = done
-    files: list[IsolatedFile] = []
-    for report in pending:
-        deleted = report.action == AttachmentAction.DELETE
-        key = None
-        if not deleted:
-            key = blob_key(ctx.id, report.path)
-            # Original bytes, for the portal; a danger file is never kept for download.
-            services.blobs.put(key, by_path[report.path].payload())
-        files.append(IsolatedFile(
-            message_id=ctx.id, path=report.path, filename=_file_name(report),
-            size=report.size, sha256=report.sha256, declared_type=report.declared_type,
-            detected_type=report.detected_type, verdict=report.verdict, symbols=list(report.symbols),
-            action="delete" if deleted else "isolate", expires_at=expires, blob_key=key,
-            members=[m.to_dict() for m in report.members]))
+    files = [_keep_for_portal(ctx, services, report, by_path[report.path], expires)
+             for report in pending]
     store.save(PortalMessage(
         id=ctx.id, tenant=tenant.name, language=tenant.language, from_header=ctx.from_header,
         subject=ctx.subject, date=header_text(parsed.message, "date"),
@@ -189,6 +178,23 @@ def isolate(ctx: MessageContext, services: Services, tenant: TenantConfig,
     log.info("attachments isolated", extra={
         "message_id": ctx.id, "tenant": tenant.name, "stage": "isolate", "action": "isolate",
         "count": len(files)})
+
+
+def _keep_for_portal(ctx: MessageContext, services: Services, report: AttachmentReport,
+                     part: Part, expires: datetime) -> IsolatedFile:
+    """The file's record, with its original bytes stored for the portal; a deleted (danger)
+    file is recorded but never kept for download."""
+    deleted = report.action == AttachmentAction.DELETE
+    key = None
+    if not deleted:
+        key = blob_key(ctx.id, report.path)
+        services.blobs.put(key, part.payload())
+    return IsolatedFile(
+        message_id=ctx.id, path=report.path, filename=_file_name(report),
+        size=report.size, sha256=report.sha256, declared_type=report.declared_type,
+        detected_type=report.detected_type, verdict=report.verdict, symbols=list(report.symbols),
+        action="delete" if deleted else "isolate", expires_at=expires, blob_key=key,
+        members=[m.to_dict() for m in report.members])
 
 
 def _convert(ctx: MessageContext, report: AttachmentReport, part: Part, limits: Limits
