@@ -6,12 +6,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from mailmoat.adapters.aws_dynamodb import (
-    DynamoDirectory,
-    DynamoIsolationStore,
-    DynamoMessageLog,
-    DynamoStageLedger,
-)
+from mailmoat.adapters.aws_dynamodb import DynamoDirectory, DynamoStageLedger
+from mailmoat.adapters.aws_dynamodb_isolation import DynamoIsolationStore
+from mailmoat.adapters.aws_dynamodb_log import DynamoMessageLog
 from mailmoat.config import DeliveryConfig, TenantConfig
 from mailmoat.context import Verdict
 from mailmoat.isolation import (

@@ -22,7 +22,8 @@ from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 
-from mailmoat.adapters.aws_dynamodb import DynamoDirectory, DynamoMessageLog
+from mailmoat.adapters.aws_dynamodb import DynamoDirectory
+from mailmoat.adapters.aws_dynamodb_log import DynamoMessageLog
 from mailmoat.bootstrap import aws as entry
 from mailmoat.config import DeliveryConfig, TenantConfig
 from mailmoat.ports import Recipient

@@ -17,7 +17,8 @@ import boto3
 import pytest
 from fastapi.testclient import TestClient
 
-from mailmoat.adapters.aws_dynamodb import DynamoDirectory, DynamoMessageLog
+from mailmoat.adapters.aws_dynamodb import DynamoDirectory
+from mailmoat.adapters.aws_dynamodb_log import DynamoMessageLog
 from mailmoat.adapters.aws_dynamodb_spam import DynamoSpamStore
 from mailmoat.bootstrap import aws as entry
 from mailmoat.config import DeliveryConfig, TenantConfig

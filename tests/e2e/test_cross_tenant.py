@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 
-from mailmoat.adapters.aws_dynamodb import DynamoDirectory, DynamoMessageLog
+from mailmoat.adapters.aws_dynamodb import DynamoDirectory
+from mailmoat.adapters.aws_dynamodb_log import DynamoMessageLog
 from mailmoat.admin.accounts import create_account
 from mailmoat.bootstrap import bootstrap
 from mailmoat.config import DeliveryConfig, TenantConfig

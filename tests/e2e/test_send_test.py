@@ -214,7 +214,7 @@ def test_report_reads_the_dynamodb_message_log_on_aws(tmp_path: Path, monkeypatc
     import boto3
     from moto import mock_aws
 
-    from mailmoat.adapters.aws_dynamodb import DynamoMessageLog
+    from mailmoat.adapters.aws_dynamodb_log import DynamoMessageLog
     from mailmoat.context import Envelope
     from mailmoat.ports import MessageRecord
     from mailmoat.sendtest.battery import build_battery

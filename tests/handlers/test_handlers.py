@@ -9,7 +9,8 @@ import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from tests.e2e import test_aws_pipeline as moto
 
-from mailmoat.adapters.aws_dynamodb import DynamoDirectory, DynamoMessageLog
+from mailmoat.adapters.aws_dynamodb import DynamoDirectory
+from mailmoat.adapters.aws_dynamodb_log import DynamoMessageLog
 from mailmoat.bootstrap import aws as entry
 from mailmoat.config import TenantConfig
 

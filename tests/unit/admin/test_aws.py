@@ -11,7 +11,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from mailmoat.adapters.aws_dynamodb import DynamoDirectory, DynamoIsolationStore, DynamoMessageLog
+from mailmoat.adapters.aws_dynamodb import DynamoDirectory
+from mailmoat.adapters.aws_dynamodb_isolation import DynamoIsolationStore
+from mailmoat.adapters.aws_dynamodb_log import DynamoMessageLog
 from mailmoat.admin.policy import DirectoryPolicyStore, with_policy
 from mailmoat.config import TenantConfig
 from mailmoat.context import Verdict

@@ -26,7 +26,8 @@ from google.auth import crypt
 from google.auth import jwt as google_jwt
 from moto import mock_aws
 
-from mailmoat.adapters.aws_dynamodb import DynamoDirectory, DynamoMessageLog
+from mailmoat.adapters.aws_dynamodb import DynamoDirectory
+from mailmoat.adapters.aws_dynamodb_log import DynamoMessageLog
 from mailmoat.config import TenantConfig
 from mailmoat.runtime import Runtime
 from mailmoat.settings import AwsSettings

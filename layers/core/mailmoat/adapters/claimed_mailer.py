@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from mailmoat.ports import DeliveryError
 
 if TYPE_CHECKING:
-    from mailmoat.adapters.aws_dynamodb import DynamoMessageLog
+    from mailmoat.adapters.aws_dynamodb_log import DynamoMessageLog
     from mailmoat.ports import Mailer
 
 

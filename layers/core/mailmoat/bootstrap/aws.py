@@ -22,7 +22,8 @@ from mailmoat.runtime import Runtime
 from mailmoat.settings import AwsSettings, Settings
 
 if TYPE_CHECKING:
-    from mailmoat.adapters.aws_dynamodb import DynamoDirectory, DynamoMessageLog
+    from mailmoat.adapters.aws_dynamodb import DynamoDirectory
+    from mailmoat.adapters.aws_dynamodb_log import DynamoMessageLog
     from mailmoat.aws.events import MessageRef
     from mailmoat.aws.recipient_rules import RulePlan
     from mailmoat.aws.signatures import UpdateResult
@@ -75,7 +76,8 @@ NEEDS: dict[str, frozenset[str]] = {
 def build_aws(settings: Settings | None = None, *, config: GatewayConfig | None = None,
               mailer: Mailer | None = None, role: str | None = None) -> Runtime:
     """`role`: the stage or "portal" this function serves (its production needs); None: all."""
-    from mailmoat.adapters.aws_dynamodb import DynamoDirectory, DynamoMessageLog, DynamoStageLedger
+    from mailmoat.adapters.aws_dynamodb import DynamoDirectory, DynamoStageLedger
+    from mailmoat.adapters.aws_dynamodb_log import DynamoMessageLog
     from mailmoat.adapters.aws_s3 import S3BlobStore
     from mailmoat.adapters.aws_sqs import SqsStageQueue
     from mailmoat.adapters.blob_state import BlobStateStore
@@ -191,7 +193,7 @@ def _stores(settings: AwsSettings) -> tuple[IsolationStore | None, SpamStore | N
     """The stores whose table or bucket this function's environment names; None for the others
     (each user says what it does without one: quarantine, hold, KEEPMAIL_UNAVAILABLE …)."""
     from mailmoat.adapters.aws_archive import S3ArchiveStore
-    from mailmoat.adapters.aws_dynamodb import DynamoIsolationStore
+    from mailmoat.adapters.aws_dynamodb_isolation import DynamoIsolationStore
     from mailmoat.adapters.aws_dynamodb_keepmail import DynamoKeepMailStore
     from mailmoat.adapters.aws_dynamodb_spam import DynamoSpamStore
 
