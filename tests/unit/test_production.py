@@ -11,12 +11,9 @@ from pathlib import Path
 import pytest
 
 from mailmoat.adapters.clamd import ClamdAntivirus
-from mailmoat.production import ProductionRefused, production_refusals, require_production
+from mailmoat.adapters.maildir import MaildirMailer
+from mailmoat.production import ProductionRefused, is_fake, production_refusals, require_production
 from mailmoat.scan import filetype
-
-
-class MaildirLikeMailer:
-    """Stands for a real adapter: nothing marks it as a fake."""
 
 
 class MarkedMailer:
@@ -73,12 +70,12 @@ def _refusals(antivirus: object | None, *, arc: bool = True,
               adapters: dict[str, object] | None = None) -> list[str]:
     return production_refusals(antivirus=antivirus, arc_key_provisioned=arc,
                                adapters=adapters if adapters is not None else
-                               {"mailer": MaildirLikeMailer()})
+                               {"mailer": MaildirMailer(Path("/nonexistent/maildir"))})
 
 
 def test_everything_in_place_is_accepted(pong: str) -> None:
     antivirus = ClamdAntivirus(pong, timeout=5)
-    assert _refusals(antivirus, adapters={"antivirus": antivirus, "mailer": MaildirLikeMailer(),
+    assert _refusals(antivirus, adapters={"antivirus": antivirus, "mailer": MaildirMailer(Path("/nonexistent/maildir")),
                                           "archive": None}) == []
     require_production(antivirus=antivirus, arc_key_provisioned=True, adapters={})
 
@@ -143,7 +140,7 @@ def test_arc_key_generated_on_the_fly(pong: str) -> None:
     ("directory", FakeDirectory(), "FakeDirectory"),
 ])
 def test_fake_adapter(pong: str, port: str, adapter: object, name: str) -> None:
-    assert _refusals(ClamdAntivirus(pong), adapters={port: adapter, "log": MaildirLikeMailer()}) == [
+    assert _refusals(ClamdAntivirus(pong), adapters={port: adapter, "log": MaildirMailer(Path("/nonexistent/maildir"))}) == [
         f"fake adapter for {port}: tests.unit.test_production.{name} is a test fake"]
 
 
@@ -166,3 +163,18 @@ def test_require_production_names_every_reason(tmp_path: Path) -> None:
     assert isinstance(refused.value, RuntimeError)
     assert str(refused.value) == "; ".join(production_refusals(**parts))  # type: ignore[arg-type]
     assert str(refused.value).count("; ") >= 2 and "\n" not in str(refused.value)
+
+
+class RecordingMailer:
+    """An ordinary test double: no marker, no telling name."""
+
+    def deliver(self, message_id: str, recipient: str, mail_from: str | None, data: bytes) -> str:
+        return "recorded"
+
+
+def test_an_adapter_from_the_test_suite_is_a_fake_whatever_its_name() -> None:
+    assert is_fake(RecordingMailer())
+    reasons = production_refusals(antivirus=None, arc_key_provisioned=True,
+                                  adapters={"mailer:corp": RecordingMailer()},
+                                  needs=frozenset())
+    assert reasons == [f"fake adapter for mailer:corp: {__name__}.RecordingMailer is a test fake"]

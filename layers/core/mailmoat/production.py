@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from mailmoat.scan import filetype
 
 FAKE_PREFIXES = ("InMemory", "Fake")
+TEST_PACKAGES = frozenset({"tests", "conftest"})
 # What a process may need; one that runs every stage (local) needs all, a Lambda function only
 # what its own work uses (only the scan function scans, only the rewrite function seals).
 ANTIVIRUS, LIBMAGIC, ARC_KEY = "antivirus", "libmagic", "arc-key"
@@ -61,8 +62,11 @@ def require_production(*, antivirus: object | None, arc_key_provisioned: bool,
 
 
 def is_fake(adapter: object) -> bool:
+    """Marked `fake = True`, named InMemory*/Fake*, or defined in the test suite (nothing under
+    tests/ is shipped, so an adapter from there is a stand-in whatever its name)."""
     cls = type(adapter)
-    return getattr(cls, "fake", False) is True or cls.__name__.startswith(FAKE_PREFIXES)
+    return (getattr(cls, "fake", False) is True or cls.__name__.startswith(FAKE_PREFIXES)
+            or cls.__module__.split(".")[0] in TEST_PACKAGES)
 
 
 def _antivirus_problem(antivirus: object | None) -> str | None:
