@@ -5,10 +5,11 @@ from __future__ import annotations
 from mailmoat_web.i18n import register_catalog
 
 _STATES_JA = {"accepted": "受付済み", "processing": "処理中", "deferred": "再送待ち", "delivered": "配送済み",
-              "quarantined": "隔離（配送せず）", "dropped": "破棄", "held": "保留", "failed": "配送失敗"}
+              "quarantined": "隔離（配送せず）", "dropped": "破棄", "held": "保留", "failed": "配送失敗",
+              "split": "テナントごとに分割"}
 _STATES_EN = {"accepted": "Accepted", "processing": "Processing", "deferred": "Deferred",
               "delivered": "Delivered", "quarantined": "Quarantined", "dropped": "Dropped", "held": "Held",
-              "failed": "Failed"}
+              "failed": "Failed", "split": "Split per tenant"}
 _RULE_ACTIONS_JA = {"isolate": "隔離する", "delete": "削除する", "convert-pdf": "PDF に変換",
                     "remove-macros": "マクロを削除", "html-to-text": "HTML をテキストに",
                     "keep": "そのまま残す"}

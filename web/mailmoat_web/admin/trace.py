@@ -14,6 +14,7 @@ from mailmoat.admin.operations import REDRIVABLE_STATES, redrive
 from mailmoat.ports import MessageRecord, TraceQuery
 from mailmoat.runner import raw_key
 from mailmoat.services.downloads import content_disposition
+from mailmoat.states import MessageState
 from mailmoat_web.admin.access import PostedScope, TenantScope, message_of
 from mailmoat_web.admin.console import AdminConsole
 from mailmoat_web.admin.render import PAGE_SIZE, page_number, pager, redirect, refreshed, render
@@ -24,7 +25,7 @@ log = logging.getLogger("mailmoat.admin")
 
 router = APIRouter()
 
-STATES = ("accepted", "processing", "deferred", "delivered", "quarantined", "dropped", "held", "failed")
+STATES = tuple(str(s) for s in MessageState)
 DISPOSITIONS = ("deliver", "quarantine", "drop", "held")
 VERDICTS = ("safe", "risky", "encrypted", "unsupported", "danger")
 _FILTERS = ("sender", "recipient", "subject", "since", "until", "state", "disposition", "verdict",
@@ -90,7 +91,7 @@ def redrive_message(request: Request, tenant: str, message_id: str, s: PostedSco
 @router.get("/t/{tenant}/held", response_class=HTMLResponse)
 def held(request: Request, tenant: str, s: TenantScope) -> Response:
     log_ = s.c.runtime.services.log
-    rows = [_row(r) for state in ("held", "failed")
+    rows = [_row(r) for state in sorted(REDRIVABLE_STATES)
             for r in log_.search(TraceQuery(tenant=tenant, state=state, limit=200))]
     rows.sort(key=lambda r: r["received_at"], reverse=True)
     return render(request, s.admin, s.cfg, "admin/held.html", {"rows": rows})

@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 
 from mailmoat.adapters.aws_dynamodb import _DAY, _conditional_failed, _plain, _table, _ts
 from mailmoat.ports import MessageRecord, TraceQuery
-from mailmoat.states import FINAL_STATES
+from mailmoat.states import FINAL_STATES, MessageState
 
 # --- message log ------------------------------------------------------------------------------
 
@@ -120,7 +120,7 @@ class DynamoMessageLog:
         from boto3.dynamodb.conditions import Key
 
         records: list[MessageRecord] = []
-        for state in ("accepted", "processing", "deferred"):
+        for state in (s for s in MessageState if s not in FINAL_STATES):
             kwargs: dict[str, Any] = {"IndexName": "by-state",
                                       "KeyConditionExpression": Key("state").eq(state)}
             while True:

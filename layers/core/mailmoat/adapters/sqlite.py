@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mailmoat.ports import MessageRecord, Recipient, TraceQuery
-from mailmoat.states import FINAL_STATES, Outcome
+from mailmoat.states import FINAL_STATES, MessageState, Outcome
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tenants (
@@ -306,7 +306,7 @@ class SqliteMessageLog:
         with self.db.transaction() as c:
             c.execute("UPDATE messages SET attempts = CASE WHEN stage IS ? THEN attempts + 1 ELSE 1"
                       " END, stage = ?, state = ?, updated_at = ? WHERE id = ?",
-                      (stage, stage, "processing", _now(), record_id))
+                      (stage, stage, str(MessageState.PROCESSING), _now(), record_id))
             row = c.execute("SELECT attempts FROM messages WHERE id = ?", (record_id,)).fetchone()
         return int(row[0]) if row else 1
 

@@ -236,16 +236,13 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     if record is None:
         print(f"mailmoat: no message {args.id}", file=sys.stderr)
         return 1
-    if args.resend:
-        # The admin checked: deliveries whose outcome was uncertain may be attempted again.
-        for rcpt in record.rcpt_to:
-            if runtime.services.log.claim_is_stale(args.id, rcpt):
-                runtime.services.log.release_delivery(args.id, rcpt)
-    runtime.services.log.update(args.id, state="accepted", error=None)
-    ctx = runtime.process_stored(args.id)
-    final = runtime.services.log.get(args.id)
-    print(f"{args.id}: {final.state if final else 'unknown'}"
-          f"{'' if ctx is None else ' ' + json.dumps(ctx.deliveries, ensure_ascii=False)}")
+    from mailmoat.admin.operations import redrive
+
+    # --resend: the admin checked; deliveries whose outcome was uncertain may be tried again.
+    done = redrive(runtime, args.id, resend=args.resend)
+    assert done is not None  # the row was just read
+    print(f"{args.id}: {done.state}"
+          f"{' ' + json.dumps(done.deliveries, ensure_ascii=False) if done.deliveries else ''}")
     return 0
 
 

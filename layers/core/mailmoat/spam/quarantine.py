@@ -15,7 +15,7 @@ from email.utils import parseaddr
 from typing import TYPE_CHECKING
 
 from mailmoat.ports import DeliveryError
-from mailmoat.states import Outcome
+from mailmoat.states import MessageState, Outcome
 
 if TYPE_CHECKING:
     from mailmoat.context import MessageContext
@@ -155,8 +155,8 @@ def _record_in_message_log(services: Services, message_id: str, recipient: str,
     deliveries[recipient] = outcome
     report["deliveries"] = deliveries
     fields: dict[str, object] = {"report": report}
-    if record.state == "quarantined":
-        fields["state"] = "delivered"
+    if record.state == MessageState.QUARANTINED:
+        fields["state"] = MessageState.DELIVERED
     services.log.update(message_id, **fields)
 
 
