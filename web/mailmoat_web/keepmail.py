@@ -10,6 +10,7 @@ sandboxed iframe: even a sanitiser miss cannot run script in the portal's origin
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -226,6 +227,22 @@ def stylesheet() -> Response:
     return Response(_CSS, media_type="text/css", headers={"Cache-Control": "public, max-age=3600"})
 
 
+def _sign_in(request: Request, csrf: str, check: Callable[[KeepMailStore, datetime], str],
+             refused: Callable[[str, str, int], Response]) -> Response:
+    """A password or code sign-in: the entry checks, the credential check, then a session or
+    the form again with why (refused, or rate-limited)."""
+    posted = _posted(request, csrf)
+    if isinstance(posted, Response):
+        return posted
+    services, store, lang = posted
+    try:
+        who = check(store, _now(services))
+    except SignInRefused as exc:
+        error, status = _refusal(request, lang, exc)
+        return refused(lang, error, status)
+    return _start_session(request, store, services, who)
+
+
 def _posted(request: Request, csrf: str) -> Response | tuple[Services, KeepMailStore, str]:
     """Every sign-in POST starts here: CSRF first, then the store (none: 404), then the language."""
     if not csrf_ok(request, csrf):
@@ -252,16 +269,9 @@ def signin_form(request: Request) -> Response:
 @router.post("/signin")
 def signin(request: Request, csrf: str = Form(""), address: str = Form(""),
            password: str = Form("")) -> Response:
-    posted = _posted(request, csrf)
-    if isinstance(posted, Response):
-        return posted
-    services, store, lang = posted
-    try:
-        who = check_password(store, address[:320], password[:1024], _now(services))
-    except SignInRefused as exc:
-        error, status = _refusal(request, lang, exc)
-        return _signin_page(request, lang, error, status)
-    return _start_session(request, store, services, who)
+    return _sign_in(request, csrf,
+                    lambda store, now: check_password(store, address[:320], password[:1024], now),
+                    lambda lang, error, status: _signin_page(request, lang, error, status))
 
 
 @router.post("/code")
@@ -281,16 +291,10 @@ def request_code(request: Request, csrf: str = Form(""), address: str = Form("")
 @router.post("/code/verify")
 def verify_code(request: Request, csrf: str = Form(""), address: str = Form(""),
                 code: str = Form("")) -> Response:
-    posted = _posted(request, csrf)
-    if isinstance(posted, Response):
-        return posted
-    services, store, lang = posted
-    try:
-        who = check_code(store, address[:320], code[:32], _now(services))
-    except SignInRefused as exc:
-        error, status = _refusal(request, lang, exc)
-        return _code_page(request, lang, normalise(address[:320]), error, status)
-    return _start_session(request, store, services, who)
+    return _sign_in(request, csrf,
+                    lambda store, now: check_code(store, address[:320], code[:32], now),
+                    lambda lang, error, status: _code_page(request, lang, normalise(address[:320]),
+                                                           error, status))
 
 
 @router.post("/signout")
