@@ -6,6 +6,7 @@ import boto3
 import pytest
 import requests
 from botocore.config import Config
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from mailmoat.adapters.aws_s3 import S3BlobStore
@@ -63,3 +64,28 @@ def test_presigned_get_names_the_quarantine_object_and_the_file(s3):
         "attachment; filename*=UTF-8''%E8%AB%8B%E6%B1%82%E6%9B%B8.zip"]
     response = requests.get(url, timeout=5)  # answered by moto, not the network
     assert response.status_code == 200 and response.content == b"data"
+
+
+@pytest.mark.parametrize(("code", "status", "missing"), [
+    ("NoSuchKey", 404, True),  # the role may list the bucket: S3 says the key is not there
+    ("AccessDenied", 403, False),  # it may not (or is denied): never taken for a missing object
+])
+def test_only_a_404_is_a_missing_object(code, status, missing):
+    """S3 answers 403, not 404, for a missing key to a caller without s3:ListBucket (GetObject
+    API reference); moto always says 404. A 403 must stay an error, or a denied read would
+    look like a lost state (rebuilt) or a lost message (held) — the template grants the stage
+    roles ListBucket so that a missing object really is a 404."""
+    from botocore.stub import Stubber
+
+    client = boto3.client("s3", region_name="us-east-1", aws_access_key_id="x",
+                          aws_secret_access_key="x")
+    store = S3BlobStore("raw-bucket", client=client)
+    with Stubber(client) as stub:
+        stub.add_client_error("get_object", service_error_code=code, http_status_code=status)
+        if missing:
+            with pytest.raises(FileNotFoundError):
+                store.get("work/m/scan/state.json")
+        else:
+            with pytest.raises(ClientError) as raised:
+                store.get("work/m/scan/state.json")
+            assert not isinstance(raised.value, FileNotFoundError)

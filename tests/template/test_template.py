@@ -728,3 +728,15 @@ def test_keepmail_table_and_who_touches_it(template):
                                                "PortalFunction": {"s3:GetObject"}}
     for name in ("DeliverFunction", "PortalFunction"):
         assert function_env(template, name)["MAILMOAT_KEEPMAIL_TABLE"] == {"Ref": "KeepMailTable"}
+
+
+def test_stage_roles_see_a_missing_object_as_missing(template):
+    """The runner rebuilds a lost stage state and holds a message whose raw object is gone: both
+    need S3's 404. Without s3:ListBucket on the bucket S3 answers 403 AccessDenied for a missing
+    key (GetObject API reference), which moto never does; and a prefix condition would not
+    match (a GET carries no s3:prefix)."""
+    for stage in STAGES:
+        statements = role_statements(template, f"{stage.capitalize()}Function")
+        listing = [st for st in statements if "s3:ListBucket" in as_list(st["Action"])]
+        assert any(referenced(st["Resource"]) == {"RawMailBucket"} and "Condition" not in st
+                   for st in listing), stage
