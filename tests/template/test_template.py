@@ -740,3 +740,15 @@ def test_stage_roles_see_a_missing_object_as_missing(template):
         listing = [st for st in statements if "s3:ListBucket" in as_list(st["Action"])]
         assert any(referenced(st["Resource"]) == {"RawMailBucket"} and "Condition" not in st
                    for st in listing), stage
+
+
+def test_a_message_held_after_its_retries_raises_an_alarm_per_stage(template):
+    """The runner acknowledges a record it holds (the DLQ stays empty), so each stage's held
+    count — the runner's metric, with the dimensions powertools emits — has its own alarm."""
+    from mailmoat.runner import HELD_AFTER_RETRIES
+
+    alarms = of_type(template, "AWS::CloudWatch::Alarm").values()
+    watched = {d["Value"] for a in alarms if props(a).get("MetricName") == HELD_AFTER_RETRIES
+               and props(a).get("Namespace") == "mailmoat"
+               for d in props(a)["Dimensions"] if d["Name"] == "stage"}
+    assert watched == set(STAGES)
