@@ -108,7 +108,8 @@ def ses_rule_set(stack) -> object:
         "Name": "mailmoat-dev-store", "Enabled": True, "ScanEnabled": rule["ScanEnabled"],
         "TlsPolicy": "Require", "Recipients": ["corp.example"],
         "Actions": [{"S3Action": {"BucketName": RAW_BUCKET, "ObjectKeyPrefix": "raw/"}}]})
-    for name, value in {"MAILMOAT_RECEIPT_RULE_SET": "mailmoat-dev-inbound",
+    for name, value in {"MAILMOAT_INGRESS": "receipt-rules",
+                        "MAILMOAT_RECEIPT_RULE_SET": "mailmoat-dev-inbound",
                         "MAILMOAT_RECEIPT_RULE": "mailmoat-dev-store",
                         "MAILMOAT_RECEIPT_DOMAINS": "corp.example"}.items():
         stack.monkeypatch.setenv(name, value)
@@ -144,6 +145,7 @@ def test_the_directory_stream_event_publishes_the_registered_addresses(stack):
 def test_directory_publish_fails_the_batch_when_it_cannot_publish(stack):
     """No rule set (not deployed, or a wrong name): the batch fails as a whole, so the stream
     retries it and, after the retries, its record lands in DirectoryPublishDLQ (alarmed)."""
+    stack.monkeypatch.setenv("MAILMOAT_INGRESS", "receipt-rules")
     stack.monkeypatch.setenv("MAILMOAT_RECEIPT_RULE_SET", "missing-inbound")
     stack.monkeypatch.setenv("MAILMOAT_RECEIPT_RULE", "mailmoat-dev-store")
     entry.aws_runtime.cache_clear()

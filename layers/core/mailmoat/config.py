@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 class DeliveryConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    mode: Literal["maildir", "smtp", "ses"] = "maildir"
+    # mailmanager (AWS): submitted to the stack's Mail Manager AUTH ingress point, relayed to `host`
+    mode: Literal["maildir", "smtp", "ses", "mailmanager"] = "maildir"
     host: str | None = None
     port: int = 25
     require_tls: bool = False  # smtp: STARTTLS is used when offered; this makes it mandatory

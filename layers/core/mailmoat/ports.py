@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from mailmoat.admin.accounts import AdminAccount
     from mailmoat.admin.audit import AuditEntry
+    from mailmoat.aws.mailmanager import AddressListPlan, RelayTarget, RoutePlan
     from mailmoat.aws.recipient_rules import RulePlan
     from mailmoat.config import TenantConfig
     from mailmoat.context import MessageContext
@@ -164,6 +165,20 @@ class ReceiptRules(Protocol):
 
     def rules(self) -> list[dict[str, Any]]: ...
     def apply(self, plan: RulePlan) -> None: ...
+
+
+class AddressList(Protocol):
+    """The Mail Manager address list the inbound traffic policy checks during the SMTP session."""
+
+    def members(self) -> set[str]: ...
+    def apply(self, plan: AddressListPlan) -> None: ...
+
+
+class RelayRoutes(Protocol):
+    """Mail Manager relays to the tenants' mailbox hosts and the rule set that picks one."""
+
+    def relays(self) -> dict[str, RelayTarget]: ...
+    def apply(self, plan: RoutePlan) -> bool: ...
 
 
 class MessageLog(Protocol):

@@ -142,6 +142,18 @@ class AwsSettings(Settings):
     receipt_rule_set: str = ""
     receipt_rule: str = ""  # the stack's rule: actions and settings the per-tenant rules copy
     receipt_domains: str = ""  # the Domains parameter, comma-separated: what the stack's rule accepts
+    # How mail comes in: "mailmanager" (SES Mail Manager ingress point, address list checked in
+    # the SMTP session) or "receipt-rules" (classic SES receiving); the template's Ingress.
+    ingress: Literal["mailmanager", "receipt-rules"] = "mailmanager"
+    address_list_id: str = ""  # Mail Manager: the registered recipients (DirectoryPublish keeps it)
+    # Mail Manager delivery: Deliver submits to the stack's AUTH ingress point (SMTP submission,
+    # STARTTLS, AUTH with the stack's secret); its rule set relays to each tenant's mailbox host.
+    submission_host: str = ""  # the AUTH ingress point's A record
+    submission_port: int = 587
+    submission_username: str = "mailmoat"
+    submission_secret_arn: str = ""
+    submission_rule_set_id: str = ""  # DirectoryPublish writes the relay routes into it
+    relay_prefix: str = ""  # our Mail Manager relays' names: "<stack>-relay"
     # The admin console's sign-in (portal): the user pool, its app client and the managed-login
     # domain ("<prefix>.auth.<region>.amazoncognito.com"); web/mailmoat_web/admin/oidc.py.
     cognito_user_pool_id: str = ""

@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Any
 from mailmoat.aws import observability
 
 if TYPE_CHECKING:
+    from mailmoat.aws.mailmanager import AddressListPlan, RoutePlan
     from mailmoat.aws.recipient_rules import RulePlan
     from mailmoat.aws.signatures import UpdateResult
-    from mailmoat.ports import ReceiptRules, SignatureStore, TenantDirectory
+    from mailmoat.config import TenantConfig
+    from mailmoat.ports import AddressList, ReceiptRules, RelayRoutes, SignatureStore, TenantDirectory
 
 log = logging.getLogger("mailmoat.aws")
 
@@ -78,6 +80,50 @@ def publish_recipients(directory: TenantDirectory, rules: ReceiptRules, *, base_
                     "rules_created": len(plan.create), "rules_updated": len(plan.update),
                     "rules_deleted": len(plan.delete)})
     return plan
+
+
+def _registered(directory: TenantDirectory) -> frozenset[str]:
+    from mailmoat.aws.recipient_rules import normalise
+
+    addresses: list[str] = []
+    for config in directory.tenant_configs():
+        for recipient in directory.recipients(config.name):
+            addresses.append(recipient.address)
+            addresses.extend(recipient.aliases)
+    return normalise(addresses)
+
+
+def publish_address_list(directory: TenantDirectory, address_list: AddressList,
+                         routes: RelayRoutes | None = None, *,
+                         mode_of: Callable[[TenantConfig], str] | None = None,
+                         relay_prefix: str = "", event: Mapping[str, Any] | None = None,
+                         ) -> tuple[AddressListPlan, RoutePlan | None]:
+    """Mail Manager: the inbound address list equals the registered addresses, and the
+    submission rule set relays each `mailmanager`-mode tenant to its mailbox host.
+
+    Recomputed whole from the table on every run (as publish_recipients). Routes are written
+    before addresses are registered, so an address the traffic policies let in has a route by
+    the time a copy for it is submitted. A tenant that leaves (or changes mode) loses its route
+    and its addresses in the same run; a copy submitted between the two calls would match no
+    rule, so the Deliver function refuses to submit for a tenant not in mailmanager mode."""
+    from mailmoat.aws.mailmanager import mailmanager_routes, plan_address_list, plan_routes
+
+    route_plan = None
+    if routes is not None and mode_of is not None:
+        route_plan = plan_routes(mailmanager_routes(directory.tenant_configs(), mode_of=mode_of),
+                                 routes.relays(), prefix=relay_prefix)
+        routes.apply(route_plan)
+    list_plan = plan_address_list(address_list.members(), _registered(directory))
+    address_list.apply(list_plan)
+    records = len(event.get("Records", [])) if event else 0
+    route_changes = (len(route_plan.create) + len(route_plan.update) + len(route_plan.delete)
+                     if route_plan is not None else 0)
+    observability.count(observability.RECIPIENT_RULE_CHANGES, list_plan.changes + route_changes)
+    log.info("address list published",
+             extra={"records": records, "registered": len(list_plan.register),
+                    "deregistered": len(list_plan.deregister),
+                    "routes": len(route_plan.routes) if route_plan is not None else 0})
+    return list_plan, route_plan
 
 
 def publish_signatures(mirror: SignatureStore, *, freshclam: str, clamav_mirror: str) -> UpdateResult:

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from mailmoat.adapters.aws_dynamodb import DynamoDirectory
     from mailmoat.adapters.aws_dynamodb_log import DynamoMessageLog
     from mailmoat.aws.events import MessageRef
-    from mailmoat.aws.recipient_rules import RulePlan
     from mailmoat.aws.signatures import UpdateResult
     from mailmoat.ports import Antivirus, ArchiveStore, IsolationStore, KeepMailStore, SpamStore
 
@@ -161,7 +160,38 @@ def _mailers(settings: AwsSettings, logbook: DynamoMessageLog, *, claimed: bool)
                          routing_domain=tenant.delivery.routing_domain)
 
     wrap = (lambda inner: ClaimedMailer(inner, logbook)) if claimed else None
-    return mailer_factory(settings, {"ses": ses}, mode_of=partial(delivery_mode, settings), wrap=wrap)
+    return mailer_factory(settings, {"ses": ses, "mailmanager": partial(_submission, settings)},
+                          mode_of=partial(delivery_mode, settings), wrap=wrap)
+
+
+def _submission(settings: AwsSettings, tenant: TenantConfig) -> Mailer:
+    """Mail Manager delivery: SMTP submission to the stack's AUTH ingress point (port 587,
+    STARTTLS required, AUTH), which relays to the tenant's mailbox host with the envelope sender
+    preserved. Port 587 because Lambda blocks outbound port 25 (docs/aws-limits.md)."""
+    from mailmoat.adapters.aws_secrets import secret_string
+    from mailmoat.adapters.smtp import SmtpMailer
+
+    if not settings.submission_host or not settings.submission_secret_arn:
+        raise ValueError(f"tenant {tenant.name}: delivery.mode=mailmanager needs the stack's AUTH "
+                         "ingress point (MAILMOAT_SUBMISSION_HOST, MAILMOAT_SUBMISSION_SECRET_ARN)")
+    password = submission_password(secret_string(settings.submission_secret_arn) or "")
+    return SmtpMailer(settings.submission_host, settings.submission_port, require_tls=True,
+                      username=settings.submission_username, password=password,
+                      local_hostname=settings.smtp_hostname)
+
+
+def submission_password(secret: str) -> str:
+    """The AUTH ingress point's secret holds the password as JSON {"password": …}."""
+    import json
+
+    try:
+        value = json.loads(secret)
+    except ValueError:
+        value = None
+    password = value.get("password") if isinstance(value, dict) else None
+    if not isinstance(password, str) or not password:
+        raise ValueError('the submission secret must be JSON with a "password" key')
+    return password
 
 
 def _notices(settings: AwsSettings) -> Mailer | None:
@@ -275,11 +305,23 @@ class LambdaEntry:
         secrets = SecretReader(self.settings.directory_secret_prefix)
         return sync_directories(DynamoDirectory(self.settings.directory_table), secrets.get)
 
-    def publish_directory(self, event: Mapping[str, Any] | None = None) -> RulePlan:
+    def publish_directory(self, event: Mapping[str, Any] | None = None) -> Any:
+        """Mail Manager: the address list and the relay routes; classic receiving: the receipt
+        rules' recipient conditions."""
         from mailmoat.adapters.aws_dynamodb import DynamoDirectory
         from mailmoat.adapters.aws_ses_rules import SesReceiptRules
-        from mailmoat.aws.jobs import publish_recipients
+        from mailmoat.aws.jobs import publish_address_list, publish_recipients
 
+        if self.settings.ingress == "mailmanager":
+            from mailmoat.adapters.aws_mailmanager import MailManagerAddressList, MailManagerRoutes
+
+            routes = (MailManagerRoutes(self.settings.submission_rule_set_id,
+                                        prefix=self.settings.relay_prefix)
+                      if self.settings.submission_rule_set_id else None)
+            return publish_address_list(DynamoDirectory(self.settings.directory_table),
+                                        MailManagerAddressList(self.settings.address_list_id),
+                                        routes, mode_of=partial(delivery_mode, self.settings),
+                                        relay_prefix=self.settings.relay_prefix, event=event)
         base_domains = [d.strip() for d in self.settings.receipt_domains.split(",") if d.strip()]
         return publish_recipients(DynamoDirectory(self.settings.directory_table),
                                   SesReceiptRules(self.settings.receipt_rule_set),
