@@ -84,7 +84,7 @@ def test_a_tenant_in_mailmanager_mode_without_a_mailbox_host_fails_the_run():
     from mailmoat.aws.mailmanager import mailmanager_routes
 
     tenant = TenantConfig(name="corp", domains=["corp.example"], delivery=DeliveryConfig(mode="mailmanager"))
-    with pytest.raises(ValueError, match="needs delivery.host"):
+    with pytest.raises(ValueError, match=r"needs delivery\.host"):
         mailmanager_routes([tenant], mode_of=lambda t: t.delivery.mode)
 
 
@@ -120,7 +120,8 @@ def test_routes_create_the_relay_before_the_rule_set_names_it_and_delete_stale_o
     stub.add_response("list_relays", listing, {"PageSize": 100})
     stub.add_response("create_relay", {"RelayId": "r-new"},
                       {"RelayName": name, "ServerName": target.host, "ServerPort": 25,
-                       "Authentication": {"NoAuthentication": {}}})
+                       "Authentication": {"NoAuthentication": {}},
+                       "Tags": [{"Key": "mailmoat-stack", "Value": "mailmoat-dev"}]})
     stub.add_response("get_rule_set", {"RuleSetId": RULE_SET_ID, "RuleSetArn": "arn:aws:ses:us-east-1:"
                                        "123456789012:mailmanager-rule-set/" + RULE_SET_ID,
                                        "RuleSetName": "submission", "CreatedDate": NOW,
@@ -130,7 +131,7 @@ def test_routes_create_the_relay_before_the_rule_set_names_it_and_delete_stale_o
                                               "Rules": route_rules(routes, {name: "r-new"}, PREFIX)})
     stub.add_response("delete_relay", {}, {"RelayId": "r-old"})
     with stub:
-        assert MailManagerRoutes(RULE_SET_ID, prefix=PREFIX, client=client).apply(plan) is True
+        assert MailManagerRoutes(RULE_SET_ID, prefix=PREFIX, tag="mailmoat-dev", client=client).apply(plan) is True
     stub.assert_no_pending_responses()
 
 
@@ -151,7 +152,7 @@ def test_the_directory_stream_keeps_the_address_list_and_routes_equal_to_the_tab
                                  Recipient("dan@other.example", "other", name="Dan")])
     for name, value in {"MAILMOAT_INGRESS": "mailmanager", "MAILMOAT_ADDRESS_LIST_ID": LIST_ID,
                         "MAILMOAT_SUBMISSION_RULE_SET_ID": RULE_SET_ID,
-                        "MAILMOAT_RELAY_PREFIX": PREFIX}.items():
+                        "MAILMOAT_RELAY_PREFIX": PREFIX, "MAILMOAT_RELAY_TAG": "mailmoat-dev"}.items():
         monkeypatch.setenv(name, value)
     client, stub = stubbed()
     target = RelayTarget("corp-example.mail.protection.outlook.com", 25)
@@ -160,7 +161,8 @@ def test_the_directory_stream_keeps_the_address_list_and_routes_equal_to_the_tab
     stub.add_response("list_relays", {"Relays": []}, {"PageSize": 100})  # apply()
     stub.add_response("create_relay", {"RelayId": "r-corp"},
                       {"RelayName": name, "ServerName": target.host, "ServerPort": 25,
-                       "Authentication": {"NoAuthentication": {}}})
+                       "Authentication": {"NoAuthentication": {}},
+                       "Tags": [{"Key": "mailmoat-stack", "Value": "mailmoat-dev"}]})
     stub.add_response("get_rule_set", {"RuleSetId": RULE_SET_ID, "RuleSetArn": "arn", "RuleSetName": "s",
                                        "CreatedDate": NOW, "LastModificationDate": NOW, "Rules": []},
                       {"RuleSetId": RULE_SET_ID})

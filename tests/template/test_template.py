@@ -11,25 +11,36 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from cfnlint.decode import cfn_yaml
+from tests.template.resolve import deployed_template, raw_template
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 STAGES = ("authenticate", "scan", "isolate", "rewrite", "deliver")
 MAX_HANDLER_LINES = 15
-# The only actions allowed on Resource "*": AWS offers no resource-level permission for them.
-STAR_RESOURCE_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+# The only actions allowed on Resource "*": the Service Authorization Reference lists no resource
+# type for them (docs/aws-limits.md), so an ARN would be denied on a real account. parliament
+# (test_iam_parliament.py) checks the other direction: every ARN matches its action's type.
+STAR_RESOURCE_ACTIONS = {
+    "xray:PutTraceSegments", "xray:PutTelemetryRecords",
+    "ses:DescribeReceiptRuleSet", "ses:DescribeReceiptRule", "ses:CreateReceiptRule",
+    "ses:UpdateReceiptRule", "ses:DeleteReceiptRule", "ses:DescribeActiveReceiptRuleSet",
+    "ses:ListRelays", "ses:CreateRelay", "ses:TagResource"}
 
 
-def load_template() -> dict:
-    # cfn-lint's loader understands the short intrinsics (!Ref, !GetAtt, !Sub); plain JSON
-    # types afterwards so tests can deep-copy and mutate freely.
-    return json.loads(json.dumps(cfn_yaml.load(str(TEMPLATE))))
+def load_template(**parameters) -> dict:
+    """The stack a deploy with the default parameters (plus these) gets: conditions decided."""
+    return deployed_template(**parameters)
 
 
 @pytest.fixture(scope="module")
 def template() -> dict:
     return load_template()
+
+
+@pytest.fixture(scope="module")
+def receipt_rules_template() -> dict:
+    """Classic SES receiving and SES re-send, the stack parameter's alternative."""
+    return load_template(Ingress="receipt-rules", DeliveryMode="ses")
 
 
 def of_type(template: dict, type_: str) -> dict[str, dict]:
@@ -218,8 +229,11 @@ def test_is_a_sam_template_with_the_agreed_parameters(template):
     assert template["Transform"] == "AWS::Serverless-2016-10-31"
     params = template["Parameters"]
     assert {"Domains", "StageName", "DeliveryMode", "RetentionDays", "RelayIdentity",
-            "ArcKeySecretArn", "AlarmEmail"} <= set(params)
-    assert params["DeliveryMode"]["AllowedValues"] == ["ses", "smtp"]
+            "ArcKeySecretArn", "AlarmEmail", "Ingress"} <= set(params)
+    assert params["DeliveryMode"]["AllowedValues"] == ["mailmanager", "ses", "smtp"]
+    assert params["DeliveryMode"]["Default"] == "mailmanager"
+    assert params["Ingress"]["AllowedValues"] == ["mailmanager", "receipt-rules"]
+    assert params["Ingress"]["Default"] == "mailmanager"
     assert params["Domains"]["Type"] == "CommaDelimitedList"
     assert template["Globals"]["Function"]["Tracing"] == "Active"
 
@@ -236,8 +250,24 @@ def test_queue_check_catches_a_missing_redrive(template):
                                       "ScanDLQ: no queue or stream sends to it"]
 
 
-def test_no_wildcard_actions_and_no_star_resources(template):
+def test_no_wildcard_actions_and_no_star_resources(template, receipt_rules_template):
     assert iam_problems(template) == []
+    assert iam_problems(receipt_rules_template) == []
+
+
+def test_every_star_resource_grant_says_why_and_the_creating_ones_are_tag_bound(template, receipt_rules_template):
+    """Resource "*" only in statements with a Sid naming the reason; CreateRelay/TagResource
+    only with our stack tag on the request (their relays are the only ones we may touch)."""
+    for variant in (template, receipt_rules_template):
+        for name, res in of_type(variant, "AWS::IAM::Role").items():
+            for pol in props(res).get("Policies", []):
+                for st in as_list(pol["PolicyDocument"]["Statement"]):
+                    if "*" not in as_list(st.get("Resource", [])):
+                        continue
+                    assert st.get("Sid"), f"{name}: Resource * without a Sid"
+                    if {"ses:CreateRelay", "ses:TagResource"} & set(as_list(st["Action"])):
+                        assert st["Condition"]["StringEquals"]["aws:RequestTag/mailmoat-stack"] == {
+                            "Ref": "AWS::StackName"}
 
 
 def test_iam_check_catches_wildcards(template):
@@ -267,7 +297,8 @@ def test_raw_bucket_versioned_and_expires_by_retention(template):
     assert quarantine["Rules"][0]["ExpirationInDays"] == {"Ref": "RetentionDays"}
 
 
-def test_only_ses_of_this_account_may_put_raw_mail(template):
+def test_only_ses_of_this_account_may_put_raw_mail(receipt_rules_template):
+    template = receipt_rules_template
     doc = props(template["Resources"]["RawMailBucketPolicy"])["PolicyDocument"]
     allows_ = [st for st in doc["Statement"] if st["Effect"] == "Allow"]
     assert len(allows_) == 1
@@ -281,7 +312,8 @@ def test_only_ses_of_this_account_may_put_raw_mail(template):
     assert f"receipt-rule-set/{rule_set}:receipt-rule/" in source_arn
 
 
-def test_receipt_rule_stores_raw_mail_after_the_bucket_policy(template):
+def test_receipt_rule_stores_raw_mail_after_the_bucket_policy(receipt_rules_template):
+    template = receipt_rules_template
     rule = template["Resources"]["ReceiptRule"]
     assert "RawMailBucketPolicy" in as_list(rule["DependsOn"])
     r = props(rule)["Rule"]
@@ -492,8 +524,10 @@ def test_alarms_watch_every_dlq_and_every_stage_queue_age(template):
         assert ("ApproximateAgeOfOldestMessage", f"{stage.capitalize()}Queue") in watched
     for alarm in alarms:
         assert props(alarm)["AlarmActions"] == [{"Ref": "AlarmTopic"}]
-    sub = props(template["Resources"]["AlarmSubscription"])
+    with_email = load_template(AlarmEmail="ops@example.com")
+    sub = props(with_email["Resources"]["AlarmSubscription"])
     assert sub["Endpoint"] == {"Ref": "AlarmEmail"} and sub["Protocol"] == "email"
+    assert "AlarmSubscription" not in template["Resources"]  # no address, no subscription
 
 
 def handler_files() -> list[Path]:
@@ -558,10 +592,12 @@ def test_schedules(template):
     assert len(rates("SpamDigestFunction")) == 1 and rates("SpamDigestFunction")[0].startswith("cron(")
 
 
-def test_directory_publish_is_a_single_writer_of_the_receipt_rules(template):
+def test_directory_publish_is_a_single_writer_of_the_receipt_rules(receipt_rules_template):
+    template = receipt_rules_template
     p = props(functions(template)["DirectoryPublishFunction"])
     assert p["ReservedConcurrentExecutions"] == 1
     env = function_env(template, "DirectoryPublishFunction")
+    assert env["MAILMOAT_INGRESS"] == {"Ref": "Ingress"}
     assert env["MAILMOAT_RECEIPT_RULE_SET"] == {"Ref": "ReceiptRuleSet"}
     assert env["MAILMOAT_RECEIPT_RULE"] == props(template["Resources"]["ReceiptRule"])["Rule"]["Name"]
     assert env["MAILMOAT_RECEIPT_DOMAINS"] == {"Fn::Join": [",", {"Ref": "Domains"}]}
@@ -570,7 +606,9 @@ def test_directory_publish_is_a_single_writer_of_the_receipt_rules(template):
     ses_actions = {a for st in role_statements(template, "DirectoryPublishFunction")
                    for a in as_list(st["Action"]) if a.startswith("ses:")}
     assert ses_actions == {"ses:DescribeReceiptRuleSet", "ses:DescribeReceiptRule",
-                           "ses:CreateReceiptRule", "ses:UpdateReceiptRule", "ses:DeleteReceiptRule"}
+                           "ses:CreateReceiptRule", "ses:UpdateReceiptRule", "ses:DeleteReceiptRule",
+                           "ses:DescribeActiveReceiptRuleSet"}
+    assert "RecipientAddressList" not in template["Resources"]  # no Mail Manager in this variant
 
 
 def test_recipient_ceiling_alarm_watches_the_metric_the_publisher_emits(template):
@@ -600,10 +638,12 @@ def test_signature_update_runs_freshclam_in_the_scan_image(template):
 
 
 def test_archive_bucket_is_put_only_for_deliver_with_optional_object_lock(template):
-    bucket = props(template["Resources"]["ArchiveBucket"])
+    raw = raw_template()  # the Fn::If as written: the lock is a condition of the template
+    bucket = props(raw["Resources"]["ArchiveBucket"])
     assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
     assert bucket["ObjectLockEnabled"] == {"Fn::If": ["HasArchiveLock", True, {"Ref": "AWS::NoValue"}]}
     lock = bucket["ObjectLockConfiguration"]["Fn::If"]
+    assert "ObjectLockConfiguration" not in props(template["Resources"]["ArchiveBucket"])  # off by default
     assert lock[0] == "HasArchiveLock"
     assert lock[1]["Rule"]["DefaultRetention"]["Days"] == {"Ref": "ArchiveRetentionDays"}
     assert template["Parameters"]["ArchiveRetentionDays"]["Default"] == 0  # off unless asked for

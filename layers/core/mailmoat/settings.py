@@ -150,10 +150,11 @@ class AwsSettings(Settings):
     # STARTTLS, AUTH with the stack's secret); its rule set relays to each tenant's mailbox host.
     submission_host: str = ""  # the AUTH ingress point's A record
     submission_port: int = 587
-    submission_username: str = "mailmoat"
+    submission_username: str = ""  # the AUTH ingress point's id (inp-…) is the SMTP user name
     submission_secret_arn: str = ""
     submission_rule_set_id: str = ""  # DirectoryPublish writes the relay routes into it
     relay_prefix: str = ""  # our Mail Manager relays' names: "<stack>-relay"
+    relay_tag: str = ""  # their mailmoat-stack tag: the IAM conditions let us touch only those
     # The admin console's sign-in (portal): the user pool, its app client and the managed-login
     # domain ("<prefix>.auth.<region>.amazoncognito.com"); web/mailmoat_web/admin/oidc.py.
     cognito_user_pool_id: str = ""

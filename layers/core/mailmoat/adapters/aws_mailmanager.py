@@ -17,6 +17,7 @@ log = logging.getLogger("mailmoat.aws")
 # Mail Manager's control-plane calls are rate limited per account; adaptive retries absorb a
 # throttle instead of failing the run (which the stream would retry as a whole anyway).
 _RETRIES = Config(retries={"mode": "adaptive", "max_attempts": 10})
+RELAY_TAG_KEY = "mailmoat-stack"
 
 
 def mailmanager_client() -> Any:
@@ -61,11 +62,13 @@ class MailManagerAddressList:
 class MailManagerRoutes:
     """Our relays (named `<prefix>-…`) and the submission rule set that relays to them."""
 
-    def __init__(self, rule_set_id: str, *, prefix: str, client: Any = None) -> None:
-        if not rule_set_id or not prefix:
-            raise ValueError("MailManagerRoutes needs the submission rule set id and a relay prefix")
+    def __init__(self, rule_set_id: str, *, prefix: str, tag: str, client: Any = None) -> None:
+        if not rule_set_id or not prefix or not tag:
+            raise ValueError("MailManagerRoutes needs the submission rule set id, a relay prefix "
+                             "and the stack tag")
         self.rule_set_id = rule_set_id
         self.prefix = prefix
+        self.tag = tag
         self.client = client if client is not None else mailmanager_client()
 
     def _relay_ids(self) -> dict[str, str]:
@@ -97,7 +100,10 @@ class MailManagerRoutes:
         for name, target in plan.create.items():
             created = self.client.create_relay(RelayName=name, ServerName=target.host,
                                                ServerPort=target.port,
-                                               Authentication={"NoAuthentication": {}})
+                                               Authentication={"NoAuthentication": {}},
+                                               # The role may create, read and change only
+                                               # relays carrying this tag (template.yaml).
+                                               Tags=[{"Key": RELAY_TAG_KEY, "Value": self.tag}])
             ids[name] = str(created["RelayId"])
             log.info("relay created", extra={"relay": name, "host": target.host, "port": target.port})
         for name, target in plan.update.items():

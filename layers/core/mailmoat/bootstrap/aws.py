@@ -171,9 +171,9 @@ def _submission(settings: AwsSettings, tenant: TenantConfig) -> Mailer:
     from mailmoat.adapters.aws_secrets import secret_string
     from mailmoat.adapters.smtp import SmtpMailer
 
-    if not settings.submission_host or not settings.submission_secret_arn:
+    if not (settings.submission_host and settings.submission_secret_arn and settings.submission_username):
         raise ValueError(f"tenant {tenant.name}: delivery.mode=mailmanager needs the stack's AUTH "
-                         "ingress point (MAILMOAT_SUBMISSION_HOST, MAILMOAT_SUBMISSION_SECRET_ARN)")
+                         "ingress point (MAILMOAT_SUBMISSION_HOST, _USERNAME, _SECRET_ARN)")
     password = submission_password(secret_string(settings.submission_secret_arn) or "")
     return SmtpMailer(settings.submission_host, settings.submission_port, require_tls=True,
                       username=settings.submission_username, password=password,
@@ -316,7 +316,8 @@ class LambdaEntry:
             from mailmoat.adapters.aws_mailmanager import MailManagerAddressList, MailManagerRoutes
 
             routes = (MailManagerRoutes(self.settings.submission_rule_set_id,
-                                        prefix=self.settings.relay_prefix)
+                                        prefix=self.settings.relay_prefix,
+                                        tag=self.settings.relay_tag)
                       if self.settings.submission_rule_set_id else None)
             return publish_address_list(DynamoDirectory(self.settings.directory_table),
                                         MailManagerAddressList(self.settings.address_list_id),
