@@ -355,3 +355,23 @@ def test_portal_handler_sends_an_admin_to_the_cognito_managed_login(stack, monke
     (flow,) = [c for c in response.get("cookies", []) if c.startswith("mm_admin_oidc=")]
     assert "Secure" in flow and "HttpOnly" in flow and "samesite=lax" in flow.lower()
     assert "Path=/admin/oauth2" in flow
+
+
+def test_directory_publish_reports_when_another_rule_set_is_active_and_never_activates_ours(stack, capsys):
+    """SES has one active receipt rule set per account and region: while another is active
+    (WorkMail, a second stack) this stack receives nothing. The publish reports it every run
+    (ReceiptRuleSetInactive = 1, ERROR log) and leaves the account's choice alone."""
+    ses = ses_rule_set(stack)
+    ses.create_receipt_rule_set(RuleSetName="workmail-inbound")
+    ses.set_active_receipt_rule_set(RuleSetName="workmail-inbound")
+    handler = load_handler("functions/directory_publish/app.py")
+    assert handler(event("schedule.json"), FakeContext()) == {"batchItemFailures": []}
+    assert ses.describe_active_receipt_rule_set()["Metadata"]["Name"] == "workmail-inbound"
+    metrics = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+               if line.startswith("{") and "ReceiptRuleSetInactive" in line]
+    assert [m["ReceiptRuleSetInactive"] for m in metrics] == [[1.0]]
+    ses.set_active_receipt_rule_set(RuleSetName="mailmoat-dev-inbound")
+    assert handler(event("schedule.json"), FakeContext()) == {"batchItemFailures": []}
+    metrics = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+               if line.startswith("{") and "ReceiptRuleSetInactive" in line]
+    assert [m["ReceiptRuleSetInactive"] for m in metrics] == [[0.0]]

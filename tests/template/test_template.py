@@ -24,7 +24,7 @@ STAR_RESOURCE_ACTIONS = {
     "xray:PutTraceSegments", "xray:PutTelemetryRecords",
     "ses:DescribeReceiptRuleSet", "ses:DescribeReceiptRule", "ses:CreateReceiptRule",
     "ses:UpdateReceiptRule", "ses:DeleteReceiptRule", "ses:DescribeActiveReceiptRuleSet",
-    "ses:ListRelays", "ses:CreateRelay", "ses:TagResource"}
+    "ses:ListRelays", "ses:CreateRelay", "ses:TagResource", "dynamodb:ListStreams"}
 
 
 def load_template(**parameters) -> dict:
@@ -792,3 +792,62 @@ def test_a_message_held_after_its_retries_raises_an_alarm_per_stage(template):
                and props(a).get("Namespace") == "mailmoat"
                for d in props(a)["Dimensions"] if d["Name"] == "stage"}
     assert watched == set(STAGES)
+
+
+def test_the_inactive_rule_set_alarm_watches_what_the_publisher_emits(template, receipt_rules_template):
+    from mailmoat.aws import observability
+
+    alarm = props(receipt_rules_template["Resources"]["ReceiptRuleSetInactiveAlarm"])
+    assert alarm["Namespace"] == observability.NAMESPACE
+    assert alarm["MetricName"] == observability.RECEIPT_RULE_SET_INACTIVE
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": "mailmoat"}]
+    assert "ReceiptRuleSetInactiveAlarm" not in template["Resources"]  # Mail Manager: no such rule
+
+
+def test_mail_manager_inbound_refuses_unknown_recipients_and_stores_raw_mail(template):
+    r = template["Resources"]
+    ingress = props(r["InboundIngressPoint"])
+    assert (ingress["Type"], ingress["TlsPolicy"]) == ("OPEN", "REQUIRED")
+    policy = props(r["InboundTrafficPolicy"])
+    assert policy["DefaultAction"] == "DENY"
+    [statement] = policy["PolicyStatements"]
+    assert statement["Action"] == "ALLOW"
+    check = statement["Conditions"][0]["BooleanExpression"]
+    assert check["Evaluate"]["IsInAddressList"] == {
+        "Attribute": "RECIPIENT", "AddressLists": [{"Fn::GetAtt": ["RecipientAddressList", "AddressListArn"]}]}
+    [rule] = props(r["InboundRuleSet"])["Rules"]
+    [write] = rule["Actions"]  # no archive unless MailManagerArchiveRetention asks for one
+    assert write["WriteToS3"]["S3Bucket"] == {"Ref": "RawMailBucket"}
+    assert write["WriteToS3"]["S3Prefix"] == "raw"
+    assert write["WriteToS3"]["ActionFailurePolicy"] == "DROP"
+    role = props(r["MailManagerWriteRole"])
+    [trust] = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "ses.amazonaws.com"}
+    assert trust["Condition"]["StringEquals"]["aws:SourceAccount"] == {"Ref": "AWS::AccountId"}
+    [grant] = role["Policies"][0]["PolicyDocument"]["Statement"]
+    assert (grant["Action"], grant["Resource"]) == ("s3:PutObject", {"Fn::Sub": "${RawMailBucket.Arn}/raw/*"})
+    archived = load_template(MailManagerArchiveRetention="ONE_YEAR")
+    actions = props(archived["Resources"]["InboundRuleSet"])["Rules"][0]["Actions"]
+    assert actions[1] == {"Archive": {"TargetArchive": {"Fn::GetAtt": ["MailManagerArchive", "ArchiveArn"]},
+                                      "ActionFailurePolicy": "CONTINUE"}}
+
+
+def test_mail_manager_submission_is_authenticated_and_only_mail_senders_read_its_password(template):
+    r = template["Resources"]
+    ingress = props(r["SubmissionIngressPoint"])
+    assert (ingress["Type"], ingress["TlsPolicy"]) == ("AUTH", "REQUIRED")
+    assert "SubmissionSecret" in ingress["IngressPointConfiguration"]["SmtpPassword"]["Fn::Sub"]
+    assert props(r["SubmissionTrafficPolicy"])["DefaultAction"] == "DENY"
+    env = function_env(template, "DeliverFunction")
+    assert env["MAILMOAT_SUBMISSION_HOST"] == {"Fn::GetAtt": ["SubmissionIngressPoint", "ARecord"]}
+    assert env["MAILMOAT_SUBMISSION_USERNAME"] == {"Ref": "SubmissionIngressPoint"}
+    readers = {name for name in functions(template) for st in role_statements(template, name)
+               if "SubmissionSecret" in referenced(st.get("Resource"))}
+    # Whoever sends a tenant's mail: delivery, the portal's spam release, the spam digest.
+    assert readers == {"DeliverFunction", "PortalFunction", "SpamDigestFunction"}
+    scaling = props(functions(template)["DeliverFunction"])["Events"]["Queue"]["Properties"]["ScalingConfig"]
+    assert scaling == {"MaximumConcurrency": {"Ref": "DeliverConcurrency"}}
+    assert template["Parameters"]["DeliverConcurrency"]["MinValue"] == 2
+    publish = function_env(template, "DirectoryPublishFunction")
+    assert publish["MAILMOAT_ADDRESS_LIST_ID"] == {"Ref": "RecipientAddressList"}
+    assert publish["MAILMOAT_SUBMISSION_RULE_SET_ID"] == {"Ref": "SubmissionRuleSet"}

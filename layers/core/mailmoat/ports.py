@@ -163,7 +163,10 @@ class TenantDirectory(Directory, Protocol):
 class ReceiptRules(Protocol):
     """SES receipt rules whose recipient conditions list the registered addresses."""
 
+    rule_set: str
+
     def rules(self) -> list[dict[str, Any]]: ...
+    def active_rule_set(self) -> str | None: ...
     def apply(self, plan: RulePlan) -> None: ...
 
 

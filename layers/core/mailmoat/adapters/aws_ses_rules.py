@@ -42,6 +42,12 @@ class SesReceiptRules:
         response = self.client.describe_receipt_rule_set(RuleSetName=self.rule_set)
         return [dict(rule) for rule in response.get("Rules", [])]
 
+    def active_rule_set(self) -> str | None:
+        """The account's active rule set in this region (SES allows exactly one), or None."""
+        response = self.client.describe_active_receipt_rule_set()
+        name = response.get("Metadata", {}).get("Name")
+        return str(name) if name else None
+
     def apply(self, plan: RulePlan) -> None:
         """Additions before removals: new rules and updates first, deletions last, so an
         address that stays registered is matched by some rule at every moment."""

@@ -67,6 +67,7 @@ def publish_recipients(directory: TenantDirectory, rules: ReceiptRules, *, base_
     plan = plan_recipient_rules(rules.rules(), base=base_rule, base_domains=base_domains,
                                 tenants=tenants)
     rules.apply(plan)
+    check_active_rule_set(rules)
     records = len(event.get("Records", [])) if event else 0
     observability.count(observability.RECIPIENT_RULE_CHANGES, plan.changes)
     # Every run reports the count, 0 included, so the alarm clears once the cause is gone.
@@ -80,6 +81,20 @@ def publish_recipients(directory: TenantDirectory, rules: ReceiptRules, *, base_
                     "rules_created": len(plan.create), "rules_updated": len(plan.update),
                     "rules_deleted": len(plan.delete)})
     return plan
+
+
+def check_active_rule_set(rules: ReceiptRules) -> bool:
+    """SES has one active receipt rule set per account and region. Ours is never activated
+    here (that would silently switch off whatever else receives mail in the account: WorkMail,
+    another stack); a set that is not active is reported every run so the alarm fires."""
+    active = rules.active_rule_set()
+    inactive = active != rules.rule_set
+    observability.count(observability.RECEIPT_RULE_SET_INACTIVE, int(inactive))
+    if inactive:
+        log.error("our receipt rule set is not the active one: this stack receives no mail "
+                  "(docs/deploy.md: one active rule set)",
+                  extra={"rule_set": rules.rule_set, "active": active or "none"})
+    return not inactive
 
 
 def _registered(directory: TenantDirectory) -> frozenset[str]:

@@ -24,6 +24,9 @@ NAMESPACE = "mailmoat"
 # The pipeline's own counters are the runner's (runner.STAGE_MESSAGES …).
 RECIPIENT_CONDITIONS_OVER_CEILING = "RecipientConditionsOverCeiling"  # tenants not published per address
 RECIPIENT_RULE_CHANGES = "RecipientRuleChanges"  # SES receipt rules created, updated or deleted
+# 1 when our receipt rule set is not the account's active one (another stack or app activated
+# its own: this stack receives nothing), 0 when it is; published by every DirectoryPublish run.
+RECEIPT_RULE_SET_INACTIVE = "ReceiptRuleSetInactive"
 SIGNATURE_FILES_UPLOADED = "SignatureFilesUploaded"  # ClamAV databases that changed
 SIGNATURE_FILES_DOWNLOADED = "SignatureFilesDownloaded"  # by the scanner at cold start
 
