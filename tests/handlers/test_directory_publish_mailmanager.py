@@ -60,6 +60,14 @@ def test_an_empty_directory_never_empties_a_filled_address_list():
     assert plan_address_list([], []).changes == 0  # a new stack with nobody yet: nothing to do
 
 
+def test_a_directory_larger_than_one_address_list_changes_nothing():
+    from mailmoat.aws.mailmanager import MAX_ADDRESSES_PER_LIST
+
+    wanted = [f"u{i}@corp.example" for i in range(MAX_ADDRESSES_PER_LIST + 1)]
+    with pytest.raises(AddressListGuardError, match="exceed"):
+        plan_address_list(["alice@corp.example"], wanted)
+
+
 def test_one_relay_per_mailbox_host_and_a_rule_per_tenant_preserving_the_envelope_sender():
     target = RelayTarget("corp-example.mail.protection.outlook.com", 25)
     routes = [TenantRoute("corp", ("corp.example", "corp.example.jp"), target),

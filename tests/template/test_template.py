@@ -824,8 +824,9 @@ def test_mail_manager_inbound_refuses_unknown_recipients_and_stores_raw_mail(tem
     [trust] = role["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Principal"] == {"Service": "ses.amazonaws.com"}
     assert trust["Condition"]["StringEquals"]["aws:SourceAccount"] == {"Ref": "AWS::AccountId"}
-    [grant] = role["Policies"][0]["PolicyDocument"]["Statement"]
-    assert (grant["Action"], grant["Resource"]) == ("s3:PutObject", {"Fn::Sub": "${RawMailBucket.Arn}/raw/*"})
+    put, listing = role["Policies"][0]["PolicyDocument"]["Statement"]
+    assert (put["Action"], put["Resource"]) == ("s3:PutObject", {"Fn::Sub": "${RawMailBucket.Arn}/raw/*"})
+    assert (listing["Action"], listing["Resource"]) == ("s3:ListBucket", {"Fn::GetAtt": ["RawMailBucket", "Arn"]})
     archived = load_template(MailManagerArchiveRetention="ONE_YEAR")
     actions = props(archived["Resources"]["InboundRuleSet"])["Rules"][0]["Actions"]
     assert actions[1] == {"Archive": {"TargetArchive": {"Fn::GetAtt": ["MailManagerArchive", "ArchiveArn"]},

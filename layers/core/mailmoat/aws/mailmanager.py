@@ -25,6 +25,8 @@ _MAX_RELAY_NAME = 100
 _SLUG = re.compile(r"[^a-z0-9-]+")
 # A rule's string condition takes at most this many values (the API's RuleStringList limit).
 MAX_VALUES_PER_CONDITION = 10
+# Mail Manager: at most 100,000 addresses per list (docs/aws-limits.md §3).
+MAX_ADDRESSES_PER_LIST = 100_000
 
 
 class AddressListGuardError(RuntimeError):
@@ -51,6 +53,10 @@ def plan_address_list(current: Iterable[str], wanted: Iterable[str]) -> AddressL
     if have and not want:
         raise AddressListGuardError(
             f"refusing to remove all {len(have)} addresses from the address list (empty directory)")
+    if len(want) > MAX_ADDRESSES_PER_LIST:
+        # Publishing part of the directory would refuse registered addresses: change nothing.
+        raise AddressListGuardError(f"{len(want)} addresses exceed Mail Manager's "
+                                    f"{MAX_ADDRESSES_PER_LIST} per address list")
     return AddressListPlan(register=tuple(sorted(want - have)), deregister=tuple(sorted(have - want)))
 
 
