@@ -780,6 +780,10 @@ def test_stage_roles_see_a_missing_object_as_missing(template):
         listing = [st for st in statements if "s3:ListBucket" in as_list(st["Action"])]
         assert any(referenced(st["Resource"]) == {"RawMailBucket"} and "Condition" not in st
                    for st in listing), stage
+    # The portal reads raw copies (admin's .eml, spam release) and isolated files, both expire.
+    portal = [st for st in role_statements(template, "PortalFunction")
+              if "s3:ListBucket" in as_list(st["Action"])]
+    assert {b for st in portal for b in referenced(st["Resource"])} == {"RawMailBucket", "QuarantineBucket"}
 
 
 def test_a_message_held_after_its_retries_raises_an_alarm_per_stage(template):
