@@ -148,3 +148,22 @@ def test_build_services_sends_notices_through_ses_not_the_forwarder(ses, tmp_pat
     assert isinstance(services.notices, SesNoticeSender) and not isinstance(services.notices, SesMailer)
     assert services.notices.from_address == "postmaster@relay.example.net"
     assert services.settings.postmaster == "postmaster@relay.example.net"  # the DSN's From
+
+
+@pytest.mark.parametrize(("code", "status"), [("TooManyRequestsException", 429),
+                                              ("LimitExceededException", 400),
+                                              ("ThrottlingException", 400)])
+def test_a_throttled_send_is_retried_later_not_failed(code, status):
+    """SES answers a send over the account's rate with a throttling error (SES guide: "Maximum
+    sending rate exceeded"): the copy is deferred, so the runner re-queues it with a delay
+    (DelaySeconds) and acknowledges the record — it never counts against maxReceiveCount."""
+    from botocore.stub import Stubber
+
+    client = boto3.client("sesv2", region_name="us-east-1", aws_access_key_id="x",
+                          aws_secret_access_key="x")
+    stub = Stubber(client)
+    stub.add_client_error("send_email", service_error_code=code, http_status_code=status,
+                          service_message="Maximum sending rate exceeded.")
+    with stub, pytest.raises(DeliveryError) as failure:
+        SesMailer("relay.example.net", client=client).deliver("m1", "alice@corp.example", None, ORIGINAL)
+    assert failure.value.permanent is False and failure.value.maybe_delivered is False
