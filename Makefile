@@ -37,9 +37,10 @@ lint: ## ruff
 typecheck: ## mypy --strict on the core and the portal
 	@$(VENV)/bin/mypy
 
-template-lint: ## cfn-lint and sam validate --lint on template.yaml (SAM CLI in .venv-tools, installed once)
+template-lint: ## cfn-lint, sam validate --lint and checkov on template.yaml (SAM CLI and checkov in .venv-tools, installed once)
 	@$(VENV)/bin/cfn-lint template.yaml
 	@scripts/sam-validate.sh
+	@scripts/checkov.sh
 
 conformance: setup ## RFC 7208 (SPF) test suite through our SPF path
 	@$(PY) tests/conformance/spf_rfc7208.py
