@@ -24,7 +24,7 @@ STAR_RESOURCE_ACTIONS = {
     "xray:PutTraceSegments", "xray:PutTelemetryRecords",
     "ses:DescribeReceiptRuleSet", "ses:DescribeReceiptRule", "ses:CreateReceiptRule",
     "ses:UpdateReceiptRule", "ses:DeleteReceiptRule", "ses:DescribeActiveReceiptRuleSet",
-    "ses:ListRelays", "ses:CreateRelay", "ses:TagResource", "dynamodb:ListStreams"}
+    "ses:ListRelays", "ses:CreateRelay", "dynamodb:ListStreams"}
 
 
 def load_template(**parameters) -> dict:
@@ -265,7 +265,7 @@ def test_every_star_resource_grant_says_why_and_the_creating_ones_are_tag_bound(
                     if "*" not in as_list(st.get("Resource", [])):
                         continue
                     assert st.get("Sid"), f"{name}: Resource * without a Sid"
-                    if {"ses:CreateRelay", "ses:TagResource"} & set(as_list(st["Action"])):
+                    if "ses:CreateRelay" in as_list(st["Action"]):
                         assert st["Condition"]["StringEquals"]["aws:RequestTag/mailmoat-stack"] == {
                             "Ref": "AWS::StackName"}
 
@@ -856,3 +856,13 @@ def test_mail_manager_submission_is_authenticated_and_only_mail_senders_read_its
     publish = function_env(template, "DirectoryPublishFunction")
     assert publish["MAILMOAT_ADDRESS_LIST_ID"] == {"Ref": "RecipientAddressList"}
     assert publish["MAILMOAT_SUBMISSION_RULE_SET_ID"] == {"Ref": "SubmissionRuleSet"}
+
+
+def test_directory_publish_may_tag_only_untagged_or_its_own_relays(template):
+    [tagging] = [st for st in role_statements(template, "DirectoryPublishFunction")
+                 if "ses:TagResource" in as_list(st["Action"])]
+    assert tagging["Resource"]["Fn::Sub"].endswith(":mailmanager-smtp-relay/*")
+    ours = {"Ref": "AWS::StackName"}
+    assert tagging["Condition"]["StringEquals"] == {"aws:RequestTag/mailmoat-stack": ours}
+    # Another stack's relay carries its own mailmoat-stack tag: this one may not re-tag it.
+    assert tagging["Condition"]["StringEqualsIfExists"] == {"aws:ResourceTag/mailmoat-stack": ours}
