@@ -4,7 +4,8 @@
 #   scripts/sam-validate.sh            sam validate --lint (falls back to cfn-lint)
 #   scripts/sam-validate.sh --build    ... then sam build (`build` works too, as in make build):
 #                                      everything when a Docker daemon answers, else all but
-#                                      the scan image (it needs Docker) into .aws-sam/build-zip
+#                                      the scan image (it needs Docker) into .aws-sam/build-zip;
+#                                      ARCHITECTURE=x86_64 for an x86_64 stack (default arm64)
 #
 # aws-sam-cli lives in its own venv (.venv-tools): its pins conflict with the project's.
 set -euo pipefail
@@ -13,6 +14,11 @@ cd "$(dirname "$0")/.."
 SAM_CLI_VERSION="${SAM_CLI_VERSION:-1.170.0}"
 TOOLS="${SAM_TOOLS_VENV:-.venv-tools}"
 REGION="${AWS_REGION:-us-east-1}"
+# The stack's Architecture parameter. sam passes BuildArchitecture to its own builders but not
+# to a makefile build, so layers/core/Makefile (CoreLayer: libmagic + wheels for Lambda) reads
+# it from the environment: one value for the layer and the functions.
+export ARCHITECTURE="${ARCHITECTURE:-arm64}"
+case "$ARCHITECTURE" in arm64|x86_64) ;; *) echo "ARCHITECTURE must be arm64 or x86_64" >&2; exit 2 ;; esac
 
 # sam validate translates locally and makes no AWS call, but boto3 under it wants a region and
 # some credentials to exist; dummies keep it from ever looking for real ones.
@@ -54,7 +60,8 @@ case "${1:-}" in --build|build) ;; *) exit 0 ;; esac
 
 start=$SECONDS
 if docker info >/dev/null 2>&1; then
-  "$TOOLS/bin/sam" build --template template.yaml --cached --parallel
+  "$TOOLS/bin/sam" build --template template.yaml --cached --parallel \
+    --parameter-overrides "Architecture=$ARCHITECTURE"
 else
   echo "no Docker daemon: building the zip functions only (ScanFunction is a container image)" >&2
   # `sam build <id>` builds one resource and replaces the build dir, so build one variant of
@@ -78,6 +85,6 @@ for resource in resources.values():
 Path(".aws-sam/template-zip.json").write_text(json.dumps(template, indent=1))
 PY
   "$TOOLS/bin/sam" build --template .aws-sam/template-zip.json --build-dir .aws-sam/build-zip \
-    --cached --parallel
+    --cached --parallel --parameter-overrides "Architecture=$ARCHITECTURE"
 fi
 echo "sam build: $((SECONDS - start)) s" >&2

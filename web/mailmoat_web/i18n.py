@@ -157,6 +157,8 @@ REASONS: dict[str, dict[str, str]] = {
         "ARCHIVE_CORRUPT": "圧縮ファイルが壊れています。",
         "PATH_TRAVERSAL": "圧縮ファイル内に不正なパスを持つファイルがあります。",
         "SCAN_FAILED": "検査を完了できませんでした。",
+        "AV_UNCHECKED": "このファイルはウイルス検査がまだ済んでいません。検査に合格するまで隔離されたままで、"
+                        "ダウンロードできません。必要な場合は管理者にお問い合わせください。",
         "NFKC": "ファイル名に紛らわしい文字が含まれています。",
     },
     "en": {
@@ -201,6 +203,9 @@ REASONS: dict[str, dict[str, str]] = {
         "ARCHIVE_CORRUPT": "The archive is damaged.",
         "PATH_TRAVERSAL": "A file in the archive has an unsafe path.",
         "SCAN_FAILED": "The check could not be completed.",
+        "AV_UNCHECKED": "This file is still to be checked for viruses; it stays isolated and "
+                        "cannot be downloaded until it has passed. Ask your administrator if "
+                        "you need it.",
         "NFKC": "The name contains look-alike characters.",
     },
 }

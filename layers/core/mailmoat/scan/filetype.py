@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import io
+import logging
 import unicodedata
 import zipfile
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from mailmoat.scan.lists import Lists
+
+log = logging.getLogger("mailmoat.scan")
 
 MAGIC_PREFIX = 1024 * 1024  # libmagic needs the start of a file, not all of 25 MB
 MAX_REFINE_ENTRIES = 20_000
@@ -135,19 +139,51 @@ class MagicUnavailable(Exception):
     """libmagic cannot be loaded, or it cannot name the known samples (no usable database)."""
 
 
+_PACKAGE = Path(__file__).resolve().parents[1]  # .../mailmoat
+
+
+def layer_magic(package: Path = _PACKAGE) -> tuple[Path, Path] | None:
+    """libmagic and its database as the CoreLayer carries them (layers/core/Makefile), or None
+    outside a layer. Found from this package's place, <layer>/python/mailmoat: /opt on Lambda,
+    wherever a test unpacked the build. The python3.12 runtime has neither of its own."""
+    if package.parent.name != "python":
+        return None
+    layer = package.parent.parent
+    library, database = layer / "lib" / "libmagic.so.1", layer / "share" / "misc" / "magic.mgc"
+    return (library, database) if library.is_file() or database.is_file() else None
+
+
 @lru_cache(maxsize=1)
 def _load_magic() -> Any:
     """The checker, or why there is none (remembered too: finding libmagic again for every
     file would run ldconfig each time)."""
+    bundled = layer_magic()
     try:
+        options: dict[str, Any] = {}
+        if bundled is not None:
+            import ctypes
+
+            # Loaded by its path first: python-magic's own dlopen("libmagic.so.1") then gets this
+            # one by its soname, whatever LD_LIBRARY_PATH says, and never a system copy. A layer
+            # whose copy does not load is a layer without libmagic (no fallback to elsewhere).
+            ctypes.CDLL(str(bundled[0]))
+            options["magic_file"] = str(bundled[1])  # its built-in path is the wheel builder's
         import magic
 
-        checker = magic.Magic(mime=True)
+        checker = magic.Magic(mime=True, **options)
         named = [(str(checker.from_buffer(sample)), expected) for sample, expected in MAGIC_SAMPLES]
     except Exception as exc:  # ImportError without libmagic1, MagicException without its database
-        return " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
-    wrong = [f"{expected} sample named {got}" for got, expected in named if got != expected]
-    return "; ".join(wrong) if wrong else checker
+        problem = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+    else:
+        wrong = [f"{expected} sample named {got}" for got, expected in named if got != expected]
+        if not wrong:
+            return checker
+        problem = "; ".join(wrong)
+    # Once per process: every file scanned from now on gets SCAN_FAILED and is isolated.
+    log.error("libmagic unavailable: file types unknown, every file fails closed (SCAN_FAILED)",
+              extra={"symbol": "SCAN_FAILED", "detail": problem,
+                     "library": str(bundled[0]) if bundled else "system"})
+    return problem
 
 
 def _magic() -> Any:
