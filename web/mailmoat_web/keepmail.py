@@ -31,7 +31,7 @@ from mailmoat.keepmail import (
 )
 from mailmoat.message import parse
 from mailmoat.ports import KeepMailStore
-from mailmoat.services.downloads import content_disposition
+from mailmoat.services.downloads import Download, content_disposition, delivered
 from mailmoat_web.i18n import register_catalog, translator
 from mailmoat_web.pages import SECURITY_HEADERS, csrf_ok, forbidden, language, page, secure
 from mailmoat_web.pages import not_found as not_found_page
@@ -414,6 +414,10 @@ def attachment(request: Request, message_id: str, path: str) -> Response:
     if part is None:
         return not_found_page(request)
     log.info("keep-mail download", extra={"message_id": message_id, "path": path, "action": "download"})
+    sent = delivered(services.blobs, Download("keep-mail", part.filename or "attachment",
+                                              part.payload()))
+    if sent.url is not None:  # large: from a short-lived copy in the quarantine bucket
+        return RedirectResponse(sent.url, status_code=303)
     # octet-stream + nosniff: a kept .html or .svg is never rendered in our origin.
-    return Response(part.payload(), media_type="application/octet-stream", headers={
-        "Content-Disposition": content_disposition(part.filename or "attachment")})
+    return Response(sent.data, media_type="application/octet-stream", headers={
+        "Content-Disposition": content_disposition(sent.filename)})

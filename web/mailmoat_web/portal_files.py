@@ -14,6 +14,7 @@ from mailmoat.services.downloads import (
     Download,
     NoDownload,
     content_disposition,
+    delivered,
     offer_for,
     prepare,
     record_download,
@@ -58,6 +59,8 @@ def posted_encrypted(request: Request, token: str, path: str, csrf: str = Form("
 
 def _send(request: Request, target: Target, download: Download) -> Response:
     o = target.opened
+    # prepare() has decided already; what the unlock service opened is decided here.
+    download = delivered(o.portal.services.blobs, download)
     record_download(o.portal.store, o.portal.now(), o.access, target.record, download.kind,
                     request.client.host if request.client else None)
     if download.url is not None:  # only handed out after every check above

@@ -8,12 +8,12 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Form, Request, Response
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 
 from mailmoat.admin.operations import REDRIVABLE_STATES, redrive
 from mailmoat.ports import MessageRecord, TraceQuery
 from mailmoat.runner import raw_key
-from mailmoat.services.downloads import content_disposition
+from mailmoat.services.downloads import Download, content_disposition, delivered
 from mailmoat.states import MessageState
 from mailmoat_web.admin.access import PostedScope, TenantScope, message_of
 from mailmoat_web.admin.console import AdminConsole
@@ -61,14 +61,18 @@ def download_raw(request: Request, tenant: str, message_id: str, s: PostedScope)
     record = message_of(s.c, tenant, message_id)
     if record is None:
         return not_found(request)
+    blobs, key = s.c.runtime.services.blobs, record.raw_key or raw_key(record.id)
     try:
-        data = s.c.runtime.services.blobs.get(record.raw_key or raw_key(record.id))
+        data = blobs.get(key)
     except (FileNotFoundError, KeyError):
         return not_found(request)
     s.c.record(request, s.admin, tenant, "message.download", record.id, f"{len(data)} bytes")
+    eml = delivered(blobs, Download("eml", f"{record.id}.eml", data), stored=key)
+    if eml.url is not None:  # a large message goes from the raw bucket itself
+        return refreshed(request, RedirectResponse(eml.url, status_code=303))
     # octet-stream + nosniff: the original is never rendered in the console's origin.
-    response = Response(data, media_type="application/octet-stream", headers={
-        "Content-Disposition": content_disposition(f"{record.id}.eml")})
+    response = Response(eml.data, media_type="application/octet-stream", headers={
+        "Content-Disposition": content_disposition(eml.filename)})
     return refreshed(request, response)
 
 
