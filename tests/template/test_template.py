@@ -356,7 +356,7 @@ def test_every_function_code_exists(template):
 def test_core_layer_is_built_from_layers_core(template):
     layer = template["Resources"]["CoreLayer"]
     assert props(layer)["ContentUri"] == "layers/core/"
-    assert layer["Metadata"]["BuildMethod"] == "python3.12"
+    assert layer["Metadata"]["BuildMethod"] == "makefile"
     assert (ROOT / "layers/core/requirements.txt").is_file()
 
 

@@ -66,10 +66,11 @@ def tenant_config(directory: DynamoDirectory) -> GatewayConfig:
 
 
 # What each function needs in production mode (mailmoat.production): the scan function scans
-# with clamd and libmagic, the rewrite function seals, the portal re-scans what it unlocks.
+# with clamd and libmagic, the rewrite function seals, the portal re-scans what it unlocks with
+# libmagic. The portal has no clamd: what a password opens stays isolated as AV_UNCHECKED.
 NEEDS: dict[str, frozenset[str]] = {
     "scan": frozenset({"antivirus", "libmagic"}), "rewrite": frozenset({"arc-key"}),
-    "portal": frozenset({"antivirus", "libmagic"})}
+    "portal": frozenset({"libmagic"})}
 
 
 def build_aws(settings: Settings | None = None, *, config: GatewayConfig | None = None,
