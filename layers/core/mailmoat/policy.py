@@ -74,6 +74,12 @@ def decide(ctx: MessageContext, tenant: TenantConfig) -> None:
     """Turn what detection found into actions. Transform stages only carry these out."""
     if ctx.disposition == Disposition.HELD:
         return
+    if ctx.has("ROUTING_LOOP"):
+        # Delivered again it would only come back again: it stays with us, held and visible to
+        # the admin, whose fix is the route (the tenant's routing_domain). Its stored copy
+        # carries our trace header, so a re-drive holds it again.
+        ctx.hold("ROUTING_LOOP: the message has already been through this gateway")
+        return
     unscannable = sorted({f.symbol for f in ctx.findings if f.symbol in _UNSCANNABLE})
     if unscannable:
         ctx.add("UNSCANNABLE", "message", ", ".join(unscannable))

@@ -113,6 +113,8 @@ class Runtime:
     def reconcile(self, older_than: timedelta) -> int:
         """Queue again what has not moved for `older_than`: unfinished rows, and stored raw
         messages that never got a row (an S3 notification lost). Returns the count."""
+        from mailmoat.aws.events import is_setup_notification
+
         now = self.services.clock.now()
         cutoff = now - older_than
         count = 0
@@ -122,8 +124,9 @@ class Runtime:
             log.info("re-queued", extra={"message_id": record.id, "stage": record.stage})
         for key, modified in self.services.blobs.objects(RAW_PREFIX):
             message_id = key.removeprefix(RAW_PREFIX)
-            if modified > cutoff or "/" in message_id or self.services.log.get(message_id):
-                continue
+            if (modified > cutoff or "/" in message_id or is_setup_notification(key)
+                    or self.services.log.get(message_id)):
+                continue  # SES's setup notification is no mail: it never gets a row
             self.runner.queue.send(StageRef(message_id, self.runner.stages[0]))
             count += 1
             log.info("re-queued stored message without a row", extra={"message_id": message_id})

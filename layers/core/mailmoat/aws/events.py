@@ -4,6 +4,7 @@ S3 or SES record carries (the handlers' first move)."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +13,16 @@ from urllib.parse import unquote_plus
 from mailmoat.pipeline import STAGE_NAMES
 from mailmoat.runner import RAW_PREFIX
 
+log = logging.getLogger("mailmoat.aws.events")
+
 _MAX_ID_CHARS = 256
+# The object SES writes under an S3 action's prefix when the receipt rule is created (proof
+# that it may write there): raw/AMAZON_SES_SETUP_NOTIFICATION. Its S3 event is no mail.
+SES_SETUP_NOTIFICATION = "AMAZON_SES_SETUP_NOTIFICATION"
+
+
+def is_setup_notification(key: str) -> bool:
+    return key == RAW_PREFIX + SES_SETUP_NOTIFICATION
 
 
 def _message_id(value: object) -> str:
@@ -90,7 +100,7 @@ class MessageRef:
         if body.get("Type") == "Notification" and "Message" in body:
             return cls.from_body(_json_object(body["Message"], "SNS message"))
         if "Records" in body:
-            return [cls._from_record(r) for r in body["Records"]]
+            return [ref for r in body["Records"] for ref in cls._from_record(r)]
         if body.get("notificationType") == "Received":
             return [cls.from_ses_record(body)]
         if "id" in body and "stage" in body:
@@ -119,16 +129,23 @@ class MessageRef:
     def _from_any(cls, record: Mapping[str, Any]) -> list[MessageRef]:
         if record.get("eventSource") == "aws:sqs":
             return cls.from_sqs(record)
-        return [cls._from_record(record)]
+        return cls._from_record(record)
 
     @classmethod
-    def _from_record(cls, record: Mapping[str, Any]) -> MessageRef:
+    def _from_record(cls, record: Mapping[str, Any]) -> list[MessageRef]:
+        """The message an S3 or SES record names; none for SES's setup notification, which
+        is acknowledged without a message row (nothing is wrong, so nothing goes to the DLQ)."""
         source = record.get("eventSource") or record.get("EventSource")
         if source == "aws:s3":
-            return cls.from_s3_record(record)
-        if source == "aws:ses":
-            return cls.from_ses_record(record)
-        raise ValueError(f"unsupported record source {source!r:.40}")
+            ref = cls.from_s3_record(record)
+        elif source == "aws:ses":
+            ref = cls.from_ses_record(record)
+        else:
+            raise ValueError(f"unsupported record source {source!r:.40}")
+        if is_setup_notification(ref.key):
+            log.info("setup notification skipped", extra={"key": ref.key})
+            return []
+        return [ref]
 
 
 def check_refs(stage: str, refs: list[MessageRef]) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from mailmoat.config import TenantConfig
 from mailmoat.context import MessageContext
+from mailmoat.loop import trace_header
 from mailmoat.message import WalkLimits
 from mailmoat.rewrite.banner import BannerFacts, build_banner, failure_reasons
 from mailmoat.rewrite.body import BodyPlan, is_signed_or_encrypted, rewrite_body
@@ -137,7 +138,8 @@ def rewrite(ctx: MessageContext, settings: Settings, tenant: TenantConfig,
         settings.authserv_id, ctx.auth, mail_from=ctx.envelope.mail_from,
         header_from_domain=_domain_of(ctx.from_header),
         dkim_domain=dkim_domain if isinstance(dkim_domain, str) else None, arc_result=arc_result)
-    message.prepend([fold(header, linesep)])
+    # Our trace: a copy that comes back to us (a routing loop) is known by it (mailmoat.loop).
+    message.prepend([fold(header, linesep), trace_header(settings, ctx.id)])
     data = _consistent_newlines(message.to_bytes(), message.linesep)
 
     key = arc_key(settings)

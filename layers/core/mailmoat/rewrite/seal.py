@@ -138,23 +138,36 @@ def ensure_local_key(arc_dir: Path, selector: str, domain: str) -> ArcKey:
     return load_key(private)
 
 
+# Header fields the AMS does not sign, in every delivery mode. SES sending replaces Message-ID
+# (with its own <...@email.amazonses.com>) and Date, and adds Return-Path, Feedback-ID,
+# X-SES-* and its own DKIM-Signature (SES developer guide, header fields; docs/aws-limits.md):
+# a seal covering any of them fails at the mailbox. They are left out in smtp and maildir mode
+# too: one header list whatever the route (a tenant may switch modes, a relay such as Mail
+# Manager may also stamp them), and none of them is what the seal vouches for — From, To,
+# Subject, the MIME headers and the body, which stay signed.
+_CHANGED_IN_TRANSIT = frozenset({b"message-id", b"date", b"return-path", b"feedback-id",
+                                 b"dkim-signature"})
+_CHANGED_PREFIXES = (b"x-ses-",)
+
+
+def _signed_headers(signer: dkim.ARC) -> list[bytes]:
+    """dkimpy's default AMS header list without the fields a sending hop changes; From always
+    (signing an absent From is allowed, RFC 6376 §5.4, and stops anyone adding one later)."""
+    include = [h for h in signer.default_sign_headers()
+               if h.lower() not in _CHANGED_IN_TRANSIT and not h.lower().startswith(_CHANGED_PREFIXES)]
+    if b"from" not in (h.lower() for h in include):
+        include.append(b"from")
+    return include
+
+
 def seal(message: bytes, key: ArcKey, *, selector: str, domain: str, authserv_id: str,
          linesep: bytes) -> bytes:
     """Prepend the next ARC set (ARC-Seal, ARC-Message-Signature, ARC-Authentication-Results).
     The message must already carry our Authentication-Results (authserv-id `authserv_id`)."""
-    args = (message, selector.encode("ascii"), domain.encode("ascii"), key.private_pem,
-            authserv_id.encode("ascii"))
     try:
-        try:
-            arc_set = dkim.arc_sign(*args, linesep=linesep)
-        except dkim.ParameterError:
-            # A message without From: dkimpy's default header list then lacks "from", which
-            # the signature must cover. Signing the absent field is allowed (RFC 6376 §5.4)
-            # and stops anyone adding a From later.
-            include = dkim.ARC(message, linesep=linesep).default_sign_headers()
-            if b"from" in (h.lower() for h in include):
-                raise
-            arc_set = dkim.arc_sign(*args, include_headers=[*include, b"from"], linesep=linesep)
+        signer = dkim.ARC(message, signature_algorithm=b"rsa-sha256", linesep=linesep)
+        arc_set = signer.sign(selector.encode("ascii"), domain.encode("ascii"), key.private_pem,
+                              authserv_id.encode("ascii"), include_headers=_signed_headers(signer))
     except dkim.DKIMException as exc:
         raise SealError(f"arc_sign: {exc}") from exc
     if not arc_set:

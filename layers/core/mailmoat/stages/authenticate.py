@@ -9,11 +9,13 @@ from email.utils import getaddresses
 from functools import partial
 from typing import TypeVar
 
+from mailmoat import loop
 from mailmoat.auth import arc, decision, dkim, dmarc, received, ses, spf
 from mailmoat.context import Hop, MessageContext
 from mailmoat.message import parse_bytes
 from mailmoat.pipeline import Services, register
 from mailmoat.ports import GeoIp, Resolver
+from mailmoat.settings import Settings
 from mailmoat.spam.detect import detect as spam_detect
 
 log = logging.getLogger("mailmoat.authenticate")
@@ -108,6 +110,22 @@ def _check_route(ctx: MessageContext, msg: email.message.Message, geoip: GeoIp |
         ctx.auth.details["envelope_source"] = "headers"
     else:
         ctx.auth.details["envelope_source"] = "smtp"
+
+
+def _check_loop(ctx: MessageContext, msg: email.message.Message, settings: Settings,
+                guarded: _Guard) -> None:
+    """Has this message been through us before? Our trace header on it (we delivered it, and it
+    came back: e.g. an ses-mode tenant without routing_domain, sent to its own MX), or more than
+    loop.MAX_PASSES of our own Received lines (read from the route) when the header was lost."""
+    traced = guarded("loop", lambda: loop.trace_passes(msg, settings), 0)
+    hostname = settings.smtp_hostname.lower()
+    passes = sum(1 for hop in ctx.route if hop.by_name == hostname)
+    if traced:
+        ctx.add("ROUTING_LOOP", "message",
+                f"{traced} {loop.TRACE_HEADER} of {loop.gateway_name(settings)}: delivered by us before")
+    elif passes > loop.MAX_PASSES:
+        ctx.add("ROUTING_LOOP", "message",
+                f"{passes} Received by {hostname}, more than {loop.MAX_PASSES} passes")
 
 
 def _check_spf(ctx: MessageContext, resolver: Resolver, guarded: _Guard) -> spf.SpfResult:
@@ -211,6 +229,9 @@ class Authenticate:
         guarded = _Guard(ctx, self.name)
         resolver = services.resolver
         _check_route(ctx, msg, services.geoip, guarded)
+        # Without settings (the stage run on its own, with just a resolver) there is no "us".
+        if (settings := getattr(services, "settings", None)) is not None:
+            _check_loop(ctx, msg, settings, guarded)
         spf_result = _check_spf(ctx, resolver, guarded)
         dkim_result = _check_dkim(ctx, resolver, guarded)
         _check_dmarc(ctx, msg, resolver, spf_result, dkim_result, guarded)
