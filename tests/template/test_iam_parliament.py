@@ -20,12 +20,19 @@ from cfnlint.decode import cfn_yaml
 
 # parliament 1.6.4 finds its bundled data through pkg_resources, which setuptools 82 dropped and
 # which this venv (no setuptools) lacks; resource_filename is the only function it calls.
-if importlib.util.find_spec("pkg_resources") is None:
+# The stand-in lives only while parliament imports (its two calls are at import time): left in
+# sys.modules it would make pytest's monkeypatch.syspath_prepend, which calls
+# pkg_resources.fixup_namespace_packages when pkg_resources imports, fail in other tests.
+_SHIMMED = importlib.util.find_spec("pkg_resources") is None
+if _SHIMMED:
     _shim = types.ModuleType("pkg_resources")
     _shim.resource_filename = lambda package, name: str(importlib.resources.files(package) / name)  # type: ignore[attr-defined]
     sys.modules["pkg_resources"] = _shim
 
-import parliament
+import parliament  # noqa: E402 - after the stand-in above
+
+if _SHIMMED:
+    del sys.modules["pkg_resources"]
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 
