@@ -148,3 +148,40 @@ def test_a_mailmanager_tenant_without_the_endpoint_configured_is_held_not_lost(s
     record = DynamoMessageLog("messages").get("mm-msg-0002")
     assert record.state in {"held", "failed"}, record.state
     assert record.state == "held" and "deliver" in (record.error or "")
+
+
+NESTED_KEY = "raw/inp-0123456789/2026/12/02/0f1e2d3c"  # Mail Manager documents no key naming
+
+
+def test_an_object_mail_manager_wrote_below_raw_is_processed_under_its_own_key(stack):
+    """The S3 notification names a key nested below raw/: the message gets an id without a
+    path ("/" → "~"), its row keeps the real key, and every stage reads the object there."""
+    stack.s3.put_object(Bucket=moto.RAW_BUCKET, Key=NESTED_KEY, Body=moto.incoming())
+    moto.run_all(stack)
+    [sent] = moto.sent_messages()
+    assert sent.destinations[0] == "alice@corp.onmicrosoft.com"
+    record = DynamoMessageLog("messages").get("inp-0123456789~2026~12~02~0f1e2d3c")
+    assert (record.state, record.raw_key) == ("delivered", NESTED_KEY)
+
+
+def test_reconcile_queues_a_nested_object_that_never_got_a_row_with_its_key(stack):
+    from mailmoat.aws.events import MessageRef
+
+    stack.s3.put_object(Bucket=moto.RAW_BUCKET, Key=NESTED_KEY, Body=moto.incoming())
+    stack.sqs.purge_queue(QueueUrl=stack.queues["authenticate"])  # the S3 notification was lost
+    entry.aws_runtime.cache_clear()
+    runtime = entry.build_aws()
+    assert runtime.reconcile(datetime.timedelta(0)) == 1
+    [message] = stack.waiting("authenticate")
+    [ref] = MessageRef.from_body(json.loads(message["Body"]))
+    assert (ref.message_id, ref.raw_key) == ("inp-0123456789~2026~12~02~0f1e2d3c", NESTED_KEY)
+    moto.run_all(stack)
+    assert DynamoMessageLog("messages").get(ref.message_id).state == "delivered"
+
+
+@pytest.mark.parametrize("key", ["raw/a//b", "raw/a/../b", "raw/", "other/x"])
+def test_keys_that_are_no_message_are_refused(key):
+    from mailmoat.aws.events import message_id_for_key
+
+    with pytest.raises(ValueError):
+        message_id_for_key(key)

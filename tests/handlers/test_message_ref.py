@@ -103,7 +103,8 @@ def test_unrecognised_bodies_raise(body):
 @pytest.mark.parametrize(("key", "event_name"), [
     ("work/abc/1", "ObjectCreated:Put"),                 # outside raw/
     ("raw/", "ObjectCreated:Put"),                       # no id
-    ("raw/a/b", "ObjectCreated:Put"),                    # nested: not something SES writes
+    ("raw/a//b", "ObjectCreated:Put"),                   # an empty path segment
+    ("raw/a/../b", "ObjectCreated:Put"),                 # a path step
     ("raw/..", "ObjectCreated:Put"),
     (f"raw/{SES_ID}", "ObjectRemoved:Delete"),           # the bucket only notifies creations
 ])
@@ -113,6 +114,17 @@ def test_unexpected_s3_records_raise(key, event_name):
     event["Records"][0]["eventName"] = event_name
     with pytest.raises(ValueError):
         MessageRef.from_event(event)
+
+
+def test_a_key_nested_below_raw_names_a_message_without_a_path():
+    """Mail Manager's Write to S3 documents no key naming: a nested key is a message whose id
+    has no "/" and whose ref keeps the real key for the runner."""
+    event = load("s3-put.json")
+    event["Records"][0]["s3"]["object"]["key"] = "raw/inp-1/2026/abc"
+    [ref] = MessageRef.from_event(event)
+    assert (ref.message_id, ref.key, ref.raw_key) == ("inp-1~2026~abc", "raw/inp-1/2026/abc",
+                                                      "raw/inp-1/2026/abc")
+    assert MessageRef.for_id(SES_ID).raw_key is None
 
 
 def test_run_stage_refuses_a_misrouted_message():

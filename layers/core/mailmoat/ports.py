@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     from mailmoat.admin.accounts import AdminAccount
@@ -230,6 +230,32 @@ class Antivirus(Protocol):
     def scan(self, data: bytes) -> AntivirusResult: ...
 
 
+@dataclass(frozen=True, slots=True)
+class AntivirusVerdict:
+    """What an antivirus answered for one content (by SHA-256), and when: "clean", "infected"
+    (with the signature's name) or "failed" (no answer, with why)."""
+
+    outcome: Literal["clean", "infected", "failed"]
+    at: datetime
+    signature: str | None = None
+    detail: str = ""
+    engine: str = "clamd"
+
+
+class AntivirusVerdicts(Protocol):
+    """Verdicts by content hash: the scan image writes them, the portal (no antivirus) reads them."""
+
+    def get(self, sha256: str) -> AntivirusVerdict | None: ...
+    def put(self, sha256: str, verdict: AntivirusVerdict) -> None: ...
+
+
+class AntivirusRequests(Protocol):
+    """Asks a process that has an antivirus to scan these bytes later (the portal on AWS: the
+    AvScan function); the answer arrives in AntivirusVerdicts."""
+
+    def request(self, sha256: str, data: bytes) -> None: ...
+
+
 class Clock(Protocol):
     def now(self) -> datetime: ...
 
@@ -366,6 +392,7 @@ class StageRef:
     message_id: str
     stage: str
     recipients: tuple[str, ...] = ()
+    raw_key: str | None = None  # the stored object, when it is not raw/<id> (Mail Manager keys)
 
 
 class StageQueue(Protocol):

@@ -130,7 +130,7 @@ class Runner:
     def _accept_stored(self, ref: StageRef, raw: bytes) -> MessageRecord | None:
         """A message someone else stored (SES) has no row yet: read its envelope, record it."""
         found = stored_envelope(raw, ref.recipients, self.services.directory)
-        self._record_accepted(ref.message_id, found.envelope, len(raw))
+        self._record_accepted(ref.message_id, found.envelope, len(raw), raw_at=ref.raw_key)
         if found.refused is not None:
             # Never silent: dropped (SES named a recipient we do not know) or held (none found),
             # visible to the admin, re-drivable.
@@ -218,7 +218,7 @@ class Runner:
         return ctx
 
     def _raw(self, ref: StageRef, record: MessageRecord | None) -> bytes | None:
-        key = (record.raw_key if record is not None else None) or raw_key(ref.message_id)
+        key = (record.raw_key if record is not None else None) or ref.raw_key or raw_key(ref.message_id)
         try:
             return self.services.blobs.get(key)
         except FileNotFoundError:

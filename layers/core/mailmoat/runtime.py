@@ -93,7 +93,7 @@ class Runtime:
         for ref in refs:
             if ref.bucket is not None and ref.bucket != self.raw_bucket:
                 raise ValueError(f"object in an unexpected bucket {ref.bucket!r:.80}")
-            self.runner.step(StageRef(ref.message_id, stage, ref.recipients))
+            self.runner.step(StageRef(ref.message_id, stage, ref.recipients, ref.raw_key))
 
     def refresh_config(self) -> None:
         if self.reload_config is None:
@@ -113,7 +113,7 @@ class Runtime:
     def reconcile(self, older_than: timedelta) -> int:
         """Queue again what has not moved for `older_than`: unfinished rows, and stored raw
         messages that never got a row (an S3 notification lost). Returns the count."""
-        from mailmoat.aws.events import is_setup_notification
+        from mailmoat.aws.events import is_setup_notification, message_id_for_key
 
         now = self.services.clock.now()
         cutoff = now - older_than
@@ -123,11 +123,17 @@ class Runtime:
             count += 1
             log.info("re-queued", extra={"message_id": record.id, "stage": record.stage})
         for key, modified in self.services.blobs.objects(RAW_PREFIX):
-            message_id = key.removeprefix(RAW_PREFIX)
-            if (modified > cutoff or "/" in message_id or is_setup_notification(key)
-                    or self.services.log.get(message_id)):
+            if modified > cutoff or is_setup_notification(key):
                 continue  # SES's setup notification is no mail: it never gets a row
-            self.runner.queue.send(StageRef(message_id, self.runner.stages[0]))
+            try:
+                message_id = message_id_for_key(key)
+            except ValueError:
+                log.error("stored object is not a message key", extra={"key": key[:200]})
+                continue
+            if self.services.log.get(message_id):
+                continue
+            nested = None if key == RAW_PREFIX + message_id else key
+            self.runner.queue.send(StageRef(message_id, self.runner.stages[0], raw_key=nested))
             count += 1
             log.info("re-queued stored message without a row", extra={"message_id": message_id})
         return count

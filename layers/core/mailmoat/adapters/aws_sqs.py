@@ -26,5 +26,7 @@ class SqsStageQueue:
         if not url:
             raise ValueError(f"no queue configured for stage {ref.stage}")
         delay = min(MAX_DELAY_SECONDS, max(0, math.ceil(delay_seconds)))
-        self.client.send_message(QueueUrl=url, DelaySeconds=delay,
-                                 MessageBody=json.dumps({"id": ref.message_id, "stage": ref.stage}))
+        body = {"id": ref.message_id, "stage": ref.stage}
+        if ref.raw_key:
+            body["key"] = ref.raw_key
+        self.client.send_message(QueueUrl=url, DelaySeconds=delay, MessageBody=json.dumps(body))

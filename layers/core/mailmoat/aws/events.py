@@ -34,10 +34,24 @@ def _message_id(value: object) -> str:
     return value
 
 
+# Mail Manager's Write to S3 action documents no key naming (docs/aws-limits.md §2), so a key may
+# nest below raw/: its message id replaces each "/" with this (ids become S3 and DynamoDB keys and
+# must not carry a path), and the record keeps the real key (MessageRecord.raw_key).
+NESTED_KEY_SEPARATOR = "~"
+
+
 def _id_from_key(key: str) -> str:
     if not key.startswith(RAW_PREFIX):
         raise ValueError(f"object key outside {RAW_PREFIX}: {key!r:.120}")
-    return _message_id(key.removeprefix(RAW_PREFIX))
+    rest = key.removeprefix(RAW_PREFIX)
+    if any(part in {"", ".", ".."} for part in rest.split("/")):
+        raise ValueError(f"not a message key: {key!r:.120}")
+    return _message_id(rest.replace("/", NESTED_KEY_SEPARATOR))
+
+
+def message_id_for_key(key: str) -> str:
+    """The message id of a stored raw object (raw/<id>, or a key nested below raw/)."""
+    return _id_from_key(key)
 
 
 def _json_object(text: object, what: str) -> dict[str, Any]:
@@ -59,6 +73,11 @@ class MessageRef:
     bucket: str | None = None
     stage: str | None = None  # set by our own stage messages: the stage they are queued for
     recipients: tuple[str, ...] = ()  # envelope recipients, when the event carries them (SES)
+
+    @property
+    def raw_key(self) -> str | None:
+        """The stored object's key when it is not the default raw/<id> (None otherwise)."""
+        return None if self.key == RAW_PREFIX + self.message_id else self.key
 
     @classmethod
     def for_id(cls, message_id: str, *, stage: str | None = None) -> MessageRef:
@@ -107,7 +126,13 @@ class MessageRef:
             stage = body["stage"]
             if stage not in STAGE_NAMES:
                 raise ValueError(f"unknown stage {stage!r:.40}")
-            return [cls.for_id(body["id"], stage=stage)]
+            ref = cls.for_id(body["id"], stage=stage)
+            if "key" in body:  # a stored object whose key is not raw/<id> (reconcile sends it)
+                key = str(body["key"])
+                if _id_from_key(key) != ref.message_id:
+                    raise ValueError(f"key {key!r:.120} does not name message {ref.message_id!r:.80}")
+                ref = cls(message_id=ref.message_id, key=key, stage=stage)
+            return [ref]
         raise ValueError(f"unrecognised message body with keys {sorted(body)[:8]}")
 
     @classmethod
