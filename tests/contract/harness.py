@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from cfnlint.decode import cfn_yaml
 from moto import mock_aws
 
 from mailmoat.admin.operations import redrive
@@ -190,9 +189,10 @@ class LocalGateway(Gateway):
 
 @functools.cache
 def _template() -> dict[str, Any]:
-    """template.yaml's resources (read, never changed)."""
-    data: dict[str, Any] = json.loads(json.dumps(cfn_yaml.load(str(ROOT / "template.yaml"))))
-    resources: dict[str, Any] = data["Resources"]
+    """template.yaml's resources as a default deploy gets them (read, never changed)."""
+    from tests.template.resolve import deployed_template
+
+    resources: dict[str, Any] = deployed_template()["Resources"]
     return resources
 
 

@@ -166,9 +166,11 @@ def test_a_cross_tenant_envelope_becomes_one_message_per_tenant(gateway: MakeGat
 # SES's Received header names a recipient only when there is one. stored_envelope then takes the
 # registered addresses in To / Cc, which are not the envelope.
 ENVELOPE_LOST = pytest.mark.xfail(strict=True, reason=(
-    "AWS ingress carries no envelope for several recipients: the runner takes To/Cc, so a Bcc "
-    "recipient gets nothing and a To-only address gets a copy (needs SES's receipt "
-    "notification with receipt.recipients wired to AuthenticateQueue)"))
+    "Mail Manager ingress (the AWS default, which this harness models: an S3 notification) "
+    "stores no envelope for several recipients: the runner takes To/Cc, so a Bcc recipient "
+    "gets nothing and a To-only address gets a copy. Ingress=receipt-rules has the envelope "
+    "from SES's notification (tests/handlers: test_an_ses_notification_through_sns_...); "
+    "Mail Manager documents no way to get it (docs/aws-limits.md §2)"))
 
 
 @pytest.mark.parametrize("kind", ["local", pytest.param("aws", marks=ENVELOPE_LOST)], indirect=True)

@@ -15,7 +15,6 @@ from pathlib import Path
 import boto3
 import pytest
 import pyzipper
-from cfnlint.decode import cfn_yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from moto import mock_aws
@@ -58,7 +57,10 @@ class FakeContext:
 
 
 def template_resources() -> dict:
-    return json.loads(json.dumps(cfn_yaml.load(str(ROOT / "template.yaml"))))["Resources"]
+    """The resources a deploy with the default parameters gets (conditions decided)."""
+    from tests.template.resolve import deployed_template
+
+    return deployed_template()["Resources"]
 
 
 @dataclass

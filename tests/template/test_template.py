@@ -322,7 +322,8 @@ def test_receipt_rule_stores_raw_mail_after_the_bucket_policy(receipt_rules_temp
     assert r["TlsPolicy"] == {"Ref": "TlsPolicy"}
     assert template["Parameters"]["TlsPolicy"]["AllowedValues"] == ["Require", "Optional"]
     assert r["Actions"] == [{"S3Action": {"BucketName": {"Ref": "RawMailBucket"},
-                                          "ObjectKeyPrefix": "raw/"}}]
+                                          "ObjectKeyPrefix": "raw/",
+                                          "TopicArn": {"Ref": "ReceiptNotificationTopic"}}}]
 
 
 def test_raw_objects_notify_the_authenticate_queue(template):
@@ -395,7 +396,8 @@ def image_handler_sources(template: dict) -> dict[str, str]:
 def test_image_functions_run_their_own_handler(template):
     assert image_handler_sources(template) == {
         "ScanFunction": "functions/scan/app.py",
-        "SignatureUpdateFunction": "functions/signature_update/app.py"}
+        "SignatureUpdateFunction": "functions/signature_update/app.py",
+        "AvScanFunction": "functions/avscan/app.py"}
 
 
 def test_every_handler_directory_is_a_function(template):
@@ -403,8 +405,8 @@ def test_every_handler_directory_is_a_function(template):
     code_dirs |= {str(Path(src).parent) for src in image_handler_sources(template).values()}
     handler_dirs = {f"functions/{p.parent.name}" for p in (ROOT / "functions").glob("*/app.py")}
     assert handler_dirs <= code_dirs
-    # five stages, reconcile, two for the directory, signatures, spam digest
-    assert len(handler_dirs) == 10
+    # five stages, reconcile, two for the directory, signatures, spam digest, the portal's antivirus
+    assert len(handler_dirs) == 11
 
 
 def test_every_event_source_reports_partial_failures_and_outlives_retries(template):
@@ -866,3 +868,26 @@ def test_directory_publish_may_tag_only_untagged_or_its_own_relays(template):
     assert tagging["Condition"]["StringEquals"] == {"aws:RequestTag/mailmoat-stack": ours}
     # Another stack's relay carries its own mailmoat-stack tag: this one may not re-tag it.
     assert tagging["Condition"]["StringEqualsIfExists"] == {"aws:ResourceTag/mailmoat-stack": ours}
+
+
+def test_receipt_rules_start_the_pipeline_from_ses_notification_which_names_every_recipient(
+        template, receipt_rules_template):
+    """The stored object has no envelope; SES's receipt notification (SNS, on the S3 action) has
+    receipt.recipients. With receipt rules the notification starts the pipeline and the bucket
+    notifies nothing (both would race: the first to arrive decides the recipients)."""
+    r = receipt_rules_template["Resources"]
+    [action] = props(r["ReceiptRule"])["Rule"]["Actions"]
+    assert action["S3Action"]["TopicArn"] == {"Ref": "ReceiptNotificationTopic"}
+    sub = props(r["ReceiptNotificationSubscription"])
+    assert (sub["Protocol"], sub["Endpoint"]) == ("sqs", {"Fn::GetAtt": ["AuthenticateQueue", "Arn"]})
+    assert sub["RawMessageDelivery"] is False  # MessageRef.from_body unwraps the SNS envelope
+    assert "NotificationConfiguration" not in props(r["RawMailBucket"])
+    [publish] = props(r["ReceiptNotificationTopicPolicy"])["PolicyDocument"]["Statement"]
+    assert publish["Principal"] == {"Service": "ses.amazonaws.com"}
+    assert publish["Condition"]["StringEquals"]["aws:SourceAccount"] == {"Ref": "AWS::AccountId"}
+    queue = props(r["AuthenticateQueuePolicy"])["PolicyDocument"]["Statement"]
+    assert {st["Principal"]["Service"] for st in queue} == {"s3.amazonaws.com", "sns.amazonaws.com"}
+    # Mail Manager: the object's creation starts it, and there is no topic.
+    d = template["Resources"]
+    assert "ReceiptNotificationTopic" not in d
+    assert props(d["RawMailBucket"])["NotificationConfiguration"]["QueueConfigurations"]
