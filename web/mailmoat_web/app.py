@@ -24,20 +24,22 @@ from mailmoat_web.spam import router as spam_router
 
 if TYPE_CHECKING:
     from mailmoat.runtime import Runtime
+    from mailmoat.services.rescan import AntivirusLater
 
 log = logging.getLogger("mailmoat.portal")
 
 SWEEP_EVERY_SECONDS = 24 * 3600.0
 
 
-def create_app(runtime: Runtime | None = None, *, sweep_every: float | None = SWEEP_EVERY_SECONDS
-               ) -> FastAPI:
+def create_app(runtime: Runtime | None = None, *, sweep_every: float | None = SWEEP_EVERY_SECONDS,
+               later: AntivirusLater | None = None) -> FastAPI:
     """The portal app. With a runtime and `sweep_every`, expired isolated files are swept when
-    the server starts and then periodically (local `mailmoat serve`; AWS uses lifecycle + TTL)."""
+    the server starts and then periodically (local `mailmoat serve`; AWS uses lifecycle + TTL).
+    `later`: an antivirus elsewhere for what a password opens, when the runtime has none (AWS)."""
     app = FastAPI(title="mailmoat portal", docs_url=None, redoc_url=None, openapi_url=None,
                   lifespan=_sweeping(sweep_every))
     app.state.runtime = runtime
-    app.state.portal = Portal(runtime.services) if runtime is not None else None
+    app.state.portal = Portal(runtime.services, later) if runtime is not None else None
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.middleware("http")(_security_headers)
     app.add_api_route("/", _home, methods=["GET"], response_class=HTMLResponse)

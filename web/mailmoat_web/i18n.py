@@ -55,6 +55,10 @@ CATALOG: dict[str, dict[str, str]] = {
         "unlock.limited": "パスワードの入力回数が上限に達しました。しばらくしてからお試しください。",
         "unlock.members": "内容",
         "unlock.document": "復号したファイル",
+        "unlock.pending": "ウイルス検査中のファイルがあります。"
+                          "1分ほどしてから「もう一度確認」を押してください。",
+        "verdict.pending": "検査中",
+        "action.recheck": "もう一度確認",
         "warning.title": "注意が必要なファイルです",
         "warning.body": "このファイルは安全と確認できませんでした。"
                         "差出人と内容に心当たりがある場合のみダウンロードしてください。",
@@ -108,6 +112,10 @@ CATALOG: dict[str, dict[str, str]] = {
         "unlock.limited": "Too many password attempts. Try again later.",
         "unlock.members": "Contents",
         "unlock.document": "Decrypted file",
+        "unlock.pending": "Some files are being checked for viruses. Wait a minute, then press "
+                          "\"Check again\".",
+        "verdict.pending": "Being checked",
+        "action.recheck": "Check again",
         "warning.title": "This file needs caution",
         "warning.body": "This file could not be confirmed safe. Download it only if you know the "
                         "sender and expected this file.",
@@ -159,6 +167,7 @@ REASONS: dict[str, dict[str, str]] = {
         "SCAN_FAILED": "検査を完了できませんでした。",
         "AV_UNCHECKED": "このファイルはウイルス検査がまだ済んでいません。検査に合格するまで隔離されたままで、"
                         "ダウンロードできません。必要な場合は管理者にお問い合わせください。",
+        "AV_PENDING": "このファイルはウイルス検査中です。検査が終わるまでダウンロードできません。",
         "NFKC": "ファイル名に紛らわしい文字が含まれています。",
     },
     "en": {
@@ -206,6 +215,8 @@ REASONS: dict[str, dict[str, str]] = {
         "AV_UNCHECKED": "This file is still to be checked for viruses; it stays isolated and "
                         "cannot be downloaded until it has passed. Ask your administrator if "
                         "you need it.",
+        "AV_PENDING": "This file is being checked for viruses; it cannot be downloaded until "
+                      "the check is done.",
         "NFKC": "The name contains look-alike characters.",
     },
 }

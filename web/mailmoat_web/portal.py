@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from mailmoat.isolation import PortalMessage
     from mailmoat.pipeline import Services
     from mailmoat.ports import IsolationStore
+    from mailmoat.services.rescan import AntivirusLater
 
 log = logging.getLogger("mailmoat.portal")
 
@@ -30,8 +31,9 @@ router = APIRouter(prefix="/m")
 class Portal:
     """Everything a request needs, taken from the runtime's services."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, later: AntivirusLater | None = None) -> None:
         self.services = services
+        self.later = later  # an antivirus elsewhere, for a runtime without one (AWS)
         if services.isolation is None:  # a root without the isolated-file store serves no portal
             raise RuntimeError("the portal needs the isolated-file store (MAILMOAT_ISOLATED_FILES_TABLE)")
         self.store: IsolationStore = services.isolation
@@ -81,6 +83,7 @@ class MemberView:
     reasons: list[str]
     downloadable: bool
     needs_confirm: bool
+    pending: bool = False  # being checked by the antivirus: "check again" later
 
 
 @dataclass(slots=True)
@@ -90,6 +93,10 @@ class UnlockView:
     password: str = ""  # echoed only into the forms of this one no-store response
     archive: bool = True
     members: list[MemberView] = field(default_factory=list)
+
+    @property
+    def pending(self) -> bool:
+        return any(m.pending for m in self.members)
 
 
 @dataclass(slots=True)

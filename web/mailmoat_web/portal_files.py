@@ -73,14 +73,15 @@ def _send(request: Request, target: Target, download: Download) -> Response:
 def _unlocked(target: Target, password: str, lang: str) -> tuple[Unlocked, UnlockView, int]:
     o = target.opened
     done = unlock(o.portal.services, o.portal.store, o.portal.tenant(o.message), target.record,
-                  password)
+                  password, o.portal.later)
     t, words = translator(lang), verdict_words(lang)
     view = UnlockView(done.outcome == "ok", t(f"unlock.{done.outcome}"),
                       password=password if done.outcome == "ok" else "", archive=done.archive)
     view.members = [MemberView(
         index=f.index, name=f.name, size=f.size, verdict=str(f.verdict),
-        verdict_label=words[str(f.verdict)], reasons=reasons(f.symbols, lang),
-        downloadable=f.offer.allows("original"), needs_confirm=f.offer.needs_confirm)
+        verdict_label=t("verdict.pending") if f.pending else words[str(f.verdict)],
+        reasons=reasons(f.symbols, lang), downloadable=f.offer.allows("original"),
+        needs_confirm=f.offer.needs_confirm, pending=f.pending)
         for f in done.files]
     return done, view, _UNLOCK_STATUS[done.outcome]
 

@@ -135,6 +135,8 @@ class AwsSettings(Settings):
     # "stage=url,…": a stage function names its own queue (retries) and the next stage's; the
     # reconciler names all five (it re-queues any stage).
     stage_queue_urls: str = ""
+    # The AvScan function's queue (portal): antivirus scans of what a password opened.
+    avscan_queue_url: str = ""
     delivery_mode: str = "ses"
     retention_days: int = 30  # raw mail, quarantine, log rows and portal links
     relay_identity: str = ""

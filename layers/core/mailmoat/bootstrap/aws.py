@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from mailmoat.aws.events import MessageRef
     from mailmoat.aws.signatures import UpdateResult
     from mailmoat.ports import Antivirus, ArchiveStore, IsolationStore, KeepMailStore, SpamStore
+    from mailmoat.services.rescan import AntivirusLater, RequestedScans
 
 T = TypeVar("T")
 
@@ -67,10 +68,11 @@ def tenant_config(directory: DynamoDirectory) -> GatewayConfig:
 
 # What each function needs in production mode (mailmoat.production): the scan function scans
 # with clamd and libmagic, the rewrite function seals, the portal re-scans what it unlocks with
-# libmagic. The portal has no clamd: what a password opens stays isolated as AV_UNCHECKED.
+# libmagic. The portal has no clamd: what a password opens is held (AV_PENDING) until the
+# AvScan function, the scan image again, has scanned it (portal_antivirus_later).
 NEEDS: dict[str, frozenset[str]] = {
     "scan": frozenset({"antivirus", "libmagic"}), "rewrite": frozenset({"arc-key"}),
-    "portal": frozenset({"libmagic"})}
+    "portal": frozenset({"libmagic"}), "avscan": frozenset({"antivirus"})}
 
 
 def build_aws(settings: Settings | None = None, *, config: GatewayConfig | None = None,
@@ -219,6 +221,42 @@ def _antivirus(settings: AwsSettings) -> Antivirus | None:
                         start_seconds=settings.clamd_start_seconds)
 
 
+def portal_antivirus_later(settings: Settings) -> AntivirusLater | None:
+    """The portal's verdicts and scan requests (the AvScan function); None when this function's
+    environment names no AvScan queue: then what a password opens stays AV_UNCHECKED."""
+    if not (isinstance(settings, AwsSettings) and settings.avscan_queue_url
+            and settings.isolated_files_table and settings.quarantine_bucket):
+        return None
+    from mailmoat.adapters.aws_avscan import DynamoAntivirusVerdicts, SqsAntivirusRequests
+    from mailmoat.adapters.aws_s3 import S3BlobStore
+    from mailmoat.services.rescan import AntivirusLater
+
+    blobs = S3BlobStore(settings.raw_bucket, routes={"isolated/": settings.quarantine_bucket})
+    return AntivirusLater(DynamoAntivirusVerdicts(settings.isolated_files_table,
+                                                  retention_days=settings.retention_days),
+                          SqsAntivirusRequests(blobs, settings.avscan_queue_url))
+
+
+def _requested_scans(settings: AwsSettings) -> RequestedScans:
+    """The AvScan function's parts only (no directory, no message log: its role reads neither)."""
+    from mailmoat.adapters.aws_avscan import DynamoAntivirusVerdicts
+    from mailmoat.adapters.aws_s3 import S3BlobStore
+    from mailmoat.adapters.clock import SystemClock
+    from mailmoat.production import require_production
+    from mailmoat.services.rescan import RequestedScans
+
+    blobs = S3BlobStore(settings.raw_bucket, routes={"isolated/": settings.quarantine_bucket})
+    scans = RequestedScans(blobs=blobs, antivirus=_antivirus(settings),
+                           verdicts=DynamoAntivirusVerdicts(settings.isolated_files_table,
+                                                            retention_days=settings.retention_days),
+                           clock=SystemClock())
+    if settings.mode == "production":
+        require_production(antivirus=scans.antivirus, arc_key_provisioned=False,
+                           adapters={"blobs": blobs, "verdicts": scans.verdicts},
+                           needs=NEEDS["avscan"])
+    return scans
+
+
 def _stores(settings: AwsSettings) -> tuple[IsolationStore | None, SpamStore | None,
                                             KeepMailStore | None, ArchiveStore | None]:
     """The stores whose table or bucket this function's environment names; None for the others
@@ -273,6 +311,7 @@ class LambdaEntry:
     _runtime: Runtime | None = None
 
     role: str | None = None  # the stage this function serves: set by its first batch
+    _avscans: RequestedScans | None = None
 
     @property
     def runtime(self) -> Runtime:
@@ -288,6 +327,16 @@ class LambdaEntry:
         self.role = self.role or stage
         if refs:  # an s3:TestEvent names nothing: acknowledged without building anything
             self.runtime.run_stage(stage, refs)
+
+    @property
+    def avscans(self) -> RequestedScans:
+        if self._avscans is None:
+            self._avscans = _requested_scans(self.settings)
+        return self._avscans
+
+    def avscan(self, body: str) -> None:
+        """One AvScanQueue message: scan the bytes the portal left, record the verdict."""
+        self.avscans.run(body)
 
     def reconcile(self) -> int:
         return self.runtime.reconcile(timedelta(minutes=self.settings.reconcile_after_minutes))

@@ -1,6 +1,7 @@
 """A recipient's password opens an encrypted file (zip, 7z, Office, PDF) in memory; what comes
 out is scanned again with the scan stage's engine before anything is offered for download, and
-stays isolated (AV_UNCHECKED) until an antivirus has passed it."""
+stays isolated until an antivirus has passed it: AV_PENDING while one elsewhere is asked to
+(the portal on AWS has none), AV_UNCHECKED when none can answer."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from mailmoat.config import TenantConfig
     from mailmoat.pipeline import Services
     from mailmoat.ports import IsolationStore
+    from mailmoat.services.rescan import AntivirusLater
 
 log = logging.getLogger("mailmoat.portal")
 
@@ -48,6 +50,7 @@ class UnlockedFile:
     symbols: list[str]
     offer: Offer
     download: Download
+    pending: bool = False  # an antivirus scan is on its way: "being checked", reload later
 
 
 @dataclass(slots=True)
@@ -58,9 +61,10 @@ class Unlocked:
 
 
 def unlock(services: Services, store: IsolationStore, tenant: TenantConfig, record: IsolatedFile,
-           password: str) -> Unlocked:
+           password: str, later: AntivirusLater | None = None) -> Unlocked:
     """Decrypt in memory and analyse the plain content again. The password is neither stored
-    nor logged; failed attempts are counted per file."""
+    nor logged; failed attempts are counted per file. `later`: verdicts and scan requests of
+    an antivirus elsewhere, for a runtime without one (services/rescan.py)."""
     now = services.clock.now()
     if store.attempts_since(record.message_id, record.path, now - ATTEMPTS_WINDOW) >= ATTEMPTS_MAX:
         return Unlocked("limited")
@@ -75,25 +79,32 @@ def unlock(services: Services, store: IsolationStore, tenant: TenantConfig, reco
         return Unlocked("wrong")
     except Unsupported:
         return Unlocked("unsupported")
-    from mailmoat.services.rescan import AV_UNCHECKED, rescanner
+    from mailmoat.services.rescan import AV_PENDING, AV_UNCHECKED, rescanner
 
     # No antivirus has seen what the password opened (clamd cannot decrypt): it must pass one here.
-    rescan = rescanner(services, tenant, antivirus_required=True)
+    rescan = rescanner(services, tenant, antivirus_required=True, later=later)
     out = Unlocked("ok", archive=decrypted.archive)
     held: list[str] = []
     for index, (name, content) in enumerate(decrypted.members):
         shown = name or record.filename
         result = rescan(content, shown.rsplit("/", 1)[-1])
         verdict = result.verdict
-        if AV_UNCHECKED in result.own_symbols:
-            # Cannot be checked here: listed with the reason, offered nothing (DESIGN §4).
+        own = result.own_symbols
+        if AV_UNCHECKED in own or AV_PENDING in own:
+            # Not checked (yet): listed with the reason, offered nothing (DESIGN §4).
             verdict = Verdict.worst([verdict, Verdict.UNSUPPORTED])
             held.extend(h.detail for h in result.hits if h.symbol == AV_UNCHECKED)
         download = Download(f"member:{name}", name.rsplit("/", 1)[-1], content) if decrypted.archive \
             else Download("decrypted", record.filename, content)
         out.files.append(UnlockedFile(index=index, name=shown, size=len(content), verdict=verdict,
                                       symbols=result.symbols, offer=offer(verdict),
-                                      download=download))
+                                      download=download,
+                                      pending=AV_PENDING in own))
+    pending = sum(1 for f in out.files if f.pending)
+    if pending:
+        log.info("portal unlock: antivirus scans requested, decrypted files held meanwhile",
+                 extra={"message_id": record.message_id, "path": record.path,
+                        "symbol": AV_PENDING, "action": "isolate", "files": pending})
     if held:
         log.warning("portal unlock without an antivirus scan: decrypted files stay isolated",
                     extra={"message_id": record.message_id, "path": record.path,
