@@ -100,7 +100,6 @@ def test_the_stage_message_event_runs_its_stage(stack):
 def ses_rule_set(stack) -> object:
     """The template's rule set and the stack's own rule on moto, as CloudFormation makes them."""
     import boto3
-
     from tests.template.resolve import deployed_template
 
     rule = deployed_template(Ingress="receipt-rules")["Resources"]["ReceiptRule"]["Properties"]["Rule"]
