@@ -2,7 +2,8 @@
 
 Shared by `make bench-peers` (bench/run.py) and the tests of the rspamd connector, so both run
 the same daemon the same way: a private LOCAL_CONFDIR merged over the shipped /etc/rspamd
-(never edited), RUNDIR/DBDIR/LOGDIR in a temporary directory, every network check off.
+(never edited), RUNDIR/DBDIR/LOGDIR in a temporary directory, every network check off, and
+rspamd's resolver pointed at a loopback server (bench/zone_dns.py) that answers NXDOMAIN at once.
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ import time
 import urllib.request
 from pathlib import Path
 from types import TracebackType
+
+try:  # imported as bench.rspamd_server (tests) or as rspamd_server (bench/run.py)
+    from bench.zone_dns import ZoneDns
+except ImportError:
+    from zone_dns import ZoneDns  # type: ignore[no-redef]
 
 CONF_DIR = Path(__file__).resolve().parent / "rspamd"  # our LOCAL_CONFDIR
 DEFAULT_PORTS = {"normal": 11333, "controller": 11334, "proxy": 11332}
@@ -59,11 +65,20 @@ class RspamdServer:
     """One rspamd main process (and its workers) on 127.0.0.1, for a `with` block.
 
     `ports` maps worker → port ("normal", "controller", "proxy"); the defaults are rspamd's
-    own, which `make bench-peers` uses. Tests pass free ports so nothing clashes."""
+    own, which `make bench-peers` uses. Tests pass free ports so nothing clashes.
+
+    `resolver=True` (the default) starts bench/zone_dns.py on a free loopback port and points
+    rspamd's `options { dns { nameserver } }` at it, so no lookup waits for its timeout;
+    `resolver=False` keeps bench/rspamd/local.d/options.inc as it is (127.0.0.1:53, where
+    nothing answers: each lookup costs its timeout). `dns_stats` holds what the resolver
+    answered, after stop()."""
 
     def __init__(self, ports: dict[str, int] | None = None, *, wait_for_hyperscan: bool = False,
-                 start_timeout: float = 180.0) -> None:
+                 start_timeout: float = 180.0, resolver: bool = True) -> None:
         self.ports = {**DEFAULT_PORTS, **(ports or {})}
+        self.resolver = resolver
+        self.dns_stats: dict[str, object] = {}
+        self._dns: ZoneDns | None = None
         self.wait_for_hyperscan = wait_for_hyperscan
         self.start_timeout = start_timeout
         self.base: Path | None = None
@@ -94,6 +109,11 @@ class RspamdServer:
         for worker, port in self.ports.items():
             (conf / "override.d" / f"worker-{worker}.inc").write_text(
                 f'bind_socket = "127.0.0.1:{port}";\ncount = 1;\n', encoding="utf-8")
+        if self._dns is not None:
+            (conf / "local.d" / "options.inc").write_text(
+                "# Written by bench/rspamd_server.py: bench/zone_dns.py answers NXDOMAIN at once.\n"
+                f'dns {{\n  nameserver = ["127.0.0.1:{self._dns.port}"];\n  timeout = 0.1s;\n'
+                "  retransmits = 0;\n}\ndisable_monitoring = true;\n", encoding="utf-8")
 
     def start(self) -> None:
         install()
@@ -101,6 +121,9 @@ class RspamdServer:
             raise RuntimeError(f"something already answers on {self.controller_url}; stop it first")
         self._tmp = tempfile.TemporaryDirectory(prefix="mailmoat-rspamd-")
         base = self.base = Path(self._tmp.name)
+        if self.resolver:
+            self._dns = ZoneDns(base / "dns.json")
+            self._dns.start()
         conf = base / "local"
         self._write_config(conf)
         for sub in ("run", "db", "log"):
@@ -173,6 +196,10 @@ class RspamdServer:
         stdout, self._stdout = self._stdout, None
         if stdout is not None:
             stdout.close()  # type: ignore[attr-defined]
+        dns_server, self._dns = self._dns, None
+        if dns_server is not None:
+            dns_server.stop()
+            self.dns_stats = dns_server.stats()
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
