@@ -1,12 +1,24 @@
 """SQLite adapters for the directory and the message log (local runtime).
 
-One database file under the data directory, WAL with synchronous=FULL: a row
-written before the SMTP `250` is on disk when the client hears it.
+One database file under the data directory, in WAL mode. A transaction is durable (synchronous
+=FULL: on disk at COMMIT) unless its caller says it need not be: the row written before the
+SMTP `250`, delivery claims and outcomes are; a stage's progress marks (attempt counts, state
+`processing`) are not — they survive a killed process (the OS has them) and are on disk with
+the next durable commit (WAL order), and after a power loss the worst is a stage run again.
+
+Several processes may open it (`mailmoat serve` with worker processes, the CLI beside a running
+gateway): every write is one BEGIN IMMEDIATE transaction, taken under an exclusive lock on
+`<database>.writer` so that writers of several processes queue in the kernel and each wakes
+the moment the one before commits (SQLite's own busy handler polls, sleeping up to 100 ms a
+time); busy_timeout stays as the backstop for writers that do not take that lock (the sqlite3
+shell, an older build).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -86,6 +98,9 @@ CREATE TABLE IF NOT EXISTS deliveries (
 """
 
 
+BUSY_TIMEOUT_SECONDS = 30.0
+
+
 def utc_text(value: datetime) -> str:
     """How every adapter on this database stores a time: UTC, one format, so that text order
     in SQL is time order. A naive value is taken as UTC."""
@@ -99,17 +114,22 @@ def _now() -> str:
 
 
 class SqliteDatabase:
-    """One connection shared across threads behind a lock (the SMTP loop and the worker)."""
+    """One connection shared across threads behind a lock (the SMTP loop and the worker); one
+    per process."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
+                                     timeout=BUSY_TIMEOUT_SECONDS)
         self._conn.row_factory = sqlite3.Row
         self._lock = threading.RLock()
+        self._writer = os.open(path.with_name(path.name + ".writer"), os.O_RDWR | os.O_CREAT, 0o600)
         with self._lock:
+            self._conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
+            self._durable = True
             self._conn.execute("PRAGMA foreign_keys=ON")
             self._conn.executescript(_SCHEMA)
             columns = {r["name"] for r in self._conn.execute("PRAGMA table_info(deliveries)")}
@@ -128,15 +148,22 @@ class SqliteDatabase:
                 c.execute(statement)
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            fcntl.flock(self._writer, fcntl.LOCK_EX)
             try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+                if durable != self._durable:  # per connection; cannot change inside a transaction
+                    self._conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+                    self._durable = durable
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+            finally:
+                fcntl.flock(self._writer, fcntl.LOCK_UN)
 
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -145,6 +172,7 @@ class SqliteDatabase:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+            os.close(self._writer)
 
 
 class SqliteDirectory:
@@ -263,6 +291,8 @@ _RECORD_COLUMNS = ("received_at", "updated_at", "state", "mail_from", "rcpt_to",
 # Columns later versions added to the messages table: added to an older database on open.
 _ADDED_COLUMNS = (("raw_key", "TEXT"), ("stage", "TEXT"))
 _JSON_COLUMNS = frozenset({"rcpt_to", "timings", "report"})
+# States a stage writes on its way (the next durable commit puts them on disk).
+_PROGRESS = frozenset({str(MessageState.PROCESSING)})
 
 
 class SqliteMessageLog:
@@ -297,13 +327,16 @@ class SqliteMessageLog:
         values = [json.dumps(v, ensure_ascii=False) if k in _JSON_COLUMNS else
                   str(v) if k == "state" else v for k, v in fields.items()]
         assignments = ", ".join(f"{k} = ?" for k in fields)  # keys checked against the whitelist
-        with self.db.transaction() as c:
+        # A final state is kept durably; progress between stages need not be (module docstring).
+        durable = not (fields.get("state") is not None and str(fields["state"]) in _PROGRESS)
+        with self.db.transaction(durable=durable) as c:
             c.execute(f"UPDATE messages SET {assignments} WHERE id = ?",  # noqa: S608
                       (*values, record_id))
 
     def begin_attempt(self, record_id: str, stage: str) -> int:
-        """One more attempt of `stage` (the count starts again at a new stage), atomically."""
-        with self.db.transaction() as c:
+        """One more attempt of `stage` (the count starts again at a new stage), atomically.
+        Not durable: after a power loss a stage may run once more than counted."""
+        with self.db.transaction(durable=False) as c:
             c.execute("UPDATE messages SET attempts = CASE WHEN stage IS ? THEN attempts + 1 ELSE 1"
                       " END, stage = ?, state = ?, updated_at = ? WHERE id = ?",
                       (stage, stage, str(MessageState.PROCESSING), _now(), record_id))
@@ -395,7 +428,8 @@ class SqliteMessageLog:
                       " 'held:%')", (_now(), message_id, recipient.lower()))
 
     def claim_is_stale(self, message_id: str, recipient: str) -> bool:
-        """Locally one message is never processed twice at once (the worker's in-flight set), so
+        """Locally one message is never processed twice at once (one worker owns it: the
+        worker thread, or the worker process of its partition, mailmoat.local.workers), so
         a claim without an outcome found by a new run was left by an interrupted one; a
         `held:` outcome is one in doubt, waiting for `redrive --resend`."""
         rows = self.db.query("SELECT outcome, released FROM deliveries WHERE message_id = ? AND"

@@ -105,8 +105,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from mailmoat.bootstrap import bootstrap
     from mailmoat.local.server import Gateway, port_is_free
+    from mailmoat.local.workers import configured_workers
 
     settings = _settings(args)
+    try:
+        workers = configured_workers()
+    except ValueError as exc:
+        print(f"mailmoat: {exc}", file=sys.stderr)
+        return 1
     for host, port, what in ((settings.smtp_host, settings.smtp_port, "SMTP"),
                              (settings.portal_host, settings.portal_port, "portal")):
         if not port_is_free(host, port):
@@ -118,7 +124,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = with_private_antivirus(settings)
     runtime = bootstrap(settings)
-    gateway = Gateway(runtime)
+    gateway = Gateway(runtime, workers=workers)
     gateway.start()
     from mailmoat.local.schedule import Scheduler
 
@@ -133,6 +139,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
   SMTP    {settings.smtp_host}:{settings.smtp_port}  (max {max_mb} MB; unknown recipients get 550 5.1.1)
   portal  {settings.portal_url}
   data    {data_dir}  (Maildirs under {data_dir / 'maildir'})
+  workers {workers}  (pipeline processes; MAILMOAT_WORKERS)
   tenants {', '.join(t.name for t in runtime.services.config.tenants) or '(none: set MAILMOAT_CONFIG)'}
   users   {', '.join(users[:10]) or '(none)'}{' …' if len(users) > 10 else ''}
   admin   {settings.portal_url}/admin/  (an account: .venv/bin/mailmoat admin create --tenant T --email ADDR)

@@ -1,4 +1,5 @@
-"""The embedded gateway: aiosmtpd ingress, an in-process pipeline worker, and the portal under uvicorn."""
+"""The embedded gateway: aiosmtpd ingress, the pipeline worker (a thread here, or N worker
+processes: mailmoat.local.workers), and the portal under uvicorn."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import logging
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Session
@@ -21,6 +23,11 @@ from mailmoat.ports import StageInbox
 from mailmoat.runner import new_message_id
 from mailmoat.runtime import Runtime
 from mailmoat.states import MessageState
+
+if TYPE_CHECKING:
+    from mailmoat.local.workers import WorkerPool
+
+Accept = Callable[[bytes, Envelope, str], str]
 
 log = logging.getLogger("mailmoat.local")
 
@@ -51,8 +58,9 @@ def _clean(value: str) -> str:
 class IngressHandler:
     """RCPT: only registered recipients (550 5.1.1 otherwise). DATA: store durably, then 250."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, accept: Accept | None = None) -> None:
         self.runtime = runtime
+        self.accept: Accept = accept or runtime.accept
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: SmtpEnvelope,
                           address: str, rcpt_options: list[str]) -> str:
@@ -78,7 +86,7 @@ class IngressHandler:
         loop = asyncio.get_running_loop()
         try:
             # One 250 for the envelope; the runner makes one message per tenant of it.
-            await loop.run_in_executor(None, self.runtime.accept, raw, env, message_id)
+            await loop.run_in_executor(None, self.accept, raw, env, message_id)
         except Exception:
             log.exception("could not store message")
             return "451 4.3.0 Temporary storage failure, try again later"
@@ -88,9 +96,11 @@ class IngressHandler:
 @dataclass
 class Worker:
     """Runs the stages the in-process queue hands out, one at a time, off the SMTP event loop;
-    a retry waits in the queue until its time comes."""
+    a retry waits in the queue until its time comes. `owns`: the messages of this worker's
+    partition, when it is one of several processes (None: all of them)."""
 
     runtime: Runtime
+    owns: Callable[[str], bool] | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _busy: bool = False
@@ -108,7 +118,14 @@ class Worker:
 
     def recover(self) -> int:
         """Everything accepted but not finished (a crash, a restart) is queued again."""
-        count = self.runtime.recover()
+        if self.owns is None:
+            count = self.runtime.recover()
+        else:
+            now = self.runtime.services.clock.now()
+            mine = [r for r in self.runtime.services.log.unfinished() if self.owns(r.id)]
+            for record in mine:
+                self.runtime.runner.resume(record, now)
+            count = len(mine)
         if count:
             log.info("recovering %d unfinished messages", count)
         return count
@@ -150,9 +167,9 @@ class Worker:
 
 
 class IngressController(Controller):
-    def __init__(self, runtime: Runtime, **kwargs: Any) -> None:
+    def __init__(self, runtime: Runtime, accept: Accept | None = None, **kwargs: Any) -> None:
         self.runtime = runtime
-        super().__init__(IngressHandler(runtime), hostname=runtime.settings.smtp_host,
+        super().__init__(IngressHandler(runtime, accept), hostname=runtime.settings.smtp_host,
                          port=runtime.settings.smtp_port, **kwargs)
 
     def factory(self) -> SMTP:
@@ -164,24 +181,40 @@ class IngressController(Controller):
 
 @dataclass
 class Gateway:
-    """SMTP listener + worker (+ portal, started by the CLI). `start()` returns once listening."""
+    """SMTP listener + worker (+ portal, started by the CLI). `start()` returns once listening.
+
+    `workers` 1: the stages run on a thread of this process, with this runtime's adapters.
+    More: that many worker processes (mailmoat.local.workers), each with its own composition
+    root built from the runtime's settings; this process only accepts (one writer on the accept
+    path) and hands each message to the worker its id belongs to."""
 
     runtime: Runtime
+    workers: int = 1
     worker: Worker | None = None
+    pool: WorkerPool | None = None
     smtp: IngressController | None = None
 
     def start(self) -> None:
         self.worker = Worker(self.runtime)
+        accept: Accept | None = None
         if self.runtime.settings.hold_processing:
             log.warning("MAILMOAT_HOLD_PROCESSING is set: mail is accepted and stored, not processed")
+        elif self.workers > 1:
+            from mailmoat.local.workers import WorkerPool
+
+            self.pool = WorkerPool(self.runtime.settings, self.workers)
+            self.pool.start()
+            accept = replace(self.runtime.runner, queue=self.pool).accept
         else:
             self.worker.start()
-        self.smtp = IngressController(self.runtime)
+        self.smtp = IngressController(self.runtime, accept)
         self.smtp.start()
 
     def stop(self) -> None:
         if self.smtp:
             self.smtp.stop()
+        if self.pool:
+            self.pool.stop()
         if self.worker:
             self.worker.stop()
 
