@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailmoat.charsets import decode_bytes, decode_iso2022jp
 from mailmoat.message import WalkLimits, parse
@@ -174,6 +176,60 @@ def test_message_text_cannot_forge_a_lift_token() -> None:
     raw = _big_message(b"\r\n").replace(b"hello", b"MAILMOATRUN0000000000000000000000")
     msg, _ = parse_bytes(raw)
     assert b"MAILMOATRUN0000000000000000000000" in msg.as_bytes()
+
+
+def _quadratic_lift(raw: bytes, min_lines: int, nonce: str) -> tuple[bytes, dict[str, str]]:
+    """The lift as it was (a `{1024,}` quantifier, quadratic on shorter runs): the oracle."""
+    import re
+
+    pattern = re.compile(rb"(?:(?<=\n)|^)(?:[A-Za-z0-9+/]{40,}={0,2}\r?\n){%d,}" % min_lines)
+    runs: dict[str, str] = {}
+    out: list[bytes] = []
+    pos = 0
+    for i, match in enumerate(pattern.finditer(raw)):
+        run = match.group()
+        eol = b"\r\n" if run.endswith(b"\r\n") else b"\n"
+        token = f"MAILMOATRUN{nonce}{i:06d}"
+        runs[token] = run[: -len(eol)].decode("ascii")
+        out += (raw[pos:match.start()], token.encode(), eol)
+        pos = match.end()
+    if not runs:
+        return raw, {}
+    out.append(raw[pos:])
+    return b"".join(out), runs
+
+
+_LINES = st.one_of(
+    st.builds(lambda n, pad, eol: b"Q" * n + b"=" * pad + eol,
+              st.integers(35, 80), st.integers(0, 3), st.sampled_from([b"\n", b"\r\n", b"\r\r\n", b""])),
+    st.sampled_from([b"--zz\r\n", b"\r\n", b"\n", b"Content-Type: text/plain\n", b"QUJD=QUJD" * 6 + b"\n"]),
+    st.binary(max_size=90),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_LINES, st.sampled_from([1, 2, 3, 5])), max_size=40))
+def test_linear_lift_matches_the_quadratic_one_on_random_input(segments: list[tuple[bytes, int]]) -> None:
+    import mailmoat.message as message
+
+    raw = b"".join(line * count for line, count in segments)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(message, "_LIFT_MIN_BYTES", 0)
+        mp.setattr(message, "_LIFT_MIN_LINES", 3)
+        mp.setattr(message.secrets, "token_hex", lambda _n: "n0nce")
+        assert message._lift_base64_runs(raw) == _quadratic_lift(raw, 3, "n0nce")
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(_LINES, st.sampled_from([1, 1023, 1024, 1025, 3000])), max_size=8))
+def test_linear_lift_matches_the_quadratic_one_at_the_real_thresholds(
+        segments: list[tuple[bytes, int]]) -> None:
+    import mailmoat.message as message
+
+    raw = b"x" * 1_000_000 + b"\n" + b"".join(line * count for line, count in segments)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(message.secrets, "token_hex", lambda _n: "n0nce")
+        assert message._lift_base64_runs(raw) == _quadratic_lift(raw, 1024, "n0nce")
 
 
 def test_iso2022jp_fast_path_agrees_with_the_cp932_route_for_every_jis_pair() -> None:

@@ -118,7 +118,12 @@ class ParsedMessage:
 # delimiter starts with "--", which is not in the alphabet), so we lift long runs out before
 # parsing, leave one token line in their place, and put the original text back into the
 # parsed tree: same tree, same bytes, a fraction of the time.
-_BASE64_RUN = re.compile(rb"(?:(?<=\n)|^)(?:[A-Za-z0-9+/]{40,}={0,2}\r?\n){1024,}")
+# One match is a maximal block of base64 lines (each line is matched whole, up to its first
+# LF, so the block cannot end early); blocks shorter than _LIFT_MIN_LINES are kept in place.
+# Matching blocks and counting afterwards keeps this linear: a `{1024,}` quantifier re-scans
+# a shorter block from each of its lines.
+_BASE64_LINES = re.compile(rb"^(?:[A-Za-z0-9+/]{40,}={0,2}\r?\n)+", re.MULTILINE)
+_LIFT_MIN_LINES = 1024
 _LIFT_MIN_BYTES = 1_000_000
 
 
@@ -130,14 +135,16 @@ def _lift_base64_runs(raw: bytes) -> tuple[bytes, dict[str, str]]:
     runs: dict[str, str] = {}
     out: list[bytes] = []
     pos = 0
-    for i, match in enumerate(_BASE64_RUN.finditer(raw)):
-        run = match.group()
-        eol = b"\r\n" if run.endswith(b"\r\n") else b"\n"
-        token = f"MAILMOATRUN{nonce}{i:06d}"
+    for match in _BASE64_LINES.finditer(raw):
+        start, end = match.span()
+        if raw.count(b"\n", start, end) < _LIFT_MIN_LINES:
+            continue
+        eol = b"\r\n" if raw[end - 2:end] == b"\r\n" else b"\n"
+        token = f"MAILMOATRUN{nonce}{len(runs):06d}"
         # The line ending stays in the lifted text: the parser may give it to the boundary.
-        runs[token] = run[: -len(eol)].decode("ascii")
-        out += (raw[pos:match.start()], token.encode(), eol)
-        pos = match.end()
+        runs[token] = raw[start:end - len(eol)].decode("ascii")
+        out += (raw[pos:start], token.encode(), eol)
+        pos = end
     if not runs:
         return raw, {}
     out.append(raw[pos:])
