@@ -26,6 +26,22 @@ def test_blob_store_round_trip_and_refuses_escapes(tmp_path) -> None:
     assert not store.exists("raw/abc")
 
 
+def test_blob_store_fsyncs_only_when_durability_is_promised(tmp_path, monkeypatch) -> None:
+    import os
+
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    store = FsBlobStore(tmp_path / "blobs")
+    store.put("raw/a", b"data")
+    assert len(synced) == 2  # the file, then its directory (the rename)
+    scratch = store.scratch()
+    assert scratch.scratch() is scratch and store.scratch() is scratch
+    scratch.put("isolated/b", b"more")
+    assert len(synced) == 2 and store.get("isolated/b") == b"more"  # same tree, no fsync
+    assert not list((tmp_path / "blobs" / "isolated").glob(".*.tmp"))
+
+
 def test_message_log_survives_reopen_and_lists_unfinished(tmp_path) -> None:
     db_path = tmp_path / "m.sqlite3"
     log = SqliteMessageLog(SqliteDatabase(db_path))

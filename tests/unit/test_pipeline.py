@@ -134,3 +134,16 @@ def test_custom_attachment_rules(runtime, rule, verdict, symbols, action) -> Non
 
     decide(ctx, tenant)
     assert ctx.attachments[0].action == action
+
+
+def test_analysis_writes_what_it_isolates_without_fsync(analyse, runtime, monkeypatch) -> None:
+    """`mailmoat process` promises no durability: its isolated files skip fsync, yet are there."""
+    import os
+
+    analyse("plain.eml")  # the first message makes the ARC key, durably, once per data directory
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fsync", synced.append)
+    ctx = analyse("attached-message.eml")
+    isolated = [k for k in runtime.services.blobs.keys() if ctx.id in k]
+    assert isolated and synced == []
+    assert getattr(runtime.services.blobs, "durable", True)  # the root's own store still syncs

@@ -7,14 +7,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from mailmoat.context import Envelope, MessageContext
 from mailmoat.ingress import split_by_tenant
 from mailmoat.pipeline import STAGE_NAMES, Services, run_pipeline
-from mailmoat.ports import Recipient, StageInbox, StageRef
+from mailmoat.ports import BlobStore, Recipient, StageInbox, StageRef
 from mailmoat.runner import RAW_PREFIX, Runner, due_unfinished, new_message_id
 from mailmoat.settings import Settings
 from mailmoat.states import MessageState
@@ -26,6 +26,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("mailmoat.runtime")
 
 __all__ = ["Runtime", "new_message_id"]
+
+
+@runtime_checkable
+class _ScratchableBlobs(Protocol):
+    """A blob store that can also write without durability (FsBlobStore.scratch)."""
+
+    def scratch(self) -> BlobStore: ...
 
 
 @dataclass(slots=True)
@@ -58,10 +65,14 @@ class Runtime:
     # --- processing ---------------------------------------------------------------------------
     def analyse(self, raw: bytes, envelope: Envelope, *, message_id: str | None = None,
                 tenant: str | None = None, stages: Sequence[str] = STAGE_NAMES) -> MessageContext:
-        """Every stage in memory over one message, nothing stored (`mailmoat process`)."""
+        """Every stage in memory over one message, nothing stored (`mailmoat process`). What the
+        stages write (isolated files) is promised to no one, so it is written without fsync."""
         ctx = MessageContext(id=message_id or new_message_id(), raw=raw, envelope=envelope,
                              tenant=tenant or self.tenant_for(envelope))
-        return run_pipeline(ctx, self.services, stages)
+        services = self.services
+        if isinstance(services.blobs, _ScratchableBlobs):
+            services = replace(services, blobs=services.blobs.scratch())
+        return run_pipeline(ctx, services, stages)
 
     def process_stored(self, message_id: str) -> MessageContext | None:
         """Run a stored message's stages now, in this process (the CLI's redrive, tests): the

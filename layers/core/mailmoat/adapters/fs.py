@@ -1,4 +1,5 @@
-"""FsBlobStore: the blob store port on a directory tree, durable (fsync) before it returns."""
+"""FsBlobStore: the blob store port on a directory tree, durable (fsync) before it returns
+unless it was built for an analysis that promises nothing (`durable=False`, `scratch()`)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,21 @@ from pathlib import Path
 
 
 class FsBlobStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, durable: bool = True) -> None:
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self.durable = durable
+        self._scratch: FsBlobStore | None = None
+
+    def scratch(self) -> FsBlobStore:
+        """The same tree, written without fsync: for `mailmoat process`, whose data directory is
+        a temporary one that no crash recovery will ever read (two fsyncs per put were a tenth
+        of its time)."""
+        if not self.durable:
+            return self
+        if self._scratch is None:
+            self._scratch = FsBlobStore(self.root, durable=False)
+        return self._scratch
 
     def _path(self, key: str) -> Path:
         # Keys are ours (ids, fixed prefixes), but refuse anything that could leave the root.
@@ -26,9 +39,12 @@ class FsBlobStore:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if self.durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
+        if not self.durable:
+            return
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)  # the rename itself must survive a crash too
