@@ -176,3 +176,38 @@ def test_unparseable_foreign_results_are_dropped_and_the_message_is_still_sealed
     assert not any("other.example 2" in v for v in values)
     assert any(v.startswith("other.example; spf=pass") for v in values)
     assert dkim.arc_verify(result.data, dnsfunc=dnsfunc)[0] == dkim.CV_Pass
+
+
+def test_seal_with_the_key_parsed_once_is_byte_identical_to_plain_dkimpy(
+        arc_key_file: tuple[Path, bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    import dkim.crypto
+
+    from mailmoat.rewrite import seal as sealing
+
+    key = sealing.load_key(arc_key_file[0])
+    raw = (b"Authentication-Results: mx.example.test; spf=pass smtp.mailfrom=a.example\r\n"
+           b"From: a@a.example\r\nTo: b@b.example\r\nSubject: hi\r\n\r\nhello\r\n")
+    monkeypatch.setattr(dkim.time, "time", lambda: 1_700_000_000)
+
+    def sealed() -> bytes:
+        return sealing.seal(raw, key, selector="arc", domain="gw.example.test",
+                            authserv_id="mx.example.test", linesep=b"\r\n")
+
+    fast = [sealed(), sealed()]  # the second seal takes the parsed key from the cache
+    assert key.private_pem in sealing._parsed_pems
+    monkeypatch.setattr(dkim, "parse_pem_private_key", dkim.crypto.parse_pem_private_key)
+    monkeypatch.setattr(dkim, "RSASSA_PKCS1_v1_5_sign", dkim.crypto.RSASSA_PKCS1_v1_5_sign)
+    assert fast == [sealed(), sealed()]
+
+
+def test_an_unparseable_key_is_refused_on_every_seal() -> None:
+    from mailmoat.rewrite import seal as sealing
+
+    bad = sealing.ArcKey(b"-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n",
+                         "", Path("bad.pem"))
+    for _ in range(2):
+        with pytest.raises(sealing.SealError):
+            sealing.seal(b"Authentication-Results: mx.example.test; spf=pass\r\nFrom: a@a.example\r\n"
+                         b"\r\nhi\r\n", bad, selector="arc", domain="gw.example.test",
+                         authserv_id="mx.example.test", linesep=b"\r\n")
+    assert bad.private_pem not in sealing._parsed_pems

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 import dkim
+import dkim.crypto
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
@@ -57,6 +58,27 @@ def openssl_pkcs1_sign(digest: _Digest, private_key: dict[str, int]) -> bytes:
 # dkim.gen_header calls this module-level name; only signing goes through it (verification,
 # which the authenticate stage uses, does not).
 dkim.RSASSA_PKCS1_v1_5_sign = openssl_pkcs1_sign
+
+_dkimpy_parse_pem = dkim.crypto.parse_pem_private_key
+_parsed_pems: dict[bytes, dict[str, int]] = {}
+_PARSED_PEMS_MAX = 32  # keys in use at once: one per sealing identity, plus a rotation
+
+
+def parsed_pem_private_key(pem: bytes) -> dict[str, int]:
+    """dkimpy's PEM parse (a regex, base64 and a pure-Python ASN.1 walk), once per key rather
+    than on every seal: dkimpy's sign() takes the PEM and parses it each call. Same dict, so
+    the same signature bytes; a key it cannot parse still raises on every call."""
+    parsed = _parsed_pems.get(pem)
+    if parsed is None:
+        parsed = _dkimpy_parse_pem(pem)
+        if len(_parsed_pems) >= _PARSED_PEMS_MAX:
+            _parsed_pems.clear()
+        _parsed_pems[pem] = parsed
+    return dict(parsed)  # a copy: nothing dkimpy does to it reaches the next seal
+
+
+# ARC.sign (and DKIM.sign) call this module-level name.
+dkim.parse_pem_private_key = parsed_pem_private_key
 
 
 class SealError(RuntimeError):
