@@ -199,3 +199,36 @@ def test_scan_stage_import_leaves_heavy_analysers_for_first_use():
             " 'rarfile', 'magic', 'lxml') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_agile_password_derivation_runs_once_per_file_and_password(monkeypatch):
+    """The VelvetSweatshop probe of an agile-encrypted file costs one 100k-round derivation,
+    a second look at the same file none, and the verdicts stay what they were."""
+    from msoffcrypto.method.ecma376_agile import ECMA376Agile
+
+    from mailmoat.scan import office
+    from mailmoat.scan.result import FileResult
+    from tests.unit.scan.scanfiles import encrypt_ooxml, make_ooxml
+
+    office._install_derivation_cache()
+    assert ECMA376Agile._derive_iterated_hash_from_password is office._cached_derivation
+    monkeypatch.setattr(office, "_derivations", type(office._derivations)())
+    rounds: list[str] = []
+    derive = office._agile_derive
+    assert derive is not None
+
+    def counting(*args):
+        rounds.append(args[0])
+        return derive(*args)
+
+    monkeypatch.setattr(office, "_agile_derive", counting)
+    plain = make_ooxml("excel", padding=6000)
+    for password, symbol in (("pw1234", "ENCRYPTED_OFFICE"), ("VelvetSweatshop", "VELVETSWEATSHOP")):
+        data = encrypt_ooxml(plain, password)
+        office._derivations.clear()  # encrypting derived it too
+        rounds.clear()
+        for _ in range(2):
+            result = FileResult(detected_type="application/x-ms-encrypted")
+            office._ole_encryption(data, "application/x-ms-encrypted", result, None)
+            assert symbol in {h.symbol for h in result.hits}
+        assert rounds == ["VelvetSweatshop"]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
+import threading
 import zipfile
+from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 from mailmoat.scan import filetype as ft
 from mailmoat.scan.result import FileResult
@@ -44,9 +48,57 @@ def analyse_office(data: bytes, detected: str, result: FileResult,
 
 # --- encryption -------------------------------------------------------------------------------
 
+# Agile encryption's password hash is spinCount (100,000) SHA-512 rounds, and msoffcrypto
+# derives it twice per password check (verifier input and value) and again to decrypt. It is a
+# pure function of (password, salt, hash, spin count), and the salt is the file's own, so a
+# bounded LRU keyed by those four gives the same bytes from one derivation per file and password
+# (the VelvetSweatshop probe, then a portal unlock or a re-scan of the same file).
+DERIVATION_CACHE_ENTRIES = 256
+_derivations: OrderedDict[tuple[bytes, str, int], Any] = OrderedDict()
+_derivations_lock = threading.Lock()
+_derivation_installed = False
+
+
+_agile_derive: Callable[[str, bytes, str, int], Any] | None = None  # msoffcrypto's own
+
+
+def _install_derivation_cache() -> None:
+    global _derivation_installed, _agile_derive
+    if _derivation_installed:
+        return
+    from msoffcrypto.method.ecma376_agile import ECMA376Agile
+
+    _agile_derive = ECMA376Agile._derive_iterated_hash_from_password
+    ECMA376Agile._derive_iterated_hash_from_password = staticmethod(_cached_derivation)
+    _derivation_installed = True
+
+
+def _cached_derivation(password: str, salt_value: bytes, hash_algorithm: str,
+                       spin_value: int) -> Any:
+    # Salt and password come from outside: the key holds a fixed-size digest of them
+    # (length-prefixed, so no two pairs share one), never the values.
+    salt, secret = bytes(salt_value), password.encode("utf-16-le", "surrogatepass")
+    key = (hashlib.sha256(len(salt).to_bytes(8, "big") + salt + secret).digest(),
+           hash_algorithm, spin_value)
+    with _derivations_lock:
+        hit = _derivations.get(key)
+        if hit is not None:
+            _derivations.move_to_end(key)
+            return hit.copy()  # callers only take .digest(); a copy keeps the entry intact
+    assert _agile_derive is not None
+    value = _agile_derive(password, salt_value, hash_algorithm, spin_value)
+    with _derivations_lock:
+        _derivations[key] = value.copy()
+        while len(_derivations) > DERIVATION_CACHE_ENTRIES:
+            _derivations.popitem(last=False)
+    return value
+
+
 def _ole_encryption(data: bytes, detected: str, result: FileResult,
                     analyse_decrypted: InnerAnalyser | None) -> bool:
     import msoffcrypto
+
+    _install_derivation_cache()
 
     try:
         office = msoffcrypto.OfficeFile(io.BytesIO(data))
