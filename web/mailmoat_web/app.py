@@ -13,7 +13,6 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from mailmoat.isolation import sweep
-from mailmoat_web.admin import admin_console_router
 from mailmoat_web.keepmail import router as keepmail_router
 from mailmoat_web.pages import HERE, SECURITY_HEADERS, Answer, answer, language, page
 from mailmoat_web.pages import not_found as not_found_page
@@ -50,7 +49,9 @@ def create_app(runtime: Runtime | None = None, *, sweep_every: float | None = SW
     app.include_router(portal_files_router)  # /m/{token}/f/{path}: download, unlock, member
     app.include_router(keepmail_router)  # /k: keep-mail (continuity view)
     app.include_router(spam_router)  # /s: spam digest links (release, allow sender)
-    app.include_router(admin_console_router())  # /admin: tenant admin console
+    # /admin: the tenant admin console, loaded by the first request under /admin (a recipient's
+    # link never needs its routes, and they are half of what the portal imports).
+    app.middleware("http")(_admin_console_on_first_use(app))
     app.add_exception_handler(Answer, answer)  # a gate's 403/404/sign-in redirect
     app.add_exception_handler(404, _not_found)
     return app
@@ -79,6 +80,25 @@ async def _sweep_forever(p: Portal, every: float) -> None:
         except Exception:  # a failed sweep is retried next time; it must not stop the portal
             log.exception("isolation sweep failed")
         await asyncio.sleep(every)
+
+
+def _admin_console_on_first_use(app: FastAPI) -> Callable[
+        [Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]:
+    included = False
+
+    async def include(request: Request,
+                      call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        nonlocal included
+        if not included and request.url.path.startswith("/admin"):
+            # Before routing: the router reads its routes per request. One event loop, so the
+            # check and the include happen together.
+            from mailmoat_web.admin import admin_console_router
+
+            app.include_router(admin_console_router())
+            included = True
+        return await call_next(request)
+
+    return include
 
 
 async def _security_headers(request: Request,

@@ -1,19 +1,72 @@
-"""Process settings from MAILMOAT_* environment variables (pydantic-settings)."""
+"""Process settings from MAILMOAT_* environment variables: pydantic models that fill what the
+caller did not pass from the environment (a small reader, so that no runtime, the Lambda cold
+start least of all, pays for importing pydantic-settings)."""
 
 from __future__ import annotations
 
 import json
+import os
+import types
+import typing
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.fields import FieldInfo
 
 
-class Limits(BaseSettings):
+class NoDecode:
+    """Field marker (Annotated[…, NoDecode]): the variable's text goes to the field's validator
+    as it is, never decoded as JSON first."""
+
+
+def _is_complex(annotation: Any) -> bool:
+    """Lists, dicts, sets, tuples and models come from a variable as JSON (pydantic-settings'
+    rule); scalars (str, int, bool, Path, Literal …) as text that pydantic converts."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _is_complex(typing.get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        return any(_is_complex(arg) for arg in typing.get_args(annotation) if arg is not type(None))
+    if origin in (list, dict, set, frozenset, tuple):
+        return True
+    return isinstance(annotation, type) and issubclass(annotation, (BaseModel, list, dict, set, tuple))
+
+
+def _from_environment(name: str, field: FieldInfo, text: str) -> Any:
+    if any(isinstance(m, NoDecode) or m is NoDecode for m in field.metadata) \
+            or not _is_complex(field.annotation):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise ValueError(f"{name}: not JSON ({error})") from None
+
+
+class EnvSettings(BaseModel):
+    """A model whose fields the caller does not pass come from `<env_prefix><field name>`
+    (case-insensitive; an empty value is a value). What it reads is validated like any value."""
+
+    model_config = ConfigDict(extra="ignore", validate_default=True, defer_build=True)
+    env_prefix: ClassVar[str] = "MAILMOAT_"
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**{**self.environment(), **values})
+
+    @classmethod
+    def environment(cls) -> dict[str, Any]:
+        """The values this environment sets for this model's fields."""
+        prefix = cls.env_prefix.lower()
+        found = {key.lower(): text for key, text in os.environ.items()
+                 if key.lower().startswith(prefix)}
+        return {name: _from_environment(prefix + name, field, found[prefix + name])
+                for name, field in cls.model_fields.items() if prefix + name in found}
+
+
+class Limits(EnvSettings):
     """Bounds on work done for one untrusted message (STYLE habit 4). Hitting one is a finding."""
 
-    model_config = SettingsConfigDict(env_prefix="MAILMOAT_LIMIT_", extra="ignore")
+    env_prefix: ClassVar[str] = "MAILMOAT_LIMIT_"
 
     max_parts: int = 5000
     max_depth: int = 50
@@ -25,9 +78,7 @@ class Limits(BaseSettings):
     scan_seconds: float = 20.0
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MAILMOAT_", extra="ignore")
-
+class Settings(EnvSettings):
     # "production" refuses to start without antivirus, libmagic, a provisioned sealing key and
     # real adapters (mailmoat.production); "dev" and "test" allow them. AWS: production.
     mode: Literal["production", "dev", "test"] = "dev"

@@ -3,12 +3,16 @@ aws); they are the only code that builds adapters."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mailmoat.config import GatewayConfig, load_config
-from mailmoat.ports import Mailer
-from mailmoat.runtime import Runtime
 from mailmoat.settings import Settings
+
+if TYPE_CHECKING:  # imported by what builds a runtime, not by a handler module's import
+    from pathlib import Path
+
+    from mailmoat.config import GatewayConfig
+    from mailmoat.ports import Mailer
+    from mailmoat.runtime import Runtime
 
 
 def bootstrap(settings: Settings | None = None, *, config: GatewayConfig | None = None,
@@ -22,6 +26,7 @@ def bootstrap(settings: Settings | None = None, *, config: GatewayConfig | None 
         settings = settings.model_copy(update={"data_dir": data_dir})
     if settings.runtime == "aws":
         from mailmoat.bootstrap.aws import build_aws
+        from mailmoat.config import load_config
 
         if config is None and settings.config is not None:
             config = load_config(settings.config)

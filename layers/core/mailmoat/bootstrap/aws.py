@@ -12,24 +12,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from mailmoat.config import GatewayConfig, TenantConfig
-from mailmoat.pipeline import AdminStores, Services
-from mailmoat.ports import Mailer
-from mailmoat.runner import RetryPolicy, Runner
-from mailmoat.runtime import Runtime
 from mailmoat.settings import AwsSettings, Settings
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the runtime's modules load when it is built (first invocation), not at import
     from mailmoat.adapters.aws_dynamodb import DynamoDirectory
     from mailmoat.adapters.aws_dynamodb_log import DynamoMessageLog
     from mailmoat.aws.events import MessageRef
     from mailmoat.aws.signatures import UpdateResult
-    from mailmoat.ports import Antivirus, ArchiveStore, IsolationStore, KeepMailStore, SpamStore
+    from mailmoat.config import GatewayConfig, TenantConfig
+    from mailmoat.pipeline import AdminStores
+    from mailmoat.ports import Antivirus, ArchiveStore, IsolationStore, KeepMailStore, Mailer, SpamStore
+    from mailmoat.runtime import Runtime
     from mailmoat.services.rescan import AntivirusLater, RequestedScans
-
-T = TypeVar("T")
 
 # SQS holds a message back at most 15 minutes (DelaySeconds ≤ 900): the AWS retry backoff cap.
 SQS_MAX_DELAY_SECONDS = 900.0
@@ -63,6 +59,8 @@ def delivery_mode(settings: AwsSettings, tenant: TenantConfig) -> str:
 
 def tenant_config(directory: DynamoDirectory) -> GatewayConfig:
     """Tenants from the directory table (DESIGN §9: same fields as the local TOML)."""
+    from mailmoat.config import GatewayConfig
+
     return GatewayConfig(tenant=directory.tenant_configs())  # type: ignore[call-arg]
 
 
@@ -86,6 +84,9 @@ def build_aws(settings: Settings | None = None, *, config: GatewayConfig | None 
     from mailmoat.adapters.clock import SystemClock
     from mailmoat.aws.observability import CloudWatchMetrics
     from mailmoat.bootstrap.common import geoip, production_check, resolver
+    from mailmoat.pipeline import Services
+    from mailmoat.runner import RetryPolicy, Runner
+    from mailmoat.runtime import Runtime
     from mailmoat.scan.sandbox import SandboxConfig
 
     aws = aws_settings(settings)
@@ -260,25 +261,36 @@ def _requested_scans(settings: AwsSettings) -> RequestedScans:
 def _stores(settings: AwsSettings) -> tuple[IsolationStore | None, SpamStore | None,
                                             KeepMailStore | None, ArchiveStore | None]:
     """The stores whose table or bucket this function's environment names; None for the others
-    (each user says what it does without one: quarantine, hold, KEEPMAIL_UNAVAILABLE …)."""
-    from mailmoat.adapters.aws_archive import S3ArchiveStore
-    from mailmoat.adapters.aws_dynamodb_isolation import DynamoIsolationStore
-    from mailmoat.adapters.aws_dynamodb_keepmail import DynamoKeepMailStore
-    from mailmoat.adapters.aws_dynamodb_spam import DynamoSpamStore
+    (each user says what it does without one: quarantine, hold, KEEPMAIL_UNAVAILABLE …). A
+    store's adapter is imported only where it is named (keep-mail brings argon2, for one)."""
+    isolation: IsolationStore | None = None
+    spam: SpamStore | None = None
+    keepmail: KeepMailStore | None = None
+    archive: ArchiveStore | None = None
+    if settings.isolated_files_table:
+        from mailmoat.adapters.aws_dynamodb_isolation import DynamoIsolationStore
 
-    def named(resource: str, build: Callable[[str], T]) -> T | None:
-        return build(resource) if resource else None
+        isolation = DynamoIsolationStore(settings.isolated_files_table)
+    if settings.spam_table:
+        from mailmoat.adapters.aws_dynamodb_spam import DynamoSpamStore
 
-    return (named(settings.isolated_files_table, DynamoIsolationStore),
-            named(settings.spam_table, DynamoSpamStore),
-            named(settings.keepmail_table, DynamoKeepMailStore),
-            named(settings.archive_bucket, S3ArchiveStore))
+        spam = DynamoSpamStore(settings.spam_table)
+    if settings.keepmail_table:
+        from mailmoat.adapters.aws_dynamodb_keepmail import DynamoKeepMailStore
+
+        keepmail = DynamoKeepMailStore(settings.keepmail_table)
+    if settings.archive_bucket:
+        from mailmoat.adapters.aws_archive import S3ArchiveStore
+
+        archive = S3ArchiveStore(settings.archive_bucket)
+    return isolation, spam, keepmail, archive
 
 
 def _admin_stores(settings: AwsSettings, directory: DynamoDirectory) -> AdminStores:
     """Cognito signs admins in; the directory table holds policy, audit trail and sign-outs."""
     from mailmoat.adapters.aws_admin import DynamoAdminSessions, DynamoAuditLog
     from mailmoat.admin.policy import DirectoryPolicyStore
+    from mailmoat.pipeline import AdminStores
 
     return AdminStores(accounts=None, audit=DynamoAuditLog(directory.table),
                        policy=DirectoryPolicyStore(directory),
@@ -392,3 +404,32 @@ class LambdaEntry:
 def aws_runtime() -> LambdaEntry:
     """Once per cold start (handlers call it at module level)."""
     return LambdaEntry(AwsSettings())  # the ARC key secret is read when the runtime is built
+
+
+class LambdaPortal:
+    """The portal function's handler: Mangum over the portal app, both built at the first
+    request and kept for the execution environment (like LambdaEntry's runtime), so that
+    importing the handler module reads settings only and calls no AWS service."""
+
+    def __init__(self, create_app: Callable[..., Any], adapter: Callable[..., Any]) -> None:
+        self._create_app, self._adapter = create_app, adapter
+        self._asgi: Any = None
+
+    @property
+    def asgi(self) -> Any:
+        if self._asgi is None:
+            from mailmoat.bootstrap import bootstrap
+
+            runtime = bootstrap(role="portal")
+            app = self._create_app(runtime, sweep_every=None,
+                                   later=portal_antivirus_later(runtime.settings))
+            self._asgi = self._adapter(app, lifespan="off")
+        return self._asgi
+
+    @property
+    def app(self) -> Any:
+        """The FastAPI app (tests reach the runtime through app.state)."""
+        return self.asgi.app
+
+    def __call__(self, event: dict[str, Any], context: Any) -> Any:
+        return self.asgi(event, context)
