@@ -32,21 +32,25 @@ def signature_database(db: Path) -> None:
     (db / "test.ndb").write_text(f"Mailmoat.Test.EICAR.NDB:0:*:{EICAR[:40].hex()}\n")
 
 
-@pytest.fixture(scope="module")
-def clamd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real clamd, started the way `mailmoat serve` starts its own (mailmoat.adapters.private_clamd)."""
+def running_clamd(base: Path, **options: str) -> Iterator[str]:
+    """A real clamd with the test signatures under `base`, started the way `mailmoat serve`
+    starts its own (mailmoat.adapters.private_clamd); yields its address (for fixtures)."""
     if CLAMD is None:
         pytest.skip("clamd is not installed (Debian package clamav-daemon)")
-    base = tmp_path_factory.mktemp("clamd")
     signature_database(base / "db")
     private = PrivateClamd(base, databases=base / "db", start_seconds=60,
-                           options={"StreamMaxLength": "10M", "SelfCheck": "0", "Bytecode": "no"})
+                           options={"SelfCheck": "0", "Bytecode": "no", **options})
     try:
         address = private.start()
     except ClamdNotStarted as exc:
         pytest.fail(f"clamd did not start: {exc}")
     yield address
     private.stop()
+
+
+@pytest.fixture(scope="module")
+def clamd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from running_clamd(tmp_path_factory.mktemp("clamd"), StreamMaxLength="10M")
 
 
 @pytest.mark.clamd

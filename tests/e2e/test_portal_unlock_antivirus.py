@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 
 from mailmoat.adapters.clamd import ClamdAntivirus
-from mailmoat.adapters.private_clamd import ClamdNotStarted, PrivateClamd
 from mailmoat.runtime import Runtime
 from mailmoat.services.rescan import AV_UNCHECKED
-from tests.adapters.test_clamd import CLAMD, EICAR, signature_database
+from tests.adapters.test_clamd import EICAR, running_clamd
 from tests.e2e.test_portal import MEMBERS, Portal, open_portal, path_of
 from tests.unit.isolation.builders import PASSWORD, aes_zip, make_runtime, message
 
@@ -84,18 +83,7 @@ def test_with_an_antivirus_the_members_are_downloadable_as_before(tmp_path: Path
 
 @pytest.fixture(scope="module")
 def real_clamd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if CLAMD is None:
-        pytest.skip("clamd is not installed (Debian package clamav-daemon)")
-    base = tmp_path_factory.mktemp("clamd")
-    signature_database(base / "db")
-    private = PrivateClamd(base, databases=base / "db", start_seconds=60,
-                           options={"SelfCheck": "0", "Bytecode": "no"})
-    try:
-        address = private.start()
-    except ClamdNotStarted as exc:
-        pytest.fail(f"clamd did not start: {exc}")
-    yield address
-    private.stop()
+    yield from running_clamd(tmp_path_factory.mktemp("clamd"))
 
 
 @pytest.mark.clamd

@@ -10,7 +10,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from mailmoat.aws.mailmanager import AddressListPlan, RelayTarget, RoutePlan, relay_name, route_rules
+from mailmoat.aws.mailmanager import AddressListPlan, RelayTarget, RoutePlan, route_rules
 
 log = logging.getLogger("mailmoat.aws")
 
@@ -111,7 +111,7 @@ class MailManagerRoutes:
             log.info("relay updated", extra={"relay": name, "host": target.host, "port": target.port})
         wanted = route_rules(plan.routes, ids, self.prefix)
         current = self.client.get_rule_set(RuleSetId=self.rule_set_id).get("Rules", [])
-        rewritten = _comparable(current) != _comparable(wanted)
+        rewritten = [dict(rule) for rule in current] != wanted
         if rewritten:
             self.client.update_rule_set(RuleSetId=self.rule_set_id, Rules=wanted)
             log.info("submission routes updated", extra={"rules": len(wanted)})
@@ -122,8 +122,3 @@ class MailManagerRoutes:
         return rewritten
 
 
-def _comparable(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [dict(rule) for rule in rules]
-
-
-__all__ = ["MailManagerAddressList", "MailManagerRoutes", "mailmanager_client", "relay_name"]

@@ -131,8 +131,7 @@ def publish_address_list(directory: TenantDirectory, address_list: AddressList,
     list_plan = plan_address_list(address_list.members(), _registered(directory))
     address_list.apply(list_plan)
     records = len(event.get("Records", [])) if event else 0
-    route_changes = (len(route_plan.create) + len(route_plan.update) + len(route_plan.delete)
-                     if route_plan is not None else 0)
+    route_changes = route_plan.relay_changes if route_plan is not None else 0
     observability.count(observability.RECIPIENT_RULE_CHANGES, list_plan.changes + route_changes)
     log.info("address list published",
              extra={"records": records, "registered": len(list_plan.register),

@@ -86,6 +86,10 @@ class RoutePlan:
     update: dict[str, RelayTarget] = field(default_factory=dict)
     delete: list[str] = field(default_factory=list)
 
+    @property
+    def relay_changes(self) -> int:
+        return len(self.create) + len(self.update) + len(self.delete)
+
 
 def relay_name(prefix: str, target: RelayTarget) -> str:
     """One relay per host and port, named after both so a name never changes its meaning."""
