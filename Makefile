@@ -52,7 +52,7 @@ bench-peers: setup ## benchmark side by side with rspamd on loopback
 	@$(PY) bench/run.py --peers
 
 soak: setup ## long fault-injection run: 1,000 messages through the gateway, 300 with random kill -9
-	@MAILMOAT_SOAK=1 $(PY) -m pytest -q tests/faults
+	@MAILMOAT_SOAK=1 $(PY) -m pytest -q -rP -p no:cacheprovider tests/faults
 
 build: ## sam build (zip functions; the scan image needs Docker)
 	@scripts/sam-validate.sh --build

@@ -21,12 +21,18 @@ FIXTURES = ROOT / "tests" / "fixtures"
 DEMO_CONFIG = ROOT / "config" / "demo.toml"
 
 
+# Switches for the test run itself, not settings of the gateway: `make soak` sets MAILMOAT_SOAK
+# for tests/faults, which read it at import (after pytest_configure has run).
+TEST_RUN_SWITCHES = frozenset({"MAILMOAT_SOAK"})
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Tests set what they need themselves: `make` exports MAILMOAT_CONFIG and
     MAILMOAT_DATA_DIR for `make run`, and a developer's shell may hold others. Inherited, they
     would change what bootstrap() builds (e.g. the demo tenants instead of a test's table)."""
     for name in [n for n in os.environ if n.startswith("MAILMOAT_")]:
-        del os.environ[name]
+        if name not in TEST_RUN_SWITCHES:
+            del os.environ[name]
 
 
 def free_port() -> int:

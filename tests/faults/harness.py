@@ -302,6 +302,11 @@ def check_every_message_accounted(acc: Accounting, accepted_ids: set[str], blob_
     by_id = {r["id"]: r for r in acc.rows}
     assert len(by_id) == len(acc.rows)
     missing = accepted_ids - set(by_id)
+    # The figures `make soak` reports (pytest -rP shows them): counted before the asserts below.
+    doubled = sum(1 for c in acc.receipts.values() if c > 1)
+    print(f"accounted: {len(accepted_ids)} accepted, {len(acc.rows)} logged, {len(missing)} lost, "
+          f"{doubled} doubled, {sum(acc.receipts.values())} copies received, "
+          f"states {dict(sorted(acc.states.items()))}")
     assert not missing, f"accepted with 250 but not in the message log: {sorted(missing)[:5]}"
     unfinished = {r["id"]: r["state"] for r in acc.rows if r["state"] not in FINAL}
     assert not unfinished, f"not in a final state: {list(unfinished.items())[:5]}"

@@ -179,6 +179,8 @@ def test_random_sigkill_and_restart_loses_and_duplicates_nothing(tmp_path: Path,
     assert not sent.given_up
     assert len(sent.accepted) == MESSAGES
     acc = account(data_dir / "mailmoat.sqlite3", receipts)
+    print(f"kill -9: {serve.kills} kills ({serve.worker_kills} of a worker), {MESSAGES} messages, "
+          f"workers={workers}")
     check_every_message_accounted(acc, set(sent.accepted.values()), data_dir / "blobs")
     assert acc.states["delivered"] > MESSAGES // 3
 
