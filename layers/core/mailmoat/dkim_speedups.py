@@ -13,6 +13,8 @@ import re
 import dkim
 import dkim.canonicalization as canon
 
+from mailmoat.headerform import with_modern_field_names
+
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 
 _original_strip = canon.strip_trailing_whitespace
@@ -33,6 +35,10 @@ def compress_whitespace(content: bytes) -> bytes:
 
 
 def rfc822_parse(message: bytes) -> tuple[list[list[bytes]], bytes]:
+    # dkimpy refuses `Subject : x` (RFC 5322 §4.5 obs-optional), which receivers must accept:
+    # read it as `Subject: x` (mailmoat.headerform). Relaxed canonicalisation drops that white
+    # space anyway, so a relaxed signature verifies the same.
+    message = with_modern_field_names(message)
     blank = _BLANK_LINE.search(message)
     if blank is None or message[:1] in (b"\r", b"\n") or b"\r\r" in message:
         return _original_parse(message)  # type: ignore[no-any-return]

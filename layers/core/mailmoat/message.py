@@ -14,6 +14,7 @@ from email.message import EmailMessage, _parseparam  # type: ignore[attr-defined
 from email.parser import BytesHeaderParser, BytesParser
 
 from mailmoat.charsets import codec_for, decode_bytes, unescape_surrogates
+from mailmoat.headerform import with_modern_field_names
 
 # Extensions of files a third-party tool encrypted with its own format; they are
 # passed through untouched because nothing here could read them (DESIGN §3).
@@ -171,6 +172,7 @@ def _restore_base64_runs(msg: email.message.Message, runs: dict[str, str]) -> No
 def parse_bytes(raw: bytes) -> tuple[EmailMessage, list[tuple[str, str, str]]]:
     """Parse with policy.default. Returns the message and parse findings; never raises."""
     findings: list[tuple[str, str, str]] = []
+    raw = with_modern_field_names(raw)  # `Subject : x` is a header, not the start of the body
     lifted, runs = _lift_base64_runs(raw)
     try:
         msg = BytesParser(policy=policy.default).parsebytes(lifted)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from mailmoat.config import TenantConfig
 from mailmoat.context import MessageContext
+from mailmoat.headerform import with_modern_field_names
 from mailmoat.loop import trace_header
 from mailmoat.message import WalkLimits
 from mailmoat.rewrite.banner import BannerFacts, build_banner, failure_reasons
@@ -96,6 +97,9 @@ def rewrite(ctx: MessageContext, settings: Settings, tenant: TenantConfig,
             if "x-spam-flag" in ctx.actions else None
     if source is None:
         source = ctx.output if ctx.output is not None else ctx.raw
+    # `Subject : x` (RFC 5322 §4.5) goes out as `Subject: x`: every reader after us, dkimpy
+    # verifying our seal included, then parses what we sealed (mailmoat.headerform).
+    source = with_modern_field_names(source)
     result = RewriteResult(data=source)
     want_banner = "banner" in ctx.actions
     want_defang = "defang" in ctx.actions
