@@ -173,7 +173,8 @@ def test_anchor_labels(anchor: str, expected: str) -> None:
 @pytest.mark.parametrize(("url", "kept"), [
     ("https://portal.example.test/m/AbC123", True),
     ("HTTPS://PORTAL.EXAMPLE.TEST/m/AbC123", True),
-    ("https://portal.example.test/m/", True),
+    ("https://portal.example.test/m/AbC123/", True),
+    ("https://portal.example.test/m/", False),  # no token: not a message page
     ("http://portal.example.test/m/AbC123", False),  # other scheme
     ("https://portal.example.test.evil.test/m/AbC123", False),  # longer host
     ("https://portal.example.test@evil.test/m/AbC123", False),  # userinfo trick

@@ -47,14 +47,24 @@ def _never(_url: str) -> bool:
     return False
 
 
+# What follows the portal's /m/ in a link we keep: a message token (isolation.new_token, URL-safe
+# base64) and nothing else. An allow-list of characters, matched on the path as written: "%" and
+# "." are not in it, so no encoded or literal dot segment (`/m/%2e%2e/admin`, `/m/.%2e/`), no
+# encoded slash and no backslash can walk a kept link off the message page.
+_PORTAL_MESSAGE_PATH = r"[A-Za-z0-9_-]{1,128}/?"
+
+
 def portal_links(portal_url: str) -> KeepLink:
-    """True for `<portal>/m/…` only: same scheme, same host and port (compared parsed, so
-    `https://portal.example.evil.test` is not ours), path under the portal's `/m/`."""
+    """True for `<portal>/m/<token>` only: same scheme, same host and port (compared parsed, so
+    `https://portal.example.evil.test` is not ours), and exactly the message page's route — no
+    query, no fragment, no other path under it. A browser resolves `%2e%2e` as `..`, so any
+    other path could lead a spoofed mail's live link to a page of ours that is not the portal's
+    message page (the admin sign-in, a keep-mail frame escape through target=_blank)."""
     base = urlsplit(portal_url.strip())
     scheme, netloc = base.scheme.lower(), base.netloc.lower()
-    prefix = base.path.rstrip("/") + "/m/"
     if scheme not in ("http", "https") or not netloc:
         return _never
+    route = re.compile(re.escape(base.path.rstrip("/") + "/m/") + _PORTAL_MESSAGE_PATH)
 
     def keep(url: str) -> bool:
         try:
@@ -62,8 +72,8 @@ def portal_links(portal_url: str) -> KeepLink:
         except ValueError:
             return False
         return (parts.scheme.lower() == scheme and parts.netloc.lower() == netloc
-                and parts.path.startswith(prefix) and "@" not in parts.netloc
-                and ".." not in parts.path)
+                and "@" not in parts.netloc and not parts.query and not parts.fragment
+                and route.fullmatch(parts.path) is not None)
 
     return keep
 
