@@ -96,7 +96,7 @@ def _parse(text: str, directory: Directory, tenant: str | None) -> tuple[list[_R
             continue
         if lineno == 1 and row[0].strip().lower() in _HEADER_NAMES:
             continue
-        cells = [c.strip() for c in row] + [""] * (len(COLUMNS) - len(row))
+        cells = [unneutralise_cell(c.strip()) for c in row] + [""] * (len(COLUMNS) - len(row))
         if len(row) > len(COLUMNS):
             errors.append(f"line {lineno}: {len(row)} columns, expected at most {len(COLUMNS)}")
             continue
@@ -214,11 +214,38 @@ def import_csv(directory: Directory, data: bytes, *, tenant: str | None = None,
     return result
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (`=cmd|' /C calc'!A0`,
+# `=HYPERLINK(…)`, `@SUM(…)`): OWASP's CSV-injection list, plus the full-width forms Japanese
+# Excel also takes for formula signs. The values come from admins, CSV files and the directory
+# sync, so none is trusted.
+_FORMULA_STARTS = frozenset("=+-@\t\r\uff1d\uff0b\uff0d\uff20")
+
+
+def _read_as_formula(value: str) -> bool:
+    """Whether a spreadsheet would take `value` for a formula, or it is an escaped one."""
+    while value[:1] == "'":
+        value = value[1:]
+    return value[:1] in _FORMULA_STARTS
+
+
+def neutralise_cell(value: str) -> str:
+    """A leading apostrophe (OWASP's rule), which spreadsheets read as "text, shown without the
+    apostrophe"; also before a value that already starts with apostrophes and a formula sign, so
+    that `unneutralise_cell` gives back exactly what was exported."""
+    return "'" + value if _read_as_formula(value) else value
+
+
+def unneutralise_cell(value: str) -> str:
+    """The inverse of `neutralise_cell` on import: an exported file round-trips unchanged."""
+    return value[1:] if value[:1] == "'" and _read_as_formula(value[1:]) else value
+
+
 def export_csv(directory: Directory, tenant: str | None = None) -> str:
     out = io.StringIO(newline="")
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(COLUMNS)
     for r in directory.recipients(tenant):
-        writer.writerow([r.address, r.name, r.organisation, r.department, r.title, r.memo,
-                         "on" if r.spam_filter else "off", " ".join(r.aliases), r.kind])
+        writer.writerow([neutralise_cell(cell) for cell in (
+            r.address, r.name, r.organisation, r.department, r.title, r.memo,
+            "on" if r.spam_filter else "off", " ".join(r.aliases), r.kind)])
     return out.getvalue()
