@@ -31,6 +31,38 @@ def _sender_matches(sender: str | None, patterns: list[str]) -> bool:
 sender_matches = _sender_matches  # the per-recipient allow lists match the same way
 
 
+def authenticated_senders(ctx: MessageContext) -> list[str]:
+    """The sender addresses a check vouched for, the only ones an allow-list may match: the
+    envelope sender when SPF passed; the From address (one, not a list) when DMARC passed or,
+    with no DMARC verdict, a passing DKIM signature or SPF's domain is aligned with it. Without
+    this rule anyone names an allowed boss@bank.example in From (no DMARC record there), sends
+    from a domain of their own that SPF-passes, and skips the spam filter."""
+    from email.utils import getaddresses
+
+    from mailmoat.auth.dmarc import aligned
+
+    senders: list[str] = []
+    mail_from = (ctx.envelope.mail_from or "").lower()
+    spf = ctx.auth.details.get("spf") or {}
+    if ctx.auth.spf == "pass" and "@" in mail_from:
+        senders.append(mail_from)
+    addresses = [a.lower() for _, a in getaddresses([ctx.from_header or ""]) if "@" in a]
+    if len(addresses) != 1:
+        return senders
+    from_address = addresses[0]
+    from_domain = from_address.rpartition("@")[2]
+    dkim_domains = [s.get("domain", "") for s in ctx.auth.details.get("dkim") or []
+                    if isinstance(s, dict) and s.get("result") == "pass"]
+    spf_domain = spf.get("domain", "") if isinstance(spf, dict) else ""
+    vouched = ctx.auth.dmarc == "pass" or (
+        ctx.auth.dmarc in ("none", "pass")
+        and (any(aligned(d, from_domain, "r") for d in dkim_domains)
+             or (ctx.auth.spf == "pass" and aligned(spf_domain, from_domain, "r"))))
+    if vouched and from_address not in senders:
+        senders.append(from_address)
+    return senders
+
+
 # What detection recorded per recipient (spam/detect.py) that takes the spam action.
 _FILTERED = frozenset({"on", "tag", "quarantine"})
 
@@ -86,11 +118,14 @@ def decide(ctx: MessageContext, tenant: TenantConfig) -> None:
         ctx.disposition = Disposition.QUARANTINE
     sender = ctx.envelope.mail_from
     allowed = False
+    vouched = next((s for s in authenticated_senders(ctx) if _sender_matches(s, tenant.allowed_senders)),
+                   None)
     if _sender_matches(sender, tenant.blocked_senders):
+        # Blocking needs no proof: whoever claims the address is refused.
         ctx.add("BLOCKED_SENDER", "message", sender or "")
         ctx.disposition = Disposition.QUARANTINE
-    elif _sender_matches(sender, tenant.allowed_senders):
-        ctx.add("ALLOWED_SENDER", "message", sender or "")
+    elif vouched is not None:
+        ctx.add("ALLOWED_SENDER", "message", vouched)
         allowed = True
     if ctx.spam.verdict == "spam" and ctx.disposition == Disposition.DELIVER:
         _decide_spam(ctx, tenant, tenant_allowed=allowed)

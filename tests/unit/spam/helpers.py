@@ -16,6 +16,9 @@ FIXTURES = HERE / "fixtures"
 
 LISTED_IP = "81.2.69.160"  # a public address the test zone lists
 CLEAN_IP = "81.2.69.161"
+# sender.example's SPF passes for the listed address: an allow-list trusts only a sender some
+# check vouched for (policy.authenticated_senders).
+SENDER_SPF_PASS = {"sender.example": {"TXT": [f"v=spf1 ip4:{LISTED_IP} -all"]}}
 IP_ZONE = "bl.test"
 DOMAIN_ZONE = "dbl.test"
 SPAM_DOMAIN = "spam-shop.example"

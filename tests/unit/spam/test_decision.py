@@ -12,7 +12,14 @@ import pytest
 
 from mailmoat.context import Envelope, MessageContext
 from mailmoat.rewrite.headers import RawMessage, prefix_subject
-from tests.unit.spam.helpers import CLEAN_IP, LISTED_IP, message, spam_runtime, tenant_config
+from tests.unit.spam.helpers import (
+    CLEAN_IP,
+    LISTED_IP,
+    SENDER_SPF_PASS,
+    message,
+    spam_runtime,
+    tenant_config,
+)
 
 STAGES = ("authenticate", "scan", "isolate", "rewrite")
 
@@ -78,14 +85,16 @@ def test_recipient_with_filter_off_alone_gets_no_action(tmp_path: Path) -> None:
 
 
 def test_tenant_allowed_sender_skips_the_spam_action(tmp_path: Path) -> None:
-    ctx = run(tmp_path, ["alice@example.test"], action="quarantine", allowed=["@sender.example"])
+    runtime = spam_runtime(tmp_path, tenant_config(action="quarantine", allowed=["@sender.example"]),
+                           zone_extra=SENDER_SPF_PASS)
+    ctx = run(tmp_path, ["alice@example.test"], runtime=runtime)
     assert ctx.spam.verdict == "spam" and ctx.spam.action == "none"
     assert ctx.spam.recipients == {"alice@example.test": "allowed"}
     assert copy_of(ctx, "alice@example.test")["X-Spam-Flag"] is None
 
 
 def test_recipients_own_allowed_sender(tmp_path: Path) -> None:
-    runtime = spam_runtime(tmp_path, tenant_config(action="quarantine"))
+    runtime = spam_runtime(tmp_path, tenant_config(action="quarantine"), zone_extra=SENDER_SPF_PASS)
     store = runtime.services.spam
     assert store is not None
     store.allow_sender("alice@example.test", "promo@sender.example", runtime.services.clock.now())

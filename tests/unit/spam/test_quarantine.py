@@ -20,7 +20,7 @@ from mailmoat.runner import raw_key
 from mailmoat.runtime import Runtime
 from mailmoat.spam import digest, quarantine
 from mailmoat_web.app import create_app
-from tests.unit.spam.helpers import LISTED_IP, message, spam_runtime, tenant_config
+from tests.unit.spam.helpers import LISTED_IP, SENDER_SPF_PASS, message, spam_runtime, tenant_config
 
 LINK = re.compile(r"https?://\S+/s/[A-Za-z0-9_.\-]+")
 
@@ -41,7 +41,7 @@ def receive(runtime: Runtime, rcpts: list[str], raw: bytes | None = None) -> str
 
 @pytest.fixture
 def runtime(tmp_path: Path) -> Runtime:
-    return spam_runtime(tmp_path, tenant_config(action="quarantine"))
+    return spam_runtime(tmp_path, tenant_config(action="quarantine"), zone_extra=SENDER_SPF_PASS)
 
 
 def test_held_copy_is_stored_and_accounted(runtime: Runtime) -> None:

@@ -155,7 +155,12 @@ JA = {
     "admin.policy.spam_tag": "件名とヘッダーに印を付けて配送する",
     "admin.policy.spam_quarantine": "配送せずに隔離する",
     "admin.policy.senders": "差出人リスト",
-    "admin.policy.senders_help": "1 行に 1 つ：アドレス、@ドメイン、またはドメイン。",
+    "admin.policy.senders_help": "1 行に 1 つ：アドレス、@ドメイン、またはドメイン。"
+                                 "許可リストは認証された差出人にだけ一致します。エンベロープの差出人は"
+                                 " SPF が pass のとき、From のアドレスは DMARC が pass（DMARC レコードが"
+                                 "なければ、From のドメインと一致する DKIM 署名か SPF が pass）"
+                                 "のときだけです。"
+                                 "拒否リストは名乗っただけの差出人にも一致します。",
     "admin.policy.allowed": "許可する差出人",
     "admin.policy.blocked": "拒否する差出人（配送せずに隔離）",
     "admin.policy.rules": "カスタムルール",
@@ -320,7 +325,11 @@ EN = {
     "admin.policy.spam_tag": "Tag the subject and headers, then deliver",
     "admin.policy.spam_quarantine": "Quarantine, do not deliver",
     "admin.policy.senders": "Sender lists",
-    "admin.policy.senders_help": "One per line: an address, @domain or domain.",
+    "admin.policy.senders_help": "One per line: an address, @domain or domain. The allowed list "
+                                 "matches only an authenticated sender: the envelope sender when SPF "
+                                 "passed, the From address when DMARC passed (with no DMARC record: when "
+                                 "a DKIM signature or SPF aligned with the From domain passed). The "
+                                 "blocked list matches whoever merely claims the address.",
     "admin.policy.allowed": "Allowed senders",
     "admin.policy.blocked": "Blocked senders (quarantined, not delivered)",
     "admin.policy.rules": "Custom rules",

@@ -130,20 +130,18 @@ def _ask_rspamd(ctx: MessageContext, services: Services, said_spam: list[str]) -
 
 def _recipient_settings(ctx: MessageContext, services: Services) -> None:
     """Each recipient's filter switch and own allowed senders, as facts for the decision."""
-    from email.utils import parseaddr
-
-    from mailmoat.policy import sender_matches
+    from mailmoat.policy import authenticated_senders, sender_matches
 
     store = services.spam
-    from_address = parseaddr(ctx.from_header or "")[1]
-    senders = [s for s in (ctx.envelope.mail_from, from_address) if s and "@" in s]
+    senders = authenticated_senders(ctx)
     for rcpt in dict.fromkeys(r.lower() for r in ctx.envelope.rcpt_to):
         recipient = services.directory.recipient(rcpt)
         if recipient is not None and not recipient.spam_filter:
             ctx.spam.recipients[rcpt] = "off"
             continue
         allowed = store.allowed_senders(rcpt) if store is not None else []
-        # An allowed sender whose mail failed authentication may be anyone: not trusted.
+        # Only an identity a check vouched for; and mail that failed authentication may be
+        # anyone's whatever else passed.
         if allowed and not ctx.auth.warn and any(sender_matches(s, allowed) for s in senders):
             ctx.spam.recipients[rcpt] = "allowed"
             continue
