@@ -176,11 +176,13 @@ def cmd_users(args: argparse.Namespace) -> int:
         print(result.summary())
         return 1 if result.errors else 0
     text = export_csv(runtime.services.directory, tenant=args.tenant)
-    if args.encoding == "utf-8":
-        sys.stdout.write(text)
-    else:
-        sys.stdout.flush()
-        sys.stdout.buffer.write(text.encode(args.encoding, "replace"))
+    if sys.stdout.isatty():
+        sys.stdout.write(text)  # someone reads it: escaped like every other output
+        return 0
+    # CSV data for a file or a pipe, byte for byte (cells that start a formula are neutralised
+    # by export_csv; a CR inside a quoted cell is data here).
+    sys.stdout.flush()
+    sys.stdout.buffer.write(text.encode(args.encoding, "replace"))
     return 0
 
 
@@ -326,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from mailmoat.terminal import escape_standard_streams
+
+    escape_standard_streams()  # before logging: its handler keeps the stream it is given
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
