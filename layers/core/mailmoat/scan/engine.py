@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from mailmoat.context import Verdict
 from mailmoat.ports import Antivirus, Sandbox
-from mailmoat.scan import archives, filetype, office
+from mailmoat.scan import archives, dde, filetype, html, office
 from mailmoat.scan.lists import Lists
 from mailmoat.scan.result import Budget, FileResult, LimitReached
 from mailmoat.scan.sandbox import SandboxConfig, consult
@@ -83,6 +83,9 @@ class Engine:
                             members=list(content.members), cacheable=content.cacheable)
         for symbol, detail in filetype.name_findings(filename, content.detected_type, lists):
             result.add(symbol, detail)
+        if html.has_active_name(filename) and not html.is_active_type(content.detected_type):
+            # A browser renders it by its name (.html, .svg …) whatever libmagic calls it.
+            html.analyse_html(data, content.detected_type, result)
         if self.sandbox is not None and self.sandbox_config.enabled and \
                 str(result.verdict) in self.sandbox_config.verdicts:
             outcome = consult(self.sandbox, data, filename, self.sandbox_config)
@@ -111,6 +114,12 @@ class Engine:
                     lambda inner: self.content(inner, name, prefix, depth + 1, budget, lists))
             elif detected == "application/pdf":
                 self._pdf(data, result, prefix, depth, budget, lists, member)
+            elif html.is_active_type(detected) or (prefix and html.has_active_name(name)):
+                # Inside a container the member's name is part of the cached content; at the
+                # top the name is checked in analyse(), outside the cache.
+                html.analyse_html(data, detected, result)
+            elif dde.is_text_document(detected):
+                dde.analyse_text_document(data, result)
         except LimitReached as exc:
             result.add("ARCHIVE_LIMIT", str(exc))
         except RecursionError:

@@ -11,6 +11,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from mailmoat.scan import dde
 from mailmoat.scan import filetype as ft
 from mailmoat.scan.result import FileResult
 
@@ -18,6 +19,10 @@ from mailmoat.scan.result import FileResult
 # hide from scanners that skip encrypted files (DESIGN §4: danger).
 VELVETSWEATSHOP = "VelvetSweatshop"
 
+# Agile encryption declares its own hash rounds per password try; Office writes 100,000. A
+# hostile file asking for more than this is not tried (each try would take minutes).
+MAX_SPIN_COUNT = 10_000_000
+MAX_DECRYPT_BYTES = 64 * 1024 * 1024
 MAX_XML_PART = 16 * 1024 * 1024  # bytes of one OOXML part read for the DDE pre-check
 MAX_RELS = 500
 
@@ -44,6 +49,7 @@ def analyse_office(data: bytes, detected: str, result: FileResult,
         encrypted = _ole_encryption(data, detected, result, analyse_decrypted)
         if not encrypted:
             _macros(data, result)
+            dde.analyse_legacy(data, detected, result)
 
 
 # --- encryption -------------------------------------------------------------------------------
@@ -103,9 +109,17 @@ def _ole_encryption(data: bytes, detected: str, result: FileResult,
     try:
         office = msoffcrypto.OfficeFile(io.BytesIO(data))
         encrypted = bool(office.is_encrypted())
-    except Exception:
-        # Not a format msoffcrypto knows (msg, msi, plain OLE): nothing encrypted to report.
-        return False
+    except Exception as exc:
+        if detected != ft.OOXML_ENCRYPTED:
+            # Not a format msoffcrypto knows (msg, msi, plain OLE): nothing encrypted to report.
+            return False
+        # An encrypted package whose header msoffcrypto refuses is still encrypted, never safe.
+        result.add("ENCRYPTED_OFFICE", "OOXML encrypted package")
+        if "spincount" in str(exc).lower():
+            result.add("ENCRYPTION_SPIN_LIMIT", str(exc)[:200])
+        else:
+            result.add("SCAN_FAILED", f"msoffcrypto: {type(exc).__name__}: {exc}"[:200])
+        return True
     if not encrypted:
         return False
     kind = type(office).__name__  # OOXMLFile | Xls97File | Doc97File | Ppt97File
@@ -113,11 +127,18 @@ def _ole_encryption(data: bytes, detected: str, result: FileResult,
         info = office.type if hasattr(office, "type") else ""
     except Exception:
         info = ""
-    verified, decrypted = _try_password(office, VELVETSWEATSHOP)
-    if verified:
+    spins = _spin_count(office)
+    if spins > MAX_SPIN_COUNT:
+        # Each password try would cost that many hash rounds (minutes): not tried, and not
+        # offered for unlocking either (DESIGN §4 unsupported).
+        result.add("ENCRYPTED_OFFICE", f"{kind} {info}".strip())
+        result.add("ENCRYPTION_SPIN_LIMIT", f"spin count {spins} over {MAX_SPIN_COUNT}")
+        return True
+    decrypted = _decrypt_with(office, VELVETSWEATSHOP, len(data))
+    if decrypted is not None:
         result.add("VELVETSWEATSHOP", f"{kind} opens with the built-in Excel password")
-        if analyse_decrypted is not None and decrypted is not None:
-            # What it hides still counts (macros under the VelvetSweatshop layer).
+        if analyse_decrypted is not None and decrypted:
+            # What it hides still counts (macros, DDE under the VelvetSweatshop layer).
             inner = analyse_decrypted(decrypted)
             for hit in inner.hits:
                 result.add(hit.symbol, f"inside the encryption: {hit.detail}", hit.member)
@@ -131,22 +152,48 @@ def _ole_encryption(data: bytes, detected: str, result: FileResult,
     return True
 
 
-def _try_password(office: object, password: str) -> tuple[bool, bytes | None]:
-    """(the password is right, the decrypted file if decryption also worked)."""
+def _spin_count(office: Any) -> int:
+    """The hash rounds one password try costs, as the file declares them (agile only; the
+    other schemes have fixed costs)."""
     try:
-        try:
-            # OOXML: check the verifier first, so a wrong guess costs no payload decryption.
-            office.load_key(password=password, verify_password=True)  # type: ignore[attr-defined]
-        except TypeError:  # 97–2003 formats verify inside load_key and take no such argument
-            office.load_key(password=password)  # type: ignore[attr-defined]
+        info = office.info if getattr(office, "type", "") == "agile" else {}
+        return int(info.get("spinValue", 0))
+    except Exception:
+        return 0
+
+
+def _decrypt_with(office: Any, password: str, size: int) -> bytes | None:
+    """The decrypted file when `password` opens it, else None (b"" when it opens but the
+    contents are not readable here).
+
+    Decided by decrypting, not by the password verifier: msoffcrypto's agile verifier check
+    compares the whole decrypted block with the hash, so files whose writer padded the verifier
+    (or used SHA-1) are rejected although they decrypt. The result must be a real package."""
+    if size > MAX_DECRYPT_BYTES:
+        return None
+    try:
+        office.load_key(password=password)  # 97–2003 formats verify inside load_key
     except Exception:  # wrong password shows as one of several msoffcrypto errors
-        return False, None
+        return None
     out = io.BytesIO()
     try:
-        office.decrypt(out)  # type: ignore[attr-defined]
-    except Exception:  # verified but not decryptable here: the verdict stands, contents unknown
-        return True, None
-    return True, out.getvalue() or None
+        office.decrypt(out)
+    except Exception:
+        if type(office).__name__ == "OOXMLFile":
+            return None  # the key did not give a package: not this password
+        return b""  # 97–2003 verified the password; contents unknown, the verdict stands
+    plain = out.getvalue()
+    if type(office).__name__ == "OOXMLFile" and not _is_package(plain):
+        return None
+    return plain
+
+
+def _is_package(data: bytes) -> bool:
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            return "[Content_Types].xml" in zf.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
 
 
 # --- OOXML -------------------------------------------------------------------------------------

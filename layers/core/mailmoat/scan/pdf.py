@@ -8,6 +8,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from mailmoat.scan.pdf_tokens import token_findings
 from mailmoat.scan.result import FileResult, LimitReached
 
 MAX_OBJECTS = 500_000
@@ -30,6 +31,10 @@ def analyse_pdf(data: bytes, result: FileResult, deadline: float,
         return
     except pikepdf.PdfError as exc:
         result.add("PDF_UNREADABLE", str(exc)[:200])
+        # Readers that repair broken files still run what is in them: name it from the tokens.
+        for symbol, detail in token_findings(data):
+            result.add("PDF_ACTIVE_CONTENT", symbol.removeprefix("PDF_").lower())
+            result.add(symbol, detail)
         return
     with pdf:
         if pdf.is_encrypted:
@@ -37,7 +42,7 @@ def analyse_pdf(data: bytes, result: FileResult, deadline: float,
             result.add("PDF_OWNER_PASSWORD", "restrictions only, content readable")
         found: dict[str, str] = {}
         root = pdf.Root
-        if "/OpenAction" in root:
+        if "/OpenAction" in root and not _is_destination(root.get("/OpenAction")):
             found.setdefault("PDF_OPENACTION", "document opens with an action")
         if "/AA" in root:
             found.setdefault("PDF_AA", "document-level additional actions")
@@ -56,6 +61,18 @@ def analyse_pdf(data: bytes, result: FileResult, deadline: float,
             result.add(symbol, detail)
         if embedded is not None and "PDF_EMBEDDED_FILE" in found:
             _embedded_files(pdf, embedded, result)
+
+
+def _is_destination(value: Any) -> bool:
+    """An OpenAction that only opens a page: a destination ([3 0 R /Fit], a named one) or a
+    GoTo action to one. The action's own JavaScript or Launch is still found by the walk."""
+    import pikepdf
+
+    if isinstance(value, pikepdf.Array | pikepdf.String | pikepdf.Name):
+        return True
+    if isinstance(value, pikepdf.Dictionary):
+        return value.get("/S") == "/GoTo" and "/Next" not in value
+    return False
 
 
 def _scan_objects(pdf: Any, found: dict[str, str], deadline: float, result: FileResult) -> None:

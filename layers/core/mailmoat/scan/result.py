@@ -14,6 +14,7 @@ SYMBOL_VERDICT: dict[str, Verdict] = {
     "VELVETSWEATSHOP": Verdict.DANGER,
     "SANDBOX_MALICIOUS": Verdict.DANGER,
     "ENCRYPTED_OFFICE_LEGACY": Verdict.UNSUPPORTED,
+    "ENCRYPTION_SPIN_LIMIT": Verdict.UNSUPPORTED,  # a password try would cost minutes: not tried
     "ENCRYPTED_ARCHIVE": Verdict.ENCRYPTED,
     "ENCRYPTED_OFFICE": Verdict.ENCRYPTED,
     "ENCRYPTED_PDF": Verdict.ENCRYPTED,

@@ -27,6 +27,8 @@ PREVIEW_TEXT_BYTES = 200_000
 PREVIEW_MAX_SIDE = 1400
 PREVIEW_MAX_PIXELS = 40_000_000  # decompression-bomb guard for images
 _TEXT_TYPES = frozenset({"text/plain", "text/csv", "application/json", "application/xml", "text/xml"})
+# Images that are documents (SVG carries script): shown as their source text, never rendered.
+_MARKUP_IMAGE_TYPES = frozenset({"image/svg+xml"})
 _OOXML_TEXT_PARTS = re.compile(r"^(word/document\.xml|xl/sharedStrings\.xml|ppt/slides/slide\d+\.xml)$")
 
 
@@ -54,7 +56,7 @@ def preview(data: bytes, detected_type: str | None, limits: Limits) -> Preview:
     kind = detected_type or ""
     if kind == PDF:
         return _pdf_preview(data)
-    if kind.startswith("image/"):
+    if kind.startswith("image/") and kind not in _MARKUP_IMAGE_TYPES:
         return _image_preview(data)
     if kind in OOXML_MACRO_TYPES:
         return _office_text(data, limits)
