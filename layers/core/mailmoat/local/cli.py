@@ -324,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_spam_commands(sub)
     from mailmoat.keepmail import add_keepmail_commands
     add_keepmail_commands(sub)
+    from mailmoat.bypass import add_bypass_commands
+    add_bypass_commands(sub)
     return parser
 
 
