@@ -30,7 +30,8 @@ def _nav(tenant: TenantConfig | None) -> list[tuple[str, str]]:
     if tenant is None:
         return []
     base = f"/admin/t/{tenant.name}"
-    return [(f"{base}/trace", "admin.nav.trace"), (f"{base}/held", "admin.nav.held"),
+    return [(f"{base}/dashboard", "admin.nav.dashboard"),
+            (f"{base}/trace", "admin.nav.trace"), (f"{base}/held", "admin.nav.held"),
             (f"{base}/isolated", "admin.nav.isolated"), (f"{base}/recipients", "admin.nav.recipients"),
             (f"{base}/policy", "admin.nav.policy"), (f"{base}/audit", "admin.nav.audit")]
 

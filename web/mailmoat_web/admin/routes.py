@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from mailmoat_web.admin import audit_trail, isolated, policy, recipients, signin, trace
+from mailmoat_web.admin import audit_trail, dashboard, isolated, policy, recipients, signin, trace
 
 
 def admin_console_router() -> APIRouter:
     router = APIRouter()
-    for feature in (signin, trace, isolated, recipients, policy, audit_trail):
+    for feature in (signin, dashboard, trace, isolated, recipients, policy, audit_trail):
         router.include_router(feature.router, prefix="/admin")
     return router

@@ -405,6 +405,18 @@ class SqliteMessageLog:
         params += [max(0, min(query.limit, 1000)), max(0, query.offset)]
         return [_record(r) for r in self.db.query(sql, params)]
 
+    def received_between(self, tenant: str | None, since: datetime, until: datetime,
+                         limit: int) -> list[MessageRecord]:
+        """The dashboard's window, on the (tenant, received_at) or received_at index."""
+        sql = "SELECT * FROM messages WHERE received_at >= ? AND received_at < ?"
+        params: list[Any] = [utc_text(since), utc_text(until)]
+        if tenant is not None:
+            sql += " AND tenant = ?"
+            params.append(tenant)
+        sql += " ORDER BY received_at DESC, id DESC LIMIT ?"
+        params.append(max(0, limit))
+        return [_record(r) for r in self.db.query(sql, params)]
+
     def next_attempt_at(self, message_id: str) -> str | None:
         rows = self.db.query("SELECT next_attempt_at FROM messages WHERE id = ?", (message_id,))
         return rows[0]["next_attempt_at"] if rows else None
