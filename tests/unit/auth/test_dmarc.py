@@ -81,7 +81,7 @@ ZONE: dict[str, Any] = {
     ("strict.example", "pass", "strict.example", [], "pass", "reject", "none"),
     ("two.example", "none", "", [], "none", None, None),  # multiple records: no DMARC
     ("sub.two.example", "none", "", [], "fail", "none", "none"),
-    ("bad.example", "none", "", [], "none", None, None),
+    ("bad.example", "none", "", [], "permerror", None, None),  # malformed: issue 20 item 4
     ("other.example", "none", "", [], "fail", "quarantine", "quarantine"),
     ("nothing.example", "pass", "nothing.example", [], "none", None, None),
     ("slow.example", "pass", "slow.example", [], "temperror", None, None),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from mailmoat.auth.lookup import txt
+from mailmoat.auth.lookup import non_existent, txt
 from mailmoat.ports import Resolver
 
 if TYPE_CHECKING:
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 POLICIES = ("none", "quarantine", "reject")
 _V_DMARC1 = re.compile(r"^\s*v\s*=\s*DMARC1\s*(;|$)", re.IGNORECASE)
+# A v=DMARC1 tag that is not the first: meant as a DMARC record, but malformed (§6.3).
+_V_DMARC1_LATER = re.compile(r";\s*v\s*=\s*DMARC1\s*(;|$)", re.IGNORECASE)
 _MAILTO = re.compile(r"^\s*mailto:[^@\s]+@[^@\s]+", re.IGNORECASE)
 
 
@@ -66,6 +68,7 @@ class DmarcRecord:
     adkim: str = "r"
     aspf: str = "r"
     pct: int = 100
+    np: str | None = None  # RFC 9091 §4.1: for non-existent subdomains
 
 
 def parse_record(text: str) -> DmarcRecord | None:
@@ -79,7 +82,8 @@ def parse_record(text: str) -> DmarcRecord | None:
             tags.setdefault(name.strip().lower(), value.strip())
     p = tags.get("p", "").lower()
     sp = tags.get("sp", "").lower() or None
-    if p not in POLICIES or (sp is not None and sp not in POLICIES):
+    np = tags.get("np", "").lower() or None
+    if p not in POLICIES or any(v is not None and v not in POLICIES for v in (sp, np)):
         # A broken p= counts as p=none only when the owner asked for reports (step 6).
         rua = tags.get("rua", "")
         if rua and any(_MAILTO.match(u) for u in rua.split(",")):
@@ -91,7 +95,7 @@ def parse_record(text: str) -> DmarcRecord | None:
         pct = 100
     adkim = tags.get("adkim", "r").lower()
     aspf = tags.get("aspf", "r").lower()
-    return DmarcRecord(p=p, sp=sp, adkim=adkim if adkim in ("r", "s") else "r",
+    return DmarcRecord(p=p, sp=sp, np=np, adkim=adkim if adkim in ("r", "s") else "r",
                        aspf=aspf if aspf in ("r", "s") else "r", pct=max(0, min(100, pct)))
 
 
@@ -101,11 +105,15 @@ class Discovery:
     record_domain: str | None
     temperror: bool = False
     detail: str = ""
+    permerror: bool = False  # a record meant as DMARC that cannot be read
 
 
 def _records_at(resolver: Resolver, domain: str) -> tuple[list[str], bool]:
+    """The TXT records at _dmarc.<domain> meant as DMARC: starting with v=DMARC1, or with the
+    tag later (malformed, so parse_record refuses it and the result is permerror)."""
     outcome = txt(resolver, f"_dmarc.{domain}")
-    return [r for r in outcome.records if _V_DMARC1.match(r)], outcome.timed_out
+    meant = [r for r in outcome.records if _V_DMARC1.match(r) or _V_DMARC1_LATER.search(r)]
+    return meant, outcome.timed_out
 
 
 def discover(resolver: Resolver, from_domain: str) -> Discovery:
@@ -124,7 +132,11 @@ def discover(resolver: Resolver, from_domain: str) -> Discovery:
         if records:
             record = parse_record(records[0])
             if record is None:
-                return Discovery(None, domain, detail=f"unusable DMARC record at _dmarc.{domain}")
+                # Malformed (no or unknown p=, bad sp= or np=, v= not first): a permanent
+                # error the owner must fix, not the absence of a policy.
+                return Discovery(None, domain, permerror=True,
+                                 detail=f"malformed DMARC record at _dmarc.{domain}: "
+                                        f"{records[0][:120]}")
             return Discovery(record, domain)
     return Discovery(None, None, detail="no DMARC record")
 
@@ -158,6 +170,17 @@ def sample_point(key: bytes) -> int:
     return int.from_bytes(hashlib.sha256(key).digest()[:4], "big") % 100
 
 
+def _policy_for(resolver: Resolver, record: DmarcRecord, from_domain: str,
+                record_domain: str | None) -> str:
+    """p for the record's own domain; for a subdomain np= when it does not exist (RFC 9091
+    §4.1, looked up only when np= is published), else sp=, else p= (RFC 7489 §6.3)."""
+    if record_domain == from_domain:
+        return record.p
+    if record.np and non_existent(resolver, from_domain):
+        return record.np
+    return record.sp or record.p
+
+
 def evaluate(resolver: Resolver, from_domain: str, *, spf_result: str, spf_domain: str,
              dkim_pass_domains: list[str], sample: int = 0) -> DmarcResult:
     """DMARC for one RFC5322.From domain given our SPF and DKIM results."""
@@ -168,12 +191,14 @@ def evaluate(resolver: Resolver, from_domain: str, *, spf_result: str, spf_domai
     if found.temperror:
         return DmarcResult("temperror", from_domain, record_domain=found.record_domain,
                            detail=found.detail)
+    if found.permerror:
+        return DmarcResult("permerror", from_domain, record_domain=found.record_domain,
+                           detail=found.detail)
     record = found.record
     if record is None:
         return DmarcResult("none", from_domain, record_domain=found.record_domain,
                            detail=found.detail)
-    subdomain = found.record_domain != from_domain
-    policy = record.sp if subdomain and record.sp else record.p
+    policy = _policy_for(resolver, record, from_domain, found.record_domain)
     spf_ok = spf_result == "pass" and aligned(spf_domain, from_domain, record.aspf)
     dkim_ok = any(aligned(d, from_domain, record.adkim) for d in dkim_pass_domains)
     if spf_ok or dkim_ok:

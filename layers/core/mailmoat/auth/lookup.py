@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mailmoat.ports import DnsTimeout, NoData, NXDomain, Resolver
+from mailmoat.ports import DnsError, DnsTimeout, NoData, NXDomain, Resolver
 
 # A real resolver follows CNAMEs itself; the offline zone file answers only what is
 # written for a name, so a NODATA answer is retried through the name's CNAME.
@@ -60,3 +60,22 @@ def txt(resolver: Resolver, name: str) -> TxtOutcome:
         return TxtOutcome(query_follow(resolver, name, "TXT"))
     except DnsTimeout:
         return TxtOutcome([], timed_out=True)
+
+
+def non_existent(resolver: Resolver, name: str) -> bool:
+    """RFC 9091 §2.1: a domain is non-existent when DNS says NXDOMAIN, or NODATA for each of
+    A, AAAA and MX. A timeout (or any other answer) is not proof: the name counts as existing."""
+    name = name.rstrip(".").lower()
+    if not valid_name(name):
+        return False
+    for rdtype in ("A", "AAAA", "MX"):
+        try:
+            if resolver.query(name, rdtype):
+                return False
+        except NXDomain:
+            return True
+        except NoData:
+            continue
+        except DnsError:  # a timeout or a server failure
+            return False
+    return True

@@ -33,19 +33,47 @@ _DMARC_SYMBOLS = {"fail": "DMARC_FAIL", "temperror": "DMARC_TEMPERROR",
 _DMARC_WORST = ("fail", "temperror", "permerror", "none", "pass")
 
 
-def _from_domains(msg: email.message.Message) -> tuple[list[str], int]:
-    """Distinct RFC5322.From domains (at most MAX_FROM_ADDRESSES) and the address count."""
+class FromDomains:
+    """What RFC5322.From gives DMARC: its distinct domains (at most MAX_FROM_ADDRESSES), how
+    many addresses, and what was there without a domain ("undisclosed-recipients:;", a bare
+    local part, "<>"): no author domain to evaluate, which RFC 7489 §6.6.1 leaves no pass."""
+
+    __slots__ = ("addresses", "domainless", "domains", "headers")
+
+    def __init__(self, domains: list[str], addresses: int, domainless: list[str],
+                 headers: int) -> None:
+        self.domains, self.addresses = domains, addresses
+        self.domainless, self.headers = domainless, headers
+
+
+def _from_domains(msg: email.message.Message) -> FromDomains:
     values = [str(v)[:2000] for k, v in msg.raw_items() if k.lower() == "from"][:10]
     try:
-        addresses = [a for _n, a in getaddresses(values) if a]
+        pairs = getaddresses(values)
     except Exception:
-        addresses = []
+        pairs = []
+    addresses = [a for _n, a in pairs if a]
     domains: list[str] = []
+    # An empty pair is a group with no members or "<>": an author without a domain too.
+    domainless = [(a or n or "(empty)")[:80] for n, a in pairs
+                  if not ("@" in a and dmarc.normalise(a.rpartition("@")[2]))]
+    if values and not pairs:  # a From header with nothing in it
+        domainless = ["(empty)"]
     for address in addresses:
         domain = dmarc.normalise(address.rpartition("@")[2]) if "@" in address else ""
         if domain and domain not in domains:
             domains.append(domain)
-    return domains[:MAX_FROM_ADDRESSES], len(addresses)
+    return FromDomains(domains[:MAX_FROM_ADDRESSES], len(addresses), domainless, len(values))
+
+
+def _dmarc_rank(result: dmarc.DmarcResult) -> tuple[int, int, int]:
+    """Sort key, lowest speaks for the message: the worst result, and among failures the
+    strictest policy applied then published (RFC 7489 §6.6.1: reject > quarantine > none)."""
+    worst = _DMARC_WORST.index(result.result) if result.result in _DMARC_WORST else 0
+    strictness = dmarc.POLICIES[::-1]  # reject first
+    applied = strictness.index(result.applied) if result.applied in strictness else 3
+    published = strictness.index(result.policy) if result.policy in strictness else 3
+    return worst, applied, published
 
 
 def _route(hops: list[received.ReceivedHop], geoip: GeoIp | None) -> list[Hop]:
@@ -172,11 +200,11 @@ def _check_dmarc(ctx: MessageContext, msg: email.message.Message, resolver: Reso
     """DMARC for each From domain, the worst speaking for the message; and the DKIM domain
     for our Authentication-Results."""
     auth = ctx.auth
-    no_from: tuple[list[str], int] = ([], 0)
-    domains, addresses = guarded("from", lambda: _from_domains(msg), no_from)
-    if addresses == 0:
+    found = guarded("from", lambda: _from_domains(msg), FromDomains([], 0, [], 0))
+    domains = found.domains
+    if found.headers == 0:
         ctx.add("FROM_MISSING", "message", "no From address: DMARC cannot apply")
-    elif addresses > 1:
+    elif found.addresses > 1:
         ctx.add("FROM_MULTIPLE", "message", ", ".join(domains))
     sample = dmarc.sample_point(ctx.raw)
 
@@ -188,16 +216,21 @@ def _check_dmarc(ctx: MessageContext, msg: email.message.Message, resolver: Reso
     dmarc_results = [
         guarded("dmarc", partial(evaluate, d), dmarc.DmarcResult("temperror", d, detail="check failed"))
         for d in domains]
+    if found.domainless:
+        dmarc_results.append(dmarc.DmarcResult(
+            "permerror", "", detail=f"From without a domain: {', '.join(found.domainless)}"[:200]))
     if dmarc_results:
-        # Several From domains: the worst one speaks for the message.
-        worst = min(dmarc_results, key=lambda r: _DMARC_WORST.index(r.result)
-                    if r.result in _DMARC_WORST else 0)
+        # Several From domains: each is evaluated, the worst result speaks for the message,
+        # and among failures the strictest policy (RFC 7489 §6.6.1).
+        worst = min(dmarc_results, key=_dmarc_rank)
         auth.dmarc, auth.dmarc_policy = worst.result, worst.policy
         auth.details["dmarc"] = worst.to_dict()
         if len(dmarc_results) > 1:
             auth.details["dmarc_all"] = [r.to_dict() for r in dmarc_results]
         if symbol := _DMARC_SYMBOLS.get(worst.result):
-            ctx.add(symbol, "message", f"{worst.from_domain} p={worst.policy} applied={worst.applied}")
+            said = f"p={worst.policy} applied={worst.applied}" if worst.result == "fail" \
+                else worst.detail
+            ctx.add(symbol, "message", f"{worst.from_domain or '(no domain)'} {said}"[:300])
     else:
         auth.dmarc, auth.dmarc_policy = "none", None
     # header.d for our Authentication-Results (the rewrite stage reads it): the signature
