@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import smtplib
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -270,6 +272,92 @@ def test_an_unknown_tenant_is_a_usage_error(tmp_path: Path, mailbox_host: Record
     assert result.returncode == 2 and "no tenant 'nobody.test'" in result.stderr
 
 
+# --- with the gateway running: `mailmoat serve` delivers, the bypass does not -------------------------
+
+@dataclass
+class GatewayOnly(Recorder):
+    """A mailbox host locked to the gateway: RCPT from the gateway's address (127.0.0.1) is
+    taken, from anywhere else refused, unless `open` (direct send left on)."""
+
+    gateway_ip: str = "127.0.0.1"
+    open: bool = False
+    received: list[bytes] = field(default_factory=list)
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                          rcpt_options: list[str]) -> str:
+        if self.open or session.peer[0] == self.gateway_ip:
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
+        return "550 5.7.1 only the gateway may deliver here"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.received.append(bytes(envelope.content))
+        return "250 taken"
+
+
+def _serve(tmp_path: Path, config: Path, zone: Path, smtp_port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "MAILMOAT_CONFIG": str(config), "MAILMOAT_DATA_DIR": str(tmp_path / "var"),
+           "MAILMOAT_DNS_ZONE": str(zone), "MAILMOAT_SMTP_PORT": str(smtp_port),
+           "MAILMOAT_PORTAL_PORT": str(free_port()), "MAILMOAT_SMTP_HOSTNAME": GATEWAY_HOST}
+    proc = subprocess.Popen([sys.executable, "-m", "mailmoat.local.cli", "serve"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with smtplib.SMTP("127.0.0.1", smtp_port, timeout=2) as smtp:
+                smtp.noop()
+            return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("mailmoat serve did not start")
+
+
+@pytest.mark.slow
+def test_through_mailmoat_serve_the_gateway_delivers_and_the_bypass_is_refused(tmp_path: Path) -> None:
+    host = GatewayOnly()
+    controller = RecordingController(host, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    smtp_port = free_port()
+    # The gateway is 127.0.0.1 (its MX name's address); the check speaks from 127.0.0.2.
+    config, zone = write_setup(tmp_path, host="127.0.0.1", port=controller.port,
+                               mx=[f"10 {GATEWAY_HOST}"], extra={GATEWAY_HOST: {"A": ["127.0.0.1"]}})
+    proc = _serve(tmp_path, config, zone, smtp_port)
+    try:
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=30) as smtp:
+            smtp.sendmail("someone@sender.example", ["alice@contoso.test"],
+                          b"From: someone@sender.example\r\nTo: alice@contoso.test\r\n"
+                          b"Subject: through the gateway\r\n\r\nhello\r\n")
+        deadline = time.monotonic() + 30
+        while not host.received and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert host.received and b"through the gateway" in host.received[0]
+
+        closed = bypass_check(tmp_path, config, zone, "--source-address", "127.0.0.2")
+        assert closed.returncode == 0, closed.stdout + closed.stderr
+        assert "OK   mx contoso.test: MX mx.gateway.test is the gateway" in closed.stdout
+        assert any("refused an outside sender" in line for line in lines(closed, "OK"))
+
+        host.open = True  # direct send switched on again
+        opened = bypass_check(tmp_path, config, zone, "--source-address", "127.0.0.2")
+        assert opened.returncode == 1
+        (fail,) = lines(opened, "FAIL")
+        assert "accepted RCPT from an outside sender" in fail
+        assert not lines(opened, "WARN")  # spoken from 127.0.0.2, not the gateway's address
+
+        from_gateway = bypass_check(tmp_path, config, zone)  # from 127.0.0.1, the gateway itself
+        assert any(line.startswith("WARN source") for line in from_gateway.stdout.splitlines())
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        controller.stop()
+    assert len(host.received) == 1  # the probes never sent DATA
+    assert [c.split(" ", 1)[0] for c in host.commands].count("DATA") == 1  # the gateway's delivery
+
+
 # --- the pure parts -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("host", "kind"), [
@@ -303,7 +391,7 @@ def test_an_acceptance_seen_from_the_gateways_own_address_is_flagged() -> None:
     gateway = Gateway((GATEWAY_HOST,), frozenset({GATEWAY_IP}))
     checks = check_delivery(NoDns(), Accepting(), tenant, gateway, "a@t.test", ["a@example.net"])
     assert [c.status for c in checks] == [Status.FAIL, Status.WARN]
-    assert checks[1].name == "source" and "outside the gateway" in checks[1].fix
+    assert checks[1].name == "source" and "--source-address" in checks[1].fix
 
 
 def test_refused_at_mail_from_is_closed() -> None:

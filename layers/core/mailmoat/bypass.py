@@ -269,7 +269,8 @@ def check_delivery(resolver: Resolver, probe: RcptProbe, tenant: TenantConfig, g
         if checks[-1].status is Status.FAIL and result.local_address in gateway.addresses:
             checks.append(Check("source", host, Status.WARN,
                                 f"the probe spoke from the gateway's own address {result.local_address}",
-                                "run mailmoat bypass-check from a host outside the gateway to confirm"))
+                                "run the check from an address outside the gateway's "
+                                "(--source-address, or another host) to confirm"))
     return checks
 
 
@@ -332,6 +333,8 @@ def add_bypass_commands(sub: Any) -> None:
                    help="an address of the gateway (default: the gateway host names' addresses)")
     p.add_argument("--recipient", default=None, help="the recipient to probe (default: a real one)")
     p.add_argument("--probe-sender", default=OUTSIDE_SENDER, help="the outside sender to try")
+    p.add_argument("--source-address", default=None,
+                   help="speak from this local address (one the mailbox host should not trust)")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                    help="seconds per SMTP step (at most 60)")
     p.add_argument("--json", action="store_true")
@@ -353,7 +356,8 @@ def cmd_bypass_check(args: argparse.Namespace) -> int:
     gateway = gateway_identity(services.resolver, args.gateway_host or [hostname], args.gateway_ip or [])
     known = [r.address for r in services.directory.recipients(tenant.name) if r.kind == "user"]
     recipient = (args.recipient or choose_recipient(tenant, known) or "").lower()
-    probe = SmtplibRcptProbe(helo=hostname, timeout=max(0.5, min(args.timeout, 60.0)))
+    probe = SmtplibRcptProbe(helo=hostname, timeout=max(0.5, min(args.timeout, 60.0)),
+                             source_address=args.source_address)
     report = bypass_check(services.resolver, probe, tenant, gateway, recipient=recipient,
                           senders=probe_senders(tenant, args.probe_sender))
     if args.json:

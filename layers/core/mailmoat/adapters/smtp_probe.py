@@ -15,14 +15,17 @@ class SmtplibRcptProbe:
     DATA is never sent: the probe asks whether the host would take the mail, it sends none.
     Every socket operation is bounded by `timeout`."""
 
-    def __init__(self, *, helo: str, timeout: float = 10.0) -> None:
+    def __init__(self, *, helo: str, timeout: float = 10.0, source_address: str | None = None) -> None:
         self.helo = helo
         self.timeout = timeout
+        # Speak from this local address: on a gateway host with a second address the mailbox
+        # host does not trust, the probe is a real outside sender.
+        self.source = (source_address, 0) if source_address else None
 
     def probe(self, address: str, port: int, senders: Sequence[str], recipient: str) -> ProbeResult:
         steps: list[ProbeStep] = []
         local: str | None = None
-        smtp = smtplib.SMTP(timeout=self.timeout, local_hostname=self.helo)
+        smtp = smtplib.SMTP(timeout=self.timeout, local_hostname=self.helo, source_address=self.source)
         try:
             code, banner = smtp.connect(address, port)
             sock = smtp.sock
