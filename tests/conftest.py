@@ -22,8 +22,9 @@ DEMO_CONFIG = ROOT / "config" / "demo.toml"
 
 
 # Switches for the test run itself, not settings of the gateway: `make soak` sets MAILMOAT_SOAK
-# for tests/faults, which read it at import (after pytest_configure has run).
-TEST_RUN_SWITCHES = frozenset({"MAILMOAT_SOAK"})
+# for tests/faults, which read it at import (after pytest_configure has run); the browser tests
+# write their screenshots to MAILMOAT_SCREENSHOTS (docs/ for the README) when it is set.
+TEST_RUN_SWITCHES = frozenset({"MAILMOAT_SOAK", "MAILMOAT_SCREENSHOTS"})
 
 
 def pytest_configure(config: pytest.Config) -> None:
