@@ -235,11 +235,18 @@ def test_linear_lift_matches_the_quadratic_one_at_the_real_thresholds(
 def test_iso2022jp_fast_path_agrees_with_the_cp932_route_for_every_jis_pair() -> None:
     from mailmoat.charsets import _jis_pair_to_sjis
 
+    from mailmoat.rewrite.bodytext import encode_iso2022jp
+
     for j1 in range(0x21, 0x7F):
         for j2 in range(0x21, 0x7F):
-            expected = _jis_pair_to_sjis(j1, j2).decode("cp932", "replace")
-            got = decode_iso2022jp(b"\x1b$B" + bytes((j1, j2)) + b"\x1b(B")
-            assert got == expected, (hex(j1), hex(j2))
+            data = b"\x1b$B" + bytes((j1, j2)) + b"\x1b(B"
+            got = decode_iso2022jp(data)
+            try:
+                assert got == _jis_pair_to_sjis(j1, j2).decode("cp932"), (hex(j1), hex(j2))
+            except UnicodeDecodeError:
+                # A cell CP932 has no character for (au pictographs): one stand-in, written
+                # back as the same two bytes (issue 20 item 7).
+                assert len(got) == 1 and encode_iso2022jp(got) == data, (hex(j1), hex(j2))
 
 
 @pytest.mark.parametrize(("headers", "body", "symbol"), [

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import codecs
+import re
+from functools import cache
 
 # Names mail clients put in headers, mapped to the codec that decodes what they
 # actually send: "Shift_JIS" mail is written by Windows (CP932, with NEC and IBM
@@ -65,6 +67,56 @@ def _jis_pair_to_sjis(j1: int, j2: int) -> bytes:
     return bytes((s1, s2))
 
 
+# A JIS cell CP932 has no character for (au's pictographs in rows 0x75-0x78, the empty cells of
+# rows 0x29-0x2F and 0x7D-0x7E) decodes to a stand-in, one per cell, which
+# rewrite.bodytext.encode_iso2022jp writes back as the same two JIS bytes: a body we rewrite
+# keeps every character the sender's carrier put in (issue 20 item 7). Python has no carrier
+# table, and the carriers' own Unicode tables disagree with each other, so a reversible mapping
+# is what we can promise. Supplementary Private Use Area-A, not the BMP's: CP932 maps its
+# user-defined area to U+E000-U+E757 and carrier tables use U+E468-U+EB88, so a BMP stand-in
+# could be mistaken for a character the text really holds; these name exactly one JIS cell.
+# (au rows 0x79-0x7B coincide with CP932's NEC-selected IBM kanji and read as those; they
+# round-trip to the same characters.)
+JIS_STANDIN_BASE = 0xF0000
+JIS_STANDIN_END = JIS_STANDIN_BASE + 94 * 94
+
+
+def jis_cell_of_standin(ch: str) -> bytes | None:
+    """The two JIS bytes a stand-in from decode_iso2022jp came from, or None for other text."""
+    index = ord(ch) - JIS_STANDIN_BASE
+    if not 0 <= index < 94 * 94:
+        return None
+    return bytes((0x21 + index // 94, 0x21 + index % 94))
+
+
+@cache
+def _jis_cell(j1: int, j2: int) -> str:
+    try:
+        ch = _jis_pair_to_sjis(j1, j2).decode("cp932")
+    except UnicodeDecodeError:
+        ch = ""
+    if len(ch) != 1:
+        ch = chr(JIS_STANDIN_BASE + (j1 - 0x21) * 94 + (j2 - 0x21))
+    return ch
+
+
+def _eight_bit_run(run: bytes) -> str:
+    # Raw 8-bit bytes do not belong in ISO-2022-JP; read a run of them on its own (UTF-8, else
+    # CP932 as Japanese clients slip it in), so an undecodable byte becomes one U+FFFD and never
+    # takes the ASCII letter after it as its trail byte.
+    try:
+        return run.decode("utf-8")
+    except UnicodeDecodeError:
+        return run.decode("cp932", "replace")
+
+
+_ASCII_RUN = re.compile(rb"[^\x1b\x0e\x0f\x80-\xff]+")
+_JIS_RUN = re.compile(rb"(?:[\x21-\x7e]{2})+")
+_HIGH_RUN = re.compile(rb"[\x80-\xff]+")
+_SHIFTS = {b"(B": "ascii", b"(J": "ascii", b"(H": "ascii", b"$@": "jis", b"$B": "jis",
+           b"(I": "kana"}
+
+
 def decode_iso2022jp(data: bytes) -> str:
     """ISO-2022-JP decoded the way Windows does (CP50220): JIS X 0208 rows map
     through CP932, so NEC special characters (①, ㈱, ⅰ) and half-width katakana survive.
@@ -76,56 +128,65 @@ def decode_iso2022jp(data: bytes) -> str:
             return data.decode("iso2022_jp").translate(_JIS_TO_CP932)
         except UnicodeDecodeError:
             pass
-    out = bytearray()
-    mode = "ascii"  # ascii | jis | kana
+    if _ESC not in data:  # no shift at all: Shift_JIS mislabelled, as some clients send it
+        try:
+            return data.decode("cp932")
+        except UnicodeDecodeError:
+            pass
+    return _decode_iso2022jp_bytes(data)
+
+
+def _decode_iso2022jp_bytes(data: bytes) -> str:
+    out: list[str] = []
+    mode = "ascii"  # ascii | jis | kana | other
     i, n = 0, len(data)
     while i < n:
         b = data[i]
+        if b >= 0x80:
+            run = _HIGH_RUN.match(data, i)
+            assert run is not None
+            out.append(_eight_bit_run(run.group()))
+            i = run.end()
+            continue
         if b == _ESC:
             seq = data[i + 1:i + 4]
-            if seq[:2] in (b"(B", b"(J", b"(H"):
-                mode, i = "ascii", i + 3
-                continue
-            if seq[:2] in (b"$@", b"$B"):
-                mode, i = "jis", i + 3
-                continue
-            if seq[:3] == b"&@\x1b":  # JIS X 0208-1990 prefix: ESC & @ ESC $ B
+            if seq[:2] in _SHIFTS:
+                mode, i = _SHIFTS[seq[:2]], i + 3
+            elif seq[:3] == b"&@\x1b":  # JIS X 0208-1990 prefix: ESC & @ ESC $ B
                 i += 3
-                continue
-            if seq[:2] == b"(I":
-                mode, i = "kana", i + 3
-                continue
-            if seq[:3] in (b"$(D", b"$(Q", b"$(O"):  # JIS X 0212 / 0213: not in CP932
+            elif seq[:3] in (b"$(D", b"$(Q", b"$(O"):  # JIS X 0212 / 0213: not in CP932
                 mode, i = "other", i + 4
+            else:
+                out.append("\x1b")
+                i += 1
+            continue
+        if b in (0x0E, 0x0F):  # SO / SI: half-width katakana (CP50221 style)
+            mode, i = ("kana" if b == 0x0E else "ascii"), i + 1
+            continue
+        if mode == "jis":
+            pairs = _JIS_RUN.match(data, i)
+            if pairs is not None:
+                run = pairs.group()
+                out.extend(_jis_cell(run[k], run[k + 1]) for k in range(0, len(run), 2))
+                i = pairs.end()
                 continue
-            out.append(b)
+        elif mode == "kana" and 0x21 <= b <= 0x5F:
+            out.append(chr(0xFF61 + b - 0x21))  # CP932 0xA1-0xDF: U+FF61-U+FF9F
             i += 1
             continue
-        if b == 0x0E:  # SO: half-width katakana (CP50221 style)
-            mode, i = "kana", i + 1
-            continue
-        if b == 0x0F:
-            mode, i = "ascii", i + 1
-            continue
-        if b in (0x0A, 0x0D):
-            out.append(b)
-            i += 1
-            continue
-        if mode == "jis" and 0x21 <= b <= 0x7E and i + 1 < n and 0x21 <= data[i + 1] <= 0x7E:
-            out += _jis_pair_to_sjis(b, data[i + 1])
+        elif mode == "other" and 0x21 <= b <= 0x7E and i + 1 < n:
+            out.append("〓")
             i += 2
             continue
-        if mode == "kana" and 0x21 <= b <= 0x5F:
-            out.append(b + 0x80)
-            i += 1
+        elif mode == "ascii":
+            text = _ASCII_RUN.match(data, i)
+            assert text is not None
+            out.append(text.group().decode("ascii"))
+            i = text.end()
             continue
-        if mode == "other" and 0x21 <= b <= 0x7E and i + 1 < n:
-            out += "〓".encode("cp932")
-            i += 2
-            continue
-        out.append(b)
+        out.append(chr(b))
         i += 1
-    return out.decode("cp932", "replace")
+    return "".join(out)
 
 
 def decode_bytes(data: bytes, charset: str | None) -> str:

@@ -8,12 +8,13 @@ import re
 import secrets
 from dataclasses import dataclass, field
 from email import policy
-from email.errors import MessageDefect
+from email.errors import MessageDefect, UndecodableBytesDefect
 from email.header import decode_header
+from email.headerregistry import ContentDispositionHeader, ContentTypeHeader, HeaderRegistry
 from email.message import EmailMessage, _parseparam  # type: ignore[attr-defined]  # stdlib splitter
 from email.parser import BytesHeaderParser, BytesParser
 
-from mailmoat.charsets import codec_for, decode_bytes, unescape_surrogates
+from mailmoat.charsets import codec_for, decode_bytes, decode_iso2022jp, unescape_surrogates
 from mailmoat.headerform import with_modern_field_names
 
 # Extensions of files a third-party tool encrypted with its own format; they are
@@ -92,7 +93,7 @@ class Part:
         inner = self.node.get_payload()
         if isinstance(inner, list) and inner and isinstance(inner[0], email.message.Message):
             try:
-                return inner[0].as_bytes(policy=policy.SMTP)
+                return inner[0].as_bytes(policy=PARSE_POLICY.clone(linesep="\r\n"))
             except Exception as exc:
                 self.decode_defects.append(type(exc).__name__)
         return b""
@@ -169,21 +170,63 @@ def _restore_base64_runs(msg: email.message.Message, runs: dict[str, str]) -> No
             node.set_payload(put_back(payload))
 
 
+_RFC2231_CHARSET = re.compile(r"(\*\s*=\s*)[^'\";\s]*'")
+
+
+class _TolerantParams:
+    """The stdlib decodes RFC 2231 parameters with the declared codec and lets a
+    UnicodeDecodeError escape from the parser: one `name*=iso-2022-jp''` holding NEC/IBM
+    characters (①, 髙, 﨑, ㈱), which Python's strict iso2022_jp refuses, failed the whole
+    message. Only then are the parameters decoded here instead, Windows' way (CP50220)."""
+
+    @classmethod
+    def parse(cls, value: str, kwds: dict[str, object]) -> None:
+        try:
+            super().parse(value, kwds)  # type: ignore[misc]
+        except UnicodeDecodeError:
+            # The structure (type, disposition) from the stdlib with every RFC 2231 charset
+            # read as ASCII, which cannot fail; the parameter values from _decoded_params.
+            super().parse(_RFC2231_CHARSET.sub(r"\1us-ascii'", value), kwds)  # type: ignore[misc]
+            try:
+                params = {key.lower(): text for key, text in _decoded_params(value)}
+            except Exception:  # hostile parameters: the part keeps its type, loses the names
+                params = {}
+            kwds["params"] = params
+            defects = kwds["defects"]
+            if isinstance(defects, list):
+                defects.append(UndecodableBytesDefect("parameter not in its declared charset"))
+
+
+class _TolerantContentType(_TolerantParams, ContentTypeHeader):
+    pass
+
+
+class _TolerantContentDisposition(_TolerantParams, ContentDispositionHeader):
+    pass
+
+
+_HEADERS = HeaderRegistry()
+_HEADERS.map_to_type("content-type", _TolerantContentType)
+_HEADERS.map_to_type("content-disposition", _TolerantContentDisposition)
+# policy.default in every respect but the two parameterised headers above.
+PARSE_POLICY = policy.default.clone(header_factory=_HEADERS)
+
+
 def parse_bytes(raw: bytes) -> tuple[EmailMessage, list[tuple[str, str, str]]]:
     """Parse with policy.default. Returns the message and parse findings; never raises."""
     findings: list[tuple[str, str, str]] = []
     raw = with_modern_field_names(raw)  # `Subject : x` is a header, not the start of the body
     lifted, runs = _lift_base64_runs(raw)
     try:
-        msg = BytesParser(policy=policy.default).parsebytes(lifted)
+        msg = BytesParser(policy=PARSE_POLICY).parsebytes(lifted)
         if runs:
             _restore_base64_runs(msg, runs)
     except RecursionError:
         findings.append(("MIME_PARSE_FAILED", "message", "nesting too deep for the parser"))
-        msg = BytesHeaderParser(policy=policy.default).parsebytes(raw)
+        msg = BytesHeaderParser(policy=PARSE_POLICY).parsebytes(raw)
     except Exception as exc:  # pragma: no cover - the stdlib parser is documented not to raise
         findings.append(("MIME_PARSE_FAILED", "message", type(exc).__name__))
-        msg = EmailMessage(policy=policy.default)
+        msg = EmailMessage(policy=PARSE_POLICY)
     if not isinstance(msg, EmailMessage):  # pragma: no cover - policy.default gives EmailMessage
         raise TypeError("policy.default parser did not return EmailMessage")
     if not msg.keys():
@@ -199,10 +242,24 @@ def header_text(msg: email.message.Message, name: str) -> str | None:
     return None
 
 
+# RFC 2047 §5: an encoded word is followed by white space or the end, and "=" inside a Q word
+# is "=XX" or nothing. So "=" glued after "?=", and a lone "=" closing a Q word's text, are a
+# broken encoder's (a quoted-printable soft line break, miscounted padding), never text the
+# sender wrote; a conforming encoder writes "=" as "=3D" inside the word. Both are dropped;
+# "a = b" or "x=1" in plain text are left alone.
+_STRAY_AFTER_WORD = re.compile(r"(=\?[^?\s]+\?[BbQq]\?[^?\s]*\?=)=+(?=\s|$)")
+_STRAY_IN_Q_WORD = re.compile(r"(=\?[^?\s]+\?[Qq]\?[^?\s]*?)=(\?=)")
+
+
 def _decode_header_value(value: str) -> str:
     value = unescape_surrogates(value)
+    if "\x1b" in value and value.isascii():
+        # Raw ISO-2022-JP, as Japanese clients write names and subjects (no encoded word).
+        value = decode_iso2022jp(value.encode("ascii"))
     if "=?" not in value:
         return " ".join(value.split())
+    if "?==" in value or "=?=" in value:
+        value = _STRAY_IN_Q_WORD.sub(r"\1\2", _STRAY_AFTER_WORD.sub(r"\1", value))
     try:
         chunks = decode_header(value)
     except Exception:
@@ -233,21 +290,29 @@ def _param(node: email.message.Message, header: str, param: str) -> str | None:
     raw = _raw_header(node, header)
     if raw is None:
         return None
+    wanted = param.lower()
+    for key, text in _decoded_params(raw):
+        if key.lower() == wanted:
+            return text or None
+    return None
+
+
+def _decoded_params(raw: str) -> list[tuple[str, str]]:
+    """Every parameter of a header value, decoded as _param describes."""
     pairs: list[tuple[str, str]] = []
     for item in _parseparam(raw)[1:]:
         key, sep, val = item.partition("=")
         pairs.append((key.strip(), val.strip() if sep else ""))
-    wanted = param.lower()
+    decoded: list[tuple[str, str]] = []
     for key, value in email.utils.decode_params([("", ""), *pairs])[1:]:
-        if key.lower() != wanted:
-            continue
         if isinstance(value, tuple):  # RFC 2231: (charset, language, %-decoded as latin-1)
             charset, _lang, text = value
             data = email.utils.unquote(text).encode("latin-1", "surrogateescape")
-            return decode_bytes(data, charset or "utf-8") or None
-        text = email.utils.unquote(value)
-        return _decode_header_value(text) if text else None
-    return None
+            decoded.append((key, decode_bytes(data, charset or "utf-8")))
+        else:
+            text = email.utils.unquote(value)
+            decoded.append((key, _decode_header_value(text) if text else ""))
+    return decoded
 
 
 def _disposition(node: email.message.Message) -> str | None:

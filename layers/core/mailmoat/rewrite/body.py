@@ -6,11 +6,10 @@ import base64
 import io
 import secrets
 from dataclasses import dataclass, field
-from email import policy
 from email.generator import BytesGenerator
 from email.message import EmailMessage, Message
 
-from mailmoat.message import WalkLimits, parse_bytes, walk
+from mailmoat.message import PARSE_POLICY, WalkLimits, parse_bytes, walk
 from mailmoat.rewrite import bodytext
 from mailmoat.rewrite.banner import Banner, insert_html_banner
 from mailmoat.rewrite.defang import KeepLink, defang_html, defang_text
@@ -137,7 +136,9 @@ def serialize_tree(raw: bytes, msg: EmailMessage, linesep: bytes) -> bytes:
     buffer = io.BytesIO()
     # refold_source="none": fields we did not touch are written as they came (S/MIME entity
     # headers included); only fields we set are folded.
-    gen_policy = policy.default.clone(linesep=linesep.decode("ascii"), refold_source="none")
+    # The generator reads the tree's headers through its own policy: the parser's, so a
+    # parameter the stdlib cannot decode (ISO-2022-JP with NEC characters) does not raise here.
+    gen_policy = PARSE_POLICY.clone(linesep=linesep.decode("ascii"), refold_source="none")
     BytesGenerator(buffer, mangle_from_=False, policy=gen_policy).flatten(msg)
     generated = RawMessage.split(buffer.getvalue())
     original = RawMessage.split(raw)

@@ -9,7 +9,7 @@ import re
 from email.message import Message
 from functools import cache
 
-from mailmoat.charsets import codec_for, decode_bytes
+from mailmoat.charsets import codec_for, decode_bytes, jis_cell_of_standin
 
 # Codecs whose encoded pieces cannot simply be glued together (BOMs, byte order).
 _NOT_CONCATENABLE = frozenset({"utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le",
@@ -70,6 +70,8 @@ _RUNS = re.compile(r"[\x00-\x7f]+|[^\x00-\x7f]+")
 @cache
 def _jis_pair(ch: str) -> bytes | None:
     """The JIS X 0208 (NEC rows included) code of one character, or None."""
+    if ch >= "\U000f0000":  # a JIS cell CP932 could not read (an au pictograph): as it came
+        return jis_cell_of_standin(ch)
     try:
         sjis = ch.encode("cp932")
     except UnicodeEncodeError:
