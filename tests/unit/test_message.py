@@ -234,7 +234,6 @@ def test_linear_lift_matches_the_quadratic_one_at_the_real_thresholds(
 
 def test_iso2022jp_fast_path_agrees_with_the_cp932_route_for_every_jis_pair() -> None:
     from mailmoat.charsets import _jis_pair_to_sjis
-
     from mailmoat.rewrite.bodytext import encode_iso2022jp
 
     for j1 in range(0x21, 0x7F):

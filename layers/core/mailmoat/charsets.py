@@ -166,8 +166,8 @@ def _decode_iso2022jp_bytes(data: bytes) -> str:
         if mode == "jis":
             pairs = _JIS_RUN.match(data, i)
             if pairs is not None:
-                run = pairs.group()
-                out.extend(_jis_cell(run[k], run[k + 1]) for k in range(0, len(run), 2))
+                cells = pairs.group()
+                out.extend(_jis_cell(cells[k], cells[k + 1]) for k in range(0, len(cells), 2))
                 i = pairs.end()
                 continue
         elif mode == "kana" and 0x21 <= b <= 0x5F:

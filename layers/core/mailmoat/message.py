@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from email import policy
 from email.errors import MessageDefect, UndecodableBytesDefect
 from email.header import decode_header
-from email.headerregistry import ContentDispositionHeader, ContentTypeHeader, HeaderRegistry
+from email.headerregistry import BaseHeader, ContentDispositionHeader, ContentTypeHeader, HeaderRegistry
 from email.message import EmailMessage, _parseparam  # type: ignore[attr-defined]  # stdlib splitter
 from email.parser import BytesHeaderParser, BytesParser
+from typing import Any
 
 from mailmoat.charsets import codec_for, decode_bytes, decode_iso2022jp, unescape_surrogates
 from mailmoat.headerform import with_modern_field_names
@@ -174,42 +175,44 @@ _RFC2231_CHARSET = re.compile(r"(\*\s*=\s*)[^'\";\s]*'")
 
 
 class _TolerantParams:
-    """The stdlib decodes RFC 2231 parameters with the declared codec and lets a
-    UnicodeDecodeError escape from the parser: one `name*=iso-2022-jp''` holding NEC/IBM
-    characters (①, 髙, 﨑, ㈱), which Python's strict iso2022_jp refuses, failed the whole
-    message. Only then are the parameters decoded here instead, Windows' way (CP50220)."""
+    """The stdlib lets a UnicodeDecodeError from an RFC 2231 value escape the parser: one
+    `name*=iso-2022-jp''` with NEC/IBM characters (①, 髙, 﨑, ㈱), which Python's strict
+    iso2022_jp refuses, failed the whole message. Then we decode them, the CP50220 way."""
 
     @classmethod
-    def parse(cls, value: str, kwds: dict[str, object]) -> None:
+    def parse(cls, value: str, kwds: dict[str, Any]) -> None:
         try:
             super().parse(value, kwds)  # type: ignore[misc]
         except UnicodeDecodeError:
-            # The structure (type, disposition) from the stdlib with every RFC 2231 charset
-            # read as ASCII, which cannot fail; the parameter values from _decoded_params.
+            # The structure from the stdlib, every RFC 2231 charset read as ASCII (cannot fail).
             super().parse(_RFC2231_CHARSET.sub(r"\1us-ascii'", value), kwds)  # type: ignore[misc]
             try:
                 params = {key.lower(): text for key, text in _decoded_params(value)}
             except Exception:  # hostile parameters: the part keeps its type, loses the names
                 params = {}
             kwds["params"] = params
-            defects = kwds["defects"]
-            if isinstance(defects, list):
-                defects.append(UndecodableBytesDefect("parameter not in its declared charset"))
+            kwds["defects"].append(UndecodableBytesDefect("parameter not in its declared charset"))
 
 
-class _TolerantContentType(_TolerantParams, ContentTypeHeader):
-    pass
+class _HeaderClasses(HeaderRegistry):
+    """Header classes built once per registered name (the stdlib builds one per access)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._built: dict[str, type[BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        key = name.lower() if name.lower() in self.registry else ""
+        if key not in self._built:
+            self._built[key] = super().__getitem__(name)
+        return self._built[key]
 
 
-class _TolerantContentDisposition(_TolerantParams, ContentDispositionHeader):
-    pass
-
-
-_HEADERS = HeaderRegistry()
-_HEADERS.map_to_type("content-type", _TolerantContentType)
-_HEADERS.map_to_type("content-disposition", _TolerantContentDisposition)
-# policy.default in every respect but the two parameterised headers above.
-PARSE_POLICY = policy.default.clone(header_factory=_HEADERS)
+_HEADERS = _HeaderClasses()  # it adds BaseHeader to each class, as for the stdlib's own
+_HEADERS.map_to_type("content-type", type("TolerantContentType", (_TolerantParams, ContentTypeHeader), {}))
+_HEADERS.map_to_type("content-disposition",
+                     type("TolerantContentDisposition", (_TolerantParams, ContentDispositionHeader), {}))
+PARSE_POLICY = policy.default.clone(header_factory=_HEADERS)  # policy.default but for the above
 
 
 def parse_bytes(raw: bytes) -> tuple[EmailMessage, list[tuple[str, str, str]]]:
@@ -242,11 +245,9 @@ def header_text(msg: email.message.Message, name: str) -> str | None:
     return None
 
 
-# RFC 2047 §5: an encoded word is followed by white space or the end, and "=" inside a Q word
-# is "=XX" or nothing. So "=" glued after "?=", and a lone "=" closing a Q word's text, are a
-# broken encoder's (a quoted-printable soft line break, miscounted padding), never text the
-# sender wrote; a conforming encoder writes "=" as "=3D" inside the word. Both are dropped;
-# "a = b" or "x=1" in plain text are left alone.
+# RFC 2047 §5: white space or the end follows an encoded word, and text "=" is "=3D" in a Q word.
+# So "=" glued after "?=", or closing a Q word's text, is a broken encoder's (a QP soft break,
+# miscounted padding), never the sender's text: dropped. "a = b" and "x=1" in text stay.
 _STRAY_AFTER_WORD = re.compile(r"(=\?[^?\s]+\?[BbQq]\?[^?\s]*\?=)=+(?=\s|$)")
 _STRAY_IN_Q_WORD = re.compile(r"(=\?[^?\s]+\?[Qq]\?[^?\s]*?)=(\?=)")
 
@@ -281,12 +282,9 @@ def _raw_header(node: email.message.Message, name: str) -> str | None:
 
 
 def _param(node: email.message.Message, header: str, param: str) -> str | None:
-    """A header parameter decoded from RFC 2231 (continuations, charset), encoded
-    words (against the RFC but universal) or raw 8-bit bytes.
-
-    compat32 does the parameter splitting because it keeps the raw bytes, so we
-    choose the charset instead of letting a strict codec drop NEC characters.
-    """
+    """A header parameter decoded from RFC 2231 (continuations, charset), encoded words
+    (against the RFC but universal), raw ISO-2022-JP or raw 8-bit bytes. compat32 splits the
+    parameters: it keeps the raw bytes, so we choose the codec, not a strict one."""
     raw = _raw_header(node, header)
     if raw is None:
         return None
