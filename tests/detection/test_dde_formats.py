@@ -7,14 +7,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from mailmoat.bootstrap import bootstrap
-from mailmoat.context import Envelope
-from mailmoat.scan.engine import CACHE
-from mailmoat.settings import Settings
 from tests.unit.scan.scanfiles import eml, make_ooxml, only
 
 COMMAND = 'c:\\\\windows\\\\system32\\\\cmd.exe "/k calc"'
@@ -45,28 +40,17 @@ WORD_2007_FLAT_XML = (
     '</pkg:xmlData></pkg:part></pkg:package>\n').encode()
 
 EXCEL_2003_XML = (
-    '<?xml version="1.0"?>\n<?mso-application progid="Excel.Sheet"?>\n'
-    '<Workbook xmlns="urn:schemas-microsoft-com:office:spreadsheet" '
-    'xmlns:ss="urn:schemas-microsoft-com:office:spreadsheet">'
-    '<Worksheet ss:Name="Sheet1"><Table><Row>'
-    '<Cell ss:Formula="=cmd|\'/c calc.exe\'!A1"><Data ss:Type="Number">0</Data></Cell>'
-    '</Row></Table></Worksheet></Workbook>\n').encode()
+    b'<?xml version="1.0"?>\n<?mso-application progid="Excel.Sheet"?>\n'
+    b'<Workbook xmlns="urn:schemas-microsoft-com:office:spreadsheet" '
+    b'xmlns:ss="urn:schemas-microsoft-com:office:spreadsheet">'
+    b'<Worksheet ss:Name="Sheet1"><Table><Row>'
+    b'<Cell ss:Formula="=cmd|\'/c calc.exe\'!A1"><Data ss:Type="Number">0</Data></Cell>'
+    b'</Row></Table></Worksheet></Workbook>\n')
 
 CSV_DDE = b"name,amount\r\nalice,10\r\n=cmd|' /C calc'!A0,20\r\n"
 SYLK_XLM = b'ID;P\r\nC;X1;Y1;K0;EEXEC("calc")\r\nC;X1;Y2;K0;EHALT()\r\nE\r\n'
 SYLK_MACRO_SHEET = (b'ID;P\r\nO;E\r\nNN;NAuto_open;ER1C1\r\nC;X1;Y1;K0;ECALL("Kernel32","WinExec",'
                     b'"JCJ","calc",0)\r\nC;X1;Y2;K0;EHALT()\r\nE\r\n')
-
-
-@pytest.fixture
-def analyse(tmp_path: Path) -> Any:
-    CACHE.clear()
-    runtime = bootstrap(Settings(mode="test"), data_dir=tmp_path)
-
-    def run(raw: bytes) -> dict[str, Any]:
-        return runtime.analyse(raw, Envelope(), stages=["scan", "isolate"]).to_report()
-
-    return run
 
 
 def word_docx_with_dde() -> bytes:
@@ -92,15 +76,19 @@ def test_excel4_macros_in_sylk_are_risky(analyse, data: bytes) -> None:
     assert att["action"] == "isolate"
 
 
-@pytest.mark.parametrize(("name", "data"), [
-    ("export.csv", b"name,amount,formula\r\nalice,10,=SUM(B2:B3)\r\nbob,-5,|pipe in text\r\n"),
-    ("prices.slk", b"ID;P\r\nC;X1;Y1;K10\r\nC;X1;Y2;K20\r\nC;X1;Y3;K30;ESUM(R1C1:R2C1)\r\nE\r\n"),
-    ("book.xml", EXCEL_2003_XML.replace(b"=cmd|'/c calc.exe'!A1", b"=SUM(R1C2:R1C3)")),
-    ("letter.xml", WORD_2003_XML.replace(f"DDEAUTO {COMMAND}".encode(), b"PAGE")),
-], ids=["csv", "sylk", "excel-2003-xml", "word-2003-xml"])
-def test_ordinary_spreadsheets_and_documents_stay_safe(analyse, name: str, data: bytes) -> None:
-    att = only(analyse(eml((name, data))))
-    assert att["verdict"] == "safe", att
+ORDINARY = [
+    ("plain.csv", b"name,amount,formula\r\nalice,10,=SUM(B2:B3)\r\nbob,-5,|pipe in text\r\n"),
+    ("plain.slk", b"ID;P\r\nC;X1;Y1;K10\r\nC;X1;Y2;K20\r\nC;X1;Y3;K30;ESUM(R1C1:R2C1)\r\nE\r\n"),
+    ("plain-book.xml", EXCEL_2003_XML.replace(b"=cmd|'/c calc.exe'!A1", b"=SUM(R1C2:R1C3)")),
+    ("plain-letter.xml", WORD_2003_XML.replace(f"DDEAUTO {COMMAND}".encode(), b"PAGE")),
+]
+
+
+def test_ordinary_spreadsheets_and_documents_stay_safe_beside_active_ones(analyse) -> None:
+    report = analyse(eml(*ORDINARY, ("export.csv", CSV_DDE), ("prices.slk", SYLK_XLM)))
+    verdicts = {a["filename"]: a["verdict"] for a in report["attachments"]}
+    assert verdicts == {**{name: "safe" for name, _ in ORDINARY},
+                        "export.csv": "risky", "prices.slk": "risky"}, report["attachments"]
 
 
 @pytest.mark.skipif(shutil.which("soffice") is None,
