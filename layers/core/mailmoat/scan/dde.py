@@ -23,8 +23,9 @@ _OFFICE_XML = re.compile(
 # A cell formula that starts a program through a DDE server: =cmd|' /C calc'!A0, @SUM(..)+cmd|…
 _CSV_DDE_HINT = re.compile(rb"[=+\-@][^\n]{0,200}\|", re.IGNORECASE)
 # SYLK cell formulas Excel runs as Excel 4.0 macro functions, macro sheet or not.
-_SYLK_XLM_CALL = re.compile(rb"^C;[^\n]*?;E(?:[^\n]*?[^A-Za-z0-9_.])?(EXEC|CALL|REGISTER|RUN|FORMULA|HALT)\s*\(",
-                            re.IGNORECASE | re.MULTILINE)
+_SYLK_XLM_CALL = re.compile(
+    rb"^C;[^\n]*?;E(?:[^\n]*?[^A-Za-z0-9_.])?(EXEC|CALL|REGISTER|RUN|FORMULA|HALT)\s*\(",
+    re.IGNORECASE | re.MULTILINE)
 
 _TEXT_TYPES = ("text/", "application/xml", "application/csv", "application/x-sylk")
 
@@ -66,7 +67,6 @@ def analyse_legacy(data: bytes, detected: str, result: FileResult) -> None:
 
 
 def _msodde(data: bytes, result: FileResult, suffix: str) -> None:
-    from oletools import msodde
 
     fd, path = tempfile.mkstemp(prefix="mailmoat-dde-", suffix=suffix)
     try:
