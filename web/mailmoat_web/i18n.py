@@ -213,8 +213,10 @@ REASONS: dict[str, dict[str, str]] = {
         "PDF_XFA": "The PDF contains an XFA form.",
         "PDF_RICHMEDIA": "The PDF contains rich media (Flash, video).",
         "PDF_ACROFORM": "The PDF contains an interactive form.",
-        "HTML_ACTIVE_CONTENT": "It is HTML or SVG that acts when opened (script, a form that sends data elsewhere, a redirect …).",
-        "ENCRYPTION_SPIN_LIMIT": "It is encrypted so that checking a password would take minutes, so it cannot be checked.",
+        "HTML_ACTIVE_CONTENT": "It is HTML or SVG that acts when opened (script, a form that sends "
+                               "data elsewhere, a redirect …).",
+        "ENCRYPTION_SPIN_LIMIT": "It is encrypted so that checking a password would take minutes, "
+                                 "so it cannot be checked.",
         "PDF_UNREADABLE": "The PDF could not be analysed.",
         "ARCHIVE_LIMIT": "The archive is too large or too deep to be checked to the end.",
         "ARCHIVE_CORRUPT": "The archive is damaged.",
