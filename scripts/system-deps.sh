@@ -5,7 +5,10 @@ set -euo pipefail
 what=${1:-run}
 
 run_pkgs=(libmagic1)
-test_pkgs=(libmagic1 clamav-daemon zip unzip chromium fonts-noto-cjk fonts-noto-color-emoji rspamd)
+# LibreOffice (headless, no GUI packages) and its Python bridge write the legacy Office fixtures the
+# detection tests encrypt (tests/detection: .doc/.xls with a password).
+test_pkgs=(libmagic1 clamav-daemon zip unzip chromium fonts-noto-cjk fonts-noto-color-emoji rspamd
+           libreoffice-writer-nogui libreoffice-calc-nogui python3-uno)
 
 pkgs=("${run_pkgs[@]}")
 [ "$what" = test ] && pkgs=("${test_pkgs[@]}")
