@@ -335,8 +335,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     escape_standard_streams()  # before logging: its handler keeps the stream it is given
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from mailmoat.logsetup import setup_logging
+
+    setup_logging(logging.INFO if args.verbose else logging.WARNING)  # JSON lines off a terminal
     if args.command != "process" and os.environ.get("MAILMOAT_MODE") == "test":
         logging.getLogger().setLevel(logging.WARNING)
     result: int = args.func(args)
