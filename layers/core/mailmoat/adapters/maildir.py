@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 
 from mailmoat.ports import DeliveryError
+from mailmoat.smtp_text import header_safe
 
 
 def _safe_mailbox_name(address: str) -> str:
@@ -43,8 +44,9 @@ class MaildirMailer:
         if final.exists() or any((box / "cur").glob(f"{name}*")):
             return str(final)
         # Maildir files use the local line ending (LF), as Dovecot and mutt expect.
-        header = (f"Return-Path: <{mail_from or ''}>\n"
-                  f"Delivered-To: {recipient}\n").encode()
+        # Envelope values into headers: nothing that could end the line (mailmoat.smtp_text).
+        header = (f"Return-Path: <{header_safe(mail_from or '')}>\n"
+                  f"Delivered-To: {header_safe(recipient)}\n").encode()
         tmp = box / "tmp" / name
         with open(tmp, "wb") as fh:
             fh.write(header)

@@ -6,6 +6,7 @@ import smtplib
 import ssl
 
 from mailmoat.ports import DeliveryError
+from mailmoat.smtp_text import crlf_normalised, has_control
 
 
 class SmtpMailer:
@@ -21,6 +22,11 @@ class SmtpMailer:
         self.tls_context = tls_context or ssl.create_default_context()
 
     def deliver(self, message_id: str, recipient: str, mail_from: str | None, data: bytes) -> str:
+        if has_control(mail_from or "") or has_control(recipient):
+            raise DeliveryError("control character in the envelope; not sent", permanent=True)
+        # No bare CR or LF on the wire: with CRLF throughout, smtplib's dot-stuffing covers every
+        # line, and no "<CR>.<CR>" can end DATA early at a lax host (SMTP smuggling).
+        data = crlf_normalised(data)
         try:
             with smtplib.SMTP(self.host, self.port, timeout=self.timeout,
                               local_hostname=self.local_hostname) as smtp:

@@ -22,6 +22,7 @@ from mailmoat.context import Envelope
 from mailmoat.ports import StageInbox
 from mailmoat.runner import new_message_id
 from mailmoat.runtime import Runtime
+from mailmoat.smtp_text import has_control
 from mailmoat.states import MessageState
 
 if TYPE_CHECKING:
@@ -62,8 +63,20 @@ class IngressHandler:
         self.runtime = runtime
         self.accept: Accept = accept or runtime.accept
 
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: SmtpEnvelope,
+                          address: str, mail_options: list[str]) -> str:
+        if has_control(address):  # a CR here would become a header line (mailmoat.smtp_text)
+            log.info("sender refused: control character", extra={"action": "501"})
+            return "501 5.1.7 Bad sender address syntax"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
+
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: SmtpEnvelope,
                           address: str, rcpt_options: list[str]) -> str:
+        if has_control(address):
+            log.info("recipient refused: control character", extra={"action": "501"})
+            return "501 5.1.3 Bad recipient address syntax"
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return "452 4.5.3 Too many recipients"
         loop = asyncio.get_running_loop()

@@ -15,7 +15,8 @@ from mailmoat.context import AuthResult
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 _FIELD_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")
 _TOKEN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-_ADDRESS = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}$")
+# \Z, not $: "$" also matches before a final newline, which would let "a@b.example\n" through.
+_ADDRESS = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}\Z")
 _DOMAIN = re.compile(r"^[A-Za-z0-9.-]{1,253}$")
 _SPAM_HEADERS = frozenset({b"x-spam-flag", b"x-spam-status", b"x-spam-score"})
 _ARC_HEADERS = frozenset({b"arc-seal", b"arc-message-signature", b"arc-authentication-results"})
