@@ -9,6 +9,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from mailmoat.aws.forwarder import forwarded, relay_address, routing_address
 from mailmoat.ports import DeliveryError
+from mailmoat.smtp_text import crlf_normalised
 
 # SES answers these for a message it will never accept, however often it is retried.
 _PERMANENT = frozenset({"MessageRejected", "MailFromDomainNotVerifiedException", "BadRequestException",
@@ -55,7 +56,7 @@ def send_raw(client: Any, from_address: str, to: str, data: bytes, configuration
     request: dict[str, Any] = {
         "FromEmailAddress": from_address,
         "Destination": {"ToAddresses": [to]},
-        "Content": {"Raw": {"Data": data}},
+        "Content": {"Raw": {"Data": crlf_normalised(data)}},  # no bare CR/LF (smtp_text)
     }
     if configuration_set:
         request["ConfigurationSetName"] = configuration_set

@@ -27,8 +27,8 @@ from mailmoat.rewrite.headers import (
 from mailmoat.rewrite.seal import ArcKey, SealError, ensure_local_key, load_key, seal
 from mailmoat.settings import Settings
 
-_CR_LF = re.compile(rb"\r\n")
-_BARE_LF = re.compile(rb"(?<!\r)\n")
+_CR_LF = re.compile(rb"\r\n?")  # CRLF, and a bare CR
+_BARE_LF = re.compile(rb"\r(?!\n)|(?<!\r)\n")  # and bare CR: sealed and sent as CRLF
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +79,11 @@ def _domain_of(header: str | None) -> str | None:
 
 
 def _consistent_newlines(data: bytes, linesep: bytes) -> bytes:
-    """Mixed CRLF / LF input comes out with one line separator throughout."""
+    """Mixed CRLF / LF / bare CR input comes out with one line separator throughout: the seal
+    then covers the very bytes that go out (outbound paths give bare CR and LF a CRLF)."""
     if linesep == b"\r\n":
         return _BARE_LF.sub(b"\r\n", data) if _BARE_LF.search(data) else data
-    return _CR_LF.sub(b"\n", data) if b"\r\n" in data else data
+    return _CR_LF.sub(b"\n", data) if b"\r" in data else data
 
 
 def rewrite(ctx: MessageContext, settings: Settings, tenant: TenantConfig,
