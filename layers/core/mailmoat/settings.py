@@ -89,6 +89,11 @@ class Settings(EnvSettings):
 
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 2525
+    # Connection limits (like Postfix's smtpd_client_connection_count_limit): beyond them a new
+    # connection gets 421 4.7.0 and is closed. The command timeout closes an idle session.
+    smtp_max_connections: int = Field(default=200, ge=1)
+    smtp_max_connections_per_ip: int = Field(default=20, ge=1)
+    smtp_command_timeout_seconds: float = Field(default=300.0, gt=0)
     smtp_hostname: str = "mailmoat.localhost"
     max_message_bytes: int = 40 * 1024 * 1024  # SES inbound accepts up to 40 MB
     portal_host: str = "127.0.0.1"

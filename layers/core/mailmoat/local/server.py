@@ -179,6 +179,61 @@ class Worker:
         return False
 
 
+@dataclass
+class ConnectionSlots:
+    """Open SMTP sessions, in total and per client address (one event loop: no lock needed)."""
+
+    total_limit: int
+    per_ip_limit: int
+    total: int = 0
+    per_ip: dict[str, int] = field(default_factory=dict)
+
+    def take(self, ip: str) -> bool:
+        if self.total >= self.total_limit or self.per_ip.get(ip, 0) >= self.per_ip_limit:
+            return False
+        self.total += 1
+        self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
+        return True
+
+    def give_back(self, ip: str) -> None:
+        self.total -= 1
+        left = self.per_ip.get(ip, 1) - 1
+        if left:
+            self.per_ip[ip] = left
+        else:
+            self.per_ip.pop(ip, None)
+
+
+class LimitedSMTP(SMTP):
+    """aiosmtpd's session with connection limits: 6,000 idle connections from one address were
+    all accepted before (issue 19). Beyond a limit the client hears 421 4.7.0 and is closed."""
+
+    slots: ConnectionSlots
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.transport is None:  # the first transport, not the one STARTTLS puts under it
+            peer = transport.get_extra_info("peername")
+            ip = str(peer[0]) if isinstance(peer, tuple) else "?"
+            if not self.slots.take(ip):
+                log.warning("connection refused: limit reached", extra={"action": "421"})
+                self._slot_ip: str | None = None
+                if isinstance(transport, asyncio.WriteTransport):
+                    transport.write(b"421 4.7.0 Too many connections, try again later\r\n")
+                transport.close()
+                return
+            self._slot_ip = ip
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        ip = getattr(self, "_slot_ip", None)
+        if self.session is None:  # refused before a session began
+            return
+        if ip is not None:
+            self.slots.give_back(ip)
+            self._slot_ip = None
+        super().connection_lost(error)
+
+
 class IngressController(Controller):
     def __init__(self, runtime: Runtime, accept: Accept | None = None, **kwargs: Any) -> None:
         self.runtime = runtime
@@ -187,9 +242,15 @@ class IngressController(Controller):
 
     def factory(self) -> SMTP:
         settings = self.runtime.settings
-        return SMTP(self.handler, hostname=settings.smtp_hostname,
-                    data_size_limit=settings.max_message_bytes, enable_SMTPUTF8=True,
-                    decode_data=False, ident="mailmoat ESMTP")
+        if not hasattr(self, "_slots"):
+            self._slots = ConnectionSlots(settings.smtp_max_connections,
+                                          settings.smtp_max_connections_per_ip)
+        session = LimitedSMTP(self.handler, hostname=settings.smtp_hostname,
+                              data_size_limit=settings.max_message_bytes, enable_SMTPUTF8=True,
+                              decode_data=False, ident="mailmoat ESMTP",
+                              timeout=settings.smtp_command_timeout_seconds)
+        session.slots = self._slots
+        return session
 
 
 @dataclass
