@@ -188,6 +188,9 @@ def _decrypt_with(office: Any, password: str, size: int) -> bytes | None:
     return plain
 
 
+decrypt_with_password = _decrypt_with  # the portal's unlock decides the same way
+
+
 def _is_package(data: bytes) -> bool:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:

@@ -225,7 +225,8 @@ def _pdf(data: bytes, password: str) -> Decrypted:
 
 def _office(data: bytes, password: str) -> Decrypted:
     import msoffcrypto
-    from msoffcrypto import exceptions as office_errors
+
+    from mailmoat.scan.office import decrypt_with_password
 
     try:
         office = msoffcrypto.OfficeFile(io.BytesIO(data))
@@ -235,20 +236,14 @@ def _office(data: bytes, password: str) -> Decrypted:
         raise
     except Exception as exc:
         raise Unsupported(f"office: {type(exc).__name__}") from exc
-    try:
-        try:
-            office.load_key(password=password, verify_password=True)
-        except TypeError:  # 97–2003 formats verify inside load_key
-            office.load_key(password=password)
-        buf = io.BytesIO()
-        office.decrypt(buf)
-    except office_errors.InvalidKeyError as exc:
-        raise WrongPassword("office password") from exc
-    except (office_errors.DecryptionError, office_errors.FileFormatError, NotImplementedError) as exc:
-        if "password" in str(exc).lower() or "key" in str(exc).lower():
-            raise WrongPassword("office password") from exc
-        raise Unsupported(f"office: {exc}") from exc
-    return Decrypted(archive=False, members=[("", buf.getvalue())])
+    # The scan's own test (decrypt, then check for a real package), not msoffcrypto's verifier
+    # check, which refuses the right password for files whose writer padded the verifier.
+    plain = decrypt_with_password(office, password, len(data))
+    if plain is None:
+        raise WrongPassword("office password")
+    if not plain:
+        raise Unsupported("office: the password opens it, but its contents are not readable here")
+    return Decrypted(archive=False, members=[("", plain)])
 
 
 def _member_name(name: str) -> str:
