@@ -38,6 +38,7 @@ from tests.e2e.test_aws_pipeline import QUARANTINE_BUCKET, RAW_BUCKET, FakeConte
 from tests.handlers.test_handlers import load_handler
 from tests.unit.isolation.builders import PASSWORD, SignatureAntivirus, aes_zip, vba_project_bin
 from tests.unit.scan.scanfiles import make_ooxml
+from tests.webforms import form_csrf
 
 stack = test_aws_pipeline.stack  # the moto stack of the end-to-end tests, as fixtures here too
 keep_stack = test_aws_keepmail.keep_stack
@@ -91,11 +92,18 @@ class Lambda:
         return services
 
     def post(self, path: str, **form: str) -> dict[str, Any]:
-        return self.call("POST", path, {"csrf": self.csrf, **form})
+        return self.call("POST", path, {"csrf": self.csrf_for(path), **form})
 
-    @property
-    def csrf(self) -> str:
-        return self.cookies.setdefault("mm_csrf", "c" * 43)  # double-submit: any equal pair
+    def csrf_for(self, path: str) -> str:
+        """The token of the page a browser would have posted from (the message page, or the
+        console's held list): bound to this browser's cookie and session."""
+        page = "/".join(path.split("/")[:3]) if path.startswith("/m/") else \
+            path.split("/messages/")[0] + "/held"
+        response = self.call("GET", page)
+        body = response["body"]
+        if response.get("isBase64Encoded"):
+            body = base64.b64decode(body).decode("utf-8")
+        return form_csrf(body)
 
 
 def noise_png() -> bytes:

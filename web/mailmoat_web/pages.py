@@ -6,6 +6,8 @@ through `page()` and check POSTs with `csrf_ok()`, so the rules live in one plac
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import hmac
 import secrets
 from pathlib import Path
@@ -18,7 +20,14 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from mailmoat_web.i18n import LANG_COOKIE, negotiate, translator
 
 HERE = Path(__file__).resolve().parent
-CSRF_COOKIE = "mm_csrf"
+CSRF_COOKIE = "mm_csrf"  # plain HTTP (make run on 127.0.0.1)
+# Over HTTPS: the __Host- prefix makes the browser refuse the cookie unless it was set Secure,
+# for this host, Path=/, without Domain, so a sibling subdomain cannot plant one.
+CSRF_COOKIE_HTTPS = "__Host-mm_csrf"
+# The sessions a token is bound to (admin console, keep-mail); the portal has none. The admin
+# cookie is an itsdangerous value "payload.timestamp.signature" re-signed on every request:
+# only its payload (the session's identity) is stable.
+_SESSION_COOKIES = (("mm_admin", True), ("mm_keep", False))
 
 # Strict by default: no inline script, no framing, no referrer leaking portal tokens.
 SECURITY_HEADERS = {
@@ -61,23 +70,76 @@ def secure(request: Request) -> bool:
     return request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"
 
 
+def _csrf_key(request: Request) -> bytes:
+    """The tokens' HMAC key, derived from the deployment's link-signing secret (the same on
+    every Lambda instance and every worker); a random one per app when it has no runtime."""
+    key = getattr(request.app.state, "csrf_key", None)
+    if key is None:
+        base = _shared_secret(getattr(request.app.state, "runtime", None))
+        key = hmac.new(base, b"mailmoat csrf v1", hashlib.sha256).digest()
+        request.app.state.csrf_key = key
+    return bytes(key)
+
+
+def _shared_secret(runtime: Any) -> bytes:
+    """The link-signing key; else the console's session key; else (no runtime, or neither
+    configured) a random key of this process, with which tokens outlive no restart."""
+    if runtime is not None:
+        from mailmoat.spam.digest import link_secret
+
+        try:
+            return link_secret(runtime.settings)
+        except RuntimeError:
+            pass
+        with contextlib.suppress(Exception):  # any failure here only narrows the token's reach
+            return bytes(runtime.services.admin.session_secret())
+    return secrets.token_bytes(32)
+
+
+def csrf_cookie_name(request: Request) -> str:
+    return CSRF_COOKIE_HTTPS if secure(request) else CSRF_COOKIE
+
+
+def _session_binding(request: Request) -> str:
+    parts = []
+    for name, signed in _SESSION_COOKIES:
+        value = request.cookies.get(name, "")[:4096]
+        parts.append(value.rsplit(".", 2)[0] if signed else value)
+    return "|".join(parts)
+
+
+def csrf_token(request: Request, nonce: str) -> str:
+    """The form's token: an HMAC of the browser's CSRF cookie and its session. A cookie an
+    attacker sets (and a token minted for another session) does not match: the double-submit
+    pair can no longer be chosen freely."""
+    message = f"{nonce}|{_session_binding(request)}".encode()
+    return hmac.new(_csrf_key(request), message, hashlib.sha256).hexdigest()
+
+
 def csrf_ok(request: Request, submitted: str) -> bool:
-    cookie = request.cookies.get(CSRF_COOKIE, "")
-    return bool(cookie) and bool(submitted) and hmac.compare_digest(cookie.encode(), submitted.encode())
+    nonce = request.cookies.get(csrf_cookie_name(request), "")
+    if not nonce or not submitted or len(nonce) > 128:
+        return False
+    return hmac.compare_digest(csrf_token(request, nonce).encode(), submitted.encode())
 
 
 def page(request: Request, template: str, lang: str, values: dict[str, Any],
           status: int = 200) -> Response:
-    csrf = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(32)
+    cookie_name = csrf_cookie_name(request)
+    nonce = request.cookies.get(cookie_name, "")
+    if not nonce or len(nonce) > 128:
+        nonce = secrets.token_urlsafe(32)
+    csrf = csrf_token(request, nonce)
     other = "en" if lang == "ja" else "ja"
     switch_url = values.pop("switch_url", "/")
     body = _ENV.get_template(template).render(
         lang=lang, _=translator(lang), csrf=csrf, other_lang=other,
         switch_url=f"{switch_url}?lang={other}", **values)
     response = HTMLResponse(body, status_code=status)
-    if request.cookies.get(CSRF_COOKIE) != csrf:
-        # Double-submit: the form carries the same value; a cross-site page can read neither.
-        response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="strict",
+    if request.cookies.get(cookie_name) != nonce:
+        # Signed double-submit: the form carries HMAC(cookie, session); a cross-site page can
+        # read neither, and a planted cookie has no matching token.
+        response.set_cookie(cookie_name, nonce, httponly=True, samesite="strict",
                             secure=secure(request), path="/")
     if request.query_params.get("lang") == lang:
         response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, httponly=True,

@@ -18,6 +18,7 @@ from mailmoat.context import Envelope
 from mailmoat.runtime import Runtime
 from mailmoat.scan.engine import CACHE
 from mailmoat.settings import Settings
+from tests.webforms import form_csrf
 
 ROOT = Path(__file__).resolve().parents[3]
 ZONE = ROOT / "tests" / "fixtures" / "empty-zone.json"
@@ -124,9 +125,11 @@ class Console:
 
     @property
     def csrf(self) -> str:
-        if "mm_csrf" not in self.client.cookies:
-            self.client.get("/admin/login")
-        return str(self.client.cookies["mm_csrf"])
+        # Bound to the session: read from a page rendered in the current state (signed in or not).
+        page = self.client.get("/admin/", follow_redirects=True)
+        if 'name="csrf"' not in page.text:
+            page = self.client.get("/admin/login")
+        return form_csrf(page.text)
 
     def login(self, email: str, password: str = PASSWORD) -> Any:
         return self.client.post("/admin/login", data={"csrf": self.csrf, "email": email,

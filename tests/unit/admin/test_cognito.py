@@ -36,6 +36,7 @@ from mailmoat_web.admin.console import admin_from_claims
 from tests.adapters.test_aws_dynamodb import create_tables
 from tests.unit.admin.helpers import admin_store, mail, receive, until_final
 from tests.unit.admin.test_console import _BrokenMailer
+from tests.webforms import form_csrf
 
 POOL = "us-east-1_Mm0Test"
 CLIENT = "7test0client0id"
@@ -270,7 +271,7 @@ def test_sign_in_through_cognito_opens_the_console(aws_console: AwsConsole) -> N
     assert home.headers["location"] == "/admin/t/example.test/trace"
     # Sign-out ends the console session and sends the browser to Cognito's /logout.
     kept_copy = client.cookies.get("mm_admin", path="/admin")
-    out = client.post("/admin/logout", data={"csrf": client.cookies["mm_csrf"]})
+    out = client.post("/admin/logout", data={"csrf": form_csrf(client.get("/admin/t/example.test/trace").text)})
     assert out.status_code == 200
     assert f"https://{DOMAIN}/logout?client_id={CLIENT}" in out.text
     assert client.get("/admin/t/example.test/trace", follow_redirects=False).status_code == 303
@@ -319,8 +320,8 @@ def test_callback_without_the_flow_cookie_or_with_a_wrong_state(aws_console: Aws
 
 def test_local_password_sign_in_is_not_offered_on_aws(aws_console: AwsConsole) -> None:
     client = aws_console.client
-    client.get("/")  # the CSRF cookie
-    response = client.post("/admin/login", data={"csrf": client.cookies["mm_csrf"],
+    home = client.get("/")  # the CSRF cookie
+    response = client.post("/admin/login", data={"csrf": form_csrf(home.text) if 'name="csrf"' in home.text else "0" * 64,
                                                  "email": "admin@example.test", "password": "x" * 20})
     assert response.status_code == 404
 
@@ -346,9 +347,10 @@ def test_redrive_on_aws_leaves_the_message_to_the_reconciler(runtime: Runtime) -
     client = TestClient(app)
     client.cookies.set("mm_admin", console.sessions.issue_federated("admin@example.test", "example.test"),
                        path="/admin")
-    assert client.get("/admin/t/example.test/held").status_code == 200
+    held = client.get("/admin/t/example.test/held")
+    assert held.status_code == 200
     response = client.post(f"/admin/t/example.test/messages/{message_id}/redrive",
-                           data={"csrf": client.cookies["mm_csrf"]}, follow_redirects=False)
+                           data={"csrf": form_csrf(held.text)}, follow_redirects=False)
     assert response.status_code == 303
     record = runtime.services.log.get(message_id)
     assert record is not None and record.state == "accepted"  # not processed in the portal function

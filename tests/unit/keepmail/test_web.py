@@ -11,6 +11,7 @@ from mailmoat.keepmail import set_password
 from mailmoat_web.app import create_app
 from tests.unit.isolation.builders import message
 from tests.unit.keepmail.helpers import PASSWORD, REMOTE, SCRIPTED_HTML, deliver, make_runtime
+from tests.webforms import form_csrf
 
 
 def html_message(subject: str = "HTML with a script") -> bytes:
@@ -37,9 +38,7 @@ def site(tmp_path: Path):
 
 
 def csrf(client: TestClient) -> str:
-    if "mm_csrf" not in client.cookies:
-        client.get("/k")
-    return str(client.cookies["mm_csrf"])
+    return form_csrf(client.get("/k", follow_redirects=True).text)
 
 
 def sign_in(client: TestClient, address: str = "alice@example.test", password: str = PASSWORD):

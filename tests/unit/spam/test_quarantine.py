@@ -21,6 +21,7 @@ from mailmoat.runtime import Runtime
 from mailmoat.spam import digest, quarantine
 from mailmoat_web.app import create_app
 from tests.unit.spam.helpers import LISTED_IP, SENDER_SPF_PASS, message, spam_runtime, tenant_config
+from tests.webforms import form_csrf
 
 LINK = re.compile(r"https?://\S+/s/[A-Za-z0-9_.\-]+")
 
@@ -199,10 +200,10 @@ def test_get_never_releases_post_with_csrf_does(runtime: Runtime) -> None:
     assert client.post(f"/s/{token}", data={"csrf": "forged"}).status_code == 403
     no_cookie = TestClient(create_app(runtime, sweep_every=None))
     assert no_cookie.post(f"/s/{token}", data={"csrf": ""}).status_code == 403
-    done = client.post(f"/s/{token}", data={"csrf": client.cookies["mm_csrf"]})
+    done = client.post(f"/s/{token}", data={"csrf": form_csrf(page.text)})
     assert done.status_code == 200 and "delivered to your inbox" in done.text
     assert len(maildir(runtime, "alice@example.test")) == 2
-    again = client.post(f"/s/{token}", data={"csrf": client.cookies["mm_csrf"]})
+    again = client.post(f"/s/{token}", data={"csrf": form_csrf(page.text)})
     assert "already been delivered" in again.text
     assert len(maildir(runtime, "alice@example.test")) == 2
     assert runtime.services.spam.get(mid, "alice@example.test").state == "released"  # type: ignore[union-attr]
@@ -214,7 +215,7 @@ def test_allow_link_page(runtime: Runtime) -> None:
     client = TestClient(create_app(runtime, sweep_every=None))
     page = client.get(f"/s/{token}?lang=ja")
     assert "promo@sender.example" in page.text and "この差出人を許可して受信する" in page.text
-    done = client.post(f"/s/{token}", data={"csrf": client.cookies["mm_csrf"]})
+    done = client.post(f"/s/{token}", data={"csrf": form_csrf(page.text)})
     assert "受信トレイに届けました" in done.text
     assert runtime.services.spam.allowed_senders("alice@example.test") == [  # type: ignore[union-attr]
         "promo@sender.example"]
@@ -225,4 +226,4 @@ def test_bad_links_are_404(runtime: Runtime, token: str) -> None:
     client = TestClient(create_app(runtime, sweep_every=None))
     assert client.get(f"/s/{token}").status_code == 404
     client.get("/")  # a CSRF cookie from any page
-    assert client.post(f"/s/{token}", data={"csrf": client.cookies.get("mm_csrf", "")}).status_code in (403, 404)
+    assert client.post(f"/s/{token}", data={"csrf": "0" * 64}).status_code in (403, 404)
