@@ -42,6 +42,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_for_smtp(port: int, proc: Any, timeout: float = 30.0) -> bool:
+    """Wait until a started `mailmoat serve` answers SMTP on loopback `port`; False (the
+    process killed) when it does not within `timeout`."""
+    import smtplib
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with smtplib.SMTP("127.0.0.1", port, timeout=2) as smtp:
+                smtp.noop()
+            return True
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    return False
+
+
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {"mode": "test", "data_dir": tmp_path / "var", "config": DEMO_CONFIG,
                               "dns_zone": FIXTURES / "empty-zone.json"}

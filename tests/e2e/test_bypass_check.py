@@ -28,7 +28,7 @@ from mailmoat.bypass import (
     host_kind,
     judge_probe,
 )
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, wait_for_smtp
 
 GATEWAY_HOST = "mx.gateway.test"
 GATEWAY_IP = "192.0.2.10"
@@ -301,15 +301,8 @@ def _serve(tmp_path: Path, config: Path, zone: Path, smtp_port: int) -> subproce
            "MAILMOAT_PORTAL_PORT": str(free_port()), "MAILMOAT_SMTP_HOSTNAME": GATEWAY_HOST}
     proc = subprocess.Popen([sys.executable, "-m", "mailmoat.local.cli", "serve"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with smtplib.SMTP("127.0.0.1", smtp_port, timeout=2) as smtp:
-                smtp.noop()
-            return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
+    if wait_for_smtp(smtp_port, proc):
+        return proc
     raise AssertionError("mailmoat serve did not start")
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from mailmoat.bootstrap import bootstrap
 from mailmoat.local.server import Gateway
-from tests.conftest import DEMO_CONFIG, FIXTURES, ROOT, free_port, make_settings
+from tests.conftest import DEMO_CONFIG, FIXTURES, ROOT, free_port, make_settings, wait_for_smtp
 
 
 @pytest.fixture
@@ -127,15 +127,8 @@ def _serve(data_dir: Path, smtp_port: int, portal_port: int, hold: bool) -> subp
            "MAILMOAT_HOLD_PROCESSING": "true" if hold else "false"}
     proc = subprocess.Popen([sys.executable, "-m", "mailmoat.local.cli", "serve"], cwd=ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with smtplib.SMTP("127.0.0.1", smtp_port, timeout=2) as smtp:
-                smtp.noop()
-            return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
+    if wait_for_smtp(smtp_port, proc):
+        return proc
     raise AssertionError(f"serve did not start: {proc.stdout.read().decode() if proc.stdout else ''}")
 
 
