@@ -7,17 +7,15 @@ From address only with DMARC pass (or, with no DMARC record, an aligned passing 
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 from typing import Any
 
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailmoat.context import Envelope, MessageContext
 from mailmoat.runtime import Runtime
+from tests.unit.auth.helpers import Key, make_rsa_key
 from tests.unit.spam.helpers import LISTED_IP, spam_runtime, tenant_config
 
 STAGES = ("authenticate", "scan", "isolate", "rewrite")
@@ -80,35 +78,30 @@ def test_an_spf_passing_envelope_sender_is_allowed(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def bank_key() -> tuple[bytes, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                            serialization.NoEncryption())
-    spki = key.public_key().public_bytes(serialization.Encoding.DER,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo)
-    return pem, base64.b64encode(spki).decode()
+def bank_key() -> Key:
+    return make_rsa_key()
 
 
 def test_a_from_with_an_aligned_dkim_pass_is_allowed_without_a_dmarc_record(
-        tmp_path: Path, bank_key: tuple[bytes, str]) -> None:
+        tmp_path: Path, bank_key: Key) -> None:
     zone = {"attacker.example": {"TXT": [SPF_PASS]},
-            "k1._domainkey.bank.example": {"TXT": [f"v=DKIM1; k=rsa; p={bank_key[1]}"]}}
+            "k1._domainkey.bank.example": {"TXT": [bank_key.record]}}
     runtime = _runtime(tmp_path, zone)
     _recipient_allows(runtime, "boss@bank.example")
     raw = _mail("boss@bank.example")
-    signed = dkim.sign(raw, b"k1", b"bank.example", bank_key[0], include_headers=[b"from", b"subject"]) + raw
+    signed = dkim.sign(raw, b"k1", b"bank.example", bank_key.private, include_headers=[b"from", b"subject"]) + raw
     ctx = _run(runtime, signed, "bounces@mailer.example")
     assert ctx.auth.dkim == "pass" and ctx.auth.dmarc == "none"
     assert ctx.spam.recipients == {"alice@example.test": "allowed"}
 
 
-def test_a_from_signed_by_another_domain_is_not_allowed(tmp_path: Path, bank_key: tuple[bytes, str]) -> None:
+def test_a_from_signed_by_another_domain_is_not_allowed(tmp_path: Path, bank_key: Key) -> None:
     zone = {"attacker.example": {"TXT": [SPF_PASS]},
-            "k1._domainkey.attacker.example": {"TXT": [f"v=DKIM1; k=rsa; p={bank_key[1]}"]}}
+            "k1._domainkey.attacker.example": {"TXT": [bank_key.record]}}
     runtime = _runtime(tmp_path, zone)
     _recipient_allows(runtime, "boss@bank.example")
     raw = _mail("boss@bank.example")
-    signed = dkim.sign(raw, b"k1", b"attacker.example", bank_key[0], include_headers=[b"from"]) + raw
+    signed = dkim.sign(raw, b"k1", b"attacker.example", bank_key.private, include_headers=[b"from"]) + raw
     ctx = _run(runtime, signed, "spammer@attacker.example")
     assert ctx.auth.dkim == "pass"
     assert ctx.spam.recipients == {"alice@example.test": "quarantine"}

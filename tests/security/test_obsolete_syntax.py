@@ -7,7 +7,6 @@ text and made dkimpy raise inside sealing: the message was held with REWRITE_FAI
 
 from __future__ import annotations
 
-import base64
 import json
 import smtplib
 from collections.abc import Iterator
@@ -15,12 +14,11 @@ from pathlib import Path
 
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailmoat.bootstrap import bootstrap
 from mailmoat.local.server import Gateway
 from tests.conftest import free_port, make_settings
+from tests.unit.auth.helpers import Key, make_rsa_key
 
 SENDER_SELECTOR = "s1"
 SENDER_DOMAIN = "sender.example"
@@ -60,27 +58,18 @@ OBSOLETE_FORMS: list[tuple[str, list[bytes], str]] = [
 ]
 
 
-def _sender_key() -> tuple[bytes, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                            serialization.NoEncryption())
-    spki = key.public_key().public_bytes(serialization.Encoding.DER,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo)
-    return pem, base64.b64encode(spki).decode("ascii")
+@pytest.fixture(scope="module")
+def sender_key() -> Key:
+    return make_rsa_key()
 
 
 @pytest.fixture(scope="module")
-def sender_key() -> tuple[bytes, str]:
-    return _sender_key()
-
-
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory, sender_key: tuple[bytes, str]) -> Iterator[Gateway]:
+def gateway(tmp_path_factory: pytest.TempPathFactory, sender_key: Key) -> Iterator[Gateway]:
     tmp_path = tmp_path_factory.mktemp("obsolete")
     zone = tmp_path / "zone.json"
     zone.write_text(json.dumps({
         SENDER_DOMAIN: {"TXT": ["v=spf1 ip4:127.0.0.1 -all"]},
-        f"{SENDER_SELECTOR}._domainkey.{SENDER_DOMAIN}": {"TXT": [f"v=DKIM1; k=rsa; p={sender_key[1]}"]},
+        f"{SENDER_SELECTOR}._domainkey.{SENDER_DOMAIN}": {"TXT": [sender_key.record]},
     }), encoding="utf-8")
     gw = Gateway(bootstrap(make_settings(tmp_path, smtp_port=free_port(), dns_zone=zone)))
     gw.start()
@@ -140,12 +129,12 @@ def test_obsolete_form_is_delivered_with_a_valid_seal(gateway: Gateway, case: st
 
 @pytest.mark.timeout(120)
 def test_a_relaxed_dkim_signature_over_space_before_colon_still_verifies(
-        gateway: Gateway, sender_key: tuple[bytes, str]) -> None:
+        gateway: Gateway, sender_key: Key) -> None:
     unsigned = _message(100, [b"Subject : signed with an obsolete field"])
     # Signed as a sender's MTA would sign the bytes it sent: relaxed canonicalisation drops the
     # white space before the colon, so the signature covers "subject:signed ...".
     signature = dkim.sign(unsigned.replace(b"Subject :", b"Subject:"), SENDER_SELECTOR.encode(),
-                          SENDER_DOMAIN.encode(), sender_key[0], canonicalize=(b"relaxed", b"relaxed"),
+                          SENDER_DOMAIN.encode(), sender_key.private, canonicalize=(b"relaxed", b"relaxed"),
                           include_headers=[b"from", b"to", b"subject"])
     delivered, record_id = _deliver(gateway, signature + unsigned)
     record = gateway.runtime.services.log.get(record_id)
