@@ -26,9 +26,9 @@ from mailmoat.rewrite.headers import (
 )
 from mailmoat.rewrite.seal import ArcKey, SealError, ensure_local_key, load_key, seal
 from mailmoat.settings import Settings
+from mailmoat.smtp_text import crlf_normalised
 
 _CR_LF = re.compile(rb"\r\n?")  # CRLF, and a bare CR
-_BARE_LF = re.compile(rb"\r(?!\n)|(?<!\r)\n")  # and bare CR: sealed and sent as CRLF
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +82,7 @@ def _consistent_newlines(data: bytes, linesep: bytes) -> bytes:
     """Mixed CRLF / LF / bare CR input comes out with one line separator throughout: the seal
     then covers the very bytes that go out (outbound paths give bare CR and LF a CRLF)."""
     if linesep == b"\r\n":
-        return _BARE_LF.sub(b"\r\n", data) if _BARE_LF.search(data) else data
+        return crlf_normalised(data)  # the outbound paths' own rule (mailmoat.smtp_text)
     return _CR_LF.sub(b"\n", data) if b"\r" in data else data
 
 
