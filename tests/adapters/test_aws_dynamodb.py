@@ -162,9 +162,6 @@ def test_isolation_store_protocol(ddb):
     assert store.access(hash_token("unknown"), NOW) is None
     store.record_download(DownloadRecord(NOW, "m1", "2", "original", "198.51.100.1", "alice@corp.example"))
     assert [d.kind for d in store.downloads("m1")] == ["original"]
-    for minute in range(3):
-        store.add_attempt("m1", "2", NOW + timedelta(minutes=minute))
-    assert store.attempts_since("m1", "2", NOW) == 2
 
 
 def test_a_report_too_big_for_a_row_is_summarised(ddb):

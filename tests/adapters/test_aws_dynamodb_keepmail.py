@@ -1,6 +1,6 @@
 """DynamoKeepMailStore on moto, against the keep-mail store port's promises (what the SQLite store
 does): copies by recipient and time, expiry, credentials, one-time codes with counted attempts,
-failures in a window, sessions that end at their expiry even before DynamoDB's TTL runs."""
+sessions that end at their expiry even before DynamoDB's TTL runs."""
 
 from __future__ import annotations
 
@@ -79,11 +79,6 @@ def test_credentials_codes_failures_and_sessions(store: DynamoKeepMailStore) -> 
     assert store.code(ALICE) is None
     store.count_code_attempt(ALICE)  # no code: nothing to count, and no row appears
     assert store.code(ALICE) is None
-
-    for minutes in (0, 5, 10):
-        store.add_failure(ALICE, T0 + timedelta(minutes=minutes))
-    assert store.failures_since(ALICE, T0 + timedelta(minutes=1)) == 2
-    assert store.failures_since("bob@corp.example", T0 - timedelta(days=1)) == 0
 
     store.add_session("a" * 64, ALICE, T0 + timedelta(hours=1))
     assert store.session("a" * 64, T0) == ALICE

@@ -34,7 +34,8 @@ STAGES = ("authenticate", "scan", "isolate", "rewrite", "deliver")
 RAW_BUCKET = "mailmoat-dev-raw-123456789012-us-east-1"  # the name events/ carry
 QUARANTINE_BUCKET = "mailmoat-test-quarantine"
 TABLES = {"DirectoryTable": "directory", "MessageLogTable": "messages",
-          "IsolatedFilesTable": "isolated", "IdempotencyTable": "idempotency"}
+          "IsolatedFilesTable": "isolated", "IdempotencyTable": "idempotency",
+          "SignInAttemptsTable": "attempts"}
 
 
 ARC_PEM = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
@@ -124,6 +125,7 @@ def stack(monkeypatch, tmp_path):
            "MAILMOAT_RAW_BUCKET": RAW_BUCKET, "MAILMOAT_QUARANTINE_BUCKET": QUARANTINE_BUCKET,
            "MAILMOAT_DIRECTORY_TABLE": "directory", "MAILMOAT_MESSAGE_LOG_TABLE": "messages",
            "MAILMOAT_ISOLATED_FILES_TABLE": "isolated", "MAILMOAT_IDEMPOTENCY_TABLE": "idempotency",
+           "MAILMOAT_ATTEMPTS_TABLE": "attempts",
            "MAILMOAT_RELAY_IDENTITY": "relay.example.net", "MAILMOAT_DELIVERY_MODE": "ses",
            "MAILMOAT_PORTAL_BASE_URL": "https://portal.example.net",
            "MAILMOAT_STAGE_QUEUE_URLS": "", "MAILMOAT_CONFIG": "",

@@ -891,3 +891,14 @@ def test_receipt_rules_start_the_pipeline_from_ses_notification_which_names_ever
     d = template["Resources"]
     assert "ReceiptNotificationTopic" not in d
     assert props(d["RawMailBucket"])["NotificationConfiguration"]["QueueConfigurations"]
+
+
+def test_sign_in_counters_table_and_only_the_portal_touches_it(template):
+    """The portal's sign-in limits (issue 19, item 3): the table the DynamoDB adapter expects, and
+    its reserve/settle actions (conditional PutItem, GetItem, DeleteItem) for the portal only."""
+    table = props(template["Resources"]["SignInAttemptsTable"])
+    assert table["KeySchema"] == [{"AttributeName": "key", "KeyType": "HASH"}]  # aws_dynamodb_attempts.py
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expires", "Enabled": True}
+    assert actions_on(template, "SignInAttemptsTable") == {
+        "PortalFunction": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem"}}
+    assert function_env(template, "PortalFunction")["MAILMOAT_ATTEMPTS_TABLE"] == {"Ref": "SignInAttemptsTable"}

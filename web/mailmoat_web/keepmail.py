@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from mailmoat.attempts import AttemptLimiter, attempt_limiter
 from mailmoat.keepmail import (
     KeptMessage,
     SignInRefused,
@@ -194,6 +195,10 @@ def _with_page_csp(response: Response) -> Response:
     return response
 
 
+def _client(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
 def _signin_page(request: Request, lang: str, error: str = "", status: int = 200) -> Response:
     return page(request, "keepmail/signin.html", lang, {"error": error, "switch_url": "/k"}, status)
 
@@ -227,7 +232,7 @@ def stylesheet() -> Response:
     return Response(_CSS, media_type="text/css", headers={"Cache-Control": "public, max-age=3600"})
 
 
-def _sign_in(request: Request, csrf: str, check: Callable[[KeepMailStore, datetime], str],
+def _sign_in(request: Request, csrf: str, check: Callable[[KeepMailStore, AttemptLimiter, datetime], str],
              refused: Callable[[str, str, int], Response]) -> Response:
     """A password or code sign-in: the entry checks, the credential check, then a session or
     the form again with why (refused, or rate-limited)."""
@@ -236,7 +241,7 @@ def _sign_in(request: Request, csrf: str, check: Callable[[KeepMailStore, dateti
         return posted
     services, store, lang = posted
     try:
-        who = check(store, _now(services))
+        who = check(store, attempt_limiter(services), _now(services))
     except SignInRefused as exc:
         error, status = _refusal(request, lang, exc)
         return refused(lang, error, status)
@@ -270,7 +275,8 @@ def signin_form(request: Request) -> Response:
 def signin(request: Request, csrf: str = Form(""), address: str = Form(""),
            password: str = Form("")) -> Response:
     return _sign_in(request, csrf,
-                    lambda store, now: check_password(store, address[:320], password[:1024], now),
+                    lambda store, limiter, _now: check_password(store, limiter, address[:320],
+                                                                password[:1024], _client(request)),
                     lambda lang, error, status: _signin_page(request, lang, error, status))
 
 
@@ -292,7 +298,8 @@ def request_code(request: Request, csrf: str = Form(""), address: str = Form("")
 def verify_code(request: Request, csrf: str = Form(""), address: str = Form(""),
                 code: str = Form("")) -> Response:
     return _sign_in(request, csrf,
-                    lambda store, now: check_code(store, address[:320], code[:32], now),
+                    lambda store, limiter, now: check_code(store, limiter, address[:320], code[:32],
+                                                           _client(request), now),
                     lambda lang, error, status: _code_page(request, lang, normalise(address[:320]),
                                                            error, status))
 

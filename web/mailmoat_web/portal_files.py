@@ -70,10 +70,11 @@ def _send(request: Request, target: Target, download: Download) -> Response:
         "Content-Disposition": content_disposition(download.filename)})
 
 
-def _unlocked(target: Target, password: str, lang: str) -> tuple[Unlocked, UnlockView, int]:
+def _unlocked(request: Request, target: Target, password: str,
+              lang: str) -> tuple[Unlocked, UnlockView, int]:
     o = target.opened
     done = unlock(o.portal.services, o.portal.store, o.portal.tenant(o.message), target.record,
-                  password, o.portal.later)
+                  password, o.portal.later, request.client.host if request.client else None)
     t, words = translator(lang), verdict_words(lang)
     view = UnlockView(done.outcome == "ok", t(f"unlock.{done.outcome}"),
                       password=password if done.outcome == "ok" else "", archive=done.archive)
@@ -105,7 +106,7 @@ def download(request: Request, target: Annotated[Target, Depends(posted_file)],
 def unlock_file(request: Request, target: Annotated[Target, Depends(posted_encrypted)],
                 password: str = Form("")) -> Response:
     o = target.opened
-    _done, view, status = _unlocked(target, password, language(request, o.message.language))
+    _done, view, status = _unlocked(request, target, password, language(request, o.message.language))
     return message_page(request, o, {target.record.path: view}, status)
 
 
@@ -114,7 +115,7 @@ def member(request: Request, target: Annotated[Target, Depends(posted_encrypted)
            password: str = Form(""), index: int = Form(-1), confirm: str = Form("")) -> Response:
     o, record = target.opened, target.record
     lang = language(request, o.message.language)
-    done, view, status = _unlocked(target, password, lang)
+    done, view, status = _unlocked(request, target, password, lang)
     if done.outcome != "ok" or not 0 <= index < len(done.files):
         return message_page(request, o, {record.path: view}, status if status != 200 else 404)
     shown = done.files[index]

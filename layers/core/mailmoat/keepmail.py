@@ -24,6 +24,13 @@ from typing import TYPE_CHECKING
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from mailmoat.attempts import (
+    KEEPMAIL_ACCOUNT,
+    KEEPMAIL_CODE,
+    KEEPMAIL_NETWORK,
+    AttemptLimiter,
+    source_network,
+)
 from mailmoat.context import Disposition, MessageContext
 from mailmoat.ports import DeliveryError, KeepMailStore
 from mailmoat.states import Outcome
@@ -38,8 +45,6 @@ CODE_DIGITS = 8
 CODE_TTL = timedelta(minutes=10)
 CODE_MAX_ATTEMPTS = 5  # wrong entries before the code is void
 CODE_RESEND_AFTER = timedelta(seconds=60)
-SIGNIN_MAX_FAILURES = 5  # wrong passwords per address in the window
-SIGNIN_WINDOW = timedelta(minutes=15)
 SESSION_TTL = timedelta(hours=8)
 MIN_PASSWORD_CHARS = 12
 SWEEP_EVERY_SECONDS = 3600.0
@@ -194,10 +199,14 @@ def set_password(store: KeepMailStore, address: str, password: str) -> None:
     store.set_password(normalise(address), _HASHER.hash(password))
 
 
-def check_password(store: KeepMailStore, address: str, password: str, now: datetime) -> str:
-    """The signed-in address, or SignInRefused. Failures are counted per address."""
+def check_password(store: KeepMailStore, limiter: AttemptLimiter, address: str, password: str,
+                   client_ip: str | None) -> str:
+    """The signed-in address, or SignInRefused. The attempt is reserved first (per address from
+    anywhere, per source network: mailmoat.attempts), so parallel guesses cannot outrun it."""
     address = normalise(address)
-    if store.failures_since(address, now - SIGNIN_WINDOW) >= SIGNIN_MAX_FAILURES:
+    reservation = limiter.reserve([(KEEPMAIL_ACCOUNT, address),
+                                   (KEEPMAIL_NETWORK, source_network(client_ip))])
+    if reservation is None:
         raise SignInRefused(limited=True)
     stored = store.password_hash(address)
     try:
@@ -205,9 +214,9 @@ def check_password(store: KeepMailStore, address: str, password: str, now: datet
         if stored is None:
             raise VerificationError("no password")
     except (VerificationError, InvalidHashError):
-        store.add_failure(address, now)
         log.info("keep-mail sign-in refused", extra={"action": "signin-refused"})
         raise SignInRefused() from None
+    reservation.succeeded()
     if _HASHER.check_needs_rehash(stored):
         store.set_password(address, _HASHER.hash(password))
     return address
@@ -244,11 +253,16 @@ def send_code(store: KeepMailStore, services: Services, address: str, now: datet
     return True
 
 
-def check_code(store: KeepMailStore, address: str, code: str, now: datetime) -> str:
+def check_code(store: KeepMailStore, limiter: AttemptLimiter, address: str, code: str,
+               client_ip: str | None, now: datetime) -> str:
     address = normalise(address)
     current = store.code(address)
     if current is None or current.expires_at <= now or current.attempts >= CODE_MAX_ATTEMPTS:
         raise SignInRefused(limited=current is not None and current.attempts >= CODE_MAX_ATTEMPTS)
+    reservation = limiter.reserve([(KEEPMAIL_CODE, address),
+                                   (KEEPMAIL_NETWORK, source_network(client_ip))])
+    if reservation is None:
+        raise SignInRefused(limited=True)
     code = code.strip()
     valid = code.isdigit() and len(code) == CODE_DIGITS
     try:
@@ -256,6 +270,7 @@ def check_code(store: KeepMailStore, address: str, code: str, now: datetime) -> 
     except (VerificationError, InvalidHashError):
         store.count_code_attempt(address)
         raise SignInRefused() from None
+    reservation.succeeded()
     store.set_code(address, None)  # one time
     return address
 

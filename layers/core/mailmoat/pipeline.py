@@ -17,6 +17,7 @@ if TYPE_CHECKING:
         AccountStore,
         Antivirus,
         ArchiveStore,
+        AttemptStore,
         AuditLog,
         BlobStore,
         Clock,
@@ -89,6 +90,9 @@ class Services:
     # From, which the ARC seal covers); None: copies are sealed as they are.
     before_seal: Callable[[TenantConfig], Callable[[bytes], bytes] | None]
     admin: AdminStores
+    # Sign-in counters (mailmoat.attempts) of the portal, keep-mail and console; None: every
+    # password or code check is refused.
+    attempts: AttemptStore | None
 
     def tenant(self, ctx: MessageContext) -> TenantConfig:
         return self.config.tenant(ctx.tenant)

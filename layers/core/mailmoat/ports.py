@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from mailmoat.admin.accounts import AdminAccount
@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from mailmoat.keepmail import KeptMessage, OneTimeCode
     from mailmoat.scan.sandbox import SandboxVerdict
     from mailmoat.spam.quarantine import HeldMessage
+
+T = TypeVar("T")
 
 # --- errors a port may raise ---------------------------------------------------------------
 
@@ -285,16 +287,34 @@ class SpamStore(Protocol):
 
 
 class AccountStore(Protocol):
-    """Where admin accounts and recent sign-in failures live (local: SQLite)."""
+    """Where admin accounts live (local: SQLite; sign-in limits are the AttemptStore's)."""
 
     def account(self, email: str) -> AdminAccount | None: ...
     def accounts(self) -> list[AdminAccount]: ...
     def create_account(self, account: AdminAccount) -> bool: ...  # False: the address exists
     def set_password_hash(self, email: str, password_hash: str) -> None: ...
     def end_sessions(self, email: str, at_ms: int) -> None: ...
-    def add_login_failure(self, key: str, at: datetime) -> None: ...
-    def login_failures_since(self, key: str, since: datetime) -> int: ...
-    def clear_login_failures(self, key: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptState:
+    """One sign-in counter (mailmoat.attempts): attempts reserved since it last started over,
+    the last one's time, and when the next may come (None: at once)."""
+
+    count: int
+    last_at: datetime | None
+    next_at: datetime | None
+
+
+class AttemptStore(Protocol):
+    """Sign-in counters that change atomically (local: SQLite; AWS: DynamoDB)."""
+
+    def transition(self, key: str, step: Callable[[AttemptState | None], tuple[T, AttemptState | None]],
+                   expires_at: datetime) -> T:
+        """Apply `step` to the key's state (None: no counter) as one atomic change and keep what
+        it returns (None: delete); returns the step's answer. The row may go after `expires_at`.
+        A store that cannot decide in time raises: the caller refuses the sign-in."""
+        ...
 
 
 class PolicyStore(Protocol):
@@ -329,8 +349,6 @@ class KeepMailStore(Protocol):
     def password_hash(self, address: str) -> str | None: ...
     def set_alternate(self, address: str, alternate: str | None) -> None: ...
     def alternate(self, address: str) -> str | None: ...
-    def add_failure(self, address: str, at: datetime) -> None: ...
-    def failures_since(self, address: str, since: datetime) -> int: ...
     def set_code(self, address: str, code: OneTimeCode | None) -> None: ...
     def code(self, address: str) -> OneTimeCode | None: ...
     def count_code_attempt(self, address: str) -> None: ...
@@ -352,8 +370,6 @@ class IsolationStore(Protocol):
     def files(self, message_id: str) -> list[IsolatedFile]: ...
     def record_download(self, record: DownloadRecord) -> None: ...
     def downloads(self, message_id: str) -> list[DownloadRecord]: ...
-    def add_attempt(self, message_id: str, path: str, at: datetime) -> None: ...
-    def attempts_since(self, message_id: str, path: str, since: datetime) -> int: ...
     def expired(self, now: datetime) -> list[IsolatedFile]: ...
     def delete_expired(self, now: datetime) -> int: ...
     # The admin console: one tenant's isolated messages, their links, and revoking a link.

@@ -188,6 +188,7 @@ class AwsSettings(Settings):
     directory_table: str = ""
     isolated_files_table: str = ""
     idempotency_table: str = ""
+    attempts_table: str = ""  # the portal's sign-in counters (mailmoat.attempts)
     # "stage=url,…": a stage function names its own queue (retries) and the next stage's; the
     # reconciler names all five (it re-queues any stage).
     stage_queue_urls: str = ""

@@ -13,9 +13,11 @@ import pytest
 
 from mailmoat.adapters.sqlite import SqliteDatabase, SqliteMessageLog
 from mailmoat.adapters.sqlite_admin import SqliteAdminStore
+from mailmoat.adapters.sqlite_attempts import SqliteAttemptStore
 from mailmoat.admin.accounts import ALL_TENANTS, AccountError, Authenticator, create_account
 from mailmoat.admin.policy import PolicyError, apply_overrides, with_policy
 from mailmoat.admin.secret import load_or_create_secret
+from mailmoat.attempts import ADMIN_ACCOUNT, ADMIN_NETWORK
 from mailmoat.config import GatewayConfig, TenantConfig
 from mailmoat.ports import MessageRecord, TraceQuery
 from mailmoat_web.admin.console import admin_from_claims
@@ -148,28 +150,43 @@ def test_an_address_is_one_account(store: SqliteAdminStore) -> None:
                        now=T0, known_tenants=["a.test"])
 
 
-def test_failures_lock_one_account_from_one_address_for_the_window(store: SqliteAdminStore) -> None:
+def test_failures_back_off_the_account_from_every_address_and_a_success_clears(
+        store: SqliteAdminStore) -> None:
     create_account(store, email="admin@a.test", tenant="a.test", password="long enough password",
                    now=T0, known_tenants=["a.test"])
     clock = Clock()
-    auth = Authenticator(store, clock, max_failures=3, window=timedelta(minutes=15))
-    for _ in range(3):
+    auth = Authenticator(store, SqliteAttemptStore(store.db), clock)
+    for _ in range(ADMIN_ACCOUNT.free):
         assert auth.sign_in("admin@a.test", "wrong", "192.0.2.1").outcome == "invalid"
+    # The account waits now, from this address and from any other (issue 19, item 3).
     assert auth.sign_in("admin@a.test", "long enough password", "192.0.2.1").outcome == "limited"
-    assert auth.sign_in("admin@a.test", "long enough password", "192.0.2.2").outcome == "ok"
-    clock.at += timedelta(minutes=16)
+    assert auth.sign_in("admin@a.test", "long enough password", "198.51.100.7").outcome == "limited"
+    clock.at += ADMIN_ACCOUNT.first_delay
+    assert auth.sign_in("admin@a.test", "wrong", "198.51.100.7").outcome == "invalid"
+    # Each further failure doubles the wait: a back-off, not a lock-out for the window.
+    clock.at += ADMIN_ACCOUNT.first_delay
+    assert auth.sign_in("admin@a.test", "long enough password", "192.0.2.1").outcome == "limited"
+    clock.at += ADMIN_ACCOUNT.first_delay
     assert auth.sign_in("admin@a.test", "long enough password", "192.0.2.1").outcome == "ok"
-    # A success clears the count for that pair.
-    for _ in range(2):
-        auth.sign_in("admin@a.test", "wrong", "192.0.2.1")
-    auth.sign_in("admin@a.test", "long enough password", "192.0.2.1")
-    assert store.login_failures_since(Authenticator.limit_key("admin@a.test", "192.0.2.1"), T0) == 0
+    # The success cleared the account's counter: its free attempts are back.
+    for _ in range(ADMIN_ACCOUNT.free - 1):
+        assert auth.sign_in("admin@a.test", "wrong", "192.0.2.1").outcome == "invalid"
+    assert auth.sign_in("admin@a.test", "long enough password", "192.0.2.1").outcome == "ok"
+
+
+def test_one_network_trying_many_accounts_is_slowed_down(store: SqliteAdminStore) -> None:
+    auth = Authenticator(store, SqliteAttemptStore(store.db), Clock())
+    outcomes = [auth.sign_in(f"user{n}@a.test", "wrong", f"192.0.2.{n % 250}").outcome
+                for n in range(ADMIN_NETWORK.free + 3)]
+    assert outcomes[:ADMIN_NETWORK.free] == ["invalid"] * ADMIN_NETWORK.free
+    assert set(outcomes[ADMIN_NETWORK.free:]) == {"limited"}  # all from 192.0.2.0/24
+    assert auth.sign_in("user1@a.test", "wrong", "203.0.113.9").outcome == "invalid"
 
 
 def test_disabled_unknown_and_oversized_sign_ins_fail_alike(store: SqliteAdminStore) -> None:
     create_account(store, email="admin@a.test", tenant="a.test", password="long enough password",
                    now=T0, known_tenants=["a.test"])
-    auth = Authenticator(store, Clock())
+    auth = Authenticator(store, SqliteAttemptStore(store.db), Clock())
     store.set_disabled("admin@a.test", True)
     assert auth.sign_in("admin@a.test", "long enough password", "192.0.2.1").outcome == "invalid"
     assert auth.sign_in("nobody@a.test", "long enough password", "192.0.2.1").outcome == "invalid"

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from mailmoat.attempts import KEEPMAIL_ACCOUNT, AttemptLimiter
 from mailmoat.keepmail import (
     CODE_DIGITS,
     CODE_MAX_ATTEMPTS,
-    SIGNIN_MAX_FAILURES,
     SignInRefused,
     check_code,
     check_password,
@@ -34,6 +34,14 @@ def runtime(tmp_path: Path):
     return make_runtime(tmp_path)
 
 
+IP = "192.0.2.10"
+
+
+def limiter(runtime, at: list) -> AttemptLimiter:
+    """The runtime's attempt store on a clock the test moves (at[0])."""
+    return AttemptLimiter(runtime.services.attempts, lambda: at[0])
+
+
 def code_from(runtime, address: str = ALT) -> str:
     latest = maildir(runtime, address)[-1]
     msg = email.message_from_bytes(latest.read_bytes(), policy=policy.default)
@@ -48,25 +56,30 @@ def test_password_is_stored_as_argon2_and_checked(runtime) -> None:
     set_password(store, "Alice@Example.test", PASSWORD)
     assert store.password_hash("alice@example.test").startswith("$argon2id$")
     assert PASSWORD not in store.password_hash("alice@example.test")
-    assert check_password(store, "ALICE@example.test ", PASSWORD, now) == "alice@example.test"
+    limits = limiter(runtime, [now])
+    assert check_password(store, limits, "ALICE@example.test ", PASSWORD, IP) == "alice@example.test"
     with pytest.raises(SignInRefused):
-        check_password(store, "alice@example.test", PASSWORD + "x", now)
+        check_password(store, limits, "alice@example.test", PASSWORD + "x", IP)
     with pytest.raises(SignInRefused):
-        check_password(store, "nobody@example.test", PASSWORD, now)
+        check_password(store, limits, "nobody@example.test", PASSWORD, IP)
 
 
-def test_wrong_passwords_lock_the_address_for_the_window(runtime) -> None:
+def test_wrong_passwords_make_the_address_wait_and_the_wait_doubles(runtime) -> None:
     store = runtime.services.keepmail
     set_password(store, "alice@example.test", PASSWORD)
-    now = runtime.services.clock.now()
-    for _ in range(SIGNIN_MAX_FAILURES):
+    at = [runtime.services.clock.now()]
+    limits = limiter(runtime, at)
+    for _ in range(KEEPMAIL_ACCOUNT.free):
         with pytest.raises(SignInRefused) as refused:
-            check_password(store, "alice@example.test", "wrong password!", now)
+            check_password(store, limits, "alice@example.test", "wrong password!", IP)
         assert not refused.value.limited
+    # From another network too: the limit is the account's, whoever asks.
     with pytest.raises(SignInRefused) as refused:
-        check_password(store, "alice@example.test", PASSWORD, now)
+        check_password(store, limits, "alice@example.test", PASSWORD, "198.51.100.1")
     assert refused.value.limited
-    assert check_password(store, "alice@example.test", PASSWORD, now + timedelta(minutes=16))
+    # A back-off, not a lock-out: the owner gets in after the (short) wait.
+    at[0] += KEEPMAIL_ACCOUNT.first_delay
+    assert check_password(store, limits, "alice@example.test", PASSWORD, IP) == "alice@example.test"
 
 
 def test_one_time_code_goes_to_the_alternate_and_works_once(runtime) -> None:
@@ -78,9 +91,10 @@ def test_one_time_code_goes_to_the_alternate_and_works_once(runtime) -> None:
     assert store.code("alice@example.test").code_sha.startswith("$argon2")  # stored hashed
     assert send_code(store, runtime.services, "alice@example.test", now) is False  # not again at once
     assert len(maildir(runtime, ALT)) == 1
-    assert check_code(store, "alice@example.test", code, now) == "alice@example.test"
+    limits = limiter(runtime, [now])
+    assert check_code(store, limits, "alice@example.test", code, IP, now) == "alice@example.test"
     with pytest.raises(SignInRefused):
-        check_code(store, "alice@example.test", code, now)  # one time
+        check_code(store, limiter(runtime, [now]), "alice@example.test", code, IP, now)  # one time
 
 
 def test_codes_expire_and_wrong_entries_void_them(runtime) -> None:
@@ -89,17 +103,18 @@ def test_codes_expire_and_wrong_entries_void_them(runtime) -> None:
     now = runtime.services.clock.now()
     send_code(store, runtime.services, "alice@example.test", now)
     code = code_from(runtime)
+    expired = now + timedelta(minutes=11)
     with pytest.raises(SignInRefused):
-        check_code(store, "alice@example.test", code, now + timedelta(minutes=11))
+        check_code(store, limiter(runtime, [expired]), "alice@example.test", code, IP, expired)
     later = now + timedelta(minutes=2)
     send_code(store, runtime.services, "alice@example.test", later)
     code = code_from(runtime)
     wrong = f"{(int(code) + 1) % 10 ** CODE_DIGITS:0{CODE_DIGITS}d}"
     for _ in range(CODE_MAX_ATTEMPTS):
         with pytest.raises(SignInRefused):
-            check_code(store, "alice@example.test", wrong, later)
+            check_code(store, limiter(runtime, [later]), "alice@example.test", wrong, IP, later)
     with pytest.raises(SignInRefused) as refused:
-        check_code(store, "alice@example.test", code, later)
+        check_code(store, limiter(runtime, [later]), "alice@example.test", code, IP, later)
     assert refused.value.limited
 
 
@@ -142,5 +157,6 @@ def test_cli_sets_password_and_alternate(tmp_path: Path, monkeypatch, capsys) ->
     runtime = make_runtime(tmp_path)
     store = runtime.services.keepmail
     assert store.alternate("alice@example.test") == ALT
-    assert check_password(store, "alice@example.test", PASSWORD, runtime.services.clock.now())
+    assert check_password(store, limiter(runtime, [runtime.services.clock.now()]),
+                          "alice@example.test", PASSWORD, IP)
     assert "not a recipient" in capsys.readouterr().err

@@ -55,7 +55,7 @@ class AdminConsole:
         self.audit_log: AuditLog = stores.audit
         self.policy: PolicyStore = stores.policy
         self.federated_sessions: Any = stores.federated_sessions  # AWS: sign-out of Cognito admins
-        self.authenticator = Authenticator(self.accounts, services.clock.now) \
+        self.authenticator = Authenticator(self.accounts, services.attempts, services.clock.now) \
             if self.accounts is not None else None
         secret = stores.session_secret()
         self.sessions = SessionCodec(secret, time.time)

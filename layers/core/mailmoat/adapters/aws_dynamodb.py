@@ -8,7 +8,7 @@ Table layouts (template.yaml):
   sparse `by-state` index holds just what the reconciler needs. Delivery claims are rows
   "<id>#rcpt#<address>" created with a conditional put: at most one delivery per recipient.
 - isolated files (token): "MSG#<id>" message + its files, "TOK#<sha256>" token, "RCPT#<id>#<addr>"
-  pointer to a recipient's current token, "DL#<id>" downloads, "ATT#<id>#<path>" password tries.
+  pointer to a recipient's current token, "DL#<id>" downloads.
   Expired rows go by TTL (`expires_at`), their blobs by the quarantine bucket's lifecycle.
 - idempotency (id, expiration): one row per (message id, stage).
 """

@@ -101,13 +101,6 @@ class DynamoIsolationStore:
                                e.get("client_ip"), e["recipient"])
                 for e in self._entries(f"DL#{message_id}")]
 
-    def add_attempt(self, message_id: str, path: str, at: datetime) -> None:
-        self._append(f"ATT#{message_id}#{path}", {"at": _ts(at)}, _epoch(at) + _DAY)
-
-    def attempts_since(self, message_id: str, path: str, since: datetime) -> int:
-        stamp = _ts(since)
-        return sum(1 for e in self._entries(f"ATT#{message_id}#{path}") if e["at"] > stamp)
-
     def expired(self, now: datetime) -> list[IsolatedFile]:
         return []  # DynamoDB TTL removes rows and the quarantine lifecycle removes the blobs
 

@@ -16,7 +16,6 @@ the SQLite store.
 
 from __future__ import annotations
 
-import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -118,16 +117,6 @@ class DynamoKeepMailStore:
 
     def alternate(self, address: str) -> str | None:
         return self._get_user(address, "alternate")
-
-    def add_failure(self, address: str, at: datetime) -> None:
-        self.table.put_item(Item={**_user(address, f"FAIL#{_ts(at)}#{secrets.token_hex(4)}"),
-                                  "at": _ts(at), "expires": _epoch(at + _FAILURE_TTL)})
-
-    def failures_since(self, address: str, since: datetime) -> int:
-        page = self.table.query(
-            KeyConditionExpression=Key("pk").eq(f"USER#{address}") & Key("sk").begins_with("FAIL#"),
-            FilterExpression=Attr("at").gt(_ts(since)), Select="COUNT")
-        return int(page.get("Count", 0))
 
     # --- one-time codes ------------------------------------------------------------------------
     def set_code(self, address: str, code: OneTimeCode | None) -> None:

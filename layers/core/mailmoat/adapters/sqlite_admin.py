@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from mailmoat.adapters.sqlite import SqliteDatabase, utc_text
@@ -21,11 +21,6 @@ _SCHEMA = (
       disabled INTEGER NOT NULL DEFAULT 0,
       sessions_after_ms INTEGER NOT NULL DEFAULT 0
     )""",
-    """CREATE TABLE IF NOT EXISTS admin_login_failures (
-      key TEXT NOT NULL,
-      at TEXT NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS admin_login_failures_key ON admin_login_failures(key, at)",
     """CREATE TABLE IF NOT EXISTS admin_audit (
       id INTEGER PRIMARY KEY AUTOINCREMENT,
       at TEXT NOT NULL,
@@ -85,21 +80,6 @@ class SqliteAdminStore:
             n = c.execute("UPDATE admin_accounts SET disabled = ? WHERE email = ?",
                           (int(disabled), email.lower())).rowcount
         return bool(n)
-
-    def add_login_failure(self, key: str, at: datetime) -> None:
-        with self.db.transaction() as c:
-            c.execute("INSERT INTO admin_login_failures(key, at) VALUES (?, ?)", (key, utc_text(at)))
-            # Failures only matter inside the limit's window; a day keeps the table small.
-            c.execute("DELETE FROM admin_login_failures WHERE at < ?", (utc_text(at - timedelta(days=1)),))
-
-    def login_failures_since(self, key: str, since: datetime) -> int:
-        rows = self.db.query("SELECT COUNT(*) AS n FROM admin_login_failures WHERE key = ? AND at > ?",
-                             (key, utc_text(since)))
-        return int(rows[0]["n"])
-
-    def clear_login_failures(self, key: str) -> None:
-        with self.db.transaction() as c:
-            c.execute("DELETE FROM admin_login_failures WHERE key = ?", (key,))
 
     # --- audit ------------------------------------------------------------------------------
     def record(self, entry: AuditEntry) -> None:

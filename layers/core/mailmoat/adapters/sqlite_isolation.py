@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from mailmoat.adapters.sqlite import SqliteDatabase, utc_text
@@ -68,12 +68,6 @@ _SCHEMA = (
       client_ip TEXT,
       recipient TEXT NOT NULL
     )""",
-    """CREATE TABLE IF NOT EXISTS portal_attempts (
-      message_id TEXT NOT NULL,
-      path TEXT NOT NULL,
-      at TEXT NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS portal_attempts_file ON portal_attempts(message_id, path, at)",
 )
 
 
@@ -153,17 +147,6 @@ class SqliteIsolationStore:
         return [DownloadRecord(_dt(r["at"]), r["message_id"], r["path"], r["kind"], r["client_ip"],
                                r["recipient"]) for r in rows]
 
-    def add_attempt(self, message_id: str, path: str, at: datetime) -> None:
-        with self.db.transaction() as c:
-            c.execute("INSERT INTO portal_attempts(message_id, path, at) VALUES (?,?,?)",
-                      (message_id, path, utc_text(at)))
-
-    def attempts_since(self, message_id: str, path: str, since: datetime) -> int:
-        rows = self.db.query("SELECT COUNT(*) AS n FROM portal_attempts"
-                             " WHERE message_id = ? AND path = ? AND at > ?",
-                             (message_id, path, utc_text(since)))
-        return int(rows[0]["n"])
-
     def expired(self, now: datetime) -> list[IsolatedFile]:
         rows = self.db.query("SELECT * FROM isolated_files WHERE expires_at <= ?", (utc_text(now),))
         return [_file(r) for r in rows]
@@ -174,8 +157,6 @@ class SqliteIsolationStore:
             n = c.execute("DELETE FROM isolated_files WHERE expires_at <= ?", (stamp,)).rowcount
             c.execute("DELETE FROM portal_tokens WHERE expires_at <= ?", (stamp,))
             c.execute("DELETE FROM portal_messages WHERE expires_at <= ?", (stamp,))
-            # Attempts only matter inside the rate-limit window; a day is plenty.
-            c.execute("DELETE FROM portal_attempts WHERE at <= ?", (utc_text(now - timedelta(days=1)),))
         return int(n)
 
     def tenant_messages(self, tenant: str, limit: int = 50, offset: int = 0) -> list[PortalMessage]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from mailmoat.adapters.sqlite import SqliteDatabase, utc_text
 from mailmoat.keepmail import KeptMessage, OneTimeCode
@@ -37,11 +37,6 @@ _SCHEMA = (
       attempts INTEGER NOT NULL DEFAULT 0,
       created_at TEXT NOT NULL
     )""",
-    """CREATE TABLE IF NOT EXISTS keepmail_failures (
-      address TEXT NOT NULL,
-      at TEXT NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS keepmail_failures_by_address ON keepmail_failures(address, at)",
     """CREATE TABLE IF NOT EXISTS keepmail_sessions (
       token_sha256 TEXT PRIMARY KEY,
       address TEXT NOT NULL,
@@ -113,15 +108,6 @@ class SqliteKeepMailStore:
         rows = self.db.query("SELECT alternate FROM keepmail_users WHERE address = ?", (address,))
         return rows[0]["alternate"] if rows else None
 
-    def add_failure(self, address: str, at: datetime) -> None:
-        with self.db.transaction() as c:
-            c.execute("INSERT INTO keepmail_failures(address, at) VALUES (?,?)", (address, utc_text(at)))
-
-    def failures_since(self, address: str, since: datetime) -> int:
-        rows = self.db.query("SELECT COUNT(*) AS n FROM keepmail_failures WHERE address = ? AND at > ?",
-                             (address, utc_text(since)))
-        return int(rows[0]["n"])
-
     # --- one-time codes ------------------------------------------------------------------------
     def set_code(self, address: str, code: OneTimeCode | None) -> None:
         with self.db.transaction() as c:
@@ -162,8 +148,6 @@ class SqliteKeepMailStore:
         with self.db.transaction() as c:
             c.execute("DELETE FROM keepmail_sessions WHERE expires_at <= ?", (stamp,))
             c.execute("DELETE FROM keepmail_codes WHERE expires_at <= ?", (stamp,))
-            # Failures only matter inside the sign-in window; a day is plenty.
-            c.execute("DELETE FROM keepmail_failures WHERE at <= ?", (utc_text(now - timedelta(days=1)),))
 
 
 def _kept(r: sqlite3.Row) -> KeptMessage:

@@ -1,4 +1,4 @@
-"""Admin accounts: argon2id password hashes, sign-in with a per account+IP failure limit."""
+"""Admin accounts: argon2id password hashes, sign-in behind the attempt limiter (mailmoat.attempts)."""
 
 from __future__ import annotations
 
@@ -6,19 +6,18 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from mailmoat.ports import AccountStore
+from mailmoat.attempts import ADMIN_ACCOUNT, ADMIN_NETWORK, AttemptLimiter, source_network
+from mailmoat.ports import AccountStore, AttemptStore
 
 ALL_TENANTS = "*"  # an operator account: every tenant, shown as such in the console
 MIN_PASSWORD_LENGTH = 12
 MAX_PASSWORD_LENGTH = 1024  # hashing is deliberately expensive; refuse megabyte "passwords"
-LOGIN_MAX_FAILURES = 5
-LOGIN_WINDOW = timedelta(minutes=15)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -93,34 +92,28 @@ class SignIn:
 
 
 class Authenticator:
-    """Checks a password; too many failures for one account from one address lock that pair
-    out for the window (an attacker elsewhere cannot lock the real admin out)."""
+    """Checks a password once the limiter granted the attempt: per account from anywhere and per
+    source network, reserved before the hash runs, so parallel requests cannot outrun it."""
 
-    def __init__(self, store: AccountStore, now: Callable[[], datetime], *,
-                 max_failures: int = LOGIN_MAX_FAILURES, window: timedelta = LOGIN_WINDOW) -> None:
+    def __init__(self, store: AccountStore, attempts: AttemptStore | None,
+                 now: Callable[[], datetime]) -> None:
         self.store = store
-        self.now = now
-        self.max_failures = max_failures
-        self.window = window
+        self.limiter = AttemptLimiter(attempts, now)
         # Verified against when the account does not exist, so a missing account costs the
         # same time as a wrong password and does not reveal which addresses are admins.
         self._decoy = HASHER.hash("decoy password, never valid")
 
-    @staticmethod
-    def limit_key(email: str, client_ip: str | None) -> str:
-        return f"{email.strip().lower()}|{client_ip or '-'}"
-
     def sign_in(self, email: str, password: str, client_ip: str | None) -> SignIn:
-        key = self.limit_key(email, client_ip)
-        now = self.now()
-        if self.store.login_failures_since(key, now - self.window) >= self.max_failures:
+        address = email.strip().lower()[:320]
+        reservation = self.limiter.reserve([(ADMIN_ACCOUNT, address),
+                                            (ADMIN_NETWORK, source_network(client_ip))])
+        if reservation is None:
             return SignIn("limited")
-        account = self.store.account(email.strip().lower()) if len(email) <= 320 else None
+        account = self.store.account(address) if len(email) <= 320 else None
         if not self._verify(account.password_hash if account else self._decoy, password) \
                 or account is None or account.disabled:
-            self.store.add_login_failure(key, now)
-            return SignIn("invalid")
-        self.store.clear_login_failures(key)
+            return SignIn("invalid")  # the reservation stays counted as the failure
+        reservation.succeeded()
         if HASHER.check_needs_rehash(account.password_hash):
             self.store.set_password_hash(account.email, HASHER.hash(password))
         return SignIn("ok", account)

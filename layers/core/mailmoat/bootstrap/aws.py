@@ -23,7 +23,15 @@ if TYPE_CHECKING:  # the runtime's modules load when it is built (first invocati
     from mailmoat.aws.signatures import UpdateResult
     from mailmoat.config import GatewayConfig, TenantConfig
     from mailmoat.pipeline import AdminStores
-    from mailmoat.ports import Antivirus, ArchiveStore, IsolationStore, KeepMailStore, Mailer, SpamStore
+    from mailmoat.ports import (
+        Antivirus,
+        ArchiveStore,
+        AttemptStore,
+        IsolationStore,
+        KeepMailStore,
+        Mailer,
+        SpamStore,
+    )
     from mailmoat.runtime import Runtime
     from mailmoat.services.rescan import AntivirusLater, RequestedScans
 
@@ -112,6 +120,7 @@ def build_aws(settings: Settings | None = None, *, config: GatewayConfig | None 
         outside_mail_for=(lambda t: notices) if notices is not None else own_mail,
         before_seal=partial(_before_seal, aws),
         admin=_admin_stores(aws, directory),
+        attempts=_attempts(aws),
     )
     production_check(aws, services, NEEDS.get(role or "", frozenset()) if role else None)
     urls = aws.queue_urls()
@@ -284,6 +293,15 @@ def _stores(settings: AwsSettings) -> tuple[IsolationStore | None, SpamStore | N
 
         archive = S3ArchiveStore(settings.archive_bucket)
     return isolation, spam, keepmail, archive
+
+
+def _attempts(settings: AwsSettings) -> AttemptStore | None:
+    """The portal's sign-in counters (MAILMOAT_ATTEMPTS_TABLE); the stage functions have none."""
+    if not settings.attempts_table:
+        return None
+    from mailmoat.adapters.aws_dynamodb_attempts import DynamoAttemptStore
+
+    return DynamoAttemptStore(settings.attempts_table)
 
 
 def _admin_stores(settings: AwsSettings, directory: DynamoDirectory) -> AdminStores:

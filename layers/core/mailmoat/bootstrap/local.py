@@ -28,6 +28,7 @@ def build_local(settings: Settings, *, config: GatewayConfig | None = None,
     from mailmoat.adapters.outbound_smtp import OutboundSmtp
     from mailmoat.adapters.sqlite import SqliteDatabase, SqliteDirectory, SqliteMessageLog
     from mailmoat.adapters.sqlite_admin import stored_policy
+    from mailmoat.adapters.sqlite_attempts import SqliteAttemptStore
     from mailmoat.adapters.sqlite_isolation import SqliteIsolationStore
     from mailmoat.adapters.sqlite_keepmail import SqliteKeepMailStore
     from mailmoat.adapters.sqlite_spam import SqliteSpamStore
@@ -68,6 +69,7 @@ def build_local(settings: Settings, *, config: GatewayConfig | None = None,
         # own path too, so the demo's codes land in its Maildirs.
         outside_mail_for=mailer_for,
         before_seal=lambda _tenant: None,
+        attempts=SqliteAttemptStore(db),
         admin=_admin_stores(db, data),
     )
     production_check(settings, services)

@@ -10,9 +10,9 @@ import logging
 import zipfile
 import zlib
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import TYPE_CHECKING, Literal
 
+from mailmoat.attempts import UNLOCK_FILE, UNLOCK_NETWORK, attempt_limiter, source_network
 from mailmoat.context import Verdict
 from mailmoat.isolation import IsolatedFile
 from mailmoat.scan.macros import Budget, read_bounded
@@ -28,9 +28,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mailmoat.portal")
 
-# Password attempts per file: at most this many failures in the window (DESIGN §7).
-ATTEMPTS_MAX = 5
-ATTEMPTS_WINDOW = timedelta(minutes=15)
 
 ZIP = "application/zip"
 SEVEN_ZIP = "application/x-7z-compressed"
@@ -61,24 +58,28 @@ class Unlocked:
 
 
 def unlock(services: Services, store: IsolationStore, tenant: TenantConfig, record: IsolatedFile,
-           password: str, later: AntivirusLater | None = None) -> Unlocked:
+           password: str, later: AntivirusLater | None = None, client_ip: str | None = None) -> Unlocked:
     """Decrypt in memory and analyse the plain content again. The password is neither stored
-    nor logged; failed attempts are counted per file. `later`: verdicts and scan requests of
-    an antivirus elsewhere, for a runtime without one (services/rescan.py)."""
-    now = services.clock.now()
-    if store.attempts_since(record.message_id, record.path, now - ATTEMPTS_WINDOW) >= ATTEMPTS_MAX:
-        return Unlocked("limited")
+    nor logged; attempts are limited per file and per source network (mailmoat.attempts).
+    `later`: verdicts and scan requests of an antivirus elsewhere, for a runtime without one
+    (services/rescan.py)."""
     if record.blob_key is None or not offer_for(record).allows("unlock"):
         return Unlocked("unsupported")
+    # Reserved before the (deliberately slow) decryption: per file whoever asks, per network.
+    reservation = attempt_limiter(services).reserve([
+        (UNLOCK_FILE, f"{record.message_id}|{record.path}"), (UNLOCK_NETWORK, source_network(client_ip))])
+    if reservation is None:
+        return Unlocked("limited")
     try:
         decrypted = decrypt(services.blobs.get(record.blob_key), record.detected_type, password,
                             services.settings.limits)
     except WrongPassword:
-        store.add_attempt(record.message_id, record.path, now)
         log.info("portal wrong password", extra={"message_id": record.message_id, "path": record.path})
         return Unlocked("wrong")
     except Unsupported:
+        reservation.refund()  # not a guess: the file cannot be opened here at all
         return Unlocked("unsupported")
+    reservation.succeeded()
     from mailmoat.services.rescan import AV_PENDING, AV_UNCHECKED, rescanner
 
     # No antivirus has seen what the password opened (clamd cannot decrypt): it must pass one here.
