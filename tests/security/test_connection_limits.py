@@ -70,3 +70,36 @@ def test_an_idle_session_is_closed_after_the_command_timeout(gateway: Gateway) -
     assert time.monotonic() - started < 8
     assert rest in (b"",) or rest.startswith(b"421"), rest  # aiosmtpd hangs up without a word
     sock.close()
+
+
+@pytest.fixture
+def slow_data_gateway(tmp_path: Path) -> Iterator[Gateway]:
+    """A long command timeout and a short DATA deadline: only the DATA deadline can end it."""
+    gw = Gateway(bootstrap(make_settings(tmp_path, smtp_port=free_port(), smtp_command_timeout_seconds=60,
+                                         smtp_data_timeout_seconds=1.5)))
+    gw.start()
+    yield gw
+    gw.stop()
+
+
+@pytest.mark.timeout(60)
+def test_data_that_trickles_in_is_cut_off_at_the_data_deadline(slow_data_gateway: Gateway) -> None:
+    sock, greeting = _greeting(slow_data_gateway.runtime.settings.smtp_port)
+    assert greeting.startswith(b"220")
+    reader = sock.makefile("rb")
+    for command in (b"EHLO slow.example", b"MAIL FROM:<s@sender.example>", b"RCPT TO:<alice@example.test>",
+                    b"DATA"):
+        sock.sendall(command + b"\r\n")
+        while (line := reader.readline())[3:4] == b"-":
+            pass
+        assert line[:1] in (b"2", b"3"), (command, line)
+    started = time.monotonic()
+    closed = False
+    try:
+        while time.monotonic() - started < 15:  # a byte every 0.2 s: each read is quick, the whole is not
+            sock.sendall(b"x")
+            time.sleep(0.2)
+    except OSError:  # the server hung up: the write fails
+        closed = True
+    assert closed and time.monotonic() - started < 8
+    sock.close()

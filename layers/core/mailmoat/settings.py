@@ -94,10 +94,26 @@ class Settings(EnvSettings):
     smtp_max_connections: int = Field(default=200, ge=1)
     smtp_max_connections_per_ip: int = Field(default=20, ge=1)
     smtp_command_timeout_seconds: float = Field(default=300.0, gt=0)
+    # From DATA to its final dot, however the bytes trickle in (RFC 5321 §4.5.3.2 gives a client
+    # 10 minutes for the termination): a slow sender cannot hold a session for longer.
+    smtp_data_timeout_seconds: float = Field(default=600.0, gt=0)
     smtp_hostname: str = "mailmoat.localhost"
     max_message_bytes: int = 40 * 1024 * 1024  # SES inbound accepts up to 40 MB
     portal_host: str = "127.0.0.1"
     portal_port: int = 8080
+    # The portal's own limits (mailmoat.local.portal_server): 2,000 connections holding partial
+    # headers stayed open for minutes before. A request's headers must arrive within the header
+    # timeout and its body within the body timeout; an idle keep-alive connection closes after
+    # the keep-alive timeout or after keepalive_requests requests. Connections beyond the caps
+    # (per client address, in total) are closed at once; past the concurrency (uvicorn's
+    # limit_concurrency: connections or requests in flight) a request gets 503.
+    portal_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    portal_body_timeout_seconds: float = Field(default=60.0, gt=0)
+    portal_keepalive_seconds: int = Field(default=5, ge=1)
+    portal_keepalive_requests: int = Field(default=100, ge=1)
+    portal_max_connections: int = Field(default=256, ge=1)
+    portal_max_connections_per_ip: int = Field(default=32, ge=1)
+    portal_max_concurrency: int = Field(default=128, ge=1)
     portal_base_url: str | None = None
 
     dns_zone: Path | None = None  # offline zone file (DESIGN §9); otherwise live DNS

@@ -101,9 +101,8 @@ def _print_summary(report: dict[str, Any], out: TextIO) -> None:
 # --- serve --------------------------------------------------------------------------------
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from mailmoat.bootstrap import bootstrap
+    from mailmoat.local.portal_server import portal_server
     from mailmoat.local.server import Gateway, port_is_free
     from mailmoat.local.workers import configured_workers
 
@@ -148,8 +147,7 @@ Check the gateway (in another terminal; sends the test battery and reports):
   .venv/bin/mailmoat send-test --to {users[0] if users else 'alice@example.test'}
 Then see it:  .venv/bin/mailmoat log        Stop: Ctrl-C""", flush=True)
     try:
-        uvicorn.run(create_app(runtime), host=settings.portal_host, port=settings.portal_port,
-                    log_level="warning", server_header=False)
+        portal_server(create_app(runtime), settings).run()
     finally:
         scheduler.stop()
         gateway.stop()

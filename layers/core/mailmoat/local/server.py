@@ -224,6 +224,18 @@ class LimitedSMTP(SMTP):
             self._slot_ip = ip
         super().connection_made(transport)
 
+    data_timeout: float = 600.0
+
+    async def smtp_DATA(self, arg: str) -> None:
+        # aiosmtpd times a session out only between commands: DATA itself (its bytes, however
+        # slowly they come, and our answer) gets its own deadline, then the command timeout again.
+        self._reset_timeout(self.data_timeout)
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            if self.transport is not None:
+                self._reset_timeout()
+
     def connection_lost(self, error: Exception | None) -> None:
         ip = getattr(self, "_slot_ip", None)
         if self.session is None:  # refused before a session began
@@ -250,6 +262,7 @@ class IngressController(Controller):
                               decode_data=False, ident="mailmoat ESMTP",
                               timeout=settings.smtp_command_timeout_seconds)
         session.slots = self._slots
+        session.data_timeout = settings.smtp_data_timeout_seconds
         return session
 
 
