@@ -1,4 +1,5 @@
-"""SmtplibRcptProbe: an SMTP dialogue up to RCPT and never further (the bypass check's probe)."""
+"""SMTP probes that never send mail: SmtplibRcptProbe goes up to RCPT (the bypass check),
+SmtplibTlsProbe up to a verified STARTTLS (the doctor's delivery check)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import contextlib
 import smtplib
 import ssl
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from mailmoat.bypass import ProbeResult, ProbeStep
+from mailmoat.doctor import TlsReport
 
 
 class SmtplibRcptProbe:
@@ -61,3 +64,54 @@ class SmtplibRcptProbe:
 def _text(reply: bytes | str) -> str:
     text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
     return " ".join(text.split())[:300]
+
+
+class SmtplibTlsProbe:
+    """The doctor's delivery check: connect, EHLO, STARTTLS with the chain and the host name
+    verified against `context` (the system's trust store by default), then QUIT. Nothing is
+    sent beyond EHLO; every socket operation is bounded by `timeout`."""
+
+    def __init__(self, *, helo: str, timeout: float = 10.0,
+                 context: ssl.SSLContext | None = None) -> None:
+        self.helo = helo
+        self.timeout = timeout
+        self.context = context or ssl.create_default_context()
+
+    def probe(self, host: str, port: int) -> TlsReport:
+        try:
+            # The host given here is the name STARTTLS verifies the certificate against.
+            smtp = smtplib.SMTP(host, port, local_hostname=self.helo, timeout=self.timeout)
+        except smtplib.SMTPConnectError as exc:
+            return TlsReport(connected=True, error=f"banner {exc.smtp_code} {_text(exc.smtp_error)}")
+        except (smtplib.SMTPException, OSError) as exc:
+            return TlsReport(connected=False, error=f"{type(exc).__name__}: {_text(str(exc))}")
+        try:
+            smtp.ehlo()
+            if not smtp.has_extn("starttls"):
+                return TlsReport(connected=True)
+            try:
+                smtp.starttls(context=self.context)
+            except ssl.SSLCertVerificationError as exc:
+                return TlsReport(connected=True, starttls=True,
+                                 verify_error=_text(exc.verify_message or str(exc)))
+            sock = smtp.sock
+            version = (sock.version() or "") if isinstance(sock, ssl.SSLSocket) else ""
+            cert = sock.getpeercert() if isinstance(sock, ssl.SSLSocket) else None
+            smtp.ehlo()
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                smtp.quit()
+            return TlsReport(connected=True, starttls=True, verified=True, tls_version=version,
+                             not_after=_not_after(cert))
+        except (smtplib.SMTPException, OSError, ValueError) as exc:
+            return TlsReport(connected=True, starttls=smtp.has_extn("starttls"),
+                             error=f"{type(exc).__name__}: {_text(str(exc))}")
+        finally:
+            smtp.close()
+
+
+def _not_after(cert: object) -> datetime | None:
+    """notAfter of a verified peer certificate (ssl's dict form), as UTC."""
+    text = cert.get("notAfter") if isinstance(cert, dict) else None
+    if not isinstance(text, str):
+        return None
+    return datetime.fromtimestamp(ssl.cert_time_to_seconds(text), tz=UTC)

@@ -324,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_keepmail_commands(sub)
     from mailmoat.bypass import add_bypass_commands
     add_bypass_commands(sub)
+    from mailmoat.doctor.cli import add_doctor_commands
+    add_doctor_commands(sub)
     return parser
 
 
