@@ -31,7 +31,7 @@ class Result:
     fix: str = ""
 
     def line(self) -> str:
-        text = f"{self.status:<4}  {self.name:<11} {self.target}: {self.detail}"
+        text = f"{self.status:<4}  {self.name:<12} {self.target}: {self.detail}"
         return f"{text}\n      fix: {self.fix}" if self.fix and self.status is not Status.OK else text
 
     def to_dict(self) -> dict[str, str]:

@@ -128,7 +128,7 @@ def judge_expiry(name: str, target: str, not_after: datetime, now: datetime,
                       "renew the certificate now")
     if left < timedelta(days=warn_days):
         return Result(name, target, Status.WARN,
-                      f"the certificate expires {when}, in {left.days} days",
+                      f"the certificate expires {when}, in {left.total_seconds() / 86400:.0f} days",
                       "renew it (certbot renew, or the issuer's renewal) before it expires")
     return Result(name, target, Status.OK, f"the certificate is valid until {when}")
 
