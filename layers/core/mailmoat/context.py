@@ -67,6 +67,8 @@ class Envelope:
     helo: str | None = None
     mail_from: str | None = None
     rcpt_to: list[str] = field(default_factory=list)
+    # The session's TLS after STARTTLS ("TLSv1.3 with cipher TLS_AES_256_GCM_SHA384"); None: clear.
+    tls: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -74,6 +76,7 @@ class Envelope:
             "helo": self.helo,
             "mail_from": self.mail_from,
             "rcpt_to": list(self.rcpt_to),
+            "tls": self.tls,
         }
 
     @classmethod
@@ -83,6 +86,7 @@ class Envelope:
             helo=data.get("helo"),
             mail_from=data.get("mail_from"),
             rcpt_to=list(data.get("rcpt_to") or []),
+            tls=data.get("tls"),
         )
 
 

@@ -105,6 +105,7 @@ class MessageRecord:
     raw_key: str | None = None
     stage: str | None = None  # the stage last begun (its attempts are `attempts`)
     next_attempt_at: str | None = None  # a deferred message's next try (ISO, UTC, microseconds)
+    tls: str | None = None  # the SMTP session's TLS version and cipher (Envelope.tls); None: clear
 
 
 @dataclass(frozen=True, slots=True)

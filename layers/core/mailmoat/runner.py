@@ -124,7 +124,7 @@ class Runner:
         self.services.log.accept(MessageRecord(
             id=message_id, received_at=self.services.clock.now(), state=MessageState.ACCEPTED,
             mail_from=envelope.mail_from, rcpt_to=list(envelope.rcpt_to),
-            client_ip=envelope.client_ip, helo=envelope.helo,
+            client_ip=envelope.client_ip, helo=envelope.helo, tls=envelope.tls,
             tenant=shares[0].tenant if len(shares) == 1 else None, size=size, raw_key=raw_at))
 
     def _accept_stored(self, ref: StageRef, raw: bytes) -> MessageRecord | None:
@@ -157,7 +157,7 @@ class Runner:
                 logbook.accept(MessageRecord(
                     id=child, received_at=record.received_at, state=MessageState.ACCEPTED,
                     mail_from=record.mail_from, rcpt_to=list(share.recipients),
-                    client_ip=record.client_ip, helo=record.helo, tenant=share.tenant,
+                    client_ip=record.client_ip, helo=record.helo, tls=record.tls, tenant=share.tenant,
                     size=record.size, raw_key=record.raw_key or raw_key(record.id)))
             self.queue.send(StageRef(child, self.stages[0]))
         logbook.update(record.id, state=MessageState.SPLIT,
@@ -249,7 +249,7 @@ class Runner:
             if ctx is not None:
                 return ctx
         envelope = Envelope(client_ip=record.client_ip, helo=record.helo,
-                            mail_from=record.mail_from, rcpt_to=list(record.rcpt_to))
+                            mail_from=record.mail_from, rcpt_to=list(record.rcpt_to), tls=record.tls)
         ctx = MessageContext(id=record.id, raw=raw, envelope=envelope, tenant=record.tenant)
         if index > 0:
             log.info("stage state missing; earlier stages run again",

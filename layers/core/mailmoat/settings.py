@@ -98,6 +98,16 @@ class Settings(EnvSettings):
     # 10 minutes for the termination): a slow sender cannot hold a session for longer.
     smtp_data_timeout_seconds: float = Field(default=600.0, gt=0)
     smtp_hostname: str = "mailmoat.localhost"
+    # STARTTLS on the listener (mailmoat.local.tls): the operator's PEM certificate chain and
+    # key, looked at again for changes at most every tls_reload_check_seconds. tls_self_signed
+    # (`make run`): without a configured pair, generate one once into <data_dir>/tls.
+    # tls_required: 530 to MAIL (to all but EHLO/NOOP/QUIT, RFC 3207 §4) before STARTTLS; for a
+    # listener that is not a public MX (RFC 3207 §4 forbids a publicly-referenced one to).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_self_signed: bool = False
+    tls_required: bool = False
+    tls_reload_check_seconds: float = Field(default=5.0, ge=0)
     max_message_bytes: int = 40 * 1024 * 1024  # SES inbound accepts up to 40 MB
     portal_host: str = "127.0.0.1"
     portal_port: int = 8080

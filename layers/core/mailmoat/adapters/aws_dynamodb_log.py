@@ -20,7 +20,7 @@ from mailmoat.states import FINAL_STATES, MessageState
 _RECORD_FIELDS = frozenset({"received_at", "updated_at", "state", "mail_from", "rcpt_to", "client_ip",
                             "helo", "message_id", "subject", "tenant", "disposition", "size",
                             "attempts", "next_attempt_at", "timings", "report", "error",
-                            "stage", "raw_key"})  # stage: the stage last begun (the reconciler's cue)
+                            "stage", "raw_key", "tls"})  # stage: the stage last begun (the reconciler's cue)
 _JSON_FIELDS = frozenset({"rcpt_to", "timings", "report"})
 _STALE_CLAIM_SECONDS = 900  # longer than any function timeout: the claimant is gone
 
@@ -43,7 +43,7 @@ class DynamoMessageLog:
             "status": str(record.state), "mail_from": record.mail_from, "rcpt_to": json.dumps(record.rcpt_to),
             "client_ip": record.client_ip, "helo": record.helo, "message_id": record.message_id,
             "subject": record.subject, "tenant": record.tenant, "size": record.size, "attempts": 0,
-            "raw_key": record.raw_key, "expires_at": self._expires()}
+            "raw_key": record.raw_key, "tls": record.tls, "expires_at": self._expires()}
         if record.state not in FINAL_STATES:
             item["state"] = str(record.state)
         try:
@@ -315,4 +315,5 @@ def _record(item: dict[str, Any]) -> MessageRecord:
         size=int(_plain(item.get("size", 0))), attempts=int(_plain(item.get("attempts", 0))),
         timings=json.loads(item.get("timings") or "{}"),
         report=json.loads(item["report"]) if item.get("report") else None, error=text("error"),
-        raw_key=text("raw_key"), stage=text("stage"), next_attempt_at=text("next_attempt_at"))
+        raw_key=text("raw_key"), stage=text("stage"), next_attempt_at=text("next_attempt_at"),
+        tls=text("tls"))

@@ -83,7 +83,8 @@ CREATE TABLE IF NOT EXISTS messages (
   report TEXT,
   error TEXT,
   raw_key TEXT,
-  stage TEXT
+  stage TEXT,
+  tls TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_state ON messages(state);
 CREATE INDEX IF NOT EXISTS messages_received ON messages(received_at);
@@ -287,9 +288,9 @@ def _recipient(row: sqlite3.Row, aliases: list[str]) -> Recipient:
 
 _RECORD_COLUMNS = ("received_at", "updated_at", "state", "mail_from", "rcpt_to", "client_ip",
                    "helo", "message_id", "subject", "tenant", "disposition", "size", "attempts",
-                   "next_attempt_at", "timings", "report", "error", "raw_key", "stage")
+                   "next_attempt_at", "timings", "report", "error", "raw_key", "stage", "tls")
 # Columns later versions added to the messages table: added to an older database on open.
-_ADDED_COLUMNS = (("raw_key", "TEXT"), ("stage", "TEXT"))
+_ADDED_COLUMNS = (("raw_key", "TEXT"), ("stage", "TEXT"), ("tls", "TEXT"))
 _JSON_COLUMNS = frozenset({"rcpt_to", "timings", "report"})
 # States a stage writes on its way (the next durable commit puts them on disk).
 _PROGRESS = frozenset({str(MessageState.PROCESSING)})
@@ -311,12 +312,12 @@ class SqliteMessageLog:
         with self.db.transaction() as c:
             c.execute(
                 "INSERT INTO messages(id, received_at, updated_at, state, mail_from, rcpt_to,"
-                " client_ip, helo, message_id, subject, tenant, size, raw_key)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " client_ip, helo, message_id, subject, tenant, size, raw_key, tls)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (record.id, record.received_at.isoformat(timespec="milliseconds"), _now(),
                  str(record.state), record.mail_from, json.dumps(record.rcpt_to), record.client_ip,
                  record.helo, record.message_id, record.subject, record.tenant, record.size,
-                 record.raw_key),
+                 record.raw_key, record.tls),
             )
 
     def update(self, record_id: str, /, **fields: Any) -> None:
@@ -493,4 +494,5 @@ def _record(row: sqlite3.Row) -> MessageRecord:
         raw_key=row["raw_key"],
         stage=row["stage"],
         next_attempt_at=row["next_attempt_at"],
+        tls=row["tls"],
     )

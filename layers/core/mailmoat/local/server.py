@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
 from mailmoat.context import Envelope
+from mailmoat.local.tls import TlsContextProvider, listener_tls
 from mailmoat.ports import StageInbox
 from mailmoat.runner import new_message_id
 from mailmoat.runtime import Runtime
@@ -44,12 +46,24 @@ def received_header(message_id: str, envelope: Envelope, hostname: str, peer_nam
     ip = envelope.client_ip or "unknown"
     addr = f"IPv6:{ip}" if ":" in ip else ip
     rdns = _clean(peer_name) if peer_name else "unknown"
-    line = (f"Received: from {helo} ({rdns} [{addr}])\r\n"
-            f"\tby {_clean(hostname)} (mailmoat) with ESMTP id {message_id}")
+    line = f"Received: from {helo} ({rdns} [{addr}])\r\n"
+    if envelope.tls:  # Postfix's wording; "ESMTPS" is RFC 3848's protocol name for it
+        line += f"\t(using {_clean(envelope.tls)})\r\n"
+    line += (f"\tby {_clean(hostname)} (mailmoat) with ESMTP{'S' if envelope.tls else ''}"
+             f" id {message_id}")
     if len(envelope.rcpt_to) == 1:  # naming every recipient would leak a Bcc list
         line += f"\r\n\tfor <{_clean(envelope.rcpt_to[0])}>"
     line += f"; {format_datetime(now)}\r\n"
     return line.encode("utf-8", "replace")
+
+
+def tls_description(ssl_object: ssl.SSLObject | None) -> str | None:
+    """'TLSv1.3 with cipher TLS_AES_256_GCM_SHA384' (Postfix's wording in its Received header)
+    for a session that said STARTTLS; None for one in clear."""
+    cipher = ssl_object.cipher() if ssl_object is not None else None
+    if ssl_object is None or cipher is None:
+        return None
+    return f"{ssl_object.version() or cipher[1]} with cipher {cipher[0]}"
 
 
 def _clean(value: str) -> str:
@@ -91,8 +105,10 @@ class IngressHandler:
         content = envelope.original_content or envelope.content or b""
         raw = content if isinstance(content, bytes) else content.encode("utf-8", "surrogateescape")
         peer = session.peer[0] if isinstance(session.peer, tuple) else None
+        tls = tls_description(session.ssl.get("ssl_object")) if session.ssl else None
         env = Envelope(client_ip=peer, helo=session.host_name or None,
-                       mail_from=envelope.mail_from or "", rcpt_to=list(envelope.rcpt_tos))
+                       mail_from=envelope.mail_from or "", rcpt_to=list(envelope.rcpt_tos),
+                       tls=tls)
         message_id = new_message_id()
         hostname = self.runtime.settings.smtp_hostname
         raw = received_header(message_id, env, hostname, None) + raw
@@ -249,6 +265,7 @@ class LimitedSMTP(SMTP):
 class IngressController(Controller):
     def __init__(self, runtime: Runtime, accept: Accept | None = None, **kwargs: Any) -> None:
         self.runtime = runtime
+        self.tls: TlsContextProvider | None = listener_tls(runtime.settings)
         super().__init__(IngressHandler(runtime, accept), hostname=runtime.settings.smtp_host,
                          port=runtime.settings.smtp_port, **kwargs)
 
@@ -260,7 +277,10 @@ class IngressController(Controller):
         session = LimitedSMTP(self.handler, hostname=settings.smtp_hostname,
                               data_size_limit=settings.max_message_bytes, enable_SMTPUTF8=True,
                               decode_data=False, ident="mailmoat ESMTP",
-                              timeout=settings.smtp_command_timeout_seconds)
+                              timeout=settings.smtp_command_timeout_seconds,
+                              # Per connection: a renewed certificate serves the next session.
+                              tls_context=self.tls.current() if self.tls else None,
+                              require_starttls=settings.tls_required)
         session.slots = self._slots
         session.data_timeout = settings.smtp_data_timeout_seconds
         return session
