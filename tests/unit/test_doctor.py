@@ -255,3 +255,15 @@ def test_disk_space(tmp_path: Path) -> None:
     result = checks.check_disk(tmp_path, warn_free_percent=101.0, fail_free_percent=101.0)
     assert result.status is Status.FAIL
     assert "GiB free" in result.detail
+
+
+def test_local_doctor_finds_the_clamd_that_serve_started(tmp_path: Path) -> None:
+    from mailmoat.doctor.cli import local_deployment
+    from mailmoat.settings import Settings
+
+    settings = Settings(data_dir=tmp_path, dns_zone=None)
+    assert local_deployment(settings, None, ZoneFileResolver({})).clamd_address is None
+    (tmp_path / "clamd").mkdir()
+    (tmp_path / "clamd" / "clamd.sock").touch()
+    found = local_deployment(settings, None, ZoneFileResolver({})).clamd_address
+    assert found == str(tmp_path / "clamd" / "clamd.sock")

@@ -123,8 +123,16 @@ def local_deployment(settings: Settings, gateway_hosts: list[str] | None, dns: R
         arc_public_b64=public, arc_problem=problem, portal_url=settings.portal_url,
         delivery_mode=lambda tenant: tenant.delivery.mode,
         delivery_hosts=_delivery_hosts(dns),
-        clamd_address=settings.clamd_socket, clamd_required=settings.mode == "production",
+        clamd_address=settings.clamd_socket or _private_clamd(settings.data_dir),
+        clamd_required=settings.mode == "production",
         tls_cert=_listener_cert(settings), data_dir=settings.data_dir, problems=problems)
+
+
+def _private_clamd(data_dir: Path) -> str | None:
+    """The socket of the clamd `mailmoat serve` starts itself when MAILMOAT_CLAMD_SOCKET is not
+    set (mailmoat.adapters.private_clamd), while it runs."""
+    socket = data_dir / "clamd" / "clamd.sock"
+    return str(socket) if socket.exists() else None
 
 
 def _region() -> str:
