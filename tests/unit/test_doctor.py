@@ -267,3 +267,19 @@ def test_local_doctor_finds_the_clamd_that_serve_started(tmp_path: Path) -> None
     (tmp_path / "clamd" / "clamd.sock").touch()
     found = local_deployment(settings, None, ZoneFileResolver({})).clamd_address
     assert found == str(tmp_path / "clamd" / "clamd.sock")
+
+
+def test_local_doctor_checks_the_listener_certificate_in_use(tmp_path: Path) -> None:
+    from mailmoat.doctor.cli import local_deployment
+    from mailmoat.settings import Settings
+
+    def cert(**values: object) -> Path | None:
+        return local_deployment(Settings(data_dir=tmp_path, **values), None,  # type: ignore[arg-type]
+                                ZoneFileResolver({})).tls_cert
+
+    assert cert() is None
+    assert cert(tls_cert=tmp_path / "mine.pem") == tmp_path / "mine.pem"
+    assert cert(tls_self_signed=True) is None  # not generated yet: nothing to look at
+    (tmp_path / "tls").mkdir()
+    (tmp_path / "tls" / "cert.pem").write_text("-")
+    assert cert(tls_self_signed=True) == tmp_path / "tls" / "cert.pem"

@@ -75,9 +75,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _listener_cert(settings: Settings) -> Path | None:
-    # The STARTTLS listener's settings (issue 18 item 1) may not exist in every version.
-    value = getattr(settings, "tls_cert", None) or os.environ.get("MAILMOAT_TLS_CERT")
-    return Path(value) if value else None
+    """The certificate the listener offers on STARTTLS (mailmoat.local.tls): the operator's, or
+    the self-signed one `make run` generated under the data directory."""
+    if settings.tls_cert is not None:
+        return settings.tls_cert
+    generated = settings.data_dir / "tls" / "cert.pem"
+    return generated if settings.tls_self_signed and generated.exists() else None
 
 
 def _arc_public(settings: Settings) -> tuple[str | None, str]:
