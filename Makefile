@@ -20,6 +20,8 @@ setup: ## create .venv and install the project (+ system packages when root)
 # may send from loopback, example.com from nowhere, as in real DNS); every other name is live DNS.
 run: export MAILMOAT_DNS_ZONE ?= config/demo-zone.json
 run: export MAILMOAT_DNS_ZONE_OVERLAY ?= true
+# STARTTLS with a self-signed pair made once into var/tls (an operator sets MAILMOAT_TLS_CERT/_KEY).
+run: export MAILMOAT_TLS_SELF_SIGNED ?= true
 run: setup ## start the gateway: SMTP 127.0.0.1:2525, portal http://127.0.0.1:8080, data in ./var
 	@$(VENV)/bin/mailmoat serve
 

@@ -5,10 +5,13 @@ self-signed pair is made once."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import smtplib
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +23,7 @@ from cryptography import x509
 from mailmoat.bootstrap import bootstrap
 from mailmoat.local.server import Gateway
 from mailmoat.local.tls import TlsContextProvider, ensure_self_signed, listener_tls
-from tests.conftest import free_port, make_settings
+from tests.conftest import DEMO_CONFIG, FIXTURES, ROOT, free_port, make_settings, wait_for_smtp
 
 MESSAGE = b"From: s@sender.example\r\nTo: alice@example.test\r\nSubject: tls\r\n\r\nhello\r\n"
 
@@ -178,3 +181,61 @@ def test_self_signed_pair_is_made_once_and_reused(tmp_path: Path) -> None:
     chosen = listener_tls(make_settings(tmp_path, tls_self_signed=True, tls_cert=operator[0],
                                         tls_key=operator[1]))
     assert chosen is not None and chosen.cert == operator[0]
+
+
+def _serve(data_dir: Path, smtp_port: int, **env: str) -> subprocess.Popen[bytes]:
+    environment = {**os.environ, "MAILMOAT_DATA_DIR": str(data_dir), "MAILMOAT_CONFIG": str(DEMO_CONFIG),
+                   "MAILMOAT_MODE": "test", "MAILMOAT_SMTP_PORT": str(smtp_port),
+                   "MAILMOAT_PORTAL_PORT": str(free_port()), "MAILMOAT_METRICS_PORT": "0",
+                   "MAILMOAT_DNS_ZONE": str(FIXTURES / "empty-zone.json"), **env}
+    proc = subprocess.Popen([sys.executable, "-m", "mailmoat.local.cli", "serve"], cwd=ROOT,
+                            env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if wait_for_smtp(smtp_port, proc):
+        return proc
+    raise AssertionError(f"serve did not start: {proc.stdout.read().decode() if proc.stdout else ''}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.kill()
+    proc.communicate(timeout=20)
+
+
+@pytest.mark.timeout(120)
+def test_serve_with_self_signed_offers_starttls_and_reuses_its_pair(tmp_path: Path) -> None:
+    """What `make run` does (MAILMOAT_TLS_SELF_SIGNED=true): a pair made at the first start,
+    the same certificate offered after a restart; the message log's JSON names the TLS."""
+    data_dir, port = tmp_path / "var", free_port()
+    subjects: list[bytes] = []
+    for _ in range(2):
+        proc = _serve(data_dir, port, MAILMOAT_TLS_SELF_SIGNED="true")
+        try:
+            with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+                smtp.starttls(context=_client_context())
+                sock = smtp.sock
+                assert isinstance(sock, ssl.SSLSocket)
+                der = sock.getpeercert(binary_form=True)
+                assert der is not None
+                subjects.append(der)
+                smtp.sendmail("s@sender.example", ["alice@example.test"], MESSAGE)
+        finally:
+            _stop(proc)
+    assert subjects[0] == subjects[1]
+    assert (data_dir / "tls" / "key.pem").stat().st_mode & 0o777 == 0o600
+    log = subprocess.run([sys.executable, "-m", "mailmoat.local.cli", "--data-dir", str(data_dir),
+                          "log", "--json"], cwd=ROOT, capture_output=True, check=True, timeout=60,
+                         env={**os.environ, "MAILMOAT_CONFIG": str(DEMO_CONFIG)})
+    rows = json.loads(log.stdout)
+    assert len(rows) == 2 and all(row["tls"].startswith("TLSv1.") for row in rows), rows
+
+
+@pytest.mark.timeout(60)
+def test_serve_refuses_required_tls_without_a_certificate(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "mailmoat.local.cli", "serve"], cwd=ROOT,
+                          capture_output=True, timeout=50,
+                          env={**os.environ, "MAILMOAT_DATA_DIR": str(tmp_path / "var"),
+                               "MAILMOAT_CONFIG": str(DEMO_CONFIG), "MAILMOAT_MODE": "test",
+                               "MAILMOAT_SMTP_PORT": str(free_port()),
+                               "MAILMOAT_PORTAL_PORT": str(free_port()), "MAILMOAT_METRICS_PORT": "0",
+                               "MAILMOAT_TLS_REQUIRED": "true"})
+    assert proc.returncode == 1
+    assert b"MAILMOAT_TLS_REQUIRED needs a certificate" in proc.stderr

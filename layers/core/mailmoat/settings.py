@@ -156,6 +156,10 @@ class Settings(EnvSettings):
 
     # Maintenance switch: accept and store mail but do not process it until restarted without.
     hold_processing: bool = False
+    # SIGTERM to `mailmoat serve`: the listener closes at once, then each worker gets this long to
+    # finish the stage it is running (the rest stays queued in the message log for the restart).
+    # Below systemd's TimeoutStopSec (90 s), which would SIGKILL.
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0)
 
     # `mailmoat serve`'s clock (AWS: the scheduled functions). 0 / None turns a job off.
     schedule_directory_sync_minutes: int = 60  # tenants with a [tenant.directory] provider

@@ -124,7 +124,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = with_private_antivirus(settings)
     runtime = bootstrap(settings)
     gateway = Gateway(runtime, workers=workers)
-    gateway.start()
+    try:
+        gateway.start()
+    except ValueError as exc:  # the listener's settings (MAILMOAT_TLS_*) do not fit together
+        gateway.stop()
+        print(f"mailmoat: {exc}", file=sys.stderr)
+        return 1
     from mailmoat.local.schedule import Scheduler
 
     scheduler = Scheduler(runtime)  # directory sync hourly, spam digest daily (settings)
@@ -136,6 +141,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     max_mb = settings.max_message_bytes // (1024 * 1024)
     print(f"""mailmoat is running
   SMTP    {settings.smtp_host}:{settings.smtp_port}  (max {max_mb} MB; unknown recipients get 550 5.1.1)
+  tls     {_starttls_line(gateway)}
   portal  {settings.portal_url}
   data    {data_dir}  (Maildirs under {data_dir / 'maildir'})
   workers {workers}  (pipeline processes; MAILMOAT_WORKERS)
@@ -152,6 +158,14 @@ Then see it:  .venv/bin/mailmoat log        Stop: Ctrl-C""", flush=True)
         scheduler.stop()
         gateway.stop()
     return 0
+
+
+def _starttls_line(gateway: Any) -> str:
+    tls = gateway.smtp.tls if gateway.smtp is not None else None
+    if tls is None:
+        return "off (no STARTTLS: MAILMOAT_TLS_CERT, MAILMOAT_TLS_KEY)"
+    required = "required before MAIL FROM" if gateway.runtime.settings.tls_required else "offered"
+    return f"STARTTLS {required}, certificate {tls.cert}"
 
 
 # --- users --------------------------------------------------------------------------------
@@ -197,6 +211,7 @@ def _record_dict(record: Any) -> dict[str, Any]:
         "mail_from": record.mail_from,
         "rcpt_to": record.rcpt_to,
         "client_ip": record.client_ip,
+        "tls": record.tls,  # the SMTP session's TLS version and cipher; null: in clear
         "message_id": record.message_id,
         "subject": record.subject,
         "tenant": record.tenant,

@@ -179,10 +179,18 @@ class Worker:
             finally:
                 self._busy = False
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 10.0) -> bool:
+        """Take nothing more; let the stage in flight finish within `grace` seconds. What is
+        still queued stays unfinished in the message log, for `recover` at the next start.
+        False when the stage was still running (the process exits anyway: it is retried then)."""
         self._stop.set()
         if self._thread:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=grace)
+            if self._thread.is_alive():
+                log.warning("a stage was still running after %.0f s; it runs again at the next "
+                            "start", grace, extra={"action": "shutdown"})
+                return False
+        return True
 
     def drain(self, timeout: float = 30.0) -> bool:
         """Wait until nothing is due and nothing is in flight (tests, shutdown); retries that
@@ -318,12 +326,14 @@ class Gateway:
         self.smtp.start()
 
     def stop(self) -> None:
+        """The listener first (new connections are refused), then the workers, each finishing
+        the stage it is running (settings.shutdown_grace_seconds)."""
         if self.smtp:
             self.smtp.stop()
         if self.pool:
             self.pool.stop()
         if self.worker:
-            self.worker.stop()
+            self.worker.stop(grace=self.runtime.settings.shutdown_grace_seconds)
 
 
 def port_is_free(host: str, port: int) -> bool:

@@ -87,6 +87,9 @@ def worker_main(index: int, count: int, settings: Settings, inbox: Connection, p
     """One worker process: its own composition root, the stages of its partition."""
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the gateway, which stops us
+    # So does systemd's stop, which signals every process of the unit: a worker that died of it
+    # would drop the stage it is running instead of finishing it (mailmoat.local.shutdown).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING,
                         format=f"%(asctime)s %(levelname)s %(name)s[worker {index}] %(message)s")
     lock = open(settings.data_dir / LOCK_NAME, "a+b")  # noqa: SIM115  (held until we exit)
@@ -110,7 +113,7 @@ def worker_main(index: int, count: int, settings: Settings, inbox: Connection, p
             worker.inbox.send(StageRef(message_id, stage, tuple(recipients), raw_key),
                               delay_seconds=delay)
     finally:
-        worker.stop()
+        worker.stop(grace=settings.shutdown_grace_seconds)
         lock.close()
 
 
@@ -227,7 +230,7 @@ class WorkerPool:
             for slot in slots:
                 with contextlib.suppress(OSError, ValueError):
                     slot.conn.send(None)  # finish the stage at hand, then exit
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + self.settings.shutdown_grace_seconds + 5
         for slot in slots:
             slot.process.join(max(0.1, deadline - time.monotonic()))
             if slot.process.is_alive():
@@ -238,4 +241,4 @@ class WorkerPool:
     def stop(self) -> None:
         self._stop.set()
         if self._monitor is not None:
-            self._monitor.join(timeout=30)
+            self._monitor.join(timeout=self.settings.shutdown_grace_seconds + 30)
