@@ -152,8 +152,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 Check the gateway (in another terminal; sends the test battery and reports):
   .venv/bin/mailmoat send-test --to {users[0] if users else 'alice@example.test'}
 Then see it:  .venv/bin/mailmoat log        Stop: Ctrl-C""", flush=True)
+    from mailmoat.local.shutdown import stop_on_sigterm
+
+    portal = portal_server(create_app(runtime), settings)
+    stop_on_sigterm(portal)  # a SIGTERM ends run(); the finally stops the gateway gracefully
     try:
-        portal_server(create_app(runtime), settings).run()
+        portal.run()
     finally:
         scheduler.stop()
         gateway.stop()
