@@ -34,6 +34,9 @@ def pytest_configure(config: pytest.Config) -> None:
     for name in [n for n in os.environ if n.startswith("MAILMOAT_")]:
         if name not in TEST_RUN_SWITCHES:
             del os.environ[name]
+    # Every `mailmoat serve` a test starts would bind the one default metrics port (9465), and
+    # parallel test workers would collide there: none unless a test asks (tests/e2e/test_metrics.py).
+    os.environ["MAILMOAT_METRICS_PORT"] = "0"
 
 
 def free_port() -> int:

@@ -453,6 +453,10 @@ class StageLedger(Protocol):
 
 
 class Metrics(Protocol):
-    """Counters (CloudWatch embedded metrics on AWS; locally the log says it all)."""
+    """Counters and timings under one set of names (runner.STAGE_MESSAGES …): CloudWatch embedded
+    metrics on AWS, Prometheus on `mailmoat serve` (adapters/prometheus.py)."""
 
     def count(self, name: str, value: float = 1, **dimensions: str) -> None: ...
+    def observe(self, name: str, seconds: float, **dimensions: str) -> None:
+        """One duration (a histogram locally, a Seconds metric on AWS)."""
+        ...

@@ -31,6 +31,9 @@ STAGE_FAILURES = "StageFailures"  # stage: an attempt failed (it is retried, or 
 HELD_AFTER_RETRIES = "DeadLettered"  # stage: the last attempt failed, the message is held
 DISPOSITIONS = "Dispositions"  # disposition: deliver / quarantine / drop / held
 DELIVERIES = "Deliveries"  # outcome: delivered / deferred / failed, one per recipient
+STAGE_DURATION = "StageDuration"  # stage: seconds one attempt of the stage took
+VERDICTS = "Verdicts"  # verdict: one per attachment of a finished message
+SYMBOLS = "Symbols"  # symbol: one per finding of a finished message
 # A message held or dropped by a stage goes no further.
 _ENDS = frozenset({Disposition.HELD, Disposition.DROP})
 
@@ -207,6 +210,10 @@ class Runner:
         ctx = self._context(record, raw, stage)
         run_pipeline(ctx, self.services, [stage])
         ctx.findings = list(dict.fromkeys(ctx.findings))  # a re-parse re-adds parse findings
+        if self.metrics is not None:
+            for timing in ctx.trace:
+                if timing.stage == stage:
+                    self.metrics.observe(STAGE_DURATION, timing.duration_ms / 1000, stage=stage)
         failure = next((t.detail for t in ctx.trace if t.stage == stage and t.outcome == "error"), None)
         if failure is not None:
             self._count(STAGE_FAILURES, stage=stage)
@@ -298,6 +305,10 @@ class Runner:
         self._count(DISPOSITIONS, disposition="held" if state == MessageState.HELD else str(ctx.disposition))
         for outcome in ctx.deliveries.values():
             self._count(DELIVERIES, outcome=str(Outcome.of(outcome) or "unknown"))
+        for attachment in ctx.attachments:
+            self._count(VERDICTS, verdict=str(attachment.verdict))
+        for symbol in dict.fromkeys(f.symbol for f in ctx.findings):
+            self._count(SYMBOLS, symbol=symbol)
         log.info("message finished", extra={"message_id": ctx.id, "tenant": ctx.tenant,
                                             "stage": stage, "action": str(state)})
 

@@ -125,6 +125,11 @@ class Settings(EnvSettings):
     portal_max_connections_per_ip: int = Field(default=32, ge=1)
     portal_max_concurrency: int = Field(default=128, ge=1)
     portal_base_url: str | None = None
+    # Prometheus /metrics of `mailmoat serve` on its own port (0: none); loopback unless set.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9465, ge=0, le=65535)
+    # Set by `mailmoat serve` (its data dir's metrics/): the pipeline's processes count there.
+    metrics_dir: Path | None = None
 
     dns_zone: Path | None = None  # offline zone file (DESIGN §9); otherwise live DNS
     # With dns_zone: names the file lists come from it, every other name from live DNS (the

@@ -355,6 +355,11 @@ class SqliteMessageLog:
             sorted(FINAL_STATES))
         return [_record(r) for r in rows]
 
+    def state_counts(self) -> dict[str, int]:
+        """Messages per state (the metrics' queue depth and held gauges; the state index)."""
+        rows = self.db.query("SELECT state, COUNT(*) AS n FROM messages GROUP BY state")
+        return {str(r["state"]): int(r["n"]) for r in rows}
+
     def recent(self, limit: int = 50) -> list[MessageRecord]:
         rows = self.db.query("SELECT * FROM messages ORDER BY received_at DESC LIMIT ?", (limit,))
         return [_record(r) for r in rows]

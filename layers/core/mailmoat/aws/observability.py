@@ -80,3 +80,9 @@ class CloudWatchMetrics:
 
     def count(self, name: str, value: float = 1, **dimensions: str) -> None:
         count(name, value, **dimensions)
+
+    def observe(self, name: str, seconds: float, **dimensions: str) -> None:
+        with single_metric(name=name, unit=MetricUnit.Seconds, value=seconds,
+                           namespace=NAMESPACE) as metric:
+            for key, dimension in dimensions.items():
+                metric.add_dimension(name=key, value=dimension or "none")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from mailmoat.config import GatewayConfig, load_config
 from mailmoat.pipeline import AdminStores, Services
-from mailmoat.ports import ArchiveStore, Mailer
+from mailmoat.ports import ArchiveStore, Mailer, Metrics
 from mailmoat.runner import RetryPolicy, Runner
 from mailmoat.runtime import Runtime
 from mailmoat.settings import Settings
@@ -77,10 +77,21 @@ def build_local(settings: Settings, *, config: GatewayConfig | None = None,
     runner = Runner(services, queue=queue, states=InProcessStateStore(), ledger=InProcessLedger(),
                     policy=RetryPolicy(stage_max_attempts=settings.stage_max_attempts,
                                        delivery_max_attempts=settings.delivery_max_attempts,
-                                       base_seconds=settings.delivery_retry_base_seconds))
+                                       base_seconds=settings.delivery_retry_base_seconds),
+                    metrics=_metrics(settings))
     runtime = Runtime(settings=settings, services=services, runner=runner, inbox=queue)
     runtime.sync_config_to_directory()
     return runtime
+
+
+def _metrics(settings: Settings) -> Metrics | None:
+    """Prometheus counters when `mailmoat serve` collects them (it sets metrics_dir); none for
+    one-shot commands such as `mailmoat process`."""
+    if settings.metrics_dir is None:
+        return None
+    from mailmoat.adapters.prometheus import PrometheusMetrics
+
+    return PrometheusMetrics()
 
 
 def _archive(settings: Settings) -> ArchiveStore:

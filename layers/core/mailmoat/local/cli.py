@@ -113,15 +113,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"mailmoat: {exc}", file=sys.stderr)
         return 1
     for host, port, what in ((settings.smtp_host, settings.smtp_port, "SMTP"),
-                             (settings.portal_host, settings.portal_port, "portal")):
-        if not port_is_free(host, port):
-            print(f"mailmoat: {what} port {host}:{port} is in use (another `make run`?). "
-                  f"Stop it or set MAILMOAT_{'SMTP' if what == 'SMTP' else 'PORTAL'}_PORT.",
-                  file=sys.stderr)
+                             (settings.portal_host, settings.portal_port, "PORTAL"),
+                             (settings.metrics_host, settings.metrics_port, "METRICS")):
+        if port and not port_is_free(host, port):
+            print(f"mailmoat: {what.lower()} port {host}:{port} is in use (another `make run`?). "
+                  f"Stop it or set MAILMOAT_{what}_PORT.", file=sys.stderr)
             return 1
     from mailmoat.bootstrap.local import with_private_antivirus
 
     settings = with_private_antivirus(settings)
+    if settings.metrics_port:
+        from mailmoat.adapters.prometheus import prepare_multiprocess_dir
+
+        # Before anything imports prometheus_client, here or in a worker (multiprocess mode).
+        metrics_dir = prepare_multiprocess_dir(settings.data_dir)
+        settings = settings.model_copy(update={"metrics_dir": metrics_dir})
     runtime = bootstrap(settings)
     gateway = Gateway(runtime, workers=workers)
     try:
@@ -134,6 +140,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     scheduler = Scheduler(runtime)  # directory sync hourly, spam digest daily (settings)
     scheduler.start()
+    from mailmoat.adapters.prometheus import start_metrics_server
+
+    metrics = start_metrics_server(settings, runtime.services.log)
     from mailmoat_web.app import create_app
 
     users = [r.address for r in runtime.services.directory.recipients()]
@@ -149,6 +158,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
   users   {', '.join(users[:10]) or '(none)'}{' …' if len(users) > 10 else ''}
   admin   {settings.portal_url}/admin/  (an account: .venv/bin/mailmoat admin create --tenant T --email ADDR)
   keep    {settings.portal_url}/k  (recipients: .venv/bin/mailmoat keepmail set-password ADDR)
+  metrics {metrics.url if metrics else "off (MAILMOAT_METRICS_PORT=0)"}
 Check the gateway (in another terminal; sends the test battery and reports):
   .venv/bin/mailmoat send-test --to {users[0] if users else 'alice@example.test'}
 Then see it:  .venv/bin/mailmoat log        Stop: Ctrl-C""", flush=True)
@@ -161,6 +171,8 @@ Then see it:  .venv/bin/mailmoat log        Stop: Ctrl-C""", flush=True)
     finally:
         scheduler.stop()
         gateway.stop()
+        if metrics is not None:
+            metrics.stop()
     return 0
 
 
