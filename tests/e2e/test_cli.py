@@ -63,7 +63,7 @@ def test_process_envelope_flags_are_used(tmp_path) -> None:
                       "--client-ip", "198.51.100.7", "--helo", "h.example", "--mail-from",
                       "x@y.example", "--rcpt", "bob@example.test")
     envelope = json.loads(result.stdout)["envelope"]
-    assert envelope == {"client_ip": "198.51.100.7", "helo": "h.example",
+    assert envelope == {"client_ip": "198.51.100.7", "helo": "h.example", "tls": None,
                         "mail_from": "x@y.example", "rcpt_to": ["bob@example.test"]}
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -139,12 +138,9 @@ def _private_clamd(data_dir: Path) -> str | None:
 
 
 def _region() -> str:
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    if region:
-        return region
-    import boto3
+    from mailmoat.adapters.aws_region import current_region
 
-    return boto3.session.Session().region_name or "us-east-1"
+    return current_region()
 
 
 def _aws_tenants(aws: AwsSettings, problems: list[Result]) -> list[TenantConfig]:
