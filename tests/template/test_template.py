@@ -368,9 +368,10 @@ def test_layer_requirements_match_pyproject():
     requirements = (ROOT / "layers/core/requirements.txt").read_text()
     lines = [line.strip() for line in requirements.splitlines()]
     layer = {re.split(r"[=<>~!\[ ]", d)[0].lower(): d for d in lines if d and not d.startswith("#")}
-    local_only = {"aiosmtpd", "uvicorn"}
+    local_only = {"aiosmtpd", "uvicorn", "prometheus_client"}
     hint = ("layers/core/requirements.txt (the Lambda layer and the scan image) must list "
-            "pyproject's [project] dependencies, minus aiosmtpd and uvicorn, with the same pins")
+            "pyproject's [project] dependencies, minus aiosmtpd, uvicorn and prometheus_client, "
+            "with the same pins")
     assert set(layer) == set(declared) - local_only, hint
     assert {k: declared.get(k) for k in layer} == layer, hint
 
