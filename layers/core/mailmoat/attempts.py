@@ -133,7 +133,7 @@ class Reservation:
     held: tuple[tuple[str, AttemptRule], ...]
 
     def succeeded(self) -> None:
-        self.limiter._settle(self.held, success_step)
+        self.limiter.settle(self.held, success_step)
 
     def refund(self) -> None:
         """The check did not run (the file could not be read): the attempt is not counted."""
@@ -170,10 +170,11 @@ class AttemptLimiter:
         return Reservation(self, tuple(held))
 
     def give_back(self, held: Sequence[tuple[str, AttemptRule]]) -> None:
-        self._settle(held, refund_step)
+        self.settle(held, refund_step)
 
-    def _settle(self, held: Sequence[tuple[str, AttemptRule]], step: Callable[
+    def settle(self, held: Sequence[tuple[str, AttemptRule]], step: Callable[
             [AttemptState | None, AttemptRule, datetime], tuple[None, AttemptState | None]]) -> None:
+        """Apply a settling step (success, refund) to each held counter."""
         if self.store is None:
             return
         now = self.now()
