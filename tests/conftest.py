@@ -63,6 +63,18 @@ def wait_for_smtp(port: int, proc: Any, timeout: float = 30.0) -> bool:
     return False
 
 
+def stop_process(proc: Any, timeout: float = 20.0) -> None:
+    """SIGTERM a started `mailmoat serve` (its graceful stop), SIGKILL when it does not end in time."""
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)
+
+
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {"mode": "test", "data_dir": tmp_path / "var", "config": DEMO_CONFIG,
                               "dns_zone": FIXTURES / "empty-zone.json"}

@@ -28,7 +28,7 @@ from mailmoat.bypass import (
     host_kind,
     judge_probe,
 )
-from tests.conftest import ROOT, free_port, wait_for_smtp
+from tests.conftest import ROOT, free_port, stop_process, wait_for_smtp
 
 GATEWAY_HOST = "mx.gateway.test"
 GATEWAY_IP = "192.0.2.10"
@@ -341,11 +341,7 @@ def test_through_mailmoat_serve_the_gateway_delivers_and_the_bypass_is_refused(t
         from_gateway = bypass_check(tmp_path, config, zone)  # from 127.0.0.1, the gateway itself
         assert any(line.startswith("WARN source") for line in from_gateway.stdout.splitlines())
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, timeout=20)
         controller.stop()
     assert len(host.received) == 1  # the probes never sent DATA
     assert [c.split(" ", 1)[0] for c in host.commands].count("DATA") == 1  # the gateway's delivery

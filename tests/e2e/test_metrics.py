@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mailmoat.adapters.prometheus import MessageLogGauges, prometheus_name
 from mailmoat.adapters.sqlite import SqliteDatabase, SqliteMessageLog
 from mailmoat.ports import MessageRecord
-from tests.conftest import DEMO_CONFIG, FIXTURES, free_port, wait_for_smtp
+from tests.conftest import DEMO_CONFIG, FIXTURES, free_port, stop_process, wait_for_smtp
 from tests.unit.isolation.builders import aes_zip
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,11 +55,7 @@ def serve(tmp_path: Path) -> Iterator[tuple[int, int]]:
         assert wait_for_smtp(smtp_port, proc, timeout=90), f"serve did not start: {output.read_text()[-3000:]}"
         yield smtp_port, metrics_port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, timeout=30)
 
 
 def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -53,14 +53,19 @@ def tls_gateway(tmp_path: Path) -> Iterator[Gateway]:
     gw.stop()
 
 
+def _starttls_certificate(smtp: smtplib.SMTP) -> bytes:
+    """STARTTLS on an open session; the DER certificate the listener offered."""
+    smtp.starttls(context=_client_context())
+    sock = smtp.sock
+    assert isinstance(sock, ssl.SSLSocket)
+    der = sock.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
 def _peer_subject(port: int) -> str:
     with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
-        smtp.starttls(context=_client_context())
-        sock = smtp.sock
-        assert isinstance(sock, ssl.SSLSocket)
-        der = sock.getpeercert(binary_form=True)
-        assert der is not None
-        return x509.load_der_x509_certificate(der).subject.rfc4514_string()
+        return x509.load_der_x509_certificate(_starttls_certificate(smtp)).subject.rfc4514_string()
 
 
 @pytest.mark.timeout(60)
@@ -210,12 +215,7 @@ def test_serve_with_self_signed_offers_starttls_and_reuses_its_pair(tmp_path: Pa
         proc = _serve(data_dir, port, MAILMOAT_TLS_SELF_SIGNED="true")
         try:
             with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
-                smtp.starttls(context=_client_context())
-                sock = smtp.sock
-                assert isinstance(sock, ssl.SSLSocket)
-                der = sock.getpeercert(binary_form=True)
-                assert der is not None
-                subjects.append(der)
+                subjects.append(_starttls_certificate(smtp))
                 smtp.sendmail("s@sender.example", ["alice@example.test"], MESSAGE)
         finally:
             _stop(proc)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEMO_CONFIG, FIXTURES, free_port, wait_for_smtp
+from tests.conftest import DEMO_CONFIG, FIXTURES, free_port, stop_process, wait_for_smtp
 
 ROOT = Path(__file__).resolve().parents[2]
 PER_IP = 20
@@ -45,11 +45,7 @@ def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
             time.sleep(0.1)
         yield portal_port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, timeout=20)
 
 
 def _connect(port: int, source: str = "127.0.0.1") -> socket.socket:
