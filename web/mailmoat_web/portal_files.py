@@ -73,7 +73,7 @@ def _send(request: Request, target: Target, download: Download) -> Response:
 def _unlocked(request: Request, target: Target, password: str,
               lang: str) -> tuple[Unlocked, UnlockView, int]:
     o = target.opened
-    done = unlock(o.portal.services, o.portal.store, o.portal.tenant(o.message), target.record,
+    done = unlock(o.portal.services, o.portal.tenant(o.message), target.record,
                   password, o.portal.later, request.client.host if request.client else None)
     t, words = translator(lang), verdict_words(lang)
     view = UnlockView(done.outcome == "ok", t(f"unlock.{done.outcome}"),

@@ -98,7 +98,7 @@ def _unlock(tmp_path: Path, later: AntivirusLater | None, *, antivirus: object =
     store = services.isolation
     assert store is not None
     record = next(f for f in store.files(ctx.id) if f.filename == "請求書.zip")
-    return unlock(services, store, services.config.tenant(ctx.tenant), record, PASSWORD, later)
+    return unlock(services, services.config.tenant(ctx.tenant), record, PASSWORD, later)
 
 
 def _verdict(outcome: str, age: timedelta = timedelta(minutes=1), **kw: str) -> AntivirusVerdict:

@@ -23,7 +23,6 @@ from mailmoat.settings import Limits
 if TYPE_CHECKING:
     from mailmoat.config import TenantConfig
     from mailmoat.pipeline import Services
-    from mailmoat.ports import IsolationStore
     from mailmoat.services.rescan import AntivirusLater
 
 log = logging.getLogger("mailmoat.portal")
@@ -57,8 +56,8 @@ class Unlocked:
     files: list[UnlockedFile] = field(default_factory=list)
 
 
-def unlock(services: Services, store: IsolationStore, tenant: TenantConfig, record: IsolatedFile,
-           password: str, later: AntivirusLater | None = None, client_ip: str | None = None) -> Unlocked:
+def unlock(services: Services, tenant: TenantConfig, record: IsolatedFile, password: str,
+           later: AntivirusLater | None = None, client_ip: str | None = None) -> Unlocked:
     """Decrypt in memory and analyse the plain content again. The password is neither stored
     nor logged; attempts are limited per file and per source network (mailmoat.attempts).
     `later`: verdicts and scan requests of an antivirus elsewhere, for a runtime without one
