@@ -404,6 +404,13 @@ class Sandbox(Protocol):
     def poll(self, ticket: str) -> SandboxVerdict | None: ...
 
 
+class PdfConverter(Protocol):
+    """Makes an attachment into an inert PDF (convert-pdf); raises mailmoat.convert.ConversionError
+    when it cannot within its bounds. `filename`'s extension says what the bytes are."""
+
+    def convert(self, data: bytes, filename: str) -> bytes: ...
+
+
 # --- the runner's hand-off (runner.py): one stage at a time, locally in memory, on AWS via SQS ---
 
 @dataclass(frozen=True, slots=True)
