@@ -34,6 +34,9 @@ class RuleConfig(BaseModel):
     max_size: int | None = None
     countries: list[str] = Field(default_factory=list)  # any of these on the route
     action: Literal["isolate", "delete", "convert-pdf", "remove-macros", "html-to-text", "keep"]
+    # convert-pdf: the PDF replaces the file in the message ("message"), or the file is only
+    # isolated and the portal offers it as a PDF ("portal").
+    pdf_into: Literal["message", "portal"] = "message"
 
 
 class UserConfig(BaseModel):
@@ -116,6 +119,31 @@ class TenantConfig(BaseModel):
     rules: list[RuleConfig] = Field(default_factory=list)
     users: list[UserConfig] = Field(default_factory=list)
     directory: DirectoryConfig = Field(default_factory=DirectoryConfig)
+    # Isolated originals (download, unlock, members) only from these networks (CIDRs); the PDF
+    # copy from anywhere. Empty: from anywhere.
+    original_from_ips: list[str] = Field(default_factory=list)
+
+    @field_validator("original_from_ips")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        return [str(ipaddress.ip_network(v.strip(), strict=False)) for v in value]
+
+    def original_allowed(self, client: str | None) -> bool:
+        """May a client at this address fetch an isolated original? Unknown addresses may not
+        once networks are set."""
+        if not self.original_from_ips:
+            return True
+        import ipaddress
+
+        try:
+            address = ipaddress.ip_address(client or "")
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in ipaddress.ip_network(n) for n in self.original_from_ips)
 
     @field_validator("domains")
     @classmethod

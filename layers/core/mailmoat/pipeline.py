@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         KeepMailStore,
         Mailer,
         MessageLog,
+        PdfConverter,
         PolicyStore,
         Resolver,
         Sandbox,
@@ -93,6 +94,9 @@ class Services:
     # Sign-in counters (mailmoat.attempts) of the portal, keep-mail and console; None: every
     # password or code check is refused.
     attempts: AttemptStore | None
+    # convert-pdf and the portal's "Download as PDF"; None: CONVERT_UNAVAILABLE, the original
+    # stays isolated (fail closed).
+    converter: PdfConverter | None = None
 
     def tenant(self, ctx: MessageContext) -> TenantConfig:
         return self.config.tenant(ctx.tenant)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from mailmoat.config import GatewayConfig, load_config
 from mailmoat.pipeline import AdminStores, Services
-from mailmoat.ports import ArchiveStore, Mailer, Metrics
+from mailmoat.ports import ArchiveStore, Mailer, Metrics, PdfConverter
 from mailmoat.runner import RetryPolicy, Runner
 from mailmoat.runtime import Runtime
 from mailmoat.settings import Settings
@@ -71,6 +71,7 @@ def build_local(settings: Settings, *, config: GatewayConfig | None = None,
         before_seal=lambda _tenant: None,
         attempts=SqliteAttemptStore(db),
         admin=_admin_stores(db, data),
+        converter=_converter(),
     )
     production_check(settings, services)
     queue = InProcessQueue()
@@ -82,6 +83,22 @@ def build_local(settings: Settings, *, config: GatewayConfig | None = None,
     runtime = Runtime(settings=settings, services=services, runner=runner, inbox=queue)
     runtime.sync_config_to_directory()
     return runtime
+
+
+def _converter() -> PdfConverter | None:
+    """LibreOffice when soffice is installed, built on the first convert-pdf and stopped at
+    exit; None otherwise (convert-pdf isolates with CONVERT_UNAVAILABLE)."""
+    import atexit
+    import shutil
+
+    if shutil.which("soffice") is None:
+        return None
+    from mailmoat.convert.lazy import LazyPdfConverter
+    from mailmoat.convert.libreoffice import LibreOfficePdfConverter
+
+    converter = LazyPdfConverter(LibreOfficePdfConverter)
+    atexit.register(converter.close)
+    return converter
 
 
 def _metrics(settings: Settings) -> Metrics | None:

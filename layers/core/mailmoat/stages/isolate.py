@@ -28,7 +28,6 @@ from mailmoat.states import Outcome
 
 if TYPE_CHECKING:
     from mailmoat.rewrite.banner import Banner
-    from mailmoat.settings import Limits
 
 log = logging.getLogger("mailmoat.isolate")
 
@@ -45,6 +44,8 @@ NOTICE: dict[str, dict[str, str]] = {
         "deleted": "以下の添付ファイルは危険と判定されたため削除されました。",
         "converted": "以下の添付ファイルはマクロを削除して添付しています。"
                      "元のファイルは以下のURLから確認できます（有効期限 {days} 日）。",
+        "pdf": "以下の添付ファイルは安全のため PDF に変換して添付しています。"
+               "元のファイルは以下のURLから確認できます（有効期限 {days} 日）。",
         "virus": "ウイルスを検出",
         "danger": "危険なファイル",
         "link": "添付ファイルを確認する",
@@ -57,6 +58,8 @@ NOTICE: dict[str, dict[str, str]] = {
         "deleted": "The following attachments were judged dangerous and have been deleted.",
         "converted": "The following attachments are attached with their macros removed. "
                      "The originals are at the URL below (valid for {days} days).",
+        "pdf": "The following attachments are attached converted to PDF for safety. "
+               "The originals are at the URL below (valid for {days} days).",
         "virus": "virus detected",
         "danger": "dangerous file",
         "link": "Check the attachments",
@@ -82,6 +85,7 @@ class _Converted:
     data: bytes
     filename: str
     content_type: str
+    kind: str = "converted"  # the NOTICE line that lists it: "converted" (macros) or "pdf"
 
 
 @dataclass(slots=True)
@@ -140,7 +144,7 @@ def isolate(ctx: MessageContext, services: Services, tenant: TenantConfig,
     converted: dict[str, _Converted] = {}
     for report in pending:
         if report.action == AttachmentAction.CONVERT:
-            done = _convert(ctx, report, by_path[report.path], services.settings.limits)
+            done = _convert(ctx, services, tenant, report, by_path[report.path])
             if done is not None:
                 converted[report.path] = done
     files = [_keep_for_portal(ctx, services, report, by_path[report.path], expires)
@@ -197,10 +201,13 @@ def _keep_for_portal(ctx: MessageContext, services: Services, report: Attachment
         members=[m.to_dict() for m in report.members])
 
 
-def _convert(ctx: MessageContext, report: AttachmentReport, part: Part, limits: Limits
-             ) -> _Converted | None:
+def _convert(ctx: MessageContext, services: Services, tenant: TenantConfig,
+             report: AttachmentReport, part: Part) -> _Converted | None:
     """The custom rule's conversion, when this file allows it. Anything else is isolated as is,
     with the reason: a conversion that cannot be done never lets the original through."""
+    limits = services.settings.limits
+    if report.conversion == "convert-pdf":
+        return _to_pdf(ctx, services, tenant, report, part)
     if report.conversion == "remove-macros":
         from mailmoat.scan.macros import (
             MacroRemovalError,
@@ -223,9 +230,51 @@ def _convert(ctx: MessageContext, report: AttachmentReport, part: Part, limits: 
         name = macro_free_name(_file_name(report))
         ctx.add("MACROS_REMOVED", report.path, name)
         return _Converted(cleaned, name, macro_free_type(report.detected_type or report.declared_type))
-    # convert-pdf needs an Office renderer (LibreOffice), which the gateway does not ship.
     ctx.add("CONVERT_UNAVAILABLE", report.path,
             f"{report.conversion or 'conversion'} not available; isolated")
+    return None
+
+
+def _pdf_into(ctx: MessageContext, tenant: TenantConfig, path: str) -> str:
+    """The matching convert-pdf rule's pdf_into (the rule named by this file's CUSTOM_RULE)."""
+    names = {f.detail for f in ctx.findings if f.symbol == "CUSTOM_RULE" and f.target == path}
+    rule = next((r for r in tenant.rules if r.name in names and r.action == "convert-pdf"), None)
+    return rule.pdf_into if rule is not None else "message"
+
+
+def _to_pdf(ctx: MessageContext, services: Services, tenant: TenantConfig,
+            report: AttachmentReport, part: Part) -> _Converted | None:
+    """convert-pdf: the converter's PDF, scanned again, replaces the file; the original goes to
+    the portal. No converter, a failed conversion or a PDF that is not safe: isolated as is."""
+    from mailmoat.context import Verdict
+    from mailmoat.convert import ConversionError, convertible, pdf_name
+    from mailmoat.services.rescan import rescanner
+
+    name = _file_name(report)
+    if not convertible(name):
+        ctx.add("CONVERT_UNAVAILABLE", report.path, "not a convertible file type; isolated")
+        return None
+    if _pdf_into(ctx, tenant, report.path) == "portal":
+        return None  # isolated; the portal offers it as a PDF
+    if services.converter is None:
+        ctx.add("CONVERT_UNAVAILABLE", report.path, "no PDF converter in this deployment; isolated")
+        return None
+    try:
+        pdf = services.converter.convert(part.payload(), name)
+    except ConversionError as exc:
+        reason = str(exc)[:200]
+    except Exception as exc:  # a converter bug or crash: the original stays isolated
+        log.exception("PDF conversion failed", extra={"message_id": ctx.id, "part": report.path})
+        reason = f"{type(exc).__name__}: {exc}"[:200]
+    else:
+        result = rescanner(services, tenant)(pdf, pdf_name(name))
+        if result.verdict == Verdict.SAFE:
+            ctx.add("CONVERTED_TO_PDF", report.path, pdf_name(name))
+            return _Converted(pdf, pdf_name(name), "application/pdf", kind="pdf")
+        reason = f"the PDF is {result.verdict}: " + ", ".join(sorted({h.symbol for h in result.hits}))
+    log.warning("PDF conversion failed", extra={
+        "message_id": ctx.id, "tenant": tenant.name, "part": report.path, "reason": reason})
+    ctx.add("CONVERT_FAILED", report.path, f"{reason}; isolated")
     return None
 
 
@@ -332,7 +381,8 @@ def _notice(shown: list[_Removed], url: str | None, tenant: TenantConfig) -> Ban
     words = NOTICE.get(tenant.language, NOTICE["ja"])
     isolated = [r.report for r in shown if not r.deleted and r.converted is None]
     deleted = [r.report for r in shown if r.deleted]
-    converted = [r for r in shown if r.converted is not None]
+    converted = [r for r in shown if r.converted is not None and r.converted.kind == "converted"]
+    as_pdf = [r for r in shown if r.converted is not None and r.converted.kind == "pdf"]
     lines: list[str] = [_RULE, words["title"]]
     parts: list[str] = [f'<strong style="color:#1C5FA8;font-size:15px;">'
                         f"{html.escape(words['title'])}</strong>"]
@@ -345,13 +395,15 @@ def _notice(shown: list[_Removed], url: str | None, tenant: TenantConfig) -> Ban
             name = _display_name(_file_name(report))
             lines.append(f"・{name}")
             parts.append(f"・{html.escape(name)}")
-    if converted:
-        intro = words["converted"].format(days=tenant.retention_days)
+    for kind, group in (("converted", converted), ("pdf", as_pdf)):
+        if not group:
+            continue
+        intro = words[kind].format(days=tenant.retention_days)
         lines.append(intro)
         parts.append(html.escape(intro))
         if not isolated:
             _link(lines, parts, url, words)
-        for removed in converted:
+        for removed in group:
             assert removed.converted is not None
             name = _display_name(_file_name(removed.report))
             line = f"・{name} → {_display_name(removed.converted.filename)}"
