@@ -37,6 +37,10 @@ CATALOG: dict[str, dict[str, str]] = {
         "verdict.danger": "危険",
         "action.original": "元のファイルをダウンロード",
         "action.macro_removed": "マクロを削除したファイルをダウンロード（{name}）",
+        "action.pdf": "PDF に変換してダウンロード",
+        "file.pdf_failed": "このファイルは PDF に変換できませんでした。",
+        "file.original_network": "元のファイルは登録されたネットワークからのみダウンロードできます。"
+                                 "PDF に変換したファイルはどこからでもダウンロードできます。",
         "action.unlock": "パスワードを入力して確認",
         "action.password": "パスワード",
         "action.download": "ダウンロード",
@@ -95,6 +99,10 @@ CATALOG: dict[str, dict[str, str]] = {
         "verdict.danger": "Dangerous",
         "action.original": "Download the original file",
         "action.macro_removed": "Download without macros ({name})",
+        "action.pdf": "Download as PDF",
+        "file.pdf_failed": "This file could not be converted to PDF.",
+        "file.original_network": "The original file can be downloaded only from registered "
+                                 "networks. The PDF copy can be downloaded from anywhere.",
         "action.unlock": "Enter the password to check it",
         "action.password": "Password",
         "action.download": "Download",
@@ -127,6 +135,9 @@ CATALOG: dict[str, dict[str, str]] = {
 REASONS: dict[str, dict[str, str]] = {
     "ja": {
         "ENCRYPTED_ARCHIVE": "パスワード付きの圧縮ファイルのため、中身を検査できません。",
+        "CONVERTED_TO_PDF": "安全のため PDF に変換してメールに添付しました。",
+        "CONVERT_FAILED": "PDF に変換できなかったため、元のファイルを分離しました。",
+        "CONVERT_UNAVAILABLE": "変換できなかったため、元のファイルを分離しました。",
         "ENCRYPTED_OFFICE": "パスワードで保護された Office 文書のため、中身を検査できません。",
         "ENCRYPTED_OFFICE_LEGACY": "古い形式（Office 97–2003）のパスワード付き文書で、"
                                    "ここでは復号できません。",
@@ -175,6 +186,9 @@ REASONS: dict[str, dict[str, str]] = {
         "NFKC": "ファイル名に紛らわしい文字が含まれています。",
     },
     "en": {
+        "CONVERTED_TO_PDF": "It was converted to PDF for safety and attached to the message.",
+        "CONVERT_FAILED": "It could not be converted to PDF, so the original was isolated.",
+        "CONVERT_UNAVAILABLE": "It could not be converted, so the original was isolated.",
         "ENCRYPTED_ARCHIVE": "It is a password-protected archive, so its contents "
                              "could not be checked.",
         "ENCRYPTED_OFFICE": "It is a password-protected Office document, so its contents "

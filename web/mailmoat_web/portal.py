@@ -114,6 +114,15 @@ class FileView:
     macro_free_name: str
     members: list[dict[str, str]]
     unlock: UnlockView | None = None
+    pdf: bool = False  # "Download as PDF" (convertible, kept, not danger, a converter here)
+
+
+def pdf_offered(record: IsolatedFile, services: Services) -> bool:
+    from mailmoat.context import Verdict
+    from mailmoat.convert import convertible
+
+    return (services.converter is not None and record.stored and record.blob_key is not None
+            and str(record.verdict) != Verdict.DANGER and convertible(record.filename))
 
 
 def file_view(record: IsolatedFile, lang: str) -> FileView:
@@ -134,7 +143,10 @@ def message_page(request: Request, o: Opened, unlocked: dict[str, UnlockView] | 
                  status: int = 200) -> Response:
     lang = language(request, o.message.language)
     t = translator(lang)
-    views = [file_view(f, lang) for f in o.portal.store.files(o.message.id)]
+    records = o.portal.store.files(o.message.id)
+    views = [file_view(f, lang) for f in records]
+    for view, record in zip(views, records, strict=True):
+        view.pdf = pdf_offered(record, o.portal.services)
     for view in views:
         if unlocked and view.path in unlocked:
             view.unlock = unlocked[view.path]

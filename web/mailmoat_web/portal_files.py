@@ -3,12 +3,14 @@ unlock it with a password, download what the password opened."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request, Response
 from fastapi.responses import RedirectResponse
 
+from mailmoat.attempts import source_network
 from mailmoat.isolation import IsolatedFile
 from mailmoat.services.downloads import (
     Download,
@@ -21,10 +23,20 @@ from mailmoat.services.downloads import (
 )
 from mailmoat.services.unlock import Unlocked, unlock
 from mailmoat_web.i18n import reasons, translator, verdict_words
-from mailmoat_web.pages import Answer, csrf_ok, forbidden, language, not_found
-from mailmoat_web.portal import MemberView, Opened, UnlockView, message_page, opened, refused, warning
+from mailmoat_web.pages import Answer, csrf_ok, forbidden, language, not_found, page
+from mailmoat_web.portal import (
+    MemberView,
+    Opened,
+    UnlockView,
+    message_page,
+    opened,
+    pdf_offered,
+    refused,
+    warning,
+)
 
 router = APIRouter(prefix="/m")
+log = logging.getLogger("mailmoat.portal")
 
 _UNLOCK_STATUS = {"ok": 200, "limited": 429, "wrong": 400, "unsupported": 422}
 
@@ -37,8 +49,15 @@ class Target:
     record: IsolatedFile
 
 
-def _target(request: Request, token: str, path: str, csrf: str, action: str | None) -> Target:
-    """Every POST starts here: CSRF first, then the token, then the file (404 alike)."""
+def _client(request: Request) -> str | None:
+    """The client address, as the portal's password-attempt limits see it."""
+    return request.client.host if request.client else None
+
+
+def _target(request: Request, token: str, path: str, csrf: str, action: str | None, *,
+            original: bool = True) -> Target:
+    """Every POST starts here: CSRF first, then the token, then the file (404 alike); a route
+    that hands out the original (or what it holds) then checks the tenant's original_from_ips."""
     if not csrf_ok(request, csrf):
         raise Answer(forbidden(request))
     o = opened(request, token)
@@ -46,6 +65,15 @@ def _target(request: Request, token: str, path: str, csrf: str, action: str | No
     if record is None or record.blob_key is None or (
             action is not None and not offer_for(record).allows(action)):
         raise Answer(not_found(request))
+    tenant = o.portal.tenant(o.message)
+    if original and not tenant.original_allowed(_client(request)):
+        log.warning("original refused: client outside original_from_ips", extra={
+            "tenant": tenant.name, "message_id": o.message.id, "path": record.path,
+            "route": request.url.path.rsplit("/", 1)[-1],
+            "client_network": source_network(_client(request))})
+        lang = language(request, o.message.language)
+        raise Answer(page(request, "error.html", lang, {
+            "title_key": "file.original_network", "body_key": "", "back": f"/m/{token}"}, 403))
     return Target(o, record)
 
 
@@ -55,6 +83,10 @@ def posted_file(request: Request, token: str, path: str, csrf: str = Form("")) -
 
 def posted_encrypted(request: Request, token: str, path: str, csrf: str = Form("")) -> Target:
     return _target(request, token, path, csrf, "unlock")
+
+
+def posted_pdf(request: Request, token: str, path: str, csrf: str = Form("")) -> Target:
+    return _target(request, token, path, csrf, None, original=False)
 
 
 def _send(request: Request, target: Target, download: Download) -> Response:
@@ -100,6 +132,42 @@ def download(request: Request, target: Annotated[Target, Depends(posted_file)],
     except NoDownload:
         return refused(request, lang, o.token)
     return _send(request, target, chosen)
+
+
+@router.post("/{token}/f/{path}/pdf")
+def as_pdf(request: Request, target: Annotated[Target, Depends(posted_pdf)]) -> Response:
+    """The file converted to PDF on demand, scanned again, as an attachment; from anywhere."""
+    from mailmoat.context import Verdict
+    from mailmoat.convert import ConversionError, pdf_name
+    from mailmoat.services.rescan import rescanner
+
+    o, record = target.opened, target.record
+    lang = language(request, o.message.language)
+    services = o.portal.services
+    if not pdf_offered(record, services) or record.blob_key is None:
+        return not_found(request)
+    tenant = o.portal.tenant(o.message)
+    name = pdf_name(record.filename)
+    reason = ""
+    try:
+        assert services.converter is not None  # pdf_offered checked it
+        pdf = services.converter.convert(services.blobs.get(record.blob_key), record.filename)
+        result = rescanner(services, tenant)(pdf, name)
+        if result.verdict != Verdict.SAFE:
+            reason = f"the PDF is {result.verdict}: " + ", ".join(sorted({h.symbol for h in result.hits}))
+    except ConversionError as exc:
+        reason = str(exc)[:200]
+    except Exception as exc:  # a converter crash is an error page, never a 500
+        reason = f"{type(exc).__name__}: {exc}"[:200]
+    if reason:
+        log.warning("portal PDF conversion failed", extra={
+            "tenant": tenant.name, "message_id": o.message.id, "path": record.path,
+            "reason": reason})
+        return page(request, "error.html", lang, {
+            "title_key": "file.pdf_failed", "body_key": "", "back": f"/m/{o.token}"}, 422)
+    record_download(o.portal.store, o.portal.now(), o.access, record, "pdf", _client(request))
+    return Response(pdf, media_type="application/pdf", headers={
+        "Content-Disposition": content_disposition(name), "X-Content-Type-Options": "nosniff"})
 
 
 @router.post("/{token}/f/{path}/unlock")
