@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from mailmoat.directory.model import ProviderChanges
     from mailmoat.isolation import DownloadRecord, IsolatedFile, PortalAccess, PortalLink, PortalMessage
     from mailmoat.keepmail import KeptMessage, OneTimeCode
-    from mailmoat.scan.sandbox import SandboxVerdict
+    from mailmoat.scan.sandbox import SandboxReport, SandboxVerdict
     from mailmoat.spam.quarantine import HeldMessage
 
 T = TypeVar("T")
@@ -398,10 +398,12 @@ class DirectoryProvider(Protocol):
 
 
 class Sandbox(Protocol):
-    """A detonation service. `submit` returns a ticket; `poll` returns None until done."""
+    """A detonation service. `submit` returns a ticket; `poll` returns None until done, then
+    the verdict, or a SandboxReport that also carries the score and what the sandbox named.
+    Either raises when the service cannot answer (SandboxUnavailable: its breaker is open)."""
 
     def submit(self, data: bytes, filename: str | None) -> str: ...
-    def poll(self, ticket: str) -> SandboxVerdict | None: ...
+    def poll(self, ticket: str) -> SandboxVerdict | SandboxReport | None: ...
 
 
 class PdfConverter(Protocol):

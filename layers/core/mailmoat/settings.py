@@ -11,7 +11,7 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
 
 
@@ -207,6 +207,25 @@ class Settings(EnvSettings):
     @property
     def postmaster(self) -> str:
         return self.postmaster_address or f"postmaster@{self.smtp_hostname}"
+
+    # CAPE sandbox (adapters/cape.py, docs/sandbox.md): set the URL to detonate the files the
+    # static checks call risky. The token (Authorization: Token …) from the variable or a file.
+    # timeout: each HTTP request; analysis: how long a file waits for its verdict (then
+    # SANDBOX_TIMEOUT); the breaker opens after that many failed requests in a row for the
+    # cool-down (SCAN_FAILED "sandbox unavailable" meanwhile). malscore above the danger score
+    # is SANDBOX_MALICIOUS, at least the suspicious score SANDBOX_SUSPICIOUS.
+    cape_url: str | None = None
+    cape_token: SecretStr | None = None
+    cape_token_file: Path | None = None
+    cape_timeout_seconds: float = Field(default=30.0, gt=0)
+    cape_retries: int = Field(default=2, ge=0, le=10)
+    cape_analysis_seconds: float = Field(default=300.0, gt=0)
+    cape_poll_seconds: float = Field(default=10.0, gt=0)
+    cape_breaker_failures: int = Field(default=5, ge=1)
+    cape_breaker_cooldown_seconds: float = Field(default=60.0, ge=0)
+    cape_danger_score: float = Field(default=7.0, ge=0, le=10)
+    cape_suspicious_score: float = Field(default=4.0, ge=0, le=10)
+    cape_max_report_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
 
     @property
     def portal_url(self) -> str:

@@ -91,11 +91,10 @@ def build_aws(settings: Settings | None = None, *, config: GatewayConfig | None 
     from mailmoat.adapters.blob_state import BlobStateStore
     from mailmoat.adapters.clock import SystemClock
     from mailmoat.aws.observability import CloudWatchMetrics
-    from mailmoat.bootstrap.common import geoip, production_check, resolver
+    from mailmoat.bootstrap.common import geoip, production_check, resolver, sandbox
     from mailmoat.pipeline import Services
     from mailmoat.runner import RetryPolicy, Runner
     from mailmoat.runtime import Runtime
-    from mailmoat.scan.sandbox import SandboxConfig
 
     aws = aws_settings(settings)
     directory = DynamoDirectory(aws.directory_table)
@@ -105,13 +104,14 @@ def build_aws(settings: Settings | None = None, *, config: GatewayConfig | None 
     notices = _notices(aws)
     isolation, spam, keepmail, archive = _stores(aws)
     mailer_for = (lambda _t: mailer) if mailer is not None else _mailers(aws, logbook, claimed=True)
+    detonation, sandbox_config = sandbox(aws)  # CAPE when MAILMOAT_CAPE_URL is set
     own_mail = (lambda _t: mailer) if mailer is not None else _mailers(aws, logbook, claimed=False)
     services = Services(
         settings=aws,
         config=config if config is not None else tenant_config(directory),
         blobs=blobs, directory=directory, log=logbook,
         mailer_for=mailer_for, resolver=resolver(aws), clock=SystemClock(), geoip=geoip(aws),
-        antivirus=_antivirus(aws), sandbox=None, sandbox_config=SandboxConfig(),
+        antivirus=_antivirus(aws), sandbox=detonation, sandbox_config=sandbox_config,
         isolation=isolation, spam=spam, keepmail=keepmail, archive=archive,
         notices=notices,
         # Digests go to the recipient's mailbox like its mail does, but under no delivery claim.

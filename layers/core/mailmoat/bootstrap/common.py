@@ -1,15 +1,16 @@
 """Adapters both composition roots build the same way from settings: DNS, GeoIP, antivirus,
-and the production-mode check every root runs last."""
+the CAPE sandbox, and the production-mode check every root runs last."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mailmoat.ports import Antivirus, GeoIp, Resolver
+from mailmoat.ports import Antivirus, GeoIp, Resolver, Sandbox
 from mailmoat.settings import Settings
 
 if TYPE_CHECKING:
     from mailmoat.pipeline import Services
+    from mailmoat.scan.sandbox import SandboxConfig
 
 
 def resolver(settings: Settings) -> Resolver:
@@ -35,6 +36,28 @@ def antivirus(settings: Settings) -> Antivirus | None:
     from mailmoat.adapters.clamd import ClamdAntivirus
 
     return ClamdAntivirus.from_address(settings.clamd_socket)  # None → AV_DISABLED
+
+
+def sandbox(settings: Settings) -> tuple[Sandbox | None, SandboxConfig]:
+    """CAPE when MAILMOAT_CAPE_URL names one (the risky files are detonated); else none."""
+    from mailmoat.scan.sandbox import SandboxConfig
+
+    if not settings.cape_url:
+        return None, SandboxConfig()
+    from mailmoat.adapters.cape import CapeSandbox, CircuitBreaker
+
+    token = settings.cape_token.get_secret_value() if settings.cape_token else None
+    if settings.cape_token_file is not None:
+        token = settings.cape_token_file.read_text(encoding="utf-8").strip()
+    cape = CapeSandbox(settings.cape_url, token, timeout_seconds=settings.cape_timeout_seconds,
+                       retries=settings.cape_retries,
+                       breaker=CircuitBreaker(settings.cape_breaker_failures,
+                                              settings.cape_breaker_cooldown_seconds),
+                       danger_score=settings.cape_danger_score,
+                       suspicious_score=settings.cape_suspicious_score,
+                       max_report_bytes=settings.cape_max_report_bytes)
+    return cape, SandboxConfig(enabled=True, timeout_seconds=settings.cape_analysis_seconds,
+                               poll_seconds=settings.cape_poll_seconds)
 
 
 def production_check(settings: Settings, services: Services,

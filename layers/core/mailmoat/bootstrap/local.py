@@ -32,9 +32,8 @@ def build_local(settings: Settings, *, config: GatewayConfig | None = None,
     from mailmoat.adapters.sqlite_isolation import SqliteIsolationStore
     from mailmoat.adapters.sqlite_keepmail import SqliteKeepMailStore
     from mailmoat.adapters.sqlite_spam import SqliteSpamStore
-    from mailmoat.bootstrap.common import antivirus, geoip, production_check, resolver
+    from mailmoat.bootstrap.common import antivirus, geoip, production_check, resolver, sandbox
     from mailmoat.bootstrap.mailers import mailer_factory
-    from mailmoat.scan.sandbox import SandboxConfig
 
     data = settings.data_dir
     data.mkdir(parents=True, exist_ok=True)
@@ -45,6 +44,7 @@ def build_local(settings: Settings, *, config: GatewayConfig | None = None,
     mailer_for = (lambda _tenant: mailer) if mailer is not None else mailer_factory(
         settings, {"maildir": lambda _tenant: maildir})
     dns = resolver(settings)
+    detonation, sandbox_config = sandbox(settings)  # CAPE when MAILMOAT_CAPE_URL is set
     services = Services(
         settings=settings,
         config=stored_policy(db, config),  # tenant policy saved in the admin console over the TOML
@@ -56,8 +56,8 @@ def build_local(settings: Settings, *, config: GatewayConfig | None = None,
         clock=SystemClock(),
         geoip=geoip(settings),
         antivirus=antivirus(settings),
-        sandbox=None,
-        sandbox_config=SandboxConfig(),
+        sandbox=detonation,
+        sandbox_config=sandbox_config,
         isolation=SqliteIsolationStore(db),
         spam=SqliteSpamStore(db),
         keepmail=SqliteKeepMailStore(db),

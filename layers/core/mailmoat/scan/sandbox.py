@@ -1,4 +1,4 @@
-"""The optional sandbox port: submit, poll, give up at a timeout. No built-in backend."""
+"""The optional sandbox port: submit, poll, give up at a timeout (backend: adapters/cape.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,20 @@ from typing import Literal
 from mailmoat.ports import Sandbox
 
 SandboxVerdict = Literal["malicious", "suspicious", "clean"]
+
+
+class SandboxUnavailable(Exception):
+    """The sandbox cannot be asked now (its circuit breaker is open, it keeps failing): the
+    file is not checked, so the finding is SCAN_FAILED and the policy fails closed."""
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxReport:
+    """A verdict with what the sandbox named: its score and the signatures/families (detail)."""
+
+    verdict: SandboxVerdict
+    score: float | None = None
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,15 +45,20 @@ def consult(sandbox: Sandbox, data: bytes, filename: str | None, config: Sandbox
     try:
         ticket = sandbox.submit(data, filename)
         while True:
-            verdict = sandbox.poll(ticket)
-            if verdict == "malicious":
-                return ("SANDBOX_MALICIOUS", ticket)
-            if verdict == "suspicious":
-                return ("SANDBOX_SUSPICIOUS", ticket)
-            if verdict == "clean":
+            answer = sandbox.poll(ticket)
+            report = answer if isinstance(answer, SandboxReport) or answer is None \
+                else SandboxReport(answer)
+            if report is not None and report.verdict in ("malicious", "suspicious"):
+                symbol = "SANDBOX_MALICIOUS" if report.verdict == "malicious" else "SANDBOX_SUSPICIOUS"
+                return (symbol, f"{ticket}: {report.detail}"[:300] if report.detail else ticket)
+            if report is not None and report.verdict == "clean":
                 return None
+            if report is not None:  # a backend's unknown word is no verdict: fail closed
+                return ("SCAN_FAILED", f"sandbox: unknown verdict {report.verdict!r}"[:200])
             if monotonic() >= deadline:
                 return ("SANDBOX_TIMEOUT", f"no verdict in {config.timeout_seconds:g} s")
-            sleep(config.poll_seconds)
+            sleep(min(config.poll_seconds, max(0.0, deadline - monotonic())))
+    except SandboxUnavailable as exc:
+        return ("SCAN_FAILED", f"sandbox unavailable: {exc}"[:200])
     except Exception as exc:  # a failed sandbox is recorded, never silent
         return ("SCAN_FAILED", f"sandbox: {type(exc).__name__}: {exc}"[:200])
