@@ -276,3 +276,19 @@ def test_clean_text_has_no_encoding_findings(headers: bytes, body: bytes) -> Non
 
     (part,) = parse(b"From: a@b.example\r\nMIME-Version: 1.0\r\n" + headers + b"\r\n\r\n" + body).parts
     assert encoding_findings(part) == []
+
+
+def test_a_parsed_mime_header_is_shared_and_a_change_to_one_message_stays_there() -> None:
+    """The header cache (message._HeaderClasses) hands the same immutable object to every
+    message with the same field; set_param on one message writes a new value there only."""
+    from mailmoat.message import parse_bytes
+
+    raw = (b"From: a@b.example\r\nMIME-Version: 1.0\r\n"
+           b'Content-Type: text/plain; charset="iso-2022-jp"; format=flowed\r\n\r\nhi\r\n')
+    first, _ = parse_bytes(raw)
+    second, _ = parse_bytes(raw)
+    assert first["content-type"] is second["content-type"]
+    first.set_param("charset", "utf-8")
+    assert first.get_content_charset() == "utf-8"
+    assert second.get_content_charset() == "iso-2022-jp"
+    assert dict(second["content-type"].params) == {"charset": "iso-2022-jp", "format": "flowed"}

@@ -194,18 +194,42 @@ class _TolerantParams:
             kwds["defects"].append(UndecodableBytesDefect("parameter not in its declared charset"))
 
 
+_CACHED_FIELDS = frozenset({"content-type", "content-disposition", "content-transfer-encoding",
+                            "mime-version", "content-id"})
+_CACHED_VALUE_MAX = 2048
+_CACHED_HEADERS_MAX = 4096
+
+
 class _HeaderClasses(HeaderRegistry):
     """Header classes built once per registered name (the stdlib builds one per access)."""
 
     def __init__(self) -> None:
         super().__init__()
         self._built: dict[str, type[BaseHeader]] = {}
+        self._parsed: dict[tuple[str, str], BaseHeader] = {}
 
     def __getitem__(self, name: str) -> type[BaseHeader]:
         key = name.lower() if name.lower() in self.registry else ""
         if key not in self._built:
             self._built[key] = super().__getitem__(name)
         return self._built[key]
+
+    def __call__(self, name: str, value: str) -> BaseHeader:
+        # policy.default parses a header on every access, and the feed parser alone asks for
+        # each part's Content-Type several times: the same (name, value) is the same header
+        # object. Header objects are immutable (a str with read-only properties), so one is
+        # shared safely; only the MIME fields are kept, and only short values.
+        lowered = name.lower()
+        if lowered not in _CACHED_FIELDS or len(value) > _CACHED_VALUE_MAX:
+            return self[name](name, value)
+        key = (name, value)
+        header = self._parsed.get(key)
+        if header is None:
+            header = self[name](name, value)
+            if len(self._parsed) >= _CACHED_HEADERS_MAX:
+                self._parsed.clear()
+            self._parsed[key] = header
+        return header
 
 
 _HEADERS = _HeaderClasses()  # it adds BaseHeader to each class, as for the stdlib's own

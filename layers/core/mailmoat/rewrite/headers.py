@@ -10,7 +10,10 @@ import authres
 import authres.arc
 import authres.dmarc
 
+from mailmoat import authres_speedups
 from mailmoat.context import AuthResult
+
+authres_speedups.install()
 
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 _FIELD_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")
