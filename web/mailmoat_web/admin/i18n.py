@@ -163,6 +163,14 @@ JA = {
                                  "拒否リストは名乗っただけの差出人にも一致します。",
     "admin.policy.allowed": "許可する差出人",
     "admin.policy.blocked": "拒否する差出人（配送せずに隔離）",
+    "admin.policy.original_ips": "元のファイルを取り出せるネットワーク",
+    "admin.policy.original_ips_help": "CIDR（例: 192.0.2.0/24）を1行に1つ。"
+                                      "設定すると、分離された元のファイルは"
+                                      "このネットワークからのみダウンロード・解除できます。"
+                                      "PDF はどこからでも取り出せます。空欄はどこからでも。",
+    "admin.policy.rule_pdf_into": "PDF の渡し方",
+    "admin.rule_pdf_into.message": "PDF をメールに添付",
+    "admin.rule_pdf_into.portal": "PDF はポータルのみ",
     "admin.policy.rules": "カスタムルール",
     "admin.policy.rules_help": "上から順に評価し、最初に一致したルールの処置を行います。"
                                "条件はすべて満たす必要があります。"
@@ -356,6 +364,13 @@ EN = {
                                  "blocked list matches whoever merely claims the address.",
     "admin.policy.allowed": "Allowed senders",
     "admin.policy.blocked": "Blocked senders (quarantined, not delivered)",
+    "admin.policy.original_ips": "Networks allowed to fetch originals",
+    "admin.policy.original_ips_help": "CIDRs (e.g. 192.0.2.0/24), one a line. When set, isolated "
+                                      "originals can be downloaded or unlocked only from these "
+                                      "networks; the PDF copy from anywhere. Empty: from anywhere.",
+    "admin.policy.rule_pdf_into": "Where the PDF goes",
+    "admin.rule_pdf_into.message": "PDF in the message",
+    "admin.rule_pdf_into.portal": "PDF in the portal only",
     "admin.policy.rules": "Custom rules",
     "admin.policy.rules_help": "Evaluated top to bottom; the first rule whose conditions all match decides. "
                                "Empty conditions match anything. Enter a new rule in the last, empty row.",

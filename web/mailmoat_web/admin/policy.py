@@ -66,6 +66,7 @@ def _policy_from_form(fields: dict[str, str]) -> dict[str, Any]:
         "retention_days": fields.get("retention_days", ""),
         "allowed_senders": _lines(fields.get("allowed_senders", "")),
         "blocked_senders": _lines(fields.get("blocked_senders", "")),
+        "original_from_ips": _lines(fields.get("original_from_ips", "")),
     }
     rules: list[tuple[float, int, dict[str, Any]]] = []
     for i in range(200):
@@ -81,6 +82,7 @@ def _policy_from_form(fields: dict[str, str]) -> dict[str, Any]:
             "min_size": fields.get(f"{prefix}min_size", "").strip() or None,
             "max_size": fields.get(f"{prefix}max_size", "").strip() or None,
             "action": fields.get(f"{prefix}action", ""),
+            "pdf_into": fields.get(f"{prefix}pdf_into", "") or "message",
         }
         if not rule["name"] and not rule["sender"] and not rule["countries"] \
                 and rule["min_size"] is None and rule["max_size"] is None:
@@ -105,4 +107,5 @@ def _policy_view(policy: dict[str, Any]) -> dict[str, Any]:
     return {"p": policy, "rules": rules, "rule_actions": RULE_ACTIONS, "problems": [], "saved": False,
             "allowed_text": "\n".join(str(s) for s in policy.get("allowed_senders", [])),
             "blocked_text": "\n".join(str(s) for s in policy.get("blocked_senders", [])),
+            "original_ips_text": "\n".join(str(s) for s in policy.get("original_from_ips", [])),
             "all_tenants": ALL_TENANTS}

@@ -15,7 +15,8 @@ from mailmoat.config import GatewayConfig, TenantConfig
 
 # DESIGN §9's policy fields; domains and delivery stay with the operator's configuration.
 POLICY_FIELDS = ("isolation", "zip_is_archive_type", "defang_all_links", "html_to_text",
-                 "spam_action", "retention_days", "allowed_senders", "blocked_senders", "rules")
+                 "spam_action", "retention_days", "allowed_senders", "blocked_senders", "rules",
+                 "original_from_ips")
 MAX_RETENTION_DAYS = 3650
 MAX_LIST_ENTRIES = 1000
 MAX_RULES = 100
@@ -60,6 +61,8 @@ def with_policy(tenant: TenantConfig, policy: Mapping[str, Any]) -> TenantConfig
             problems.append(f"{name}: at most {MAX_LIST_ENTRIES} entries")
         problems += [f"{name}: not an address or domain: {e!r}" for e in entries
                      if not _SENDER.match(e.lower())]
+    if len(updated.original_from_ips) > MAX_LIST_ENTRIES:
+        problems.append(f"original_from_ips: at most {MAX_LIST_ENTRIES} networks")
     if len(updated.rules) > MAX_RULES:
         problems.append(f"rules: at most {MAX_RULES}")
     for i, rule in enumerate(updated.rules, start=1):
