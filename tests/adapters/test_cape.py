@@ -262,9 +262,9 @@ def test_token_is_sent_as_header_and_never_logged(cape: FakeCape,
     box = sandbox(cape, retries=1)
     outcomes = [consult(box, b"x", "a.exe", FAST)]
     cape.answer(CREATE, Answer(503))
-    outcomes.append(consult(box, b"x", "a.exe", FAST))
+    outcomes.append(consult(box, b"y", "a.exe", FAST))
     cape.answer(CREATE, Answer(401, fixture="unauthorized.json"))
-    outcomes.append(consult(box, b"x", "a.exe", FAST))
+    outcomes.append(consult(box, b"z", "a.exe", FAST))
     assert [o[0] for o in outcomes if o] == ["SANDBOX_MALICIOUS", "SCAN_FAILED", "SCAN_FAILED"]
     assert all(h.get("Authorization") == f"Token {TOKEN}" for _, _, h, _ in cape.requests)
     assert all(TOKEN not in p for _, p, _, _ in cape.requests)  # never in a URL
@@ -290,8 +290,9 @@ def test_oversized_report_is_capped(cape: FakeCape, declare_length: bool) -> Non
     with pytest.raises(CapeError, match="over the cap of 4096"):
         box.poll("42")
     assert cape.hits(REPORT) == 1  # not retried
-    symbol, _ = consult(box, b"x", "a.exe", FAST) or ("", "")
-    assert symbol == "SCAN_FAILED"  # never "clean" for a report we did not read
+    cape.answer(CREATE, Answer(fixture="create.json"))
+    symbol, detail = consult(box, b"x", "a.exe", FAST) or ("", "")
+    assert symbol == "SCAN_FAILED" and "over the cap" in detail  # never "clean" unread
 
 
 def test_oversized_report_falls_back_to_the_task_views_malscore(cape: FakeCape) -> None:
@@ -299,6 +300,27 @@ def test_oversized_report_falls_back_to_the_task_views_malscore(cape: FakeCape) 
     cape.answer(REPORT, Answer(body=b'{"pad": "' + b"A" * 10_000 + b'"}'))
     answer = sandbox(cape, max_report_bytes=4096).poll("42")
     assert answer == SandboxReport("malicious", 8.2, "CAPE task 42 malscore 8.2; family Emotet")
+
+
+def test_one_detonation_per_file(cape: FakeCape) -> None:
+    detonation(cape, "report-malicious.json")
+    box = sandbox(cape)
+    first = consult(box, b"same bytes", "a.exe", FAST)
+    again = consult(box, b"same bytes", "copy-for-another-recipient.exe", FAST)
+    assert first == again and first is not None and first[0] == "SANDBOX_MALICIOUS"
+    assert (cape.hits(CREATE), cape.hits(REPORT)) == (1, 1)
+    consult(box, b"other bytes", "b.exe", FAST)
+    assert cape.hits(CREATE) == 2
+
+
+def test_a_failed_task_is_not_reused(cape: FakeCape) -> None:
+    cape.answer(CREATE, Answer(fixture="create.json"))
+    cape.answer(VIEW, Answer(fixture="view-failed-analysis.json"), Answer(fixture="view-reported.json"))
+    cape.answer(REPORT, Answer(fixture="report-clean.json"))
+    box = sandbox(cape)
+    assert (consult(box, b"x", "a.exe", FAST) or ("",))[0] == "SCAN_FAILED"
+    assert consult(box, b"x", "a.exe", FAST) is None
+    assert cape.hits(CREATE) == 2
 
 
 def test_hostile_filename_is_reduced_to_a_name(cape: FakeCape) -> None:

@@ -4,11 +4,13 @@ breaker, a cap on what is read (docs/sandbox.md)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +23,7 @@ log = logging.getLogger(__name__)
 CHUNK = 64 * 1024
 DEFAULT_MAX_REPORT_BYTES = 20 * 1024 * 1024
 ANSWER_MAX_BYTES = 1024 * 1024  # create and view answers are small JSON
+KNOWN_FILES = 1024  # SHA-256 → task remembered per process: one detonation per file
 # Task states (CAPEv2 lib/cuckoo/core/data/task.py): not done yet, done, or never done.
 FAILED = frozenset({"failed_analysis", "failed_processing", "failed_reporting", "banned"})
 _PRINTABLE = re.compile(r"[^\w .,:;()/+@#-]")
@@ -108,6 +111,10 @@ class CapeSandbox:
         self.max_report_bytes, self.backoff_seconds = max_report_bytes, backoff_seconds
         self._sleep = sleep
         self._session = session or requests.Session()
+        # The same attachment to many recipients (or again later) joins the task already made.
+        self._tasks: OrderedDict[str, str] = OrderedDict()
+        self._verdicts: OrderedDict[str, SandboxReport] = OrderedDict()
+        self._lock = threading.Lock()
         # The token goes only into this header: never into a URL, a log line or an error text.
         self._headers = {"Accept": "application/json"}
         if api_token:
@@ -118,6 +125,38 @@ class CapeSandbox:
 
     # --- the port -----------------------------------------------------------------------------
     def submit(self, data: bytes, filename: str | None) -> str:
+        sha256 = hashlib.sha256(data).hexdigest()
+        with self._lock:
+            known = self._tasks.get(sha256)
+            if known is not None:
+                self._tasks.move_to_end(sha256)
+                return known
+        ticket = self._create(data, filename)
+        with self._lock:
+            _remember(self._tasks, sha256, ticket)
+        return ticket
+
+    def poll(self, ticket: str) -> SandboxReport | None:
+        with self._lock:
+            known = self._verdicts.get(ticket)
+        if known is not None:
+            return known
+        try:
+            verdict = self._poll(ticket)
+        except CapeError:
+            self._forget(ticket)  # a failed task is not reused: the next message submits again
+            raise
+        if verdict is not None:
+            with self._lock:
+                _remember(self._verdicts, ticket, verdict)
+        return verdict
+
+    def _forget(self, ticket: str) -> None:
+        with self._lock:
+            for sha256 in [k for k, v in self._tasks.items() if v == ticket]:
+                del self._tasks[sha256]
+
+    def _create(self, data: bytes, filename: str | None) -> str:
         form: dict[str, str] = {}
         if self.analysis_timeout_seconds:
             form["timeout"] = str(self.analysis_timeout_seconds)
@@ -132,7 +171,7 @@ class CapeSandbox:
         log.info("CAPE task submitted", extra={"task_id": task_ids[0], "bytes": len(data)})
         return str(task_ids[0])
 
-    def poll(self, ticket: str) -> SandboxReport | None:
+    def _poll(self, ticket: str) -> SandboxReport | None:
         task_id = _task_id(ticket)
         task = self._json("GET", f"/tasks/view/{task_id}/", ANSWER_MAX_BYTES).get("data")
         if not isinstance(task, dict):
@@ -243,6 +282,13 @@ class CapeSandbox:
 
 class _TooLarge(CapeError):
     """An answer over its cap: not read further, never retried."""
+
+
+def _remember(cache: OrderedDict[str, Any], key: str, value: Any) -> None:
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > KNOWN_FILES:
+        cache.popitem(last=False)
 
 
 def _task_id(ticket: str) -> int:
