@@ -70,10 +70,11 @@ def test_dde_in_text_office_formats_is_risky(analyse, name: str, data: bytes, ct
 
 
 @pytest.mark.parametrize("data", [SYLK_XLM, SYLK_MACRO_SHEET], ids=["formula", "macro-sheet"])
-def test_excel4_macros_in_sylk_are_risky(analyse, data: bytes) -> None:
+def test_excel4_macros_in_sylk_are_danger(analyse, data: bytes) -> None:
+    # EXEC/CALL in the formulas: SANDBOX_XLM_EXEC (issue 16) makes it danger, not only risky.
     att = only(analyse(eml(("prices.slk", data))))
-    assert att["verdict"] == "risky" and "MACRO" in att["symbols"], att
-    assert att["action"] == "isolate"
+    assert att["verdict"] == "danger" and {"MACRO", "SANDBOX_XLM_EXEC"} <= set(att["symbols"]), att
+    assert att["action"] == "delete"
 
 
 ORDINARY = [
@@ -88,7 +89,7 @@ def test_ordinary_spreadsheets_and_documents_stay_safe_beside_active_ones(analys
     report = analyse(eml(*ORDINARY, ("export.csv", CSV_DDE), ("prices.slk", SYLK_XLM)))
     verdicts = {a["filename"]: a["verdict"] for a in report["attachments"]}
     assert verdicts == {**{name: "safe" for name, _ in ORDINARY},
-                        "export.csv": "risky", "prices.slk": "risky"}, report["attachments"]
+                        "export.csv": "risky", "prices.slk": "danger"}, report["attachments"]
 
 
 @pytest.mark.skipif(shutil.which("soffice") is None,

@@ -78,6 +78,22 @@ class Limits(EnvSettings):
     scan_seconds: float = 20.0
 
 
+class AnalysisSettings(EnvSettings):
+    """The analysis backends that run here (issue 16 item 3): Excel 4.0 macro emulation and
+    YARA-X. Read by the scan modules themselves (mailmoat.scan.xlm, mailmoat.scan.yara_rules)."""
+
+    env_prefix: ClassVar[str] = "MAILMOAT_"
+
+    xlm_timeout_seconds: float = Field(default=15.0, gt=0)  # one workbook's emulation child
+    xlm_memory_bytes: int = Field(default=1 << 30, gt=0)  # the child's RLIMIT_AS
+    # Operator YARA rules (*.yar, *.yara), compiled beside the project's own; looked at again
+    # for changes at most every yara_reload_check_seconds.
+    yara_rules_dir: Path | None = None
+    yara_reload_check_seconds: float = Field(default=10.0, ge=0)
+    yara_max_bytes: int = Field(default=16 << 20, gt=0)  # of each file and member scanned
+    yara_timeout_seconds: int = Field(default=5, ge=1)
+
+
 class Settings(EnvSettings):
     # "production" refuses to start without antivirus, libmagic, a provisioned sealing key and
     # real adapters (mailmoat.production); "dev" and "test" allow them. AWS: production.

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from mailmoat.context import Verdict
 from mailmoat.ports import Antivirus, Sandbox
-from mailmoat.scan import archives, dde, filetype, html, office
+from mailmoat.scan import archives, dde, filetype, html, office, xlm, yara_rules
 from mailmoat.scan.lists import Lists
 from mailmoat.scan.result import Budget, FileResult, LimitReached
 from mailmoat.scan.sandbox import SandboxConfig, consult
@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 CACHE_ENTRIES = 2048
 
-CacheKey = tuple[str, tuple[frozenset[str], frozenset[str]], bool]
+# (sha256, the lists, antivirus on, the YARA rules version): new rules are never masked.
+CacheKey = tuple[str, tuple[frozenset[str], frozenset[str]], bool, str]
 
 
 class ResultCache:
@@ -71,7 +72,8 @@ class Engine:
                 deadline: float | None = None, sha256: str | None = None) -> FileResult:
         """Everything about one attachment: content (cached) plus the checks on its name."""
         sha256 = sha256 or hashlib.sha256(data).hexdigest()
-        key: CacheKey = (sha256, lists.key, self.antivirus is not None)
+        key: CacheKey = (sha256, lists.key, self.antivirus is not None,
+                         yara_rules.rules_version())
         content = self.cache.get(key)
         if content is None:
             budget = Budget(self.limits, deadline)
@@ -112,6 +114,8 @@ class Engine:
                 office.analyse_office(
                     data, detected, result,
                     lambda inner: self.content(inner, name, prefix, depth + 1, budget, lists))
+                if xlm.emulatable(detected) and "XLM_MACRO" in result.own_symbols:
+                    xlm.analyse_xlm(data, detected, result, budget.deadline)
             elif detected == "application/pdf":
                 self._pdf(data, result, prefix, depth, budget, lists, member)
             elif html.is_active_type(detected) or (prefix and html.has_active_name(name)):
@@ -120,6 +124,9 @@ class Engine:
                 html.analyse_html(data, detected, result)
             elif dde.is_text_document(detected):
                 dde.analyse_text_document(data, result)
+                if detected == filetype.SYLK:
+                    xlm.analyse_sylk(data, result)
+            yara_rules.scan(data, result)
         except LimitReached as exc:
             result.add("ARCHIVE_LIMIT", str(exc))
         except RecursionError:

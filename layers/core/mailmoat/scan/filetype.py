@@ -32,6 +32,7 @@ DOC = "application/msword"
 XLS = "application/vnd.ms-excel"
 PPT = "application/vnd.ms-powerpoint"
 MSG = "application/vnd.ms-outlook"
+SYLK = "application/x-sylk"
 
 OOXML_TYPES = frozenset({DOCX, DOCM, XLSX, XLSM, XLSB, PPTX, PPTM})
 OLE_OFFICE_TYPES = frozenset({DOC, XLS, PPT, OLE, "application/CDFV2", "application/vnd.ms-office",
@@ -225,6 +226,8 @@ def _refine(data: bytes, mime: str) -> str:
         return _refine_zip(data, mime)
     if data[:8] == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1":
         return _refine_ole(data, mime)
+    if data[:4] == b"ID;P":  # SYLK: Excel opens it and runs its Excel 4.0 formulas
+        return SYLK
     if data[:5] == b"{\\rtf":
         return "text/rtf"
     if mime in EXECUTABLE_TYPES and not data.startswith(_EXECUTABLE_MAGIC):

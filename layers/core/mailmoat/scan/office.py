@@ -25,6 +25,8 @@ MAX_SPIN_COUNT = 10_000_000
 MAX_DECRYPT_BYTES = 64 * 1024 * 1024
 MAX_XML_PART = 16 * 1024 * 1024  # bytes of one OOXML part read for the DDE pre-check
 MAX_RELS = 500
+MAX_IOCS = 10  # olevba IOCs (URLs, IPs, executable names) named in a SANDBOX_VBA_IOC detail
+MAX_IOC_DETAIL = 800
 
 _DDE = re.compile(rb"DDE(AUTO)?\b", re.IGNORECASE)
 # Relationship types that fetch content from elsewhere when the document opens.
@@ -313,11 +315,21 @@ def _macros(data: bytes, result: FileResult) -> None:
             result.add("MACRO", "Excel 4.0 (XLM) macros")
             result.add("XLM_MACRO", "")
         if vba or xlm:
-            for kind, keyword, _description in parser.analyze_macros() or []:
+            iocs: list[str] = []
+            # Decoded strings (hex, Base64, Dridex, VBA expressions) are appended to the code
+            # before olevba looks for IOCs, so an obfuscated URL shows as "URL (obfuscation: …)".
+            for kind, keyword, description in parser.analyze_macros(
+                    show_decoded_strings=True, deobfuscate=vba) or []:
                 if kind == "AutoExec":
                     result.add("MACRO_AUTOEXEC", str(keyword)[:100])
                 elif kind == "Suspicious":
                     result.add("MACRO_SUSPICIOUS", str(keyword)[:100])
+                elif kind == "IOC" and len(iocs) < MAX_IOCS:
+                    ioc = f"{description}: {' '.join(str(keyword).split())[:200]}"
+                    if ioc not in iocs:
+                        iocs.append(ioc)
+            if iocs:
+                result.add("SANDBOX_VBA_IOC", "; ".join(iocs)[:MAX_IOC_DETAIL])
         if parser.detect_vba_stomping():
             result.add("VBA_STOMPING", "compiled p-code differs from the source")
     except Exception as exc:

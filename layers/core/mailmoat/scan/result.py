@@ -13,6 +13,10 @@ SYMBOL_VERDICT: dict[str, Verdict] = {
     "VIRUS": Verdict.DANGER,
     "VELVETSWEATSHOP": Verdict.DANGER,
     "SANDBOX_MALICIOUS": Verdict.DANGER,
+    # The analysis that runs here (issue 16): Excel 4.0 macros that run or download code, and
+    # YARA rules marked danger. SANDBOX_XLM_URL/_AUTO, SANDBOX_VBA_IOC, SANDBOX_YARA: risky.
+    "SANDBOX_XLM_EXEC": Verdict.DANGER,
+    "SANDBOX_YARA_DANGER": Verdict.DANGER,
     "ENCRYPTED_OFFICE_LEGACY": Verdict.UNSUPPORTED,
     "ENCRYPTION_SPIN_LIMIT": Verdict.UNSUPPORTED,  # a password try would cost minutes: not tried
     "ENCRYPTED_ARCHIVE": Verdict.ENCRYPTED,
