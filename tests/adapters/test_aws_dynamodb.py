@@ -173,3 +173,40 @@ def test_a_report_too_big_for_a_row_is_summarised(ddb):
     report = log.get("m1").report
     assert report["truncated"] and "findings" not in report
     assert report["attachments"] == [{"path": "2", "filename": None, "verdict": "safe", "action": None}]
+
+
+def _ppap_round_trip(store):
+    """The PPAP pairing methods of the IsolationStore port (mailmoat.ppap), on either store."""
+    from mailmoat.ppap import OpenedFile, OpenedMember, PairableFile
+
+    entry = PairableFile(tenant="corp", sender_domain="sender.example",
+                         recipients=("alice@corp.example",), message_id="m1", path="2",
+                         filename="a.zip", header_message_id="<a@sender.example>",
+                         subject_key="quote", created_at=NOW,
+                         expires_at=NOW + timedelta(minutes=30))
+    store.add_pairable(entry)
+    assert store.pairable("corp", "sender.example", NOW) == [entry]
+    assert store.pairable("corp", "other.example", NOW) == []
+    assert store.pairable("other", "sender.example", NOW) == []
+    assert store.pairable("corp", "sender.example", NOW + timedelta(minutes=31)) == []
+    assert store.opened("m1", "2") is None
+    opened = OpenedFile(message_id="m1", path="2", by_message="m2", at=NOW, archive=True,
+                        members=[OpenedMember(0, "見積.txt", 5, Verdict.SAFE, [], "k0"),
+                                 OpenedMember(1, "x.exe", 9, Verdict.DANGER, ["VIRUS"], None)])
+    store.set_opened(opened, NOW + timedelta(days=30))
+    assert store.opened("m1", "2") == opened
+    assert store.opened("m1", "3") is None
+
+
+def test_ppap_pairing_records_on_dynamodb(ddb):
+    _ppap_round_trip(DynamoIsolationStore("isolated"))
+
+
+def test_ppap_pairing_records_on_sqlite(tmp_path):
+    from mailmoat.adapters.sqlite import SqliteDatabase
+    from mailmoat.adapters.sqlite_isolation import SqliteIsolationStore
+
+    store = SqliteIsolationStore(SqliteDatabase(tmp_path / "db.sqlite3"))
+    _ppap_round_trip(store)
+    store.delete_expired(NOW + timedelta(days=31))
+    assert store.opened("m1", "2") is None

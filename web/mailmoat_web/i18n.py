@@ -58,6 +58,9 @@ CATALOG: dict[str, dict[str, str]] = {
         "unlock.unsupported": "この形式はここでは復号できません。",
         "unlock.limited": "パスワードの入力回数が上限に達しました。しばらくしてからお試しください。",
         "unlock.members": "内容",
+        "ppap.follow_up": "後から届いたメールに書かれていたパスワードでこのファイルを開き、"
+                          "中身を検査しました。",
+        "ppap.same_mail": "メールに書かれていたパスワードでこのファイルを開き、中身を検査しました。",
         "unlock.document": "復号したファイル",
         "unlock.pending": "ウイルス検査中のファイルがあります。"
                           "1分ほどしてから「もう一度確認」を押してください。",
@@ -119,6 +122,8 @@ CATALOG: dict[str, dict[str, str]] = {
         "unlock.unsupported": "This format cannot be decrypted here.",
         "unlock.limited": "Too many password attempts. Try again later.",
         "unlock.members": "Contents",
+        "ppap.follow_up": "The password from your follow-up mail opened it, and its contents were checked.",
+        "ppap.same_mail": "The password written in the mail opened it, and its contents were checked.",
         "unlock.document": "Decrypted file",
         "unlock.pending": "Some files are being checked for viruses. Wait a minute, then press "
                           "\"Check again\".",
@@ -136,6 +141,9 @@ REASONS: dict[str, dict[str, str]] = {
     "ja": {
         "ENCRYPTED_ARCHIVE": "パスワード付きの圧縮ファイルのため、中身を検査できません。",
         "CONVERTED_TO_PDF": "安全のため PDF に変換してメールに添付しました。",
+        "PPAP_OPENED": "メールに書かれていたパスワードで開き、中身を検査しました。",
+        "PPAP_PASSWORD_USED": "このメールのパスワードで、先に届いたメールの添付ファイルを開きました。",
+        "PPAP_FAILED": "パスワード付きメールとの照合を実行できませんでした。",
         "CONVERT_FAILED": "PDF に変換できなかったため、元のファイルを分離しました。",
         "CONVERT_UNAVAILABLE": "変換できなかったため、元のファイルを分離しました。",
         "ENCRYPTED_OFFICE": "パスワードで保護された Office 文書のため、中身を検査できません。",
@@ -195,6 +203,9 @@ REASONS: dict[str, dict[str, str]] = {
     },
     "en": {
         "CONVERTED_TO_PDF": "It was converted to PDF for safety and attached to the message.",
+        "PPAP_OPENED": "The password written in the mail opened it; its contents were checked.",
+        "PPAP_PASSWORD_USED": "The password in this mail opened the attachment of an earlier mail.",
+        "PPAP_FAILED": "Matching with a password mail could not run.",
         "CONVERT_FAILED": "It could not be converted to PDF, so the original was isolated.",
         "CONVERT_UNAVAILABLE": "It could not be converted, so the original was isolated.",
         "ENCRYPTED_ARCHIVE": "It is a password-protected archive, so its contents "

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from mailmoat.isolation import PortalMessage
     from mailmoat.pipeline import Services
     from mailmoat.ports import IsolationStore
+    from mailmoat.ppap import OpenedFile
     from mailmoat.services.rescan import AntivirusLater
 
 log = logging.getLogger("mailmoat.portal")
@@ -115,6 +116,32 @@ class FileView:
     members: list[dict[str, str]]
     unlock: UnlockView | None = None
     pdf: bool = False  # "Download as PDF" (convertible, kept, not danger, a converter here)
+    opened: OpenedView | None = None  # a password from mail opened it (mailmoat.ppap)
+
+
+@dataclass(slots=True)
+class OpenedView:
+    """What a password found in mail opened: the members, checked, with no password anywhere."""
+
+    message: str
+    archive: bool
+    members: list[MemberView] = field(default_factory=list)
+
+
+def opened_view(opened: OpenedFile, lang: str) -> OpenedView:
+    from mailmoat.services.downloads import offer
+
+    t, words = translator(lang), verdict_words(lang)
+    view = OpenedView(t("ppap.same_mail") if opened.same_mail else t("ppap.follow_up"),
+                      archive=opened.archive)
+    for m in opened.members:
+        shown_offer = offer(m.verdict, stored=m.blob_key is not None)
+        view.members.append(MemberView(
+            index=m.index, name=m.name, size=m.size, verdict=str(m.verdict),
+            verdict_label=words[str(m.verdict)], reasons=reasons(m.symbols, lang),
+            downloadable=m.blob_key is not None and shown_offer.allows("original"),
+            needs_confirm=shown_offer.needs_confirm))
+    return view
 
 
 def pdf_offered(record: IsolatedFile, services: Services) -> bool:
@@ -147,6 +174,10 @@ def message_page(request: Request, o: Opened, unlocked: dict[str, UnlockView] | 
     views = [file_view(f, lang) for f in records]
     for view, record in zip(views, records, strict=True):
         view.pdf = pdf_offered(record, o.portal.services)
+        if "unlock" in view.actions:
+            done = o.portal.store.opened(record.message_id, record.path)
+            if done is not None:  # read on every request: a later follow-up shows on reload
+                view.opened = opened_view(done, lang)
     for view in views:
         if unlocked and view.path in unlocked:
             view.unlock = unlocked[view.path]

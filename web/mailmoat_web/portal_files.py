@@ -1,5 +1,6 @@
 """What a recipient does with one isolated file (POSTs under /m/{token}/f/{path}): download it,
-unlock it with a password, download what the password opened."""
+unlock it with a password, download what the password opened, or what a password found in mail
+opened (PPAP pairing, mailmoat.ppap)."""
 
 from __future__ import annotations
 
@@ -193,3 +194,37 @@ def member(request: Request, target: Annotated[Target, Depends(posted_encrypted)
         return warning(request, lang, o.token, record,
                        {"index": str(index), "password": password}, action="member")
     return _send(request, target, shown.download)
+
+
+@router.post("/{token}/f/{path}/opened")
+def opened_member(request: Request, target: Annotated[Target, Depends(posted_encrypted)],
+                  index: int = Form(-1), confirm: str = Form("")) -> Response:
+    """A member of a file a password from mail opened: its verdict decides, as for unlock."""
+    from mailmoat.services.downloads import offer
+
+    o, record = target.opened, target.record
+    lang = language(request, o.message.language)
+    done = o.portal.store.opened(record.message_id, record.path)
+    shown = next((m for m in done.members if m.index == index), None) if done else None
+    if shown is None:
+        return not_found(request)
+    allowed = offer(shown.verdict, stored=shown.blob_key is not None)
+    if shown.blob_key is None or not allowed.allows("original"):
+        return refused(request, lang, o.token)
+    if allowed.needs_confirm and confirm != "1":
+        return warning(request, lang, o.token, record, {"index": str(index)}, action="opened")
+    name = shown.name.rsplit("/", 1)[-1]
+    download = Download(f"opened:{shown.name}" if done and done.archive else "opened", name)
+    return _send_stored(request, target, download, shown.blob_key, shown.size)
+
+
+def _send_stored(request: Request, target: Target, download: Download, key: str,
+                 size: int) -> Response:
+    o = target.opened
+    download = delivered(o.portal.services.blobs, download, stored=key, size=size)
+    record_download(o.portal.store, o.portal.now(), o.access, target.record, download.kind,
+                    _client(request))
+    if download.url is not None:
+        return RedirectResponse(download.url, status_code=303)
+    return Response(download.data, media_type="application/octet-stream", headers={
+        "Content-Disposition": content_disposition(download.filename)})

@@ -122,6 +122,10 @@ class TenantConfig(BaseModel):
     # Isolated originals (download, unlock, members) only from these networks (CIDRs); the PDF
     # copy from anywhere. Empty: from anywhere.
     original_from_ips: list[str] = Field(default_factory=list)
+    # PPAP pairing (mailmoat.ppap): passwords in the same mail or an authenticated follow-up
+    # from the same sender domain to the same recipients open a held encrypted file.
+    ppap_pairing: bool = True
+    ppap_window_minutes: int = Field(default=30, ge=1, le=7 * 24 * 60)
 
     @field_validator("original_from_ips")
     @classmethod

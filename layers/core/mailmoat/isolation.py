@@ -134,9 +134,12 @@ def sweep(store: IsolationStore, blobs: BlobStore, now: datetime) -> int:
     only rows already past their expiry are touched."""
     removed = 0
     for record in store.expired(now):
-        if record.blob_key is not None:
+        keys = [record.blob_key] if record.blob_key is not None else []
+        opened = store.opened(record.message_id, record.path)  # what a password from mail opened
+        keys += [m.blob_key for m in opened.members if m.blob_key] if opened is not None else []
+        for key in keys:
             try:
-                blobs.delete(record.blob_key)
+                blobs.delete(key)
             except Exception:  # a missing blob must not keep the record alive forever
                 log.warning("expired blob could not be deleted",
                             extra={"message_id": record.message_id})

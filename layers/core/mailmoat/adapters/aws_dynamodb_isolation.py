@@ -1,7 +1,8 @@
 """DynamoDB isolation store (token): "MSG#<id>" message + its files, "TOK#<sha256>" token,
 "RCPT#<id>#<addr>" pointer to a recipient's current token, "DL#<id>" downloads, "ATT#<id>#<path>"
-password tries. Expired rows go by TTL (`expires_at`), their blobs by the quarantine bucket's
-lifecycle."""
+password tries, "PPAP#<tenant>#<domain>" held encrypted files a follow-up may open and
+"OPEN#<id>#<path>" what a password from mail opened (mailmoat.ppap; never a password).
+Expired rows go by TTL (`expires_at`), their blobs by the quarantine bucket's lifecycle."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 from mailmoat.adapters.aws_dynamodb import _DAY, _MAX_LIST, _epoch, _table, _ts
 from mailmoat.context import Verdict
 from mailmoat.isolation import DownloadRecord, IsolatedFile, PortalAccess, PortalLink, PortalMessage
+from mailmoat.ppap import OpenedFile, PairableFile
 
 # --- isolation store ----------------------------------------------------------------------------
 
@@ -100,6 +102,24 @@ class DynamoIsolationStore:
         return [DownloadRecord(datetime.fromisoformat(e["at"]), message_id, e["path"], e["kind"],
                                e.get("client_ip"), e["recipient"])
                 for e in self._entries(f"DL#{message_id}")]
+
+    def add_pairable(self, entry: PairableFile) -> None:
+        self._append(f"PPAP#{entry.tenant}#{entry.sender_domain}", entry.to_dict(),
+                     _epoch(entry.expires_at) + _DAY)
+
+    def pairable(self, tenant: str, sender_domain: str, now: datetime) -> list[PairableFile]:
+        entries = [PairableFile.from_dict(e) for e in self._entries(f"PPAP#{tenant}#{sender_domain}")]
+        aware = now if now.tzinfo else now.replace(tzinfo=UTC)
+        return [e for e in entries if e.expires_at > aware]
+
+    def set_opened(self, opened: OpenedFile, expires_at: datetime) -> None:
+        self.table.put_item(Item={"token": f"OPEN#{opened.message_id}#{opened.path}",
+                                  "data": json.dumps(opened.to_dict(), ensure_ascii=False),
+                                  "expires_at": _epoch(expires_at)})
+
+    def opened(self, message_id: str, path: str) -> OpenedFile | None:
+        item = self._get(f"OPEN#{message_id}#{path}")
+        return OpenedFile.from_dict(json.loads(str(item["data"]))) if item else None
 
     def expired(self, now: datetime) -> list[IsolatedFile]:
         return []  # DynamoDB TTL removes rows and the quarantine lifecycle removes the blobs

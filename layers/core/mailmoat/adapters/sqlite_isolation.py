@@ -18,7 +18,7 @@ from mailmoat.isolation import (
 )
 
 if TYPE_CHECKING:
-    pass
+    from mailmoat.ppap import OpenedFile, PairableFile
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS portal_messages (
@@ -67,6 +67,25 @@ _SCHEMA = (
       kind TEXT NOT NULL,
       client_ip TEXT,
       recipient TEXT NOT NULL
+    )""",
+    # PPAP pairing (mailmoat.ppap): held encrypted files a follow-up may open, and what opened.
+    # Neither holds a password: only which message's password it was.
+    """CREATE TABLE IF NOT EXISTS ppap_pairable (
+      message_id TEXT NOT NULL,
+      path TEXT NOT NULL,
+      tenant TEXT NOT NULL,
+      sender_domain TEXT NOT NULL,
+      data TEXT NOT NULL,
+      expires_at TEXT NOT NULL,
+      PRIMARY KEY (message_id, path)
+    )""",
+    "CREATE INDEX IF NOT EXISTS ppap_pairable_sender ON ppap_pairable(tenant, sender_domain)",
+    """CREATE TABLE IF NOT EXISTS ppap_opened (
+      message_id TEXT NOT NULL,
+      path TEXT NOT NULL,
+      data TEXT NOT NULL,
+      expires_at TEXT NOT NULL,
+      PRIMARY KEY (message_id, path)
     )""",
 )
 
@@ -157,7 +176,38 @@ class SqliteIsolationStore:
             n = c.execute("DELETE FROM isolated_files WHERE expires_at <= ?", (stamp,)).rowcount
             c.execute("DELETE FROM portal_tokens WHERE expires_at <= ?", (stamp,))
             c.execute("DELETE FROM portal_messages WHERE expires_at <= ?", (stamp,))
+            c.execute("DELETE FROM ppap_pairable WHERE expires_at <= ?", (stamp,))
+            c.execute("DELETE FROM ppap_opened WHERE expires_at <= ?", (stamp,))
         return int(n)
+
+    def add_pairable(self, entry: PairableFile) -> None:
+        with self.db.transaction() as c:
+            c.execute("INSERT OR REPLACE INTO ppap_pairable(message_id, path, tenant, sender_domain,"
+                      " data, expires_at) VALUES (?,?,?,?,?,?)",
+                      (entry.message_id, entry.path, entry.tenant, entry.sender_domain,
+                       json.dumps(entry.to_dict(), ensure_ascii=False), utc_text(entry.expires_at)))
+
+    def pairable(self, tenant: str, sender_domain: str, now: datetime) -> list[PairableFile]:
+        from mailmoat.ppap import PairableFile
+
+        rows = self.db.query("SELECT data FROM ppap_pairable WHERE tenant = ? AND sender_domain = ?"
+                             " AND expires_at > ? ORDER BY expires_at LIMIT 200",
+                             (tenant, sender_domain, utc_text(now)))
+        return [PairableFile.from_dict(json.loads(r["data"])) for r in rows]
+
+    def set_opened(self, opened: OpenedFile, expires_at: datetime) -> None:
+        with self.db.transaction() as c:
+            c.execute("INSERT OR REPLACE INTO ppap_opened(message_id, path, data, expires_at)"
+                      " VALUES (?,?,?,?)",
+                      (opened.message_id, opened.path,
+                       json.dumps(opened.to_dict(), ensure_ascii=False), utc_text(expires_at)))
+
+    def opened(self, message_id: str, path: str) -> OpenedFile | None:
+        from mailmoat.ppap import OpenedFile
+
+        rows = self.db.query("SELECT data FROM ppap_opened WHERE message_id = ? AND path = ?",
+                             (message_id, path))
+        return OpenedFile.from_dict(json.loads(rows[0]["data"])) if rows else None
 
     def tenant_messages(self, tenant: str, limit: int = 50, offset: int = 0) -> list[PortalMessage]:
         rows = self.db.query("SELECT * FROM portal_messages WHERE tenant = ?"

@@ -102,15 +102,59 @@ class Isolate:
         tenant = services.tenant(ctx)
         decide(ctx, tenant)
         pending = [a for a in ctx.attachments if a.action != AttachmentAction.KEEP]
-        if not pending or ctx.disposition != Disposition.DELIVER:
+        if ctx.disposition != Disposition.DELIVER:
             return  # a quarantined message keeps its files with it
-        try:
-            isolate(ctx, services, tenant, pending)
-        except IsolationError as exc:
-            # Never deliver a file the policy wants out of the message: quarantine instead.
-            ctx.add("ISOLATION_UNAVAILABLE", "message",
-                    f"{exc}; " + ", ".join(f"{a.path}:{a.action}" for a in pending))
-            ctx.disposition = Disposition.QUARANTINE
+        if pending:
+            try:
+                isolate(ctx, services, tenant, pending)
+            except IsolationError as exc:
+                # Never deliver a file the policy wants out of the message: quarantine instead.
+                ctx.add("ISOLATION_UNAVAILABLE", "message",
+                        f"{exc}; " + ", ".join(f"{a.path}:{a.action}" for a in pending))
+                ctx.disposition = Disposition.QUARANTINE
+                return
+        if not ctx.beyond_limits:
+            _pair_follow_up(ctx, services, tenant)
+
+
+def _remember_encrypted(ctx: MessageContext, services: Services, tenant: TenantConfig,
+                        files: list[IsolatedFile]) -> None:
+    """Held encrypted files wait for a follow-up's password; this mail's own are tried now."""
+    from mailmoat import ppap
+
+    try:
+        ppap.remember_and_try(ctx, services, tenant, files)
+    except Exception as exc:  # as in _pair_follow_up: the files stay isolated, the mail goes on
+        log.warning("ppap pairing failed", extra={"message_id": ctx.id, "stage": "isolate",
+                                                  "symbol": "PPAP_FAILED"})
+        ctx.add("PPAP_FAILED", "message", f"{type(exc).__name__}: {exc}"[:300])
+
+
+def _pair_follow_up(ctx: MessageContext, services: Services, tenant: TenantConfig) -> None:
+    """This mail's passwords open earlier held files (mailmoat.ppap); the mail then says so.
+    Pairing is a convenience on top of isolation: when it cannot run, the files simply stay
+    isolated behind the portal's password form (the closed state), and the mail goes on."""
+    from mailmoat import ppap
+
+    try:
+        paired = ppap.pair_follow_up(ctx, services, tenant)
+    except Exception as exc:
+        log.warning("ppap pairing failed", extra={"message_id": ctx.id, "stage": "isolate",
+                                                  "symbol": "PPAP_FAILED"})
+        ctx.add("PPAP_FAILED", "message", f"{type(exc).__name__}: {exc}"[:300])
+        return
+    if not paired:
+        return
+    limits = WalkLimits(max_parts=services.settings.limits.max_parts,
+                        max_depth=services.settings.limits.max_depth)
+    note = _ppap_note([pending.filename or pending.path for pending, _ in paired], tenant)
+    source = ctx.output if ctx.output is not None else ctx.raw
+    try:
+        ctx.output = _notice_into(source, note, limits)
+        ctx.outputs = {r: _notice_into(data, note, limits) for r, data in ctx.outputs.items()}
+    except IsolationError:
+        return  # no place for the note: the mail goes as it is; the portal shows the file opened
+    ctx.add_action("ppap-note")
 
 
 def isolate(ctx: MessageContext, services: Services, tenant: TenantConfig,
@@ -154,6 +198,7 @@ def isolate(ctx: MessageContext, services: Services, tenant: TenantConfig,
         subject=ctx.subject, date=header_text(parsed.message, "date"),
         mail_from=ctx.envelope.mail_from, route=[h.to_dict() for h in ctx.route],
         created_at=now, expires_at=expires), files)
+    _remember_encrypted(ctx, services, tenant, files)
 
     for path, done in converted.items():
         _replace_file(by_path[path].node, done)
@@ -427,6 +472,28 @@ def _notice(shown: list[_Removed], url: str | None, tenant: TenantConfig) -> Ban
     return Banner(text="\n".join(lines) + "\n\n", html=_HTML.format(body="<br>".join(parts)))
 
 
+_PPAP_NOTE = {
+    "ja": ("【パスワードの利用】",
+           "このメールに記載されたパスワードで、先に届いたメールの添付ファイルを開き、中身を検査しました。"
+           "先のメールのリンクから確認できます。"),
+    "en": ("[Password used]",
+           "The password in this mail opened the attachment of an earlier mail, and its contents "
+           "were checked. See them through the link in that mail."),
+}
+
+
+def _ppap_note(names: list[str], tenant: TenantConfig) -> Banner:
+    """The follow-up's short note: which earlier file its password opened (never the password)."""
+    from mailmoat.rewrite.banner import Banner
+
+    title, body = _PPAP_NOTE.get(tenant.language, _PPAP_NOTE["ja"])
+    shown = [_display_name(n) for n in names]
+    lines = [_RULE, title, body, *(f"・{n}" for n in shown), _RULE]
+    parts = [f'<strong style="color:#1C5FA8;font-size:15px;">{html.escape(title)}</strong>',
+             html.escape(body), *(f"・{html.escape(n)}" for n in shown)]
+    return Banner(text="\n".join(lines) + "\n\n", html=_HTML.format(body="<br>".join(parts)))
+
+
 def _link(lines: list[str], parts: list[str], url: str | None, words: dict[str, str]) -> None:
     if url:
         lines.append(url)
@@ -438,13 +505,16 @@ def _with_notice(stripped: bytes, shown: list[_Removed], url: str | None, tenant
                  limits: WalkLimits) -> bytes:
     """The notice at the top of the first text and the first HTML body part of the message
     itself (not of attached messages); a new text part when there is none."""
+    return _notice_into(stripped, _notice(shown, url, tenant), limits)
+
+
+def _notice_into(stripped: bytes, notice: Banner, limits: WalkLimits) -> bytes:
     from mailmoat.rewrite import bodytext
     from mailmoat.rewrite.banner import insert_html_banner
     from mailmoat.rewrite.body import serialize_tree, write_html
     from mailmoat.rewrite.headers import RawMessage
     from mailmoat.rewrite.htmldoc import parse_html
 
-    notice = _notice(shown, url, tenant)
     msg, _ = parse_bytes(stripped)
     parsed = walk(msg, limits)
     targets: dict[str, Part] = {}
