@@ -106,13 +106,10 @@ def rules_version() -> str:
 def scan(data: bytes, result: FileResult) -> None:
     """Add SANDBOX_YARA / SANDBOX_YARA_DANGER for the rules `data` matches (its first
     MAILMOAT_YARA_MAX_BYTES), or SCAN_FAILED when the scan cannot run or times out."""
-    import yara_x
-
     try:
         ruleset = _LOADER.current()
         settings = _LOADER.settings or AnalysisSettings()
-        scanner = yara_x.Scanner(ruleset.rules)
-        scanner.set_timeout(settings.yara_timeout_seconds)
+        scanner = _scanner(ruleset, settings)
         matches = scanner.scan(data[:settings.yara_max_bytes]).matching_rules
     except Exception as exc:  # a timeout included: a check that cannot run fails closed
         log.warning("yara scan failed: %s: %s", type(exc).__name__, exc)
@@ -129,6 +126,22 @@ def scan(data: bytes, result: FileResult) -> None:
         result.add("SANDBOX_YARA_DANGER", ", ".join(danger[:MAX_NAMES])[:300])
     if risky:
         result.add("SANDBOX_YARA", ", ".join(risky[:MAX_NAMES])[:300])
+
+
+_THREAD = threading.local()
+
+
+def _scanner(ruleset: RuleSet, settings: AnalysisSettings) -> Any:
+    """One yara_x.Scanner per thread and rule set (creating one costs ten times a small scan)."""
+    import yara_x
+
+    cached = getattr(_THREAD, "scanner", None)
+    if cached is not None and cached[0] is ruleset and cached[1] == settings.yara_timeout_seconds:
+        return cached[2]
+    scanner = yara_x.Scanner(ruleset.rules)
+    scanner.set_timeout(settings.yara_timeout_seconds)
+    _THREAD.scanner = (ruleset, settings.yara_timeout_seconds, scanner)
+    return scanner
 
 
 def _snapshot(directory: Path | None) -> Snapshot:
