@@ -4,11 +4,15 @@
 set -euo pipefail
 what=${1:-run}
 
-run_pkgs=(libmagic1)
-# LibreOffice (headless, no GUI packages) and its Python bridge write the legacy Office fixtures the
-# detection tests encrypt (tests/detection: .doc/.xls with a password).
+# convert-pdf (mailmoat.convert): LibreOffice without its GUI, the UNO bridge for the system
+# Python, and poppler (pdftoppm) to re-render PDFs from pixels.
+convert_pkgs=(libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui
+              libreoffice-draw-nogui python3-uno poppler-utils)
+run_pkgs=(libmagic1 "${convert_pkgs[@]}")
+# LibreOffice also writes the legacy Office fixtures the detection tests encrypt
+# (tests/detection: .doc/.xls with a password).
 test_pkgs=(libmagic1 clamav-daemon zip unzip chromium fonts-noto-cjk fonts-noto-color-emoji rspamd
-           libreoffice-writer-nogui libreoffice-calc-nogui python3-uno)
+           "${convert_pkgs[@]}")
 
 pkgs=("${run_pkgs[@]}")
 [ "$what" = test ] && pkgs=("${test_pkgs[@]}")

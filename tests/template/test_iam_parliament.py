@@ -124,6 +124,8 @@ def getatt_value(template: dict, logical_id: str, attribute: str, resolve) -> st
     if kind == "AWS::Logs::LogGroup" and attribute == "Arn":
         # GetAtt LogGroup.Arn ends in ":*" (it covers the group's streams).
         return f"{arn}:logs:{REGION}:{ACCOUNT}:log-group:{ref_value(template, logical_id, resolve)}:*"
+    if kind in ("AWS::Serverless::Function", "AWS::Lambda::Function") and attribute == "Arn":
+        return f"{arn}:lambda:{REGION}:{ACCOUNT}:function:{_name(resource, logical_id, 'FunctionName', resolve)}"
     if kind == "AWS::SecretsManager::Secret" and attribute == "Id":
         return f"{arn}:secretsmanager:{REGION}:{ACCOUNT}:secret:{_name(resource, logical_id, 'Name', resolve)}-AbCdEf"
     mail_manager = {

@@ -398,7 +398,8 @@ def test_image_functions_run_their_own_handler(template):
     assert image_handler_sources(template) == {
         "ScanFunction": "functions/scan/app.py",
         "SignatureUpdateFunction": "functions/signature_update/app.py",
-        "AvScanFunction": "functions/avscan/app.py"}
+        "AvScanFunction": "functions/avscan/app.py",
+        "ConvertFunction": "functions/convert/app.py"}
 
 
 def test_every_handler_directory_is_a_function(template):
@@ -406,8 +407,9 @@ def test_every_handler_directory_is_a_function(template):
     code_dirs |= {str(Path(src).parent) for src in image_handler_sources(template).values()}
     handler_dirs = {f"functions/{p.parent.name}" for p in (ROOT / "functions").glob("*/app.py")}
     assert handler_dirs <= code_dirs
-    # five stages, reconcile, two for the directory, signatures, spam digest, the portal's antivirus
-    assert len(handler_dirs) == 11
+    # five stages, reconcile, two for the directory, signatures, spam digest, the portal's
+    # antivirus, the PDF converter
+    assert len(handler_dirs) == 12
 
 
 def test_every_event_source_reports_partial_failures_and_outlives_retries(template):
@@ -465,7 +467,8 @@ def test_only_the_rewrite_role_reads_the_arc_key(template):
 def test_quarantine_writers(template):
     writers = {name for name in functions(template)
                if allows(role_statements(template, name), "s3:PutObject", "QuarantineBucket")}
-    assert writers == {"IsolateFunction", "PortalFunction"}
+    # ConvertFunction writes only the PDFs under isolated/convert/ (test_convert_template.py).
+    assert writers == {"IsolateFunction", "PortalFunction", "ConvertFunction"}
     assert "AuthenticateFunction" not in writers
 
 

@@ -264,6 +264,9 @@ class AwsSettings(Settings):
     stage_queue_urls: str = ""
     # The AvScan function's queue (portal): antivirus scans of what a password opened.
     avscan_queue_url: str = ""
+    # The ConvertFunction (LibreOffice image) the isolate stage and the portal invoke for
+    # convert-pdf; empty: no converter (CONVERT_UNAVAILABLE).
+    convert_function: str = ""
     delivery_mode: str = "ses"
     retention_days: int = 30  # raw mail, quarantine, log rows and portal links
     relay_identity: str = ""

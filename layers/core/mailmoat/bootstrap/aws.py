@@ -27,9 +27,11 @@ if TYPE_CHECKING:  # the runtime's modules load when it is built (first invocati
         Antivirus,
         ArchiveStore,
         AttemptStore,
+        BlobStore,
         IsolationStore,
         KeepMailStore,
         Mailer,
+        PdfConverter,
         SpamStore,
     )
     from mailmoat.runtime import Runtime
@@ -121,6 +123,7 @@ def build_aws(settings: Settings | None = None, *, config: GatewayConfig | None 
         before_seal=partial(_before_seal, aws),
         admin=_admin_stores(aws, directory),
         attempts=_attempts(aws),
+        converter=_converter(aws, blobs),
     )
     production_check(aws, services, NEEDS.get(role or "", frozenset()) if role else None)
     urls = aws.queue_urls()
@@ -295,6 +298,16 @@ def _stores(settings: AwsSettings) -> tuple[IsolationStore | None, SpamStore | N
     return isolation, spam, keepmail, archive
 
 
+def _converter(settings: AwsSettings, blobs: BlobStore) -> PdfConverter | None:
+    """The ConvertFunction when this function's environment names it; None: convert-pdf
+    isolates with CONVERT_UNAVAILABLE (fail closed)."""
+    if not (settings.convert_function and settings.quarantine_bucket):
+        return None
+    from mailmoat.adapters.aws_convert import LambdaPdfConverter
+
+    return LambdaPdfConverter(blobs, settings.convert_function)
+
+
 def _attempts(settings: AwsSettings) -> AttemptStore | None:
     """The portal's sign-in counters (MAILMOAT_ATTEMPTS_TABLE); the stage functions have none."""
     if not settings.attempts_table:
@@ -342,6 +355,7 @@ class LambdaEntry:
 
     role: str | None = None  # the stage this function serves: set by its first batch
     _avscans: RequestedScans | None = None
+    _converter: tuple[BlobStore, PdfConverter] | None = None
 
     @property
     def runtime(self) -> Runtime:
@@ -363,6 +377,21 @@ class LambdaEntry:
         if self._avscans is None:
             self._avscans = _requested_scans(self.settings)
         return self._avscans
+
+    def convert(self, event: Any) -> dict[str, Any]:
+        """One ConvertFunction invoke: the file under isolated/convert/<id>/ made into a PDF by
+        the long-lived LibreOffice of this execution environment (mailmoat.convert.remote)."""
+        from mailmoat.convert.remote import handle
+
+        if self._converter is None:
+            from mailmoat.adapters.aws_s3 import S3BlobStore
+            from mailmoat.convert.libreoffice import LibreOfficePdfConverter
+
+            self._converter = (S3BlobStore(self.settings.raw_bucket,
+                                           routes={"isolated/": self.settings.quarantine_bucket}),
+                               LibreOfficePdfConverter())
+        blobs, converter = self._converter
+        return handle(event, blobs, converter)
 
     def avscan(self, body: str) -> None:
         """One AvScanQueue message: scan the bytes the portal left, record the verdict."""
