@@ -148,10 +148,14 @@ def _record(report: dict[str, object], state: str = "delivered") -> MessageRecor
 
 @pytest.mark.parametrize("name", battery.TEST_NAMES)
 def test_pipeline_outcome_matches_the_expectation(pipeline, name: str) -> None:  # type: ignore[no-untyped-def]
-    (message,) = battery.build_battery(run_id=RUN, to="alice@example.test", only=[name])
-    ctx = pipeline.analyse(message.raw, Envelope(client_ip="127.0.0.1", helo="tester.local",
-                                                 mail_from=message.mail_from,
-                                                 rcpt_to=["alice@example.test"]))
+    # A follow-up is judged after the mail it follows (one build: one zip password).
+    sent_first = ["ppap-zip"] if name == "ppap-password" else []
+    *before, message = battery.build_battery(run_id=RUN, to="alice@example.test",
+                                             only=[*sent_first, name])
+    for m in [*before, message]:
+        ctx = pipeline.analyse(m.raw, Envelope(client_ip="127.0.0.1", helo="tester.local",
+                                               mail_from=m.mail_from,
+                                               rcpt_to=["alice@example.test"]))
     report = ctx.to_report()
     report["deliveries"] = {"alice@example.test": "delivered: maildir"}
     seen = Observed.from_record(_record(report), "alice@example.test")
@@ -270,3 +274,15 @@ def test_the_table_stacks_on_a_narrow_terminal() -> None:
     assert lines[3].strip().startswith("expected: delivered, no banner, quotation.zip: encrypted/isolate")
     assert lines[4].strip() == "actual:   not in the message log"
     assert all(len(line) <= 80 for line in lines[1:3])
+
+
+def test_a_follow_up_that_opened_nothing_is_a_mismatch_with_the_likely_cause() -> None:
+    sent = SentMessage("ppap-password", "<m>", "s", "f@x", True, "250")
+    seen = Observed(state="delivered", delivery="delivered", spf="none", dkim="none", dmarc="none",
+                    banner=False, defang=False, files=(), subject="s", findings=frozenset())
+    why = expectation_for(sent, seen).differences(seen)
+    assert len(why) == 1 and "no PPAP_PASSWORD_USED" in why[0] and "authenticated sender" in why[0]
+    opened = Observed(state="delivered", delivery="delivered", spf="pass", dkim="none", dmarc="none",
+                      banner=False, defang=False, files=(), subject="s",
+                      findings=frozenset({"PPAP_PASSWORD_USED"}))
+    assert expectation_for(sent, opened).differences(opened) == []

@@ -230,6 +230,28 @@ def _aes_zip(env: Envelope) -> EmailMessage:
     return msg
 
 
+def _ppap_zip(env: Envelope) -> EmailMessage:
+    # PPAP: the encrypted zip first, its password in a second mail (the next test).
+    msg = _base(env, "ppap-zip", "AES-encrypted zip, password to follow in a second mail")
+    msg.set_content(_intro("ppap-zip", "Expected: the zip isolated as encrypted; the ppap-password "
+                           "mail that follows opens it in the portal.")
+                    + "\nパスワードは別途お送りします。 / The password follows separately.\n")
+    msg.add_attachment(aes_zip({"estimate.xlsx": minimal_xlsx([("estimate", 7)])}, env.zip_password),
+                       maintype="application", subtype="zip", filename="estimate.zip")
+    return msg
+
+
+def _ppap_password(env: Envelope) -> EmailMessage:
+    msg = _base(env, "ppap-password", "the password of the ppap-zip mail")
+    msg["In-Reply-To"] = message_id_for("ppap-zip", env.run_id)
+    msg["References"] = message_id_for("ppap-zip", env.run_id)
+    msg.set_content(_intro("ppap-password", "Expected: delivered with a note that its password "
+                           "opened estimate.zip (PPAP_PASSWORD_USED); needs the sender's domain to "
+                           "pass SPF or DKIM from this host.")
+                    + f"\nパスワード：{env.zip_password}\n")
+    return msg
+
+
 def _exe_as_xlsx(env: Envelope) -> EmailMessage:
     msg = _base(env, "exe-as-xlsx", "a Windows executable named .xlsx")
     msg.set_content(_intro("exe-as-xlsx", "Expected: isolated, the extension disagrees with the type."))
@@ -276,6 +298,8 @@ _BUILDERS: dict[str, Callable[[Envelope], EmailMessage]] = {
     "clean-xlsx": _clean_xlsx,
     "eicar-zip": _eicar_zip,
     "aes-zip": _aes_zip,
+    "ppap-zip": _ppap_zip,
+    "ppap-password": _ppap_password,
     "exe-as-xlsx": _exe_as_xlsx,
     "velvetsweatshop-xlsx": _velvetsweatshop,
     "spf-fail": _spf_fail,

@@ -70,6 +70,9 @@ class Observed:
         """The same facts the expectation names, in the same words, so the two columns line up."""
         parts = [self.state if not self.delivery or Outcome.of(self.delivery) is Outcome.DELIVERED
                  else f"{self.state} ({self.delivery})", rewrite_words(self.banner, self.defang)]
+        if expected.finding is not None:
+            parts.append(expected.finding if expected.finding in self.findings
+                         else f"no {expected.finding}")
         if expected.spf is not None or self.spf == "fail":
             parts.append(f"spf={self.spf}")
         if expected.subject is not None:
@@ -114,9 +117,12 @@ class Expectation:
     file: tuple[str, FileExpectation] | None = None  # (filename, what happens to it)
     subject: str | None = None
     note: str = ""
+    finding: str | None = None  # a message-level symbol the report must carry
 
     def describe(self) -> str:
         parts = [self.state, rewrite_words(self.banner, self.defang)]
+        if self.finding is not None:
+            parts.append(self.finding)
         if self.spf is not None:
             parts.append(f"spf={self.spf}")
         if self.subject is not None:
@@ -145,6 +151,12 @@ class Expectation:
                 hint = ("; the gateway found no SPF record for the sender's domain (offline DNS? "
                         "give it MAILMOAT_DNS_ZONE, see docs/send-test.md)")
             why.append(f"spf={seen.spf}, expected {self.spf}{hint}")
+        if self.finding is not None and self.finding not in seen.findings:
+            hint = ""
+            if self.finding == "PPAP_PASSWORD_USED" and "pass" not in (seen.spf, seen.dkim):
+                hint = (f"; spf={seen.spf} dkim={seen.dkim}: a follow-up opens a file only from an "
+                        "authenticated sender domain (use a --from whose SPF allows this host)")
+            why.append(f"no {self.finding} in the report{hint}")
         if self.subject is not None and seen.subject != self.subject:
             why.append("the subject did not survive decoding")
         if self.file is None and seen.files:
@@ -178,6 +190,10 @@ def expectation_for(sent: SentMessage, seen: Observed | None) -> Expectation:
         "clean-xlsx": lambda: Expectation(file=("price-list.xlsx", FileExpectation("safe", None, "keep"))),
         "aes-zip": lambda: Expectation(
             file=("quotation.zip", FileExpectation("encrypted", "ENCRYPTED_ARCHIVE", "isolate"))),
+        "ppap-zip": lambda: Expectation(
+            file=("estimate.zip", FileExpectation("encrypted", "ENCRYPTED_ARCHIVE", "isolate"))),
+        "ppap-password": lambda: Expectation(finding="PPAP_PASSWORD_USED",
+                                             note="PPAP pairing: opens ppap-zip's file"),
         "exe-as-xlsx": lambda: Expectation(
             file=("invoice.xlsx", FileExpectation("risky", "EXT_MISMATCH", "isolate"))),
         "velvetsweatshop-xlsx": lambda: Expectation(
