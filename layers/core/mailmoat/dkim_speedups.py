@@ -46,6 +46,8 @@ def rfc822_parse(message: bytes) -> tuple[list[list[bytes]], bytes]:
     # with CRLF is "one optional CR before each LF becomes CRLF", done here in C.
     headers, _ = _original_parse(message[:blank.end()])
     body = message[blank.end():]
+    if body.count(b"\n") == body.count(b"\r\n"):
+        return headers, body  # already CRLF throughout (what we seal): no two more copies
     return headers, body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 

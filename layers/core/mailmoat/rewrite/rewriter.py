@@ -146,10 +146,12 @@ def rewrite(ctx: MessageContext, settings: Settings, tenant: TenantConfig,
     # Our trace: a copy that comes back to us (a routing loop) is known by it (mailmoat.loop).
     message.prepend([fold(header, linesep), trace_header(settings, ctx.id)])
     data = _consistent_newlines(message.to_bytes(), message.linesep)
+    separator = message.linesep
+    del message  # its copy of the body: on a 25 MB message the seal needs that room
 
     key = arc_key(settings)
     result.data = seal(data, key, selector=settings.arc_selector, domain=arc_domain(settings),
-                       authserv_id=settings.authserv_id, linesep=message.linesep)
+                       authserv_id=settings.authserv_id, linesep=separator)
     result.actions.append("arc-seal")
     return result
 

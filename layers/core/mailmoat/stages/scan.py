@@ -35,6 +35,7 @@ class Scan:
         reports: dict[str, AttachmentReport] = {}
         for part in files:
             reports[part.path] = self._attachment(ctx, part, engine, lists, deadline)
+            part.release_large()  # scanned: a later reader decodes it again (rarely, isolate)
         ordered: list[AttachmentReport] = []
         for part in parts:
             if part.path in reports:
