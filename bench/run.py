@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import re
 import resource
 import statistics
@@ -126,6 +127,36 @@ def child_large() -> None:
     print(json.dumps({"seconds": totals[0] / 1000, "peak_rss_mb": peak, "base_rss_mb": base_rss,
                       "size_mb": len(raw) / 1024 / 1024,
                       "stages_ms": {k: v[0] for k, v in per_stage.items()}}))
+
+
+def analysis_backend_ms(runtime: Any, rounds: int = 5) -> dict[str, float]:
+    """What the analysis backends that run here add per file (issue 16: README's table): the
+    scan engine on one generated sample each, content cache cleared every round, median ms.
+    The samples are the detection tests' own generators (nothing binary in the tree)."""
+    import hashlib
+
+    from mailmoat.scan.engine import CACHE, engine_for
+    from mailmoat.scan.lists import Lists
+
+    sys.path.insert(0, str(ROOT))
+    from tests.detection.xlmfiles import DOWNLOADER, SYLK, XLS_DOWNLOADER, xls, xlsm
+
+    rng = random.Random(16)
+    samples = {"xlm_xlsm": ("sheet.xlsm", xlsm(DOWNLOADER)),
+               "xlm_xls": ("sheet.xls", xls(XLS_DOWNLOADER)),
+               "xlm_sylk": ("sheet.slk", SYLK),
+               "yara_1mb_text": ("notes.txt", rng.randbytes(1 << 20).hex().encode()[:1 << 20])}
+    engine, lists = engine_for(runtime.services), Lists()
+    out: dict[str, float] = {}
+    for name, (filename, data) in samples.items():
+        times = []
+        for _ in range(rounds + 1):
+            CACHE.clear()
+            t0 = time.perf_counter()
+            engine.analyse(data, filename, lists, sha256=hashlib.sha256(data).hexdigest())
+            times.append((time.perf_counter() - t0) * 1000)
+        out[name] = round(statistics.median(times[1:]), 2)  # the first loads the analysers
+    return out
 
 
 def cost_per_1000(stage_ms: dict[str, float]) -> dict[str, Any]:
@@ -433,6 +464,14 @@ def main() -> int:
         portal = portal_render_ms(runtime, 50 if args.quick else 200)
         results["portal_10_files_median_ms"] = portal["median"]
         results["portal_10_files_p99_ms"] = portal["p99"]
+        print("bench: analysis backends per file …", flush=True)
+        results["analysis_ms"] = analysis_backend_ms(runtime)
+        if shared and not args.quick:
+            # issue 15: `mailmoat serve` through SMTP on loopback with 1 and 2 worker processes.
+            print("bench: mailmoat serve through SMTP, 1 and 2 workers …", flush=True)
+            import serve_scaling
+
+            results |= serve_scaling.measure_serve_scaling(shared)
     print("bench: 25 MB attachment in a fresh process …", flush=True)
     child = subprocess.run([sys.executable, __file__, "--child-large"], capture_output=True, text=True,
                            check=True)
