@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("mailmoat.ppap")
 
 MAX_CANDIDATES = 10
+# One follow-up opens at most this many held files, newest first: each costs up to
+# MAX_CANDIDATES tries at the file's own price (an Office file ~0.16 s a try).
+MAX_FILES_PER_FOLLOW_UP = 5
 _MAX_TEXT = 200_000  # characters of body text read for candidates, per message
 _MIN_LEN, _MAX_LEN = 3, 64
 
@@ -326,6 +329,7 @@ def pair_follow_up(ctx: MessageContext, services: Services,
             waiting.append(p)
         elif earlier.by_message == ctx.id:
             done.append((p, earlier))  # a re-run of this stage: opened by this mail already
+    waiting = sorted(waiting, key=lambda p: p.created_at, reverse=True)[:MAX_FILES_PER_FOLLOW_UP]
     candidates = password_candidates(_body_texts(ctx)) if waiting else []
     for pending in waiting if candidates else []:
         record = next((f for f in store.files(pending.message_id) if f.path == pending.path), None)

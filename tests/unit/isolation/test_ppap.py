@@ -223,3 +223,18 @@ def test_the_sweep_removes_what_a_password_opened_with_the_file(tmp_path: Path) 
         with pytest.raises(Exception):  # the store's own not-found error
             runtime.services.blobs.get(key)
     assert store.opened(ctx.id, path) is None
+
+
+def test_one_follow_up_tries_a_bounded_number_of_held_files(tmp_path: Path) -> None:
+    from mailmoat import ppap
+
+    runtime = _runtime(tmp_path)
+    firsts = [_run(runtime, _mail(body="見積書です。", zipped=aes_zip(MEMBERS, PASSWORD),
+                                  message_id=f"<f{i}@sender.example>"))
+              for i in range(ppap.MAX_FILES_PER_FOLLOW_UP + 2)]
+    follow = _run(runtime, _mail(body=f"パスワード：{PASSWORD}", message_id="<pw@sender.example>"))
+    opened = [f for f in firsts
+              if runtime.services.isolation.opened(f.id, f.attachments[-1].path) is not None]  # type: ignore[union-attr]
+    assert len(opened) == ppap.MAX_FILES_PER_FOLLOW_UP
+    assert firsts[-1] in opened and firsts[0] not in opened  # newest first
+    assert len([f for f in follow.findings if f.symbol == "PPAP_PASSWORD_USED"]) == len(opened)
