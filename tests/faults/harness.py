@@ -132,15 +132,21 @@ class FlakyBlobStore:
     """Wraps the real blob store; put/get raise OSError with probability p (EIO, as a full or
     failing disk would)."""
 
-    def __init__(self, inner: Any, p: float, seed: int = 3) -> None:
+    def __init__(self, inner: Any, p: float, seed: int = 3, *,
+                 first_put_failing: str | None = None) -> None:
         self.inner, self.p = inner, p
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.failures: Counter[str] = Counter()
+        # Threads interleave, so the seed alone does not say which key fails: the first put
+        # under this prefix always does (a test that needs that fault then always sees it).
+        self.first_put_failing = first_put_failing
 
     def _maybe_fail(self, op: str, key: str) -> None:
         with self.lock:
             fail = self.rng.random() < self.p
+            if op == "put" and self.first_put_failing and key.startswith(self.first_put_failing):
+                fail, self.first_put_failing = True, None
             if fail:
                 self.failures[op] += 1
         if fail:

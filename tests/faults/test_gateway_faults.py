@@ -52,7 +52,7 @@ def test_every_accepted_message_ends_exactly_once_under_faults(tmp_path: Path) -
                              dns_zone=dns_zone(tmp_path), delivery_retry_base_seconds=RETRY_BASE,
                              delivery_max_attempts=10)
     runtime = bootstrap(settings)
-    flaky = FlakyBlobStore(runtime.services.blobs, p=0.03)
+    flaky = FlakyBlobStore(runtime.services.blobs, p=0.03, first_put_failing="raw/")
     runtime.services.blobs = flaky
     rng = random.Random(11)
     corpus = [make_message(n, rng) for n in range(MESSAGES)]
