@@ -1,15 +1,14 @@
 """Lambda handler, stage authenticate (AuthenticateQueue): SPF, DKIM, DMARC, ARC, Received route."""
 
-from aws_lambda_powertools.utilities import batch
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from mailmoat.aws.batch import SqsBatch, SQSRecord
 from mailmoat.aws.events import MessageRef
 from mailmoat.aws.observability import observed
 from mailmoat.bootstrap.aws import aws_runtime
 
 runtime = aws_runtime()  # once per cold start
-processor = batch.BatchProcessor(event_type=batch.EventType.SQS)
+processor = SqsBatch()  # powertools' BatchProcessor, made at the first batch
 
 
 def _record(record: SQSRecord) -> None:
@@ -18,4 +17,4 @@ def _record(record: SQSRecord) -> None:
 
 @observed  # powertools Logger, Tracer, Metrics (namespace mailmoat)
 def handler(event: dict, context: LambdaContext) -> dict:
-    return batch.process_partial_response(event, _record, processor, context)
+    return processor(event, _record, context)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING
@@ -13,15 +14,14 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from mailmoat.isolation import sweep
-from mailmoat_web.keepmail import router as keepmail_router
 from mailmoat_web.pages import HERE, SECURITY_HEADERS, Answer, answer, language, page
 from mailmoat_web.pages import not_found as not_found_page
 from mailmoat_web.portal import Portal
 from mailmoat_web.portal import router as portal_router
-from mailmoat_web.portal_files import router as portal_files_router
-from mailmoat_web.spam import router as spam_router
 
 if TYPE_CHECKING:
+    from fastapi import APIRouter
+
     from mailmoat.runtime import Runtime
     from mailmoat.services.rescan import AntivirusLater
 
@@ -43,15 +43,12 @@ def create_app(runtime: Runtime | None = None, *, sweep_every: float | None = SW
     app.middleware("http")(_security_headers)
     app.add_api_route("/", _home, methods=["GET"], response_class=HTMLResponse)
     app.add_api_route("/healthz", _healthz, methods=["GET"])
-    # Feature routers, one line each: the portal (/m), keep-mail (/k), spam digest links (/s),
-    # the tenant admin console (/admin).
+    # Feature routers: the message page (/m/{token}, a recipient's link: the first page) at
+    # once; the others (LAZY_ROUTERS) each loaded by the first request for its paths: the
+    # first page needs none of them, and defining them is much of what the portal's import
+    # costs (FastAPI analyses every endpoint's signature).
     app.include_router(portal_router)  # /m/{token}: the message page and previews
-    app.include_router(portal_files_router)  # /m/{token}/f/{path}: download, unlock, member
-    app.include_router(keepmail_router)  # /k: keep-mail (continuity view)
-    app.include_router(spam_router)  # /s: spam digest links (release, allow sender)
-    # /admin: the tenant admin console, loaded by the first request under /admin (a recipient's
-    # link never needs its routes, and they are half of what the portal imports).
-    app.middleware("http")(_admin_console_on_first_use(app))
+    app.middleware("http")(_routers_on_first_use(app, LAZY_ROUTERS))
     app.add_exception_handler(Answer, answer)  # a gate's 403/404/sign-in redirect
     app.add_exception_handler(404, _not_found)
     return app
@@ -82,20 +79,52 @@ async def _sweep_forever(p: Portal, every: float) -> None:
         await asyncio.sleep(every)
 
 
-def _admin_console_on_first_use(app: FastAPI) -> Callable[
+def _portal_files_router() -> APIRouter:
+    from mailmoat_web.portal_files import router  # /m/{token}/f/{path}/…: download, unlock …
+
+    return router
+
+
+def _keepmail_router() -> APIRouter:
+    from mailmoat_web.keepmail import router  # /k: keep-mail (continuity view)
+
+    return router
+
+
+def _spam_router() -> APIRouter:
+    from mailmoat_web.spam import router  # /s: spam digest links (release, allow sender)
+
+    return router
+
+
+def _admin_router() -> APIRouter:
+    from mailmoat_web.admin import admin_console_router  # /admin: the tenant admin console
+
+    return admin_console_router()
+
+
+# The paths a router serves (matched at the start of the path) -> the router, imported and
+# included by the first request for one of them.
+LAZY_ROUTERS: dict[str, Callable[[], APIRouter]] = {
+    r"/m/[^/]+/f/": _portal_files_router,  # the file actions (POST), after the message page
+    r"/k(/|$)": _keepmail_router,  # /k: keep-mail (continuity view)
+    r"/s(/|$)": _spam_router,  # /s: spam digest links (release, allow sender)
+    r"/admin(/|$)": _admin_router,  # /admin: the tenant admin console
+}
+
+
+def _routers_on_first_use(app: FastAPI, routers: dict[str, Callable[[], APIRouter]]) -> Callable[
         [Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]:
-    included = False
+    pending = {re.compile(pattern): load for pattern, load in routers.items()}
 
     async def include(request: Request,
                       call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        nonlocal included
-        if not included and request.url.path.startswith("/admin"):
+        path = request.url.path
+        for pattern in [p for p in pending if p.match(path)]:
             # Before routing: the router reads its routes per request. One event loop, so the
             # check and the include happen together.
-            from mailmoat_web.admin import admin_console_router
-
-            app.include_router(admin_console_router())
-            included = True
+            app.include_router(pending[pattern]())
+            del pending[pattern]  # only once it loaded: a failed import is tried again next time
         return await call_next(request)
 
     return include

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
-from mailmoat.pipeline import STAGE_NAMES
-from mailmoat.runner import RAW_PREFIX
-
 log = logging.getLogger("mailmoat.aws.events")
 
 _MAX_ID_CHARS = 256
+# mailmoat.runner.RAW_PREFIX, not imported from there: the runner loads the whole pipeline, which
+# a handler module's import must not (tests/unit/test_import_budget.py checks they agree).
+RAW_PREFIX = "raw/"
 # The object SES writes under an S3 action's prefix when the receipt rule is created (proof
 # that it may write there): raw/AMAZON_SES_SETUP_NOTIFICATION. Its S3 event is no mail.
 SES_SETUP_NOTIFICATION = "AMAZON_SES_SETUP_NOTIFICATION"
@@ -124,7 +124,7 @@ class MessageRef:
             return [cls.from_ses_record(body)]
         if "id" in body and "stage" in body:
             stage = body["stage"]
-            if stage not in STAGE_NAMES:
+            if stage not in _stage_names():
                 raise ValueError(f"unknown stage {stage!r:.40}")
             ref = cls.for_id(body["id"], stage=stage)
             if "key" in body:  # a stored object whose key is not raw/<id> (reconcile sends it)
@@ -176,8 +176,14 @@ class MessageRef:
 def check_refs(stage: str, refs: list[MessageRef]) -> None:
     """A stage function takes only its own stage's messages: one on the wrong queue would skip a
     stage, so it is refused rather than guessed (and retried into the DLQ, where it is seen)."""
-    if stage not in STAGE_NAMES:
+    if stage not in _stage_names():
         raise ValueError(f"unknown stage {stage!r:.40}")
     for ref in refs:
         if ref.stage is not None and ref.stage != stage:
             raise ValueError(f"message {ref.message_id} queued for {ref.stage}, not {stage}")
+
+
+def _stage_names() -> tuple[str, ...]:
+    from mailmoat.pipeline import STAGE_NAMES  # at the first stage message, not at import
+
+    return STAGE_NAMES

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mailmoat.settings import Settings
-
 if TYPE_CHECKING:  # imported by what builds a runtime, not by a handler module's import
     from pathlib import Path
 
     from mailmoat.config import GatewayConfig
     from mailmoat.ports import Mailer
     from mailmoat.runtime import Runtime
+    from mailmoat.settings import Settings
 
 
 def bootstrap(settings: Settings | None = None, *, config: GatewayConfig | None = None,
@@ -21,7 +20,10 @@ def bootstrap(settings: Settings | None = None, *, config: GatewayConfig | None 
     """The runtime for this process. `mailer` replaces every tenant's delivery path (tests);
     `role` names what an AWS function serves ("portal", a stage), whose production needs it
     checks (locally one process does everything)."""
-    settings = settings or Settings()
+    if settings is None:
+        from mailmoat.settings import Settings  # pydantic: loaded by what builds, not at import
+
+        settings = Settings()
     if data_dir is not None:
         settings = settings.model_copy(update={"data_dir": data_dir})
     if settings.runtime == "aws":

@@ -1,8 +1,9 @@
 """The AWS composition root (every Lambda handler): S3, DynamoDB, SQS, SES, Secrets Manager,
 the scan image's clamd. The only code besides bootstrap/local.py that builds adapters.
 
-Building is cheap: boto3 clients are made here once per cold start, nothing is called until a
-handler runs, so a handler module imports fast and a test can load it without AWS."""
+Importing it is cheap: settings (pydantic), boto3 and the pipeline load when the first
+invocation builds what it needs, so a handler module imports fast and a test can load it
+without AWS."""
 
 from __future__ import annotations
 
@@ -13,8 +14,6 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from mailmoat.settings import AwsSettings, Settings
 
 if TYPE_CHECKING:  # the runtime's modules load when it is built (first invocation), not at import
     from mailmoat.adapters.aws_dynamodb import DynamoDirectory
@@ -36,12 +35,15 @@ if TYPE_CHECKING:  # the runtime's modules load when it is built (first invocati
     )
     from mailmoat.runtime import Runtime
     from mailmoat.services.rescan import AntivirusLater, RequestedScans
+    from mailmoat.settings import AwsSettings, Settings
 
 # SQS holds a message back at most 15 minutes (DelaySeconds ≤ 900): the AWS retry backoff cap.
 SQS_MAX_DELAY_SECONDS = 900.0
 
 
 def aws_settings(settings: Settings | None = None) -> AwsSettings:
+    from mailmoat.settings import AwsSettings
+
     aws = settings if isinstance(settings, AwsSettings) else AwsSettings(
         **(settings.model_dump() if settings is not None else {}))
     updates: dict[str, Any] = {"runtime": "aws"}
@@ -238,6 +240,8 @@ def portal_antivirus_later(settings: Settings) -> AntivirusLater | None:
     """The portal's verdicts and scan requests (the AvScan function); None when this function's
     environment names no AvScan queue: then what a password opens stays AV_UNCHECKED."""
     if not (isinstance(settings, AwsSettings) and settings.avscan_queue_url
+    from mailmoat.settings import AwsSettings
+
             and settings.isolated_files_table and settings.quarantine_bucket):
         return None
     from mailmoat.adapters.aws_avscan import DynamoAntivirusVerdicts, SqsAntivirusRequests
@@ -346,11 +350,11 @@ def _session_secret(settings: AwsSettings) -> bytes:
 
 @dataclass(slots=True)
 class LambdaEntry:
-    """The handlers' object, made at import (cheap: settings only). The runtime is built at the
-    first invocation and kept for the execution environment; the jobs that need no pipeline
-    build only their own adapters."""
+    """The handlers' object, made at import (cheap: nothing read yet). The settings are read
+    from the environment and the runtime is built at the first invocation, both kept for the
+    execution environment; the jobs that need no pipeline build only their own adapters."""
 
-    settings: AwsSettings
+    _settings: AwsSettings | None = None  # None: AwsSettings() from the environment at first use
     _runtime: Runtime | None = None
 
     role: str | None = None  # the stage this function serves: set by its first batch
@@ -358,6 +362,14 @@ class LambdaEntry:
     _converter: tuple[BlobStore, PdfConverter] | None = None
 
     @property
+    @property
+    def settings(self) -> AwsSettings:
+        if self._settings is None:
+            from mailmoat.settings import AwsSettings  # pydantic: not at import (cold start)
+
+            self._settings = AwsSettings()  # the ARC key secret is read when the runtime is built
+        return self._settings
+
     def runtime(self) -> Runtime:
         if self._runtime is None:
             self._runtime = build_aws(self.settings, role=self.role or "jobs")
@@ -449,8 +461,8 @@ class LambdaEntry:
 
 @functools.cache
 def aws_runtime() -> LambdaEntry:
-    """Once per cold start (handlers call it at module level)."""
-    return LambdaEntry(AwsSettings())  # the ARC key secret is read when the runtime is built
+    """Once per cold start (handlers call it at module level); reads nothing yet."""
+    return LambdaEntry()
 
 
 class LambdaPortal:
