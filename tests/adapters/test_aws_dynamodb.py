@@ -210,3 +210,49 @@ def test_ppap_pairing_records_on_sqlite(tmp_path):
     _ppap_round_trip(store)
     store.delete_expired(NOW + timedelta(days=31))
     assert store.opened("m1", "2") is None
+
+
+def _sandbox_round_trip(store):
+    """The sandbox flow's methods of the IsolationStore port (mailmoat.sandbox_verdicts)."""
+    from dataclasses import replace
+
+    message = PortalMessage(id="m1", tenant="corp", language="ja", from_header=None, subject="s",
+                            date=None, mail_from=None, route=[], created_at=NOW,
+                            expires_at=NOW + timedelta(days=30))
+    waiting = replace(isolated("3"), verdict=Verdict.ANALYSING, symbols=["SANDBOX_ANALYSING"],
+                      sandbox_ticket="42", sandbox_submitted_at=NOW)
+    store.save(message, [isolated("2"), waiting])
+    assert store.analysing() == [waiting]
+    assert store.files("m1")[1].sandbox_submitted_at == NOW
+    decided = replace(waiting, verdict=Verdict.SAFE, symbols=["SANDBOX_CLEAN"], sandbox_ticket=None)
+    store.update_file(decided)
+    assert store.analysing() == []
+    assert store.files("m1") == [isolated("2"), decided]
+
+
+def test_sandbox_records_on_dynamodb(ddb):
+    _sandbox_round_trip(DynamoIsolationStore("isolated"))
+
+
+def test_sandbox_records_on_sqlite_and_an_old_database_gets_the_columns(tmp_path):
+    import sqlite3
+
+    from mailmoat.adapters.sqlite import SqliteDatabase
+    from mailmoat.adapters.sqlite_isolation import SqliteIsolationStore
+
+    path = tmp_path / "db.sqlite3"
+    old = sqlite3.connect(path)  # the isolated_files table as it was before the sandbox flow
+    old.execute("CREATE TABLE isolated_files (message_id TEXT NOT NULL, path TEXT NOT NULL,"
+                " filename TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL,"
+                " declared_type TEXT NOT NULL, detected_type TEXT, verdict TEXT NOT NULL,"
+                " symbols TEXT NOT NULL DEFAULT '[]', members TEXT NOT NULL DEFAULT '[]',"
+                " action TEXT NOT NULL, blob_key TEXT, expires_at TEXT NOT NULL,"
+                " PRIMARY KEY (message_id, path))")
+    old.execute("INSERT INTO isolated_files VALUES ('m0','2','a','1','00','x/y',NULL,'safe','[]',"
+                "'[]','isolate',NULL,'2030-01-01T00:00:00+00:00')")
+    old.commit()
+    old.close()
+    store = SqliteIsolationStore(SqliteDatabase(path))
+    assert store.files("m0")[0].sandbox_ticket is None
+    _sandbox_round_trip(store)
+    SqliteIsolationStore(SqliteDatabase(path))  # opening again: the migration is a no-op

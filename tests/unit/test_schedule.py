@@ -66,3 +66,22 @@ def test_directory_sync_is_scheduled_only_for_tenants_with_a_provider(tmp_path) 
     assert [j.name for j in jobs_for(runtime)] == ["directory-sync"]
     runtime.settings = runtime.settings.model_copy(update={"schedule_directory_sync_minutes": 0})
     assert jobs_for(runtime) == []
+
+
+def test_the_sandbox_poll_is_scheduled_only_with_a_sandbox(tmp_path) -> None:
+    runtime = bootstrap(make_settings(tmp_path, schedule_spam_digest_hour=None))
+    assert jobs_for(runtime) == []
+
+    class Box:
+        def submit(self, data: bytes, filename: str | None) -> str:
+            return "t"
+
+        def poll(self, ticket: str) -> None:
+            return None
+
+    runtime.services.sandbox = Box()
+    (job,) = jobs_for(runtime)
+    assert job.name == "sandbox-poll"
+    assert job.run(runtime) == "0 clean, 0 danger, 0 timed out, 0 waiting, 0 errors, 0 mailed"
+    runtime.settings = runtime.settings.model_copy(update={"schedule_sandbox_poll_seconds": 0})
+    assert jobs_for(runtime) == []

@@ -35,6 +35,10 @@ CATALOG: dict[str, dict[str, str]] = {
         "verdict.encrypted": "暗号化",
         "verdict.unsupported": "確認不可",
         "verdict.danger": "危険",
+        "verdict.analysing": "解析中",
+        "file.analysing": "サンドボックスで解析中です。結果が出るまでダウンロードできません。",
+        "file.sandbox_timeout": "サンドボックスでの解析が時間内に終わりませんでした。"
+                                "このファイルはダウンロードできません。",
         "action.original": "元のファイルをダウンロード",
         "action.macro_removed": "マクロを削除したファイルをダウンロード（{name}）",
         "action.pdf": "PDF に変換してダウンロード",
@@ -100,6 +104,10 @@ CATALOG: dict[str, dict[str, str]] = {
         "verdict.encrypted": "Encrypted",
         "verdict.unsupported": "Cannot be checked",
         "verdict.danger": "Dangerous",
+        "verdict.analysing": "Being analysed",
+        "file.analysing": "Being analysed in a sandbox; no download until the verdict.",
+        "file.sandbox_timeout": "The sandbox gave no verdict in time; this file cannot be "
+                                "downloaded.",
         "action.original": "Download the original file",
         "action.macro_removed": "Download without macros ({name})",
         "action.pdf": "Download as PDF",
@@ -155,6 +163,9 @@ REASONS: dict[str, dict[str, str]] = {
         "VIRUS": "ウイルス対策エンジンがマルウェアを検出しました。",
         "SANDBOX_MALICIOUS": "サンドボックスでの実行結果が悪意のある動作を示しました。",
         "SANDBOX_SUSPICIOUS": "サンドボックスでの実行結果に不審な動作がありました。",
+        "SANDBOX_ANALYSING": "サンドボックスで実行して確認しています。",
+        "SANDBOX_TIMEOUT": "サンドボックスでの解析が時間内に終わりませんでした。",
+        "SANDBOX_CLEAN": "サンドボックスで実行し、不審な動作はありませんでした。",
         "SANDBOX_XLM_EXEC": ("Excel 4.0 マクロを模擬実行したところ、"
                              "プログラムを実行またはダウンロードします。"),
         "SANDBOX_XLM_URL": "Excel 4.0 マクロを模擬実行したところ、外部の URL に接続します。",
@@ -220,6 +231,9 @@ REASONS: dict[str, dict[str, str]] = {
         "VIRUS": "The antivirus engine found malware.",
         "SANDBOX_MALICIOUS": "Running it in a sandbox showed malicious behaviour.",
         "SANDBOX_SUSPICIOUS": "Running it in a sandbox showed suspicious behaviour.",
+        "SANDBOX_ANALYSING": "It is being run in a sandbox to check it.",
+        "SANDBOX_TIMEOUT": "The sandbox gave no verdict in time.",
+        "SANDBOX_CLEAN": "Run in a sandbox, it showed nothing suspicious.",
         "SANDBOX_XLM_EXEC": "Its Excel 4.0 macros, when emulated, run or download a program.",
         "SANDBOX_XLM_URL": "Its Excel 4.0 macros, when emulated, contact an outside URL.",
         "SANDBOX_XLM_AUTO": "It contains Excel 4.0 macros that run when the file is opened.",
@@ -341,4 +355,5 @@ def flag(country: str | None) -> str:
 
 def verdict_words(lang: str) -> Mapping[str, str]:
     t = translator(lang)
-    return {v: t(f"verdict.{v}") for v in ("safe", "risky", "encrypted", "unsupported", "danger")}
+    return {v: t(f"verdict.{v}")
+            for v in ("safe", "risky", "encrypted", "unsupported", "analysing", "danger")}

@@ -116,6 +116,8 @@ class FileView:
     members: list[dict[str, str]]
     unlock: UnlockView | None = None
     pdf: bool = False  # "Download as PDF" (convertible, kept, not danger, a converter here)
+    # Sent to a sandbox: "analysing" until its verdict, "timeout" when none came in time.
+    sandbox: str | None = None
     opened: OpenedView | None = None  # a password from mail opened it (mailmoat.ppap)
 
 
@@ -149,7 +151,8 @@ def pdf_offered(record: IsolatedFile, services: Services) -> bool:
     from mailmoat.convert import convertible
 
     return (services.converter is not None and record.stored and record.blob_key is not None
-            and str(record.verdict) != Verdict.DANGER and convertible(record.filename))
+            and str(record.verdict) not in (Verdict.DANGER, Verdict.ANALYSING)
+            and convertible(record.filename))
 
 
 def file_view(record: IsolatedFile, lang: str) -> FileView:
@@ -163,7 +166,16 @@ def file_view(record: IsolatedFile, lang: str) -> FileView:
                     verdict_label=words[str(record.verdict)], reasons=reasons(record.symbols, lang),
                     deleted=not record.stored, actions=list(offer.actions),
                     needs_confirm=offer.needs_confirm,
-                    macro_free_name=macro_free_name(record.filename), members=members)
+                    macro_free_name=macro_free_name(record.filename), members=members,
+                    sandbox=_sandbox_state(record))
+
+
+def _sandbox_state(record: IsolatedFile) -> str | None:
+    from mailmoat.context import Verdict
+
+    if record.verdict != Verdict.ANALYSING:
+        return None
+    return "timeout" if "SANDBOX_TIMEOUT" in record.symbols else "analysing"
 
 
 def message_page(request: Request, o: Opened, unlocked: dict[str, UnlockView] | None = None,

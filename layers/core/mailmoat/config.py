@@ -104,6 +104,9 @@ class TenantConfig(BaseModel):
     zip_is_archive_type: bool = False
     defang_all_links: bool = False
     html_to_text: bool = False
+    # A file the sandbox later calls clean is mailed to the recipients (sandbox_verdicts.py);
+    # off: it waits in the portal, downloadable.
+    sandbox_release_clean: bool = False
     spam_action: Literal["tag", "quarantine"] = "tag"
     spam_subject_prefix: str = ""  # tag: put in front of the Subject, e.g. "[SPAM] " or "【迷惑メール】"
     retention_days: int = 30

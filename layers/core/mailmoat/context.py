@@ -17,6 +17,9 @@ class Verdict(enum.StrEnum):
     RISKY = "risky"
     ENCRYPTED = "encrypted"
     UNSUPPORTED = "unsupported"
+    # Sent to a sandbox, no verdict yet (mailmoat.sandbox_verdicts decides it later): isolated,
+    # never downloadable; only danger ranks above it.
+    ANALYSING = "analysing"
     DANGER = "danger"
 
     @property
@@ -28,7 +31,8 @@ class Verdict(enum.StrEnum):
         return max(verdicts, key=lambda v: v.severity, default=Verdict.SAFE)
 
 
-_VERDICT_ORDER = [Verdict.SAFE, Verdict.RISKY, Verdict.ENCRYPTED, Verdict.UNSUPPORTED, Verdict.DANGER]
+_VERDICT_ORDER = [Verdict.SAFE, Verdict.RISKY, Verdict.ENCRYPTED, Verdict.UNSUPPORTED,
+                  Verdict.ANALYSING, Verdict.DANGER]
 
 
 class Disposition(enum.StrEnum):

@@ -55,6 +55,10 @@ class IsolatedFile:
     expires_at: datetime
     blob_key: str | None = None
     members: list[dict[str, Any]] = field(default_factory=list)
+    # Sent to a sandbox and still waiting (verdict analysing): the ticket the poll job asks
+    # about, and when it was sent. The ticket goes (None) once the file is decided or timed out.
+    sandbox_ticket: str | None = None
+    sandbox_submitted_at: datetime | None = None
 
     @property
     def stored(self) -> bool:

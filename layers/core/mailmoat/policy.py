@@ -13,7 +13,8 @@ _RULE_ACTIONS = {"isolate": AttachmentAction.ISOLATE, "delete": AttachmentAction
                  "convert-pdf": AttachmentAction.CONVERT}
 
 # Verdicts that keep a file out of the delivered message in the default ("risky") mode.
-_ISOLATED_VERDICTS = frozenset({Verdict.RISKY, Verdict.ENCRYPTED, Verdict.UNSUPPORTED})
+_ISOLATED_VERDICTS = frozenset({Verdict.RISKY, Verdict.ENCRYPTED, Verdict.UNSUPPORTED,
+                                Verdict.ANALYSING})
 
 
 def _sender_matches(sender: str | None, patterns: list[str]) -> bool:
@@ -132,11 +133,12 @@ def decide(ctx: MessageContext, tenant: TenantConfig) -> None:
     for att in ctx.attachments:
         att.action = attachment_action(att.verdict, att.symbols, tenant)
         # Custom rules, first match wins; they never let a danger file through, nor keep a
-        # file no scanner could check.
+        # file no scanner could check or one still in the sandbox.
         rule = next((r for r in tenant.rules if r.action in _RULE_ACTIONS
                      and rule_matches(r, ctx, size=att.size)), None)
         if rule is not None and att.verdict != Verdict.DANGER and not (
-                rule.action == "keep" and "SCAN_FAILED" in att.symbols):
+                rule.action == "keep" and ("SCAN_FAILED" in att.symbols
+                                           or att.verdict == Verdict.ANALYSING)):
             att.action = _RULE_ACTIONS[rule.action]
             att.conversion = rule.action if att.action == AttachmentAction.CONVERT else None
             ctx.add("CUSTOM_RULE", att.path, rule.name)

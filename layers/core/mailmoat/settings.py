@@ -185,6 +185,9 @@ class Settings(EnvSettings):
     # `mailmoat serve`'s clock (AWS: the scheduled functions). 0 / None turns a job off.
     schedule_directory_sync_minutes: int = 60  # tenants with a [tenant.directory] provider
     schedule_spam_digest_hour: int | None = Field(default=8, ge=0, le=23)  # local time
+    # How often files in the sandbox are asked for their verdict (mailmoat.sandbox_verdicts);
+    # 0 turns the job off. The scheduler ticks every 30 s, so less than that is 30 s.
+    schedule_sandbox_poll_seconds: int = Field(default=60, ge=0)
 
     # A stage that raises or is interrupted this often holds the message (a poison message);
     # on AWS equal to the stage queues' maxReceiveCount.
@@ -237,6 +240,9 @@ class Settings(EnvSettings):
     cape_retries: int = Field(default=2, ge=0, le=10)
     cape_analysis_seconds: float = Field(default=300.0, gt=0)
     cape_poll_seconds: float = Field(default=10.0, gt=0)
+    # The scan stage waits this long for a verdict; then the file is isolated as `analysing`
+    # and the poll job decides it (set it to cape_analysis_seconds to wait in the stage).
+    cape_wait_inline_seconds: float = Field(default=5.0, ge=0)
     cape_breaker_failures: int = Field(default=5, ge=1)
     cape_breaker_cooldown_seconds: float = Field(default=60.0, ge=0)
     cape_danger_score: float = Field(default=7.0, ge=0, le=10)

@@ -130,13 +130,24 @@ class _Sandbox:
 
 def test_sandbox_is_off_by_default_and_bounded():
     assert SandboxConfig().enabled is False
-    config = SandboxConfig(enabled=True, timeout_seconds=10, poll_seconds=1)
+    # wait_inline_seconds = timeout_seconds: the stage waits for the verdict (synchronous).
+    config = SandboxConfig(enabled=True, timeout_seconds=10, poll_seconds=1, wait_inline_seconds=10)
     clock = iter(range(100))
     kwargs = {"sleep": lambda s: None, "monotonic": lambda: float(next(clock))}
     assert consult(_Sandbox([None, "malicious"]), b"x", "a", config, **kwargs) == \
         ("SANDBOX_MALICIOUS", "ticket-1")
     assert consult(_Sandbox(["clean"]), b"x", "a", config, **kwargs) is None
     assert consult(_Sandbox([]), b"x", "a", config, **kwargs)[0] == "SANDBOX_TIMEOUT"
+
+
+def test_sandbox_without_a_verdict_inline_leaves_the_file_analysing():
+    config = SandboxConfig(enabled=True, timeout_seconds=300, poll_seconds=1, wait_inline_seconds=3)
+    clock = iter(range(100))
+    slept: list[float] = []
+    kwargs = {"sleep": slept.append, "monotonic": lambda: float(next(clock))}
+    assert consult(_Sandbox([]), b"x", "a", config, **kwargs) == ("SANDBOX_ANALYSING", "ticket-1")
+    assert sum(slept) <= 3  # the stage never waits past the inline wait
+    assert consult(_Sandbox([None, "clean"]), b"x", "a", config, **kwargs) is None
 
 
 def test_engine_consults_an_enabled_sandbox_for_risky_files_only():

@@ -35,7 +35,34 @@ class DynamoIsolationStore:
             "mail_from": message.mail_from, "route": json.dumps(message.route, ensure_ascii=False),
             "created_at": _ts(message.created_at), "expires": _ts(message.expires_at),
             "expires_at": _epoch(message.expires_at),
-            "files": json.dumps([_file_dict(f) for f in files], ensure_ascii=False)})
+            "files": json.dumps([_file_dict(f) for f in files], ensure_ascii=False),
+            "analysing": any(f.sandbox_ticket for f in files)})
+
+    def update_file(self, file: IsolatedFile) -> None:
+        """One file of the message's item rewritten; `analysing` says whether any still waits."""
+        files = [file if (f.path == file.path) else f for f in self.files(file.message_id)]
+        if not any(f.path == file.path for f in files):
+            return  # the message expired meanwhile (TTL): nothing to decide any more
+        self.table.update_item(
+            Key={"token": f"MSG#{file.message_id}"},
+            UpdateExpression="SET #f = :f, analysing = :a",
+            ConditionExpression="attribute_exists(#t)",
+            ExpressionAttributeNames={"#f": "files", "#t": "token"},
+            ExpressionAttributeValues={
+                ":f": json.dumps([_file_dict(f) for f in files], ensure_ascii=False),
+                ":a": any(f.sandbox_ticket for f in files)})
+
+    def analysing(self, limit: int = 200) -> list[IsolatedFile]:
+        """A bounded filtered scan for messages flagged `analysing` (few at a time: the flag
+        goes once every file of the message is decided)."""
+        from boto3.dynamodb.conditions import Attr
+
+        found: list[IsolatedFile] = []
+        for item in self._scan(Attr("token").begins_with("MSG#") & Attr("analysing").eq(True)):
+            found += [f for f in (_file_from(d) for d in json.loads(item.get("files") or "[]"))
+                      if f.sandbox_ticket]
+        found.sort(key=lambda f: f.sandbox_submitted_at or f.expires_at)
+        return found[:max(1, limit)]
 
     def set_token(self, message_id: str, recipient: str, token_sha256: str,
                   expires_at: datetime) -> None:
@@ -183,7 +210,9 @@ def _file_dict(f: IsolatedFile) -> dict[str, Any]:
     return {"message_id": f.message_id, "path": f.path, "filename": f.filename, "size": f.size,
             "sha256": f.sha256, "declared_type": f.declared_type, "detected_type": f.detected_type,
             "verdict": str(f.verdict), "symbols": list(f.symbols), "action": f.action,
-            "expires_at": _ts(f.expires_at), "blob_key": f.blob_key, "members": f.members}
+            "expires_at": _ts(f.expires_at), "blob_key": f.blob_key, "members": f.members,
+            "sandbox_ticket": f.sandbox_ticket,
+            "sandbox_submitted_at": _ts(f.sandbox_submitted_at) if f.sandbox_submitted_at else None}
 
 
 def _file_from(d: dict[str, Any]) -> IsolatedFile:
@@ -192,4 +221,6 @@ def _file_from(d: dict[str, Any]) -> IsolatedFile:
         sha256=d["sha256"], declared_type=d["declared_type"], detected_type=d.get("detected_type"),
         verdict=Verdict(d["verdict"]), symbols=list(d.get("symbols", [])), action=d["action"],
         expires_at=datetime.fromisoformat(d["expires_at"]), blob_key=d.get("blob_key"),
-        members=list(d.get("members", [])))
+        members=list(d.get("members", [])), sandbox_ticket=d.get("sandbox_ticket"),
+        sandbox_submitted_at=datetime.fromisoformat(d["sandbox_submitted_at"])
+        if d.get("sandbox_submitted_at") else None)

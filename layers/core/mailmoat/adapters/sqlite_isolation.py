@@ -89,6 +89,8 @@ _SCHEMA = (
     )""",
 )
 
+# Columns added after the first schema: a data directory from before them gets them on open.
+_ADDED_FILE_COLUMNS = (("sandbox_ticket", "TEXT"), ("sandbox_submitted_at", "TEXT"))
 
 
 def _dt(value: str) -> datetime:
@@ -99,6 +101,13 @@ class SqliteIsolationStore:
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
         db.create(_SCHEMA)
+        with db.transaction() as c:
+            present = {row[1] for row in c.execute("PRAGMA table_info(isolated_files)")}
+            for column, kind in _ADDED_FILE_COLUMNS:
+                if column not in present:  # a data directory from before the sandbox flow
+                    c.execute(f"ALTER TABLE isolated_files ADD COLUMN {column} {kind}")
+            c.execute("CREATE INDEX IF NOT EXISTS isolated_files_sandbox"
+                      " ON isolated_files(sandbox_ticket) WHERE sandbox_ticket IS NOT NULL")
 
     def save(self, message: PortalMessage, files: list[IsolatedFile]) -> None:
         """Idempotent: a stage re-run rewrites the same rows."""
@@ -110,14 +119,17 @@ class SqliteIsolationStore:
                  message.date, message.mail_from, json.dumps(message.route, ensure_ascii=False),
                  utc_text(message.created_at), utc_text(message.expires_at)))
             for f in files:
-                c.execute(
-                    "INSERT OR REPLACE INTO isolated_files(message_id, path, filename, size, sha256,"
-                    " declared_type, detected_type, verdict, symbols, members, action, blob_key,"
-                    " expires_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (f.message_id, f.path, f.filename, f.size, f.sha256, f.declared_type,
-                     f.detected_type, str(f.verdict), json.dumps(f.symbols),
-                     json.dumps(f.members, ensure_ascii=False), f.action, f.blob_key,
-                     utc_text(f.expires_at)))
+                _put_file(c, f)
+
+    def update_file(self, file: IsolatedFile) -> None:
+        """One file's record rewritten (the sandbox's later verdict)."""
+        with self.db.transaction() as c:
+            _put_file(c, file)
+
+    def analysing(self, limit: int = 200) -> list[IsolatedFile]:
+        rows = self.db.query("SELECT * FROM isolated_files WHERE sandbox_ticket IS NOT NULL"
+                             " ORDER BY sandbox_submitted_at LIMIT ?", (max(1, limit),))
+        return [_file(r) for r in rows]
 
     def set_token(self, message_id: str, recipient: str, token_sha256: str,
                   expires_at: datetime) -> None:
@@ -236,10 +248,23 @@ def _message(r: sqlite3.Row) -> PortalMessage:
                          created_at=_dt(r["created_at"]), expires_at=_dt(r["expires_at"]))
 
 
+def _put_file(c: sqlite3.Cursor | sqlite3.Connection, f: IsolatedFile) -> None:
+    c.execute(
+        "INSERT OR REPLACE INTO isolated_files(message_id, path, filename, size, sha256,"
+        " declared_type, detected_type, verdict, symbols, members, action, blob_key,"
+        " expires_at, sandbox_ticket, sandbox_submitted_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (f.message_id, f.path, f.filename, f.size, f.sha256, f.declared_type,
+         f.detected_type, str(f.verdict), json.dumps(f.symbols),
+         json.dumps(f.members, ensure_ascii=False), f.action, f.blob_key,
+         utc_text(f.expires_at), f.sandbox_ticket,
+         utc_text(f.sandbox_submitted_at) if f.sandbox_submitted_at else None))
+
+
 def _file(r: sqlite3.Row) -> IsolatedFile:
     return IsolatedFile(
         message_id=r["message_id"], path=r["path"], filename=r["filename"], size=r["size"],
         sha256=r["sha256"], declared_type=r["declared_type"], detected_type=r["detected_type"],
         verdict=Verdict(r["verdict"]), symbols=json.loads(r["symbols"] or "[]"),
         action=r["action"], expires_at=_dt(r["expires_at"]), blob_key=r["blob_key"],
-        members=json.loads(r["members"] or "[]"))
+        members=json.loads(r["members"] or "[]"), sandbox_ticket=r["sandbox_ticket"],
+        sandbox_submitted_at=_dt(r["sandbox_submitted_at"]) if r["sandbox_submitted_at"] else None)

@@ -56,8 +56,12 @@ def sandbox(settings: Settings) -> tuple[Sandbox | None, SandboxConfig]:
                        danger_score=settings.cape_danger_score,
                        suspicious_score=settings.cape_suspicious_score,
                        max_report_bytes=settings.cape_max_report_bytes)
+    # Only the local runtime has the poll job (local/schedule.py) that decides a file left
+    # `analysing`; on AWS the scan stage waits for the verdict until a scheduled function does.
+    inline = settings.cape_wait_inline_seconds if settings.runtime == "local" \
+        else settings.cape_analysis_seconds
     return cape, SandboxConfig(enabled=True, timeout_seconds=settings.cape_analysis_seconds,
-                               poll_seconds=settings.cape_poll_seconds)
+                               poll_seconds=settings.cape_poll_seconds, wait_inline_seconds=inline)
 
 
 def production_check(settings: Settings, services: Services,

@@ -1,5 +1,6 @@
 """What `mailmoat serve` runs on a clock, as the AWS stack's scheduled functions do there:
-the directory sync (hourly) and the spam digest (daily). One daemon thread; a job that fails
+the directory sync (hourly), the spam digest (daily) and the sandbox's later verdicts (every
+minute when a sandbox is configured). One daemon thread; a job that fails
 is logged and tried again at its next time, never taking the gateway down.
 
 When each job last ran is kept in `<data dir>/schedule.json`, so a restart neither skips a
@@ -65,6 +66,12 @@ def send_spam_digests(runtime: Runtime) -> str:
     return f"{len(result.sent)} digests sent, {len(result.failed)} failed, {result.swept} expired removed"
 
 
+def poll_sandbox(runtime: Runtime) -> str:
+    from mailmoat.sandbox_verdicts import sandbox_verdicts
+
+    return sandbox_verdicts(runtime.services).summary()
+
+
 def jobs_for(runtime: Runtime) -> list[Job]:
     settings = runtime.settings
     jobs: list[Job] = []
@@ -75,6 +82,9 @@ def jobs_for(runtime: Runtime) -> list[Job]:
                         sync_directories))
     if settings.schedule_spam_digest_hour is not None:
         jobs.append(Job("spam-digest", daily_at(settings.schedule_spam_digest_hour), send_spam_digests))
+    if settings.schedule_sandbox_poll_seconds > 0 and runtime.services.sandbox is not None:
+        jobs.append(Job("sandbox-poll", every(timedelta(seconds=settings.schedule_sandbox_poll_seconds)),
+                        poll_sandbox))
     return jobs
 
 

@@ -13,6 +13,7 @@ SYMBOL_VERDICT: dict[str, Verdict] = {
     "VIRUS": Verdict.DANGER,
     "VELVETSWEATSHOP": Verdict.DANGER,
     "SANDBOX_MALICIOUS": Verdict.DANGER,
+    "SANDBOX_ANALYSING": Verdict.ANALYSING,  # submitted, verdict later (mailmoat.sandbox_verdicts)
     # The analysis that runs here (issue 16): Excel 4.0 macros that run or download code, and
     # YARA rules marked danger. SANDBOX_XLM_URL/_AUTO, SANDBOX_VBA_IOC, SANDBOX_YARA: risky.
     "SANDBOX_XLM_EXEC": Verdict.DANGER,
@@ -25,7 +26,8 @@ SYMBOL_VERDICT: dict[str, Verdict] = {
 }
 # Symbols that only inform; everything else not in SYMBOL_VERDICT makes a file risky
 # (an unknown symbol failing towards caution).
-INFO_SYMBOLS = frozenset({"PDF_OWNER_PASSWORD", "OFFICE_PROTECTION", "AV_CLEAN", "ARCHIVE"})
+INFO_SYMBOLS = frozenset({"PDF_OWNER_PASSWORD", "OFFICE_PROTECTION", "AV_CLEAN", "ARCHIVE",
+                          "SANDBOX_CLEAN"})
 
 
 def verdict_of(symbols: list[str] | set[str]) -> Verdict:

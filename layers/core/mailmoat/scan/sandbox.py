@@ -33,6 +33,10 @@ class SandboxConfig:
     enabled: bool = False
     timeout_seconds: float = 300.0
     poll_seconds: float = 5.0
+    # How long the scan stage waits for a verdict before the file goes to the portal as
+    # `analysing` (SANDBOX_ANALYSING, decided later by mailmoat.sandbox_verdicts). Set it to
+    # timeout_seconds to wait in the stage as before.
+    wait_inline_seconds: float = 5.0
     # Only files the static checks already call risky are detonated (cost and latency).
     verdicts: frozenset[str] = frozenset({"risky"})
 
@@ -40,25 +44,38 @@ class SandboxConfig:
 def consult(sandbox: Sandbox, data: bytes, filename: str | None, config: SandboxConfig, *,
             sleep: Callable[[float], None] = time.sleep,
             monotonic: Callable[[], float] = time.monotonic) -> tuple[str, str] | None:
-    """(symbol, detail) for what the sandbox said, or None when it found nothing."""
-    deadline = monotonic() + config.timeout_seconds
+    """(symbol, detail) for what the sandbox said, or None when it found nothing. With no
+    verdict within wait_inline_seconds: SANDBOX_ANALYSING with the ticket as its detail."""
+    started = monotonic()
+    deadline = started + config.timeout_seconds
+    inline = started + min(config.wait_inline_seconds, config.timeout_seconds)
     try:
         ticket = sandbox.submit(data, filename)
         while True:
-            answer = sandbox.poll(ticket)
-            report = answer if isinstance(answer, SandboxReport) or answer is None \
-                else SandboxReport(answer)
-            if report is not None and report.verdict in ("malicious", "suspicious"):
-                symbol = "SANDBOX_MALICIOUS" if report.verdict == "malicious" else "SANDBOX_SUSPICIOUS"
-                return (symbol, f"{ticket}: {report.detail}"[:300] if report.detail else ticket)
-            if report is not None and report.verdict == "clean":
-                return None
-            if report is not None:  # a backend's unknown word is no verdict: fail closed
-                return ("SCAN_FAILED", f"sandbox: unknown verdict {report.verdict!r}"[:200])
+            report = as_report(sandbox.poll(ticket))
+            if report is not None:
+                return judged(ticket, report)
             if monotonic() >= deadline:
                 return ("SANDBOX_TIMEOUT", f"no verdict in {config.timeout_seconds:g} s")
-            sleep(min(config.poll_seconds, max(0.0, deadline - monotonic())))
+            if inline < deadline and monotonic() >= inline:
+                return ("SANDBOX_ANALYSING", ticket[:200])
+            sleep(min(config.poll_seconds, max(0.0, min(inline, deadline) - monotonic())))
     except SandboxUnavailable as exc:
         return ("SCAN_FAILED", f"sandbox unavailable: {exc}"[:200])
     except Exception as exc:  # a failed sandbox is recorded, never silent
         return ("SCAN_FAILED", f"sandbox: {type(exc).__name__}: {exc}"[:200])
+
+
+def as_report(answer: SandboxVerdict | SandboxReport | None) -> SandboxReport | None:
+    return answer if isinstance(answer, SandboxReport) or answer is None else SandboxReport(answer)
+
+
+def judged(ticket: str, report: SandboxReport) -> tuple[str, str] | None:
+    """A verdict as a finding: (symbol, detail), or None for clean."""
+    if report.verdict in ("malicious", "suspicious"):
+        symbol = "SANDBOX_MALICIOUS" if report.verdict == "malicious" else "SANDBOX_SUSPICIOUS"
+        return (symbol, f"{ticket}: {report.detail}"[:300] if report.detail else ticket)
+    if report.verdict == "clean":
+        return None
+    # a backend's unknown word is no verdict: fail closed
+    return ("SCAN_FAILED", f"sandbox: unknown verdict {report.verdict!r}"[:200])

@@ -13,7 +13,13 @@ from email.utils import encode_rfc2231
 from typing import TYPE_CHECKING
 
 from mailmoat.config import TenantConfig
-from mailmoat.context import AttachmentAction, AttachmentReport, Disposition, MessageContext
+from mailmoat.context import (
+    AttachmentAction,
+    AttachmentReport,
+    Disposition,
+    MessageContext,
+    Verdict,
+)
 from mailmoat.isolation import (
     IsolatedFile,
     PortalMessage,
@@ -234,6 +240,10 @@ def _keep_for_portal(ctx: MessageContext, services: Services, report: Attachment
     """The file's record, with its original bytes stored for the portal; a deleted (danger)
     file is recorded but never kept for download."""
     deleted = report.action == AttachmentAction.DELETE
+    # Still in the sandbox: its ticket, so the poll job (mailmoat.sandbox_verdicts) decides it.
+    ticket = None if deleted or report.verdict != Verdict.ANALYSING else next(
+        (f.detail for f in ctx.findings
+         if f.symbol == "SANDBOX_ANALYSING" and f.target == report.path and f.detail), None)
     key = None
     if not deleted:
         key = blob_key(ctx.id, report.path)
@@ -243,7 +253,8 @@ def _keep_for_portal(ctx: MessageContext, services: Services, report: Attachment
         size=report.size, sha256=report.sha256, declared_type=report.declared_type,
         detected_type=report.detected_type, verdict=report.verdict, symbols=list(report.symbols),
         action="delete" if deleted else "isolate", expires_at=expires, blob_key=key,
-        members=[m.to_dict() for m in report.members])
+        members=[m.to_dict() for m in report.members],
+        sandbox_ticket=ticket, sandbox_submitted_at=services.clock.now() if ticket else None)
 
 
 def _convert(ctx: MessageContext, services: Services, tenant: TenantConfig,
