@@ -239,9 +239,9 @@ def _antivirus(settings: AwsSettings) -> Antivirus | None:
 def portal_antivirus_later(settings: Settings) -> AntivirusLater | None:
     """The portal's verdicts and scan requests (the AvScan function); None when this function's
     environment names no AvScan queue: then what a password opens stays AV_UNCHECKED."""
-    if not (isinstance(settings, AwsSettings) and settings.avscan_queue_url
     from mailmoat.settings import AwsSettings
 
+    if not (isinstance(settings, AwsSettings) and settings.avscan_queue_url
             and settings.isolated_files_table and settings.quarantine_bucket):
         return None
     from mailmoat.adapters.aws_avscan import DynamoAntivirusVerdicts, SqsAntivirusRequests
@@ -362,7 +362,6 @@ class LambdaEntry:
     _converter: tuple[BlobStore, PdfConverter] | None = None
 
     @property
-    @property
     def settings(self) -> AwsSettings:
         if self._settings is None:
             from mailmoat.settings import AwsSettings  # pydantic: not at import (cold start)
@@ -370,6 +369,7 @@ class LambdaEntry:
             self._settings = AwsSettings()  # the ARC key secret is read when the runtime is built
         return self._settings
 
+    @property
     def runtime(self) -> Runtime:
         if self._runtime is None:
             self._runtime = build_aws(self.settings, role=self.role or "jobs")
