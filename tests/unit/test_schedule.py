@@ -33,7 +33,7 @@ def test_every_waits_its_interval() -> None:
 
 
 def test_the_digest_runs_once_a_day_across_restarts(tmp_path) -> None:
-    runtime = bootstrap(make_settings(tmp_path))
+    runtime = bootstrap(make_settings(tmp_path, schedule_retrohunt_minutes=0))
     (job,) = jobs_for(runtime)  # the demo tenant has no directory provider
     assert job.name == "spam-digest"
     assert Scheduler(runtime).run_due(at(27, 9)) == ["spam-digest"]  # the real send_digests
@@ -59,7 +59,8 @@ def test_a_failing_job_is_logged_and_waits_for_its_next_time(tmp_path, caplog) -
 
 
 def test_directory_sync_is_scheduled_only_for_tenants_with_a_provider(tmp_path) -> None:
-    runtime = bootstrap(make_settings(tmp_path, schedule_spam_digest_hour=None))
+    runtime = bootstrap(make_settings(tmp_path, schedule_spam_digest_hour=None,
+                                      schedule_retrohunt_minutes=0))
     assert jobs_for(runtime) == []
     runtime.services.config.tenants[0].directory = DirectoryConfig(
         provider="m365", m365=M365DirectoryConfig(tenant_id="t", client_id="c"))
@@ -68,8 +69,16 @@ def test_directory_sync_is_scheduled_only_for_tenants_with_a_provider(tmp_path) 
     assert jobs_for(runtime) == []
 
 
-def test_the_sandbox_poll_is_scheduled_only_with_a_sandbox(tmp_path) -> None:
+def test_the_retrohunt_check_is_scheduled_with_an_isolation_store(tmp_path) -> None:
     runtime = bootstrap(make_settings(tmp_path, schedule_spam_digest_hour=None))
+    assert [j.name for j in jobs_for(runtime)] == ["retrohunt"]
+    runtime.settings = runtime.settings.model_copy(update={"schedule_retrohunt_minutes": 0})
+    assert jobs_for(runtime) == []
+
+
+def test_the_sandbox_poll_is_scheduled_only_with_a_sandbox(tmp_path) -> None:
+    runtime = bootstrap(make_settings(tmp_path, schedule_spam_digest_hour=None,
+                                      schedule_retrohunt_minutes=0))
     assert jobs_for(runtime) == []
 
     class Box:

@@ -129,6 +129,11 @@ class TenantConfig(BaseModel):
     # from the same sender domain to the same recipients open a held encrypted file.
     ppap_pairing: bool = True
     ppap_window_minutes: int = Field(default=30, ge=1, le=7 * 24 * 60)
+    # Retro-hunt (mailmoat.retrohunt): files downloaded in the last N days are scanned again
+    # after a signature or rules change; who took one that is danger now is told, and so are
+    # the tenant's admins (its console accounts' addresses and these).
+    retrohunt_days: int = Field(default=14, ge=0, le=400)
+    admin_notice_addresses: list[str] = Field(default_factory=list)
 
     @field_validator("original_from_ips")
     @classmethod

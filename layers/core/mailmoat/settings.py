@@ -185,6 +185,12 @@ class Settings(EnvSettings):
     # `mailmoat serve`'s clock (AWS: the scheduled functions). 0 / None turns a job off.
     schedule_directory_sync_minutes: int = 60  # tenants with a [tenant.directory] provider
     schedule_spam_digest_hour: int | None = Field(default=8, ge=0, le=23)  # local time
+    # How often `serve` compares the signature state (clamd version + YARA rules version) with
+    # the last retro-hunt's (mailmoat.retrohunt); 0 turns the check off. A run is bounded by
+    # a file cap and a time budget; what is left goes on at the next check.
+    schedule_retrohunt_minutes: int = Field(default=15, ge=0)
+    retrohunt_max_files: int = Field(default=5000, ge=1)
+    retrohunt_seconds: float = Field(default=600.0, gt=0)
     # How often files in the sandbox are asked for their verdict (mailmoat.sandbox_verdicts);
     # 0 turns the job off. The scheduler ticks every 30 s, so less than that is 30 s.
     schedule_sandbox_poll_seconds: int = Field(default=60, ge=0)

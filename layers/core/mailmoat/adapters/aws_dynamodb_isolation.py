@@ -1,7 +1,8 @@
 """DynamoDB isolation store (token): "MSG#<id>" message + its files, "TOK#<sha256>" token,
 "RCPT#<id>#<addr>" pointer to a recipient's current token, "DL#<id>" downloads, "ATT#<id>#<path>"
 password tries, "PPAP#<tenant>#<domain>" held encrypted files a follow-up may open and
-"OPEN#<id>#<path>" what a password from mail opened (mailmoat.ppap; never a password).
+"OPEN#<id>#<path>" what a password from mail opened (mailmoat.ppap; never a password), and
+"RH#<key>" the retro-hunt's markers (mailmoat.retrohunt: signature state, notices sent).
 Expired rows go by TTL (`expires_at`), their blobs by the quarantine bucket's lifecycle."""
 
 from __future__ import annotations
@@ -147,6 +148,57 @@ class DynamoIsolationStore:
     def opened(self, message_id: str, path: str) -> OpenedFile | None:
         item = self._get(f"OPEN#{message_id}#{path}")
         return OpenedFile.from_dict(json.loads(str(item["data"]))) if item else None
+
+    # Retro-hunt (mailmoat.retrohunt): bounded filtered scans like the console's; markers are
+    # "RH#<key>" items (TTL by expires_at when they have one).
+    def held_files(self, now: datetime, limit: int) -> list[IsolatedFile]:
+        from boto3.dynamodb.conditions import Attr
+
+        aware = now if now.tzinfo else now.replace(tzinfo=UTC)
+        found: list[IsolatedFile] = []
+        for item in self._scan(Attr("token").begins_with("MSG#")):
+            found += [f for f in (_file_from(d) for d in json.loads(item.get("files") or "[]"))
+                      if f.blob_key is not None and f.expires_at > aware]
+        found.sort(key=lambda f: f.expires_at, reverse=True)
+        return found[:max(1, limit)]
+
+    def downloaded_since(self, since: datetime, limit: int) -> list[DownloadRecord]:
+        from boto3.dynamodb.conditions import Attr
+
+        aware = since if since.tzinfo else since.replace(tzinfo=UTC)
+        found: list[DownloadRecord] = []
+        for item in self._scan(Attr("token").begins_with("DL#")):
+            message_id = str(item["token"]).removeprefix("DL#")
+            found += [d for d in self.downloads(message_id) if d.at >= aware]
+        found.sort(key=lambda d: d.at, reverse=True)
+        return found[:max(1, limit)]
+
+    def mark_danger(self, message_id: str, path: str, symbols: list[str]) -> bool:
+        files = self.files(message_id)
+        target = next((f for f in files if f.path == path), None)
+        if target is None:
+            return False
+        target.verdict, target.blob_key = Verdict.DANGER, None
+        target.symbols = list(dict.fromkeys(list(target.symbols) + list(symbols)))
+        self.table.update_item(
+            Key={"token": f"MSG#{message_id}"}, UpdateExpression="SET #f = :f",
+            ConditionExpression="attribute_exists(#t)",
+            ExpressionAttributeNames={"#f": "files", "#t": "token"},
+            ExpressionAttributeValues={":f": json.dumps([_file_dict(f) for f in files],
+                                                        ensure_ascii=False)})
+        return True
+
+    def get_marker(self, key: str) -> str | None:
+        item = self._get(f"RH#{key}")
+        if not item or ("expires_at" in item and int(item["expires_at"]) <= _epoch(datetime.now(UTC))):
+            return None
+        return str(item["value"])
+
+    def put_marker(self, key: str, value: str, expires_at: datetime | None) -> None:
+        item: dict[str, Any] = {"token": f"RH#{key}", "value": value}
+        if expires_at is not None:
+            item["expires_at"] = _epoch(expires_at)
+        self.table.put_item(Item=item)
 
     def expired(self, now: datetime) -> list[IsolatedFile]:
         return []  # DynamoDB TTL removes rows and the quarantine lifecycle removes the blobs

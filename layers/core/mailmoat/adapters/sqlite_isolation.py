@@ -87,6 +87,13 @@ _SCHEMA = (
       expires_at TEXT NOT NULL,
       PRIMARY KEY (message_id, path)
     )""",
+    # Retro-hunt (mailmoat.retrohunt): the last signature state, who was told about what.
+    """CREATE TABLE IF NOT EXISTS retrohunt_markers (
+      key TEXT PRIMARY KEY,
+      value TEXT NOT NULL,
+      expires_at TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS portal_downloads_at ON portal_downloads(at)",
 )
 
 # Columns added after the first schema: a data directory from before them gets them on open.
@@ -190,6 +197,7 @@ class SqliteIsolationStore:
             c.execute("DELETE FROM portal_messages WHERE expires_at <= ?", (stamp,))
             c.execute("DELETE FROM ppap_pairable WHERE expires_at <= ?", (stamp,))
             c.execute("DELETE FROM ppap_opened WHERE expires_at <= ?", (stamp,))
+            c.execute("DELETE FROM retrohunt_markers WHERE expires_at <= ?", (stamp,))
         return int(n)
 
     def add_pairable(self, entry: PairableFile) -> None:
@@ -220,6 +228,42 @@ class SqliteIsolationStore:
         rows = self.db.query("SELECT data FROM ppap_opened WHERE message_id = ? AND path = ?",
                              (message_id, path))
         return OpenedFile.from_dict(json.loads(rows[0]["data"])) if rows else None
+
+    def held_files(self, now: datetime, limit: int) -> list[IsolatedFile]:
+        rows = self.db.query("SELECT * FROM isolated_files WHERE blob_key IS NOT NULL"
+                             " AND expires_at > ? ORDER BY expires_at DESC LIMIT ?",
+                             (utc_text(now), max(1, limit)))
+        return [_file(r) for r in rows]
+
+    def downloaded_since(self, since: datetime, limit: int) -> list[DownloadRecord]:
+        rows = self.db.query("SELECT * FROM portal_downloads WHERE at >= ? ORDER BY id DESC LIMIT ?",
+                             (utc_text(since), max(1, limit)))
+        return [DownloadRecord(_dt(r["at"]), r["message_id"], r["path"], r["kind"], r["client_ip"],
+                               r["recipient"]) for r in rows]
+
+    def mark_danger(self, message_id: str, path: str, symbols: list[str]) -> bool:
+        """The file is danger now and its bytes go: the portal offers it nothing from here on."""
+        with self.db.transaction() as c:
+            rows = c.execute("SELECT symbols FROM isolated_files WHERE message_id = ? AND path = ?",
+                             (message_id, path)).fetchall()
+            if not rows:
+                return False
+            merged = list(dict.fromkeys(json.loads(rows[0][0] or "[]") + list(symbols)))
+            c.execute("UPDATE isolated_files SET verdict = ?, symbols = ?, blob_key = NULL"
+                      " WHERE message_id = ? AND path = ?",
+                      (str(Verdict.DANGER), json.dumps(merged), message_id, path))
+        return True
+
+    def get_marker(self, key: str) -> str | None:
+        rows = self.db.query("SELECT value, expires_at FROM retrohunt_markers WHERE key = ?", (key,))
+        if not rows or (rows[0]["expires_at"] and _dt(rows[0]["expires_at"]) <= datetime.now(UTC)):
+            return None
+        return str(rows[0]["value"])
+
+    def put_marker(self, key: str, value: str, expires_at: datetime | None) -> None:
+        with self.db.transaction() as c:
+            c.execute("INSERT OR REPLACE INTO retrohunt_markers(key, value, expires_at) VALUES (?,?,?)",
+                      (key, value, utc_text(expires_at) if expires_at else None))
 
     def tenant_messages(self, tenant: str, limit: int = 50, offset: int = 0) -> list[PortalMessage]:
         rows = self.db.query("SELECT * FROM portal_messages WHERE tenant = ?"

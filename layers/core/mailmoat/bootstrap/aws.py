@@ -82,7 +82,8 @@ def tenant_config(directory: DynamoDirectory) -> GatewayConfig:
 # AvScan function, the scan image again, has scanned it (portal_antivirus_later).
 NEEDS: dict[str, frozenset[str]] = {
     "scan": frozenset({"antivirus", "libmagic"}), "rewrite": frozenset({"arc-key"}),
-    "portal": frozenset({"libmagic"}), "avscan": frozenset({"antivirus"})}
+    "portal": frozenset({"libmagic"}), "avscan": frozenset({"antivirus"}),
+    "retrohunt": frozenset({"antivirus", "libmagic"})}
 
 
 def build_aws(settings: Settings | None = None, *, config: GatewayConfig | None = None,
@@ -417,6 +418,16 @@ class LambdaEntry:
         from mailmoat.spam.digest import send_digests  # loaded by this function only
 
         return send_digests(self.runtime.services, now=now or datetime.now(UTC))
+
+    def retrohunt(self, now: datetime | None = None) -> dict[str, Any]:
+        """The scheduled retro-hunt check (the scan image: clamd with the published databases):
+        a run when the signature state differs from the last complete run's."""
+        from mailmoat.retrohunt import RetrohuntReport, scheduled_retrohunt
+
+        self.role = self.role or "retrohunt"
+        when = now or datetime.now(UTC)
+        report = scheduled_retrohunt(self.runtime.services, when)
+        return (report or RetrohuntReport(state=None, since=when, ran=False)).to_dict()
 
     def sync_directory(self) -> dict[str, str]:
         from mailmoat.adapters.aws_dynamodb import DynamoDirectory

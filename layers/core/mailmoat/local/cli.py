@@ -357,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_bypass_commands(sub)
     from mailmoat.doctor.cli import add_doctor_commands
     add_doctor_commands(sub)
+    from mailmoat.retrohunt import add_retrohunt_commands
+    add_retrohunt_commands(sub)
     from mailmoat.sandbox_verdicts import add_sandbox_commands
     add_sandbox_commands(sub)
     return parser

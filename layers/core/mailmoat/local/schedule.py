@@ -72,6 +72,14 @@ def poll_sandbox(runtime: Runtime) -> str:
     return sandbox_verdicts(runtime.services).summary()
 
 
+def check_retrohunt(runtime: Runtime) -> str:
+    """Compares the signature state with the last retro-hunt's; runs one when it changed."""
+    from mailmoat.retrohunt import scheduled_retrohunt
+
+    report = scheduled_retrohunt(runtime.services, runtime.services.clock.now())
+    return report.summary() if report is not None else "no signature state: not checked"
+
+
 def jobs_for(runtime: Runtime) -> list[Job]:
     settings = runtime.settings
     jobs: list[Job] = []
@@ -82,6 +90,9 @@ def jobs_for(runtime: Runtime) -> list[Job]:
                         sync_directories))
     if settings.schedule_spam_digest_hour is not None:
         jobs.append(Job("spam-digest", daily_at(settings.schedule_spam_digest_hour), send_spam_digests))
+    if settings.schedule_retrohunt_minutes > 0 and runtime.services.isolation is not None:
+        jobs.append(Job("retrohunt", every(timedelta(minutes=settings.schedule_retrohunt_minutes)),
+                        check_retrohunt))
     if settings.schedule_sandbox_poll_seconds > 0 and runtime.services.sandbox is not None:
         jobs.append(Job("sandbox-poll", every(timedelta(seconds=settings.schedule_sandbox_poll_seconds)),
                         poll_sandbox))
