@@ -269,6 +269,12 @@ def test_the_scan_stage_starts_clamd_from_the_signature_bucket(stack, tmp_path):
     assert not antivirus.ensure()  # /bin/false as clamd: fetched, started, exits, reported
     assert (tmp_path / "db" / "test.hdb").read_bytes() == database.read_bytes()
     assert antivirus.process.process is not None and antivirus.process.process.returncode == 1
+    from mailmoat.adapters.clamd import AntivirusUnavailable
+    from mailmoat.retrohunt import signature_state
+
+    with pytest.raises(AntivirusUnavailable):  # no version without a running clamd
+        antivirus.version()
+    assert signature_state(entry.aws_runtime().runtime.services) is None  # so no retro-hunt
 
 
 def test_portal_handler_serves_the_http_api_event(monkeypatch, tmp_path):

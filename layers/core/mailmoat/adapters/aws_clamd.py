@@ -47,6 +47,12 @@ class ManagedClamd:
     def ping(self) -> bool:
         return self.ensure()
 
+    def version(self) -> str:
+        """clamd's VERSION answer (engine/database version/date): the retro-hunt's signature state."""
+        if not self.ensure():
+            raise AntivirusUnavailable("clamd could not be started with the signature bucket's databases")
+        return self.client.version()
+
     def scan(self, data: bytes) -> AntivirusResult:
         if not self.ensure():
             raise AntivirusUnavailable("clamd could not be started with the signature bucket's databases")
