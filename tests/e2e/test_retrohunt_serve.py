@@ -35,7 +35,7 @@ RULE = """rule retrohunt_serve_payload {
 
 
 @pytest.fixture
-def env(tmp_path: Path, clamd: str) -> dict[str, str]:  # noqa: F811 - the fixture imported above
+def env(tmp_path: Path, clamd: str) -> dict[str, str]:
     zone = tmp_path / "zone.json"
     zone.write_text(json.dumps({"sender.example": {"TXT": ["v=spf1 ip4:127.0.0.0/8 -all"]}}))
     (tmp_path / "rules").mkdir()
