@@ -79,14 +79,22 @@ def serve(tmp_path: Path, clamd: str) -> Iterator[Serve]:
            "MAILMOAT_MODE": "test", "MAILMOAT_WORKERS": "1", "MAILMOAT_SMTP_PORT": str(smtp_port),
            "MAILMOAT_PORTAL_PORT": str(portal_port), "MAILMOAT_DNS_ZONE": str(zone),
            "MAILMOAT_PORTAL_URL": f"http://127.0.0.1:{portal_port}", "MAILMOAT_LOG_LEVEL": "DEBUG", "MAILMOAT_CLAMD_SOCKET": clamd}
+    yield from running_serve(tmp_path, env)
+
+
+def running_serve(tmp_path: Path, env: dict[str, str]) -> Iterator[Serve]:
+    """`mailmoat serve` with `env` (its MAILMOAT_SMTP_PORT and MAILMOAT_PORTAL_PORT set), its
+    output in tmp_path/serve.log, stopped after the test; a browser that keeps the portal's
+    cookies (CSRF)."""
     output = tmp_path / "serve.log"
+    smtp_port, portal_port = int(env["MAILMOAT_SMTP_PORT"]), int(env["MAILMOAT_PORTAL_PORT"])
     with output.open("wb") as sink:
         proc = subprocess.Popen([sys.executable, "-m", "mailmoat.local.cli", "serve"], cwd=ROOT,
                                 env=env, stdout=sink, stderr=subprocess.STDOUT)
     try:
         assert wait_for_smtp(smtp_port, proc, timeout=90), f"serve did not start: {output.read_text()[-3000:]}"
         browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
-        yield Serve(smtp_port, portal_port, tmp_path / "var", output, browser)
+        yield Serve(smtp_port, portal_port, Path(env["MAILMOAT_DATA_DIR"]), output, browser)
     finally:
         stop_process(proc, timeout=30)
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.adapters.test_clamd import clamd as clamd  # the module's real clamd fixture
-from tests.conftest import DEMO_CONFIG, free_port, stop_process, wait_for_smtp
-from tests.e2e.test_ppap_serve import Serve, _text
+from tests.conftest import DEMO_CONFIG, free_port
+from tests.e2e.test_ppap_serve import Serve, _text, running_serve
 
 ROOT = Path(__file__).resolve().parents[2]
 PAYLOAD = b"WScript.Echo('retro-hunt serve payload')\r\n"
@@ -52,20 +52,7 @@ def env(tmp_path: Path, clamd: str) -> dict[str, str]:
 
 @pytest.fixture
 def serve(tmp_path: Path, env: dict[str, str]) -> Iterator[Serve]:
-    import urllib.request
-    from http.cookiejar import CookieJar
-
-    output = tmp_path / "serve.log"
-    with output.open("wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "mailmoat.local.cli", "serve"], cwd=ROOT,
-                                env=env, stdout=sink, stderr=subprocess.STDOUT)
-    try:
-        smtp = int(env["MAILMOAT_SMTP_PORT"])
-        assert wait_for_smtp(smtp, proc, timeout=90), f"serve did not start: {output.read_text()[-3000:]}"
-        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
-        yield Serve(smtp, int(env["MAILMOAT_PORTAL_PORT"]), tmp_path / "var", output, browser)
-    finally:
-        stop_process(proc, timeout=30)
+    yield from running_serve(tmp_path, env)
 
 
 def _mail() -> bytes:
