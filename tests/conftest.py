@@ -39,6 +39,16 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["MAILMOAT_METRICS_PORT"] = "0"
 
 
+# moto's fake credentials and region: with these set, nothing a test does can reach a real account.
+AWS_TEST_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def use_aws_test_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in AWS_TEST_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -18,6 +18,7 @@ from moto import mock_aws
 from mailmoat.adapters.aws_avscan import DynamoAntivirusVerdicts, SqsAntivirusRequests
 from mailmoat.adapters.aws_s3 import S3BlobStore
 from mailmoat.ports import AntivirusVerdict
+from tests.conftest import use_aws_test_credentials
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = b"decrypted member\n"
@@ -26,9 +27,7 @@ SHA = hashlib.sha256(DATA).hexdigest()
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
+    use_aws_test_credentials(monkeypatch)
     table = cfn_yaml.load(str(ROOT / "template.yaml"))["Resources"]["IsolatedFilesTable"]["Properties"]
     with mock_aws():
         ddb = boto3.client("dynamodb")

@@ -18,6 +18,7 @@ from mailmoat.adapters.aws_convert import LambdaPdfConverter
 from mailmoat.adapters.aws_s3 import S3BlobStore
 from mailmoat.convert import ConversionError
 from mailmoat.convert.remote import CONVERT_PREFIX, SYNC_PAYLOAD_LIMIT, handle
+from tests.conftest import use_aws_test_credentials
 
 REQUEST_ID = "0123456789abcdef0123456789abcdef"
 PDF = b"%PDF-1.7\n% converted\n%%EOF\n"
@@ -37,9 +38,7 @@ class Converter:
 
 @pytest.fixture
 def blobs(monkeypatch) -> Any:
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
+    use_aws_test_credentials(monkeypatch)
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket="raw")

@@ -20,6 +20,7 @@ from mailmoat.isolation import (
     resolve,
 )
 from mailmoat.ports import MessageRecord, Recipient
+from tests.conftest import use_aws_test_credentials
 
 NOW = datetime(2026, 11, 27, 21, 0, tzinfo=UTC)
 
@@ -49,9 +50,7 @@ def create_tables(ddb):
 
 @pytest.fixture
 def ddb(monkeypatch):
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
+    use_aws_test_credentials(monkeypatch)
     with mock_aws():
         client = boto3.client("dynamodb", region_name="us-east-1")
         create_tables(client)

@@ -15,6 +15,7 @@ from moto import mock_aws
 
 from mailmoat.adapters.aws_dynamodb_keepmail import DynamoKeepMailStore
 from mailmoat.keepmail import KeptMessage, OneTimeCode
+from tests.conftest import use_aws_test_credentials
 
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 ALICE = "alice@corp.example"
@@ -22,9 +23,7 @@ ALICE = "alice@corp.example"
 
 @pytest.fixture
 def store(monkeypatch: pytest.MonkeyPatch) -> Iterator[DynamoKeepMailStore]:
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
+    use_aws_test_credentials(monkeypatch)
     from cfnlint.decode import cfn_yaml
 
     from tests.e2e.test_aws_pipeline import ROOT

@@ -10,13 +10,12 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from mailmoat.adapters.aws_s3 import S3BlobStore
+from tests.conftest import use_aws_test_credentials
 
 
 @pytest.fixture
 def s3(monkeypatch):
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
+    use_aws_test_credentials(monkeypatch)
     with mock_aws():
         client = boto3.client("s3", region_name="us-east-1",
                               config=Config(signature_version="s3v4"))

@@ -7,15 +7,14 @@ import pytest
 from moto import mock_aws
 
 from mailmoat.adapters import aws_secrets
+from tests.conftest import use_aws_test_credentials
 
 PEM = "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n"
 
 
 @pytest.fixture
 def secrets(monkeypatch):
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
+    use_aws_test_credentials(monkeypatch)
     monkeypatch.setattr(aws_secrets, "_written", {})
     with mock_aws():
         yield boto3.client("secretsmanager", region_name="us-east-1")

@@ -12,6 +12,7 @@ from moto.ses.models import ses_backends
 from mailmoat.adapters.aws_ses import SesMailer
 from mailmoat.aws.forwarder import forwarded, relay_address, routing_address
 from mailmoat.ports import DeliveryError
+from tests.conftest import use_aws_test_credentials
 
 ORIGINAL = (
     b"ARC-Seal: i=1; a=rsa-sha256; d=gw.example; s=mailmoat; cv=none; b=abc\r\n"
@@ -32,9 +33,7 @@ ORIGINAL = (
 
 @pytest.fixture
 def ses(monkeypatch):
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
+    use_aws_test_credentials(monkeypatch)
     with mock_aws():
         client = boto3.client("sesv2", region_name="us-east-1")
         client.create_email_identity(EmailIdentity="relay.example.net")

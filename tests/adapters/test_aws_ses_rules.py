@@ -20,6 +20,7 @@ from mailmoat.aws.recipient_rules import (
     plan_recipient_rules,
     rule_prefix,
 )
+from tests.conftest import use_aws_test_credentials
 
 BASE = "mailmoat-dev-store"
 RULE_SET = "mailmoat-dev-inbound"
@@ -170,9 +171,7 @@ def test_normalise_keeps_addresses_only():
 
 @pytest.fixture
 def ses(monkeypatch):
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
+    use_aws_test_credentials(monkeypatch)
     with mock_aws():
         boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="raw-bucket")
         client = boto3.client("ses", region_name="us-east-1")

@@ -29,6 +29,7 @@ from mailmoat.aws.signatures import (
     fetch_signatures,
     update_signatures,
 )
+from tests.conftest import use_aws_test_credentials
 
 BUCKET = "mailmoat-test-signatures"
 
@@ -61,9 +62,7 @@ FAKE_FRESHCLAM = textwrap.dedent('''\
 
 @pytest.fixture
 def bucket(monkeypatch):
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
+    use_aws_test_credentials(monkeypatch)
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket=BUCKET)

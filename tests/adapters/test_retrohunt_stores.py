@@ -17,6 +17,7 @@ from mailmoat.adapters.sqlite_isolation import SqliteIsolationStore
 from mailmoat.context import Verdict
 from mailmoat.isolation import DownloadRecord, IsolatedFile, PortalMessage
 from mailmoat.services.downloads import offer_for
+from tests.conftest import use_aws_test_credentials
 
 NOW = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
 
@@ -75,9 +76,7 @@ def test_retrohunt_methods_on_sqlite(tmp_path: Path) -> None:
 
 @pytest.fixture
 def table(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
+    use_aws_test_credentials(monkeypatch)
     with mock_aws():
         boto3.client("dynamodb", region_name="us-east-1").create_table(
             TableName="isolated", BillingMode="PAY_PER_REQUEST",

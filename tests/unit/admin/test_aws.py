@@ -20,15 +20,14 @@ from mailmoat.context import Verdict
 from mailmoat.isolation import IsolatedFile, PortalMessage, issue_token, resolve
 from mailmoat.ports import MessageRecord, TraceQuery
 from tests.adapters.test_aws_dynamodb import create_tables
+from tests.conftest import use_aws_test_credentials
 
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture
 def ddb(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
+    use_aws_test_credentials(monkeypatch)
     with mock_aws():
         client = boto3.client("dynamodb", region_name="us-east-1")
         create_tables(client)

@@ -34,6 +34,7 @@ from mailmoat.settings import AwsSettings
 from mailmoat_web.admin import oidc
 from mailmoat_web.admin.console import admin_from_claims
 from tests.adapters.test_aws_dynamodb import create_tables
+from tests.conftest import use_aws_test_credentials
 from tests.unit.admin.helpers import admin_store, mail, receive, until_final
 from tests.unit.admin.test_console import _BrokenMailer
 from tests.webforms import form_csrf
@@ -234,9 +235,7 @@ def aws_console(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[AwsC
     from mailmoat.bootstrap import bootstrap
     from mailmoat_web.app import create_app
 
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
+    use_aws_test_credentials(monkeypatch)
     monkeypatch.setattr(oidc, "_JWKS", oidc.JwksCache())
     # moto first: it routes requests through its own `responses` mock, the recording inside wins.
     with mock_aws(), responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:

@@ -18,6 +18,7 @@ from mailmoat.ports import MessageLog, MessageRecord
 from mailmoat.runtime import Runtime
 from mailmoat_web.admin.dashboard import nice_top
 from tests.adapters.test_aws_dynamodb import create_tables
+from tests.conftest import use_aws_test_credentials
 from tests.unit.admin.helpers import Console, add_operator, open_console, text_of
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -225,9 +226,7 @@ def test_an_empty_period_says_so(seeded: Runtime, seeded_console: Console) -> No
 
 @pytest.fixture
 def dynamo_log(monkeypatch: pytest.MonkeyPatch) -> Iterator[DynamoMessageLog]:
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
+    use_aws_test_credentials(monkeypatch)
     with mock_aws():
         create_tables(boto3.client("dynamodb", region_name="us-east-1"))
         yield DynamoMessageLog("messages")

@@ -12,13 +12,12 @@ from mailmoat.adapters.aws_dynamodb import DynamoDirectory
 from mailmoat.adapters.sqlite import SqliteDatabase, SqliteDirectory
 from mailmoat.ports import Recipient
 from tests.adapters.test_aws_dynamodb import create_tables
+from tests.conftest import use_aws_test_credentials
 
 
 @pytest.fixture
 def dynamo(monkeypatch):
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
+    use_aws_test_credentials(monkeypatch)
     with mock_aws():
         create_tables(boto3.client("dynamodb", region_name="us-east-1"))
         yield DynamoDirectory("directory")

@@ -17,6 +17,7 @@ from mailmoat.ports import SpamStore
 from mailmoat.settings import AwsSettings
 from mailmoat.spam import digest
 from mailmoat.spam.quarantine import HeldMessage
+from tests.conftest import use_aws_test_credentials
 
 NOW = datetime(2026, 11, 27, 21, 0, tzinfo=UTC)
 
@@ -27,9 +28,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path,
     if request.param == "sqlite":
         yield SqliteSpamStore(SqliteDatabase(tmp_path / "mailmoat.sqlite3"))
         return
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
+    use_aws_test_credentials(monkeypatch)
     with mock_aws():
         boto3.client("dynamodb").create_table(
             TableName="spam", BillingMode="PAY_PER_REQUEST",
@@ -95,9 +94,7 @@ def test_allowed_senders(store: SpamStore) -> None:
 
 
 def test_aws_runtime_uses_the_table_and_the_secrets_manager_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
+    use_aws_test_credentials(monkeypatch)
     with mock_aws():
         boto3.client("dynamodb").create_table(
             TableName="spam-aws", BillingMode="PAY_PER_REQUEST",
