@@ -148,12 +148,8 @@ def test_a_follow_up_password_opens_the_held_zip(tmp_path: Path,
     assert runtime.services.isolation.downloads(first.id)[-1].kind == "opened:見積書.txt"  # type: ignore[union-attr]
 
     assert PASSWORD.encode() not in _everything_stored(runtime).replace(
-        _raw_of(runtime, follow), b"")  # only the follow-up's own stored original holds it
+        follow.raw, b"")  # only the follow-up's own stored original holds it
     assert not [r for r in caplog.records if PASSWORD in r.getMessage() or PASSWORD in str(r.__dict__)]
-
-
-def _raw_of(runtime: Runtime, ctx: MessageContext) -> bytes:
-    return ctx.raw
 
 
 def test_the_password_in_the_same_mail_opens_it(tmp_path: Path) -> None:
