@@ -92,3 +92,67 @@ def test_the_filter_changes_no_byte_of_the_seal(tmp_path: Path) -> None:
                              include_headers=seal_module._signed_headers(signer),
                              timestamp=1700000000)
     assert filtered == b"".join(reversed(unfiltered)) + message
+
+
+def _as_sign_reads(header: Any) -> tuple[Any, ...]:
+    """What dkimpy's ARC sign() reads of a parsed header: the authserv-id and, per result, its
+    text (copied into the ARC-Authentication-Results), method and result (the cv= value)."""
+    return (header.authserv_id,
+            [(str(r), r.method, r.result) for r in header.results])
+
+
+tokens = st.sampled_from(["pass", "fail", "none", "softfail", "neutral", "temperror",
+                          "permerror", "policy", "PASS", "bad value", "", "x;y", "é"])
+addresses = st.one_of(st.none(), st.sampled_from([
+    "a@b.example", "o'brien+tag@mail.example.jp", "odd local@x.example", "a@b@c.example",
+    "a;b@c.example", "=?utf-8?q?x?=@y.example", "a(b)@c.example", "\"q\"@d.example"]))
+domains = st.one_of(st.none(), st.sampled_from([
+    "example.com", "sub.example.co.jp", "xn--eckwd4c7c.example", "bad domain", "a;b",
+    "(c)example", "é.example"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(spf=tokens, dkim_result=tokens, dmarc=tokens, arc=tokens,
+       policy=st.one_of(st.none(), tokens), mail_from=addresses, from_domain=domains,
+       dkim_domain=domains, linesep=st.sampled_from(["\r\n", "\n"]))
+def test_our_remembered_field_is_what_parsing_it_reads(spf: str, dkim_result: str, dmarc: str,
+                                                      arc: str, policy: str | None,
+                                                      mail_from: str | None,
+                                                      from_domain: str | None,
+                                                      dkim_domain: str | None,
+                                                      linesep: str) -> None:
+    from mailmoat.context import AuthResult
+    from mailmoat.rewrite.headers import our_results_field
+
+    auth = AuthResult(spf=spf, dkim=dkim_result, dmarc=dmarc, dmarc_policy=policy)
+    field = our_results_field("mx.ours.example", auth, mail_from=mail_from,
+                              header_from_domain=from_domain, dkim_domain=dkim_domain,
+                              arc_result=arc, linesep=linesep)
+    # Exactly what dkimpy passes to parse() for this field of the message.
+    asked = "Authentication-Results: " + field.partition(":")[2].strip()
+    remembered = authres.AuthenticationResultsHeader.parse(asked)
+    parsed = authres_speedups._original_parse(asked)
+    assert remembered is not parsed
+    assert _as_sign_reads(remembered) == _as_sign_reads(parsed)
+
+
+def test_a_remembered_field_seals_to_the_same_bytes(tmp_path: Path) -> None:
+    from mailmoat.context import AuthResult
+    from mailmoat.rewrite.headers import our_results_field
+
+    field = our_results_field("ours.example", AuthResult(spf="pass", dkim="fail", dmarc="fail",
+                                                         dmarc_policy="reject"),
+                              mail_from="a@b.example", header_from_domain="b.example",
+                              dkim_domain="b.example", arc_result="none", linesep="\r\n")
+    message = (field + "\r\nFrom: a@b.example\r\nTo: c@d.example\r\nSubject: hi\r\n\r\n"
+               "body\r\n").encode()
+    key = seal_module.ensure_local_key(tmp_path / "arc", "s1", "ours.example")
+
+    def sealed() -> bytes:
+        return seal_module.seal(message, key, selector="s1", domain="ours.example",
+                                authserv_id="ours.example", linesep=b"\r\n",
+                                timestamp=1700000000)
+
+    with_lookup = sealed()
+    authres_speedups._remembered.clear()
+    assert sealed() == with_lookup

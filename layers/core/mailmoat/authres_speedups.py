@@ -7,13 +7,23 @@ Authentication-Results to write the ARC-Authentication-Results). The replacement
 pattern once and cuts the match off the front of the text; the parse is the same step for
 step, so the results, the remaining text and the errors are identical (a property test holds
 it to the original on generated and real headers).
+
+It also remembers the header we just built: dkimpy's sign() parses our own
+Authentication-Results (folded, as the message carries it) to copy its results into the
+ARC-Authentication-Results, ~0.4 ms of grammar for an object we built a moment before. `remember`
+records that exact text with the object; `parse` given exactly that text returns it. Only texts
+we built are remembered, and a test holds the object to what the grammar reads from the same
+text (authserv-id, each result's text, method and result, which is all sign() reads), so the
+shortcut can only ever return what parsing would.
 """
 
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from typing import Any
 
+import authres
 import authres.core
 
 _original_parse_pattern = authres.core.AuthenticationResultsHeader._parse_pattern
@@ -39,9 +49,32 @@ def _parse_pattern(self: Any, pattern: str | re.Pattern[str]) -> re.Match[str] |
     return match
 
 
+_REMEMBERED_MAX = 64  # a worker seals one message at a time; a few spare for threads
+_remembered: OrderedDict[str, Any] = OrderedDict()
+_original_parse = authres.AuthenticationResultsHeader.parse
+
+
+def remember(field: str, header: Any) -> None:
+    """`field` is the whole header field as written into the message (name, folded value, no
+    line end); `header` the authres object it was made from."""
+    # dkimpy hands parse() "Authentication-Results: " + the field's value stripped
+    name, _, value = field.partition(":")
+    key = f"{name}: {value.strip()}"
+    _remembered[key] = header
+    _remembered.move_to_end(key)
+    while len(_remembered) > _REMEMBERED_MAX:
+        _remembered.popitem(last=False)
+
+
+def _parse(cls: Any, string: str) -> Any:
+    header = _remembered.get(string)
+    return header if header is not None else _original_parse(string)
+
+
 def install() -> None:
     """Idempotent; called where authres parses on the message path (sealing, headers)."""
     authres.core.AuthenticationResultsHeader._parse_pattern = _parse_pattern  # type: ignore[method-assign]
+    authres.AuthenticationResultsHeader.parse = classmethod(_parse)  # type: ignore[method-assign,assignment]
 
 
 def original_parse_pattern() -> Any:

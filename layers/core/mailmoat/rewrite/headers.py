@@ -168,10 +168,10 @@ def _result(value: str) -> str:
     return value if _TOKEN.match(value) else "permerror"
 
 
-def authentication_results(authserv_id: str, auth: AuthResult, *, mail_from: str | None,
-                           header_from_domain: str | None, dkim_domain: str | None,
-                           arc_result: str) -> str:
-    """Our Authentication-Results header (name included), built with authres.
+def _results_header(authserv_id: str, auth: AuthResult, *, mail_from: str | None,
+                    header_from_domain: str | None, dkim_domain: str | None,
+                    arc_result: str) -> authres.AuthenticationResultsHeader:
+    """Our Authentication-Results header as an authres object.
     Property values that are not plain addresses or domains are left out rather than quoted
     wrongly: they come from the sender."""
     spf = authres.SPFAuthenticationResult(
@@ -189,7 +189,20 @@ def authentication_results(authserv_id: str, auth: AuthResult, *, mail_from: str
     arc = authres.arc.ARCAuthenticationResult(result=_result(arc_result))
     header = authres.AuthenticationResultsHeader(authserv_id=authserv_id,
                                                  results=[spf, dkim, dmarc, arc])
-    return str(header)
+    return header
+
+
+def our_results_field(authserv_id: str, auth: AuthResult, *, mail_from: str | None,
+                      header_from_domain: str | None, dkim_domain: str | None, arc_result: str,
+                      linesep: str) -> str:
+    """Our Authentication-Results field, folded for the message. The seal's signer parses it
+    again; it is remembered so that parse is a lookup (authres_speedups.remember)."""
+    header = _results_header(authserv_id, auth, mail_from=mail_from,
+                             header_from_domain=header_from_domain, dkim_domain=dkim_domain,
+                             arc_result=arc_result)
+    field = fold(str(header), linesep)
+    authres_speedups.remember(field, header)
+    return field
 
 
 def fold(header: str, linesep: str) -> str:

@@ -17,8 +17,7 @@ from mailmoat.rewrite.body import BodyPlan, is_signed_or_encrypted, rewrite_body
 from mailmoat.rewrite.defang import portal_links
 from mailmoat.rewrite.headers import (
     RawMessage,
-    authentication_results,
-    fold,
+    our_results_field,
     prefix_subject,
     remove_claims_of,
     remove_unreadable_results,
@@ -139,12 +138,13 @@ def rewrite(ctx: MessageContext, settings: Settings, tenant: TenantConfig,
     if has_chain:
         arc_result = ctx.auth.arc if ctx.auth.arc in ("pass", "fail") else "fail"
     dkim_domain = ctx.auth.details.get("dkim_domain")
-    header = authentication_results(
+    results_field = our_results_field(
         settings.authserv_id, ctx.auth, mail_from=ctx.envelope.mail_from,
         header_from_domain=_domain_of(ctx.from_header),
-        dkim_domain=dkim_domain if isinstance(dkim_domain, str) else None, arc_result=arc_result)
+        dkim_domain=dkim_domain if isinstance(dkim_domain, str) else None, arc_result=arc_result,
+        linesep=linesep)
     # Our trace: a copy that comes back to us (a routing loop) is known by it (mailmoat.loop).
-    message.prepend([fold(header, linesep), trace_header(settings, ctx.id)])
+    message.prepend([results_field, trace_header(settings, ctx.id)])
     data = _consistent_newlines(message.to_bytes(), message.linesep)
     separator = message.linesep
     del message  # its copy of the body: on a 25 MB message the seal needs that room
