@@ -1,4 +1,4 @@
-"""Issue 16 item 3: Excel 4.0 macros emulated by XLMMacroDeobfuscator (xls, xlsm; in a child
+"""Issue 16 item 3: Excel 4.0 macros emulated by XLMMacroDeobfuscator (xls, xlsm, xlsb; in a child
 process) and SYLK's formulas read: SANDBOX_XLM_EXEC / _URL / _AUTO with their IOCs."""
 
 from __future__ import annotations
@@ -11,10 +11,21 @@ from pathlib import Path
 
 import pytest
 
+from mailmoat.scan import filetype as ft
 from mailmoat.scan.result import FileResult
 from mailmoat.scan.xlm import analyse_xlm
 from mailmoat.settings import AnalysisSettings
-from tests.detection.xlmfiles import DOWNLOADER, HARMLESS, SYLK, XLS_DOWNLOADER, xls, xlsm
+from tests.detection.xlmfiles import (
+    DOWNLOADER,
+    HARMLESS,
+    SYLK,
+    XLS_DOWNLOADER,
+    XLSB_DOWNLOADER,
+    XLSB_HARMLESS,
+    xls,
+    xlsb,
+    xlsm,
+)
 from tests.unit.scan.scanfiles import eml, only
 
 
@@ -25,8 +36,9 @@ def findings(report: dict, symbol: str) -> list[str]:
 @pytest.mark.parametrize(("name", "data", "url"), [
     ("invoice.xlsm", xlsm(DOWNLOADER), "http://evil.example/p.exe"),
     ("invoice.xls", xls(XLS_DOWNLOADER), "http://evil.example/x.exe"),
+    ("invoice.xlsb", xlsb(XLSB_DOWNLOADER), "http://evil.example/b.exe"),
     ("invoice.slk", SYLK, "https://evil.example/s.dll"),
-], ids=["xlsm", "xls", "slk"])
+], ids=["xlsm", "xls", "xlsb", "slk"])
 def test_excel4_downloader_is_danger_with_its_iocs(analyse, name: str, data: bytes,
                                                    url: str) -> None:
     report = analyse(eml((name, data)))
@@ -38,18 +50,27 @@ def test_excel4_downloader_is_danger_with_its_iocs(analyse, name: str, data: byt
     assert "auto_open" in findings(report, "SANDBOX_XLM_AUTO")[0].lower()
 
 
-def test_the_xlsm_url_is_the_emulated_one(analyse) -> None:
-    # "http://"&"evil.example/p.exe" is only a URL once the formula is evaluated.
-    report = analyse(eml(("invoice.xlsm", xlsm(DOWNLOADER))))
-    assert findings(report, "SANDBOX_XLM_URL") == ["emulated: http://evil.example/p.exe"]
+@pytest.mark.parametrize(("name", "data", "url"), [
+    ("invoice.xlsm", xlsm(DOWNLOADER), "http://evil.example/p.exe"),
+    ("invoice.xlsb", xlsb(XLSB_DOWNLOADER), "http://evil.example/b.exe"),
+], ids=["xlsm", "xlsb"])
+def test_the_url_is_the_emulated_one(analyse, name: str, data: bytes, url: str) -> None:
+    # "http://"&"evil.example/..." is only a URL once the formula is evaluated.
+    report = analyse(eml((name, data)))
+    assert findings(report, "SANDBOX_XLM_URL") == [f"emulated: {url}"]
     assert "URLDOWNLOADTOFILEA" in findings(report, "SANDBOX_XLM_EXEC")[0]
 
 
-@pytest.mark.parametrize("data", [xlsm(HARMLESS, auto_open=False),
-                                  xlsm(["SUM(1,2)"], macro_sheet=False)],
-                         ids=["harmless-macro-sheet", "plain-workbook"])
-def test_harmless_workbooks_get_no_sandbox_finding(analyse, data: bytes) -> None:
-    att = only(analyse(eml(("book.xlsm", data))))
+@pytest.mark.parametrize(("name", "data"), [
+    ("book.xlsm", xlsm(HARMLESS, auto_open=False)),
+    ("book.xlsm", xlsm(["SUM(1,2)"], macro_sheet=False)),
+    ("book.xlsb", xlsb(XLSB_HARMLESS, auto_open=False)),
+    ("book.xlsb", xlsb(XLSB_DOWNLOADER, auto_open=False)),  # never runs: nothing opens it
+    ("book.xlsb", xlsb(XLSB_HARMLESS, macro_sheet=False)),
+], ids=["harmless-macro-sheet", "plain-workbook", "xlsb-harmless-macro-sheet",
+        "xlsb-macro-sheet-without-auto-open", "xlsb-plain-workbook"])
+def test_harmless_workbooks_get_no_sandbox_finding(analyse, name: str, data: bytes) -> None:
+    att = only(analyse(eml((name, data))))
     assert not [s for s in att["symbols"] if s.startswith("SANDBOX_")], att
 
 
@@ -60,7 +81,8 @@ def test_clean_sylk_gets_no_sandbox_finding(analyse) -> None:
 
 
 def test_mailmoat_process_json_shows_the_findings(tmp_path: Path) -> None:
-    files = {"a.xlsm": xlsm(DOWNLOADER), "a.xls": xls(XLS_DOWNLOADER), "a.slk": SYLK}
+    files = {"a.xlsm": xlsm(DOWNLOADER), "a.xls": xls(XLS_DOWNLOADER), "a.xlsb": xlsb(XLSB_DOWNLOADER),
+             "a.slk": SYLK}
     paths = []
     for name, data in files.items():
         (tmp_path / f"{name}.eml").write_bytes(eml((name, data)))
@@ -68,7 +90,7 @@ def test_mailmoat_process_json_shows_the_findings(tmp_path: Path) -> None:
     out = subprocess.run([str(Path(sys.executable).with_name("mailmoat")), "process", "--json", *paths],
                          capture_output=True, text=True, timeout=120, check=True, cwd=tmp_path)
     reports = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
-    assert len(reports) == 3, out.stdout[:2000]
+    assert len(reports) == 4, out.stdout[:2000]
     for report in reports:
         assert {"SANDBOX_XLM_EXEC", "SANDBOX_XLM_URL"} <= set(only(report)["symbols"]), report
         assert "evil.example" in findings(report, "SANDBOX_XLM_URL")[0]
@@ -94,3 +116,8 @@ def test_no_time_left_is_scan_failed() -> None:
     analyse_xlm(xls(XLS_DOWNLOADER), "application/vnd.ms-excel", result, time.monotonic(),
                 AnalysisSettings())
     assert [h.symbol for h in result.hits] == ["SCAN_FAILED"]
+
+
+def test_an_xlsb_is_typed_by_its_default_content_type() -> None:
+    # Excel names an xlsb's workbook.bin through <Default Extension="bin">, with no Override.
+    assert ft.detect_type(xlsb(XLSB_DOWNLOADER)) == ft.XLSB

@@ -250,7 +250,7 @@ def _refine_zip(data: bytes, mime: str) -> str:
             if "[Content_Types].xml" in names:
                 info = zf.getinfo("[Content_Types].xml")
                 if info.file_size <= 1024 * 1024 and not info.flag_bits & 0x1:
-                    main = _ooxml_main_type(zf.read(info))
+                    main = _ooxml_main_type(zf.read(info), names)
                     for needle, ooxml in _OOXML_MAIN:
                         if needle in main:
                             return ooxml
@@ -285,14 +285,20 @@ def parse_xml(data: bytes) -> Any | None:
         return None
 
 
-def _ooxml_main_type(content_types: bytes) -> str:
+def _ooxml_main_type(content_types: bytes, names: set[str]) -> str:
     """The content type of the package's main part (an embedded xlsx must not make a docx
-    an xlsx)."""
+    an xlsx): its Override, else the Default for its extension (Excel names an xlsb's
+    workbook.bin through <Default Extension="bin">, with no Override)."""
     root = parse_xml(content_types)
     if root is None:
         return ""
     for el in root:
         if str(el.tag).endswith("Override") and el.get("PartName", "").lower() in _MAIN_PARTS:
+            return str(el.get("ContentType", "")).lower()
+    present = {"/" + n.lower() for n in names} & set(_MAIN_PARTS)
+    extensions = {part.rsplit(".", 1)[1] for part in present}
+    for el in root:
+        if str(el.tag).endswith("Default") and el.get("Extension", "").lower() in extensions:
             return str(el.get("ContentType", "")).lower()
     return ""
 
