@@ -26,6 +26,19 @@ CONF_DIR = Path(__file__).resolve().parent / "rspamd"  # our LOCAL_CONFDIR
 DEFAULT_PORTS = {"normal": 11333, "controller": 11334, "proxy": 11332}
 
 
+# Turned back on by same_work: the authentication our pipeline always runs.
+SAME_WORK_MODULES = ("spf", "dkim", "dmarc", "arc")
+
+
+def _rsa_2048_pem() -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption())
+
+
 class RspamdUnavailable(RuntimeError):
     """rspamd is not installed and cannot be installed here (not root, no apt)."""
 
@@ -71,12 +84,19 @@ class RspamdServer:
     rspamd's `options { dns { nameserver } }` at it, so no lookup waits for its timeout;
     `resolver=False` keeps bench/rspamd/local.d/options.inc as it is (127.0.0.1:53, where
     nothing answers: each lookup costs its timeout). `dns_stats` holds what the resolver
-    answered, after stop()."""
+    answered, after stop().
+
+    `same_work=True` also runs what mailmoat's pipeline does on every message and the default
+    config turns off: SPF, DKIM and DMARC checks (their DNS answered by the loopback resolver,
+    as our zone file answers ours) and ARC checking and signing (an ARC set on every message
+    for the recipient's domain, with an RSA-2048 key made for the run, as our seal does)."""
 
     def __init__(self, ports: dict[str, int] | None = None, *, wait_for_hyperscan: bool = False,
-                 start_timeout: float = 180.0, resolver: bool = True) -> None:
+                 start_timeout: float = 180.0, resolver: bool = True,
+                 same_work: bool = False) -> None:
         self.ports = {**DEFAULT_PORTS, **(ports or {})}
         self.resolver = resolver
+        self.same_work = same_work
         self.dns_stats: dict[str, object] = {}
         self._dns: ZoneDns | None = None
         self.wait_for_hyperscan = wait_for_hyperscan
@@ -109,6 +129,20 @@ class RspamdServer:
         for worker, port in self.ports.items():
             (conf / "override.d" / f"worker-{worker}.inc").write_text(
                 f'bind_socket = "127.0.0.1:{port}";\ncount = 1;\n', encoding="utf-8")
+        if self.same_work:
+            for module in SAME_WORK_MODULES:
+                (conf / "override.d" / f"{module}.conf").unlink()  # back to Debian's defaults
+            key = conf / "arc.key"
+            key.write_bytes(_rsa_2048_pem())
+            (conf / "override.d" / "arc.conf").write_text(
+                "# Written by bench/rspamd_server.py (same_work): check ARC and sign every\n"
+                "# message for its recipient's domain, as mailmoat's seal does.\n"
+                "allow_envfrom_empty = true;\nallow_hdrfrom_mismatch = true;\n"
+                "allow_hdrfrom_multiple = true;\nallow_username_mismatch = true;\n"
+                "sign_authenticated = true;\nsign_inbound = true;\nsign_local = true;\n"
+                'use_domain = "recipient";\nuse_esld = true;\nuse_redis = false;\n'
+                f'try_fallback = true;\nselector = "arc";\npath = "{key}";\n'
+                'symbol_sign = "ARC_SIGNED";\n', encoding="utf-8")
         if self._dns is not None:
             (conf / "local.d" / "options.inc").write_text(
                 "# Written by bench/rspamd_server.py: bench/zone_dns.py answers NXDOMAIN at once.\n"
