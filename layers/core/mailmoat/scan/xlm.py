@@ -9,7 +9,8 @@ read the same way. Findings:
 - SANDBOX_XLM_URL: the URLs the formulas build, in the detail (capped);
 - SANDBOX_XLM_AUTO: an auto_open defined name (the macro runs when the workbook opens).
 
-A child that fails, times out or cannot start is SCAN_FAILED (fail closed), never a pass.
+A child that fails, times out or cannot start, or an emulation the interpreter broke off at
+an error, is SCAN_FAILED (fail closed), never a pass.
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ def analyse_xlm(data: bytes, detected: str, result: FileResult, deadline: float,
     _findings(steps, [str(a) for a in report.get("auto_open", [])], result, "emulated")
     if report.get("truncated"):
         result.add("ARCHIVE_LIMIT", "xlm: emulation stopped at its step or time bound")
+    errors = [str(e) for e in report.get("errors", [])]
+    if errors:  # what the formulas did after the error is unknown: fail closed
+        log.warning("xlm emulation broke off: %s", errors[0])
+        result.add("SCAN_FAILED", f"xlm: emulation broke off at an error: {errors[0]}"[:300])
 
 
 def analyse_sylk(data: bytes, result: FileResult) -> None:

@@ -51,8 +51,26 @@ def _distutils_shim() -> None:
     sys.modules["distutils"], sys.modules["distutils.util"] = package, util
 
 
+def _record_errors(deobfuscator: Any) -> list[str]:
+    """The interpreter catches an exception in a formula, prints "Error [...]" (nothing under
+    silent_mode) and ends that entry point quietly: keep those lines, so that an emulation
+    that broke off is not read as one that ran to its end."""
+    errors: list[str] = []
+    original = deobfuscator.uprint
+
+    def uprint(*objects: Any, silent_mode: bool = False, **kwargs: Any) -> None:
+        text = " ".join(str(o) for o in objects)
+        if text.startswith("Error [") and len(errors) < 5:
+            errors.append(text[:300])
+        original(*objects, silent_mode=silent_mode, **kwargs)
+
+    deobfuscator.uprint = uprint
+    return errors
+
+
 def emulate(path: Path, kind: str, seconds: int) -> dict[str, Any]:
     _distutils_shim()
+    from XLMMacroDeobfuscator import deobfuscator
     from XLMMacroDeobfuscator.deobfuscator import XLMInterpreter
     from XLMMacroDeobfuscator.xls_wrapper_2 import XLSWrapper2
     from XLMMacroDeobfuscator.xlsb_wrapper import XLSBWrapper
@@ -63,10 +81,14 @@ def emulate(path: Path, kind: str, seconds: int) -> dict[str, Any]:
         wrapper = XLSWrapper2(str(path), logfile=None)
     elif kind == "xlsb":
         wrapper = XLSBWrapper(str(path))
+        # XLSBWrapper.get_workbook_name reads xlsm_workbook_name, which it never sets: without
+        # it GET.DOCUMENT(76/88) and GET.WINDOW(1), common sandbox checks, end the emulation.
+        wrapper.xlsm_workbook_name = wrapper.xlsb_workbook_name
     else:
         wrapper = XLSMWrapper(str(path))
     autos = [f"{name}->{cell}" for name, cell in
              wrapper.get_defined_name("auto_open", full_match=False)][:50]
+    errors = _record_errors(deobfuscator)
     interpreter = XLMInterpreter(wrapper, output_level=0)
     steps: list[str] = []
     truncated = False
@@ -77,7 +99,8 @@ def emulate(path: Path, kind: str, seconds: int) -> dict[str, Any]:
         steps.append(f"{step[0].get_local_address()} {step[1].name} {step[2]}"[:MAX_FORMULA])
     # The interpreter stops quietly at its own timeout: what it did not reach is not clean.
     truncated = truncated or time.time() - interpreter._start_timestamp > seconds
-    return {"auto_open": [str(a)[:200] for a in autos], "steps": steps, "truncated": truncated}
+    return {"auto_open": [str(a)[:200] for a in autos], "steps": steps, "truncated": truncated,
+            "errors": errors}
 
 
 def main() -> int:
