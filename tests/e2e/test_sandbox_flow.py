@@ -237,3 +237,81 @@ def test_the_cli_polls_cape_from_the_settings(runtime: Runtime, cape: FakeCape, 
     assert code == 0 and json.loads(out)["clean"] == 1 and TOKEN not in out
     assert record(p).verdict == Verdict.SAFE
     assert cape.requests[-1][2]["Authorization"] == f"Token {TOKEN}"
+
+
+# --- per-tenant thresholds (sandbox_danger_score / sandbox_suspicious_score) -------------------
+
+def with_tenants(runtime: Runtime) -> None:
+    """Besides example.test (the process-wide 7 / 4): a strict tenant (danger above 4) and a
+    lenient one (suspicious from 6, danger above 9)."""
+    from mailmoat.config import TenantConfig
+
+    runtime.services.config.tenants.extend([
+        TenantConfig(name="strict", domains=["strict.test"], sandbox_danger_score=4.0,
+                     sandbox_suspicious_score=2.0),
+        TenantConfig(name="lenient", domains=["lenient.test"], sandbox_danger_score=9.0,
+                     sandbox_suspicious_score=6.0)])
+
+
+def receive_for(runtime: Runtime, tenant: str) -> Portal:
+    from mailmoat.context import Envelope
+    from tests.unit.isolation.builders import OFFLINE, RECIPIENTS
+
+    ctx = runtime.analyse(message((NAME, TOOL, "application/octet-stream")),
+                          Envelope(mail_from="sender@sender.example", rcpt_to=RECIPIENTS),
+                          tenant=tenant, stages=OFFLINE, message_id=f"sandbox-{tenant}")
+    return Portal(runtime, TestClient(create_app(runtime)), ctx, token_for(ctx))
+
+
+def test_one_cape_score_is_judged_by_each_tenants_threshold_inline(
+        runtime: Runtime, cape: FakeCape) -> None:  # noqa: F811
+    cape.answer(CREATE, Answer(fixture="create.json"))
+    cape.answer(VIEW, Answer(fixture="view-reported.json"))
+    cape.answer(REPORT, Answer(fixture="report-score-5.json"))  # malscore 5.0
+    with_sandbox(runtime, sandbox(cape))
+    with_tenants(runtime)
+    verdicts = {}
+    for tenant in ("strict", "example.test", "lenient"):
+        report = receive_for(runtime, tenant).ctx.attachments[0]
+        verdicts[tenant] = (report.verdict, {s for s in report.symbols if s.startswith("SANDBOX_")})
+    assert verdicts == {"strict": (Verdict.DANGER, {"SANDBOX_MALICIOUS"}),
+                        "example.test": (Verdict.RISKY, {"SANDBOX_SUSPICIOUS"}),
+                        "lenient": (Verdict.RISKY, set())}  # clean to CAPE; risky statically
+    assert cape.hits(CREATE) == 1  # one CapeSandbox, one task, every tenant
+
+
+def test_one_cape_score_is_judged_by_each_tenants_threshold_later(
+        runtime: Runtime, cape: FakeCape) -> None:  # noqa: F811
+    cape.answer(CREATE, Answer(fixture="create.json"))
+    cape.answer(VIEW, Answer(fixture="view-running.json"))
+    cape.answer(REPORT, Answer(fixture="report-score-5.json"))  # malscore 5.0
+    with_sandbox(runtime, sandbox(cape))
+    with_tenants(runtime)
+    portals = {t: receive_for(runtime, t) for t in ("strict", "example.test", "lenient")}
+    assert {record(p).verdict for p in portals.values()} == {Verdict.ANALYSING}
+    cape.answer(VIEW, Answer(fixture="view-reported.json"))
+    run = sandbox_verdicts(runtime.services)
+    assert (run.danger, run.clean) == (2, 1)
+    decided = {t: (record(p).verdict, {s for s in record(p).symbols if s.startswith("SANDBOX_")})
+               for t, p in portals.items()}
+    assert decided == {"strict": (Verdict.DANGER, {"SANDBOX_MALICIOUS"}),
+                       "example.test": (Verdict.DANGER, {"SANDBOX_SUSPICIOUS"}),
+                       "lenient": (Verdict.SAFE, {"SANDBOX_CLEAN"})}
+    assert record(portals["lenient"]).blob_key is not None
+    assert record(portals["strict"]).blob_key is None
+
+
+def test_tenant_sandbox_scores_are_validated() -> None:
+    from pydantic import ValidationError
+
+    from mailmoat.config import TenantConfig
+
+    with pytest.raises(ValidationError, match="sandbox_suspicious_score must not be above"):
+        TenantConfig(name="t", domains=[], sandbox_danger_score=3, sandbox_suspicious_score=5)
+    with pytest.raises(ValidationError):
+        TenantConfig(name="t", domains=[], sandbox_danger_score=11)
+    # Only the suspicious score set, above the process-wide danger score: capped at it.
+    config = SandboxConfig(danger_score=7.0, suspicious_score=4.0)
+    only = config.for_tenant(TenantConfig(name="t", domains=[], sandbox_suspicious_score=8))
+    assert (only.danger_score, only.suspicious_score) == (7.0, 7.0)
+    assert config.for_tenant(TenantConfig(name="t", domains=[])) is config

@@ -6,7 +6,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class DeliveryConfig(BaseModel):
@@ -107,6 +107,11 @@ class TenantConfig(BaseModel):
     # A file the sandbox later calls clean is mailed to the recipients (sandbox_verdicts.py);
     # off: it waits in the portal, downloadable.
     sandbox_release_clean: bool = False
+    # The sandbox score (CAPE's malscore, 0–10) above which this tenant's files are danger, and
+    # from which they are suspicious; unset: the process-wide MAILMOAT_CAPE_DANGER_SCORE /
+    # MAILMOAT_CAPE_SUSPICIOUS_SCORE (scan/sandbox.py SandboxConfig.for_tenant).
+    sandbox_danger_score: float | None = Field(default=None, ge=0, le=10)
+    sandbox_suspicious_score: float | None = Field(default=None, ge=0, le=10)
     spam_action: Literal["tag", "quarantine"] = "tag"
     spam_subject_prefix: str = ""  # tag: put in front of the Subject, e.g. "[SPAM] " or "【迷惑メール】"
     retention_days: int = 30
@@ -156,6 +161,14 @@ class TenantConfig(BaseModel):
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped
         return any(address in ipaddress.ip_network(n) for n in self.original_from_ips)
+
+    @model_validator(mode="after")
+    def _sandbox_scores(self) -> TenantConfig:
+        if self.sandbox_danger_score is not None and self.sandbox_suspicious_score is not None \
+                and self.sandbox_suspicious_score > self.sandbox_danger_score:
+            raise ValueError(f"tenant {self.name}: sandbox_suspicious_score must not be above "
+                             "sandbox_danger_score")
+        return self
 
     @field_validator("domains")
     @classmethod

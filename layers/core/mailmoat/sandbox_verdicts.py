@@ -4,8 +4,9 @@ Run by `mailmoat serve`'s schedule (local/schedule.py) and `mailmoat sandbox-pol
 file that still has a sandbox ticket: clean → safe (downloadable; with the tenant's
 `sandbox_release_clean` also mailed to the recipients); malicious or suspicious → danger, the
 stored bytes deleted and the recipients told; no verdict by SandboxConfig.timeout_seconds →
-SANDBOX_TIMEOUT, it stays isolated with no download and is not asked again. A sandbox that
-cannot answer is asked again at the next run. A decided file loses its ticket, so a second run
+SANDBOX_TIMEOUT, it stays isolated with no download and is not asked again. The score →
+verdict thresholds are the tenant's (sandbox_danger_score …) whose message the file came in.
+A sandbox that cannot answer is asked again at the next run. A decided file loses its ticket, so a second run
 changes nothing.
 """
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from mailmoat.config import TenantConfig
     from mailmoat.isolation import IsolatedFile, PortalMessage
     from mailmoat.pipeline import Services
+    from mailmoat.scan.sandbox import SandboxConfig
 
 log = logging.getLogger("mailmoat.sandbox_verdicts")
 
@@ -98,7 +100,7 @@ def sandbox_verdicts(services: Services, now: datetime | None = None) -> Sandbox
             try:
                 report = as_report(sandbox.poll(ticket))
                 if report is not None:
-                    answered, outcome = True, judged(ticket, report)
+                    answered, outcome = True, judged(ticket, report, _config_for(services, record))
             except Exception as exc:  # asked again next run; the file stays isolated meanwhile
                 run.errors += 1
                 log.warning("sandbox poll failed", extra={
@@ -125,6 +127,14 @@ def sandbox_verdicts(services: Services, now: datetime | None = None) -> Sandbox
     if run.clean or run.danger or run.timed_out or run.errors:
         log.info("sandbox verdicts", extra={"stage": "sandbox-poll", "action": run.summary()})
     return run
+
+
+def _config_for(services: Services, record: IsolatedFile) -> SandboxConfig:
+    """The sandbox config with the thresholds of the tenant the file's message came to."""
+    assert services.isolation is not None
+    message = services.isolation.message(record.message_id)
+    tenant = services.config.tenant(message.tenant if message is not None else None)
+    return services.sandbox_config.for_tenant(tenant)
 
 
 def _clean(services: Services, record: IsolatedFile, run: SandboxRun) -> None:

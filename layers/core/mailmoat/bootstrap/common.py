@@ -61,7 +61,9 @@ def sandbox(settings: Settings) -> tuple[Sandbox | None, SandboxConfig]:
     inline = settings.cape_wait_inline_seconds if settings.runtime == "local" \
         else settings.cape_analysis_seconds
     return cape, SandboxConfig(enabled=True, timeout_seconds=settings.cape_analysis_seconds,
-                               poll_seconds=settings.cape_poll_seconds, wait_inline_seconds=inline)
+                               poll_seconds=settings.cape_poll_seconds, wait_inline_seconds=inline,
+                               danger_score=settings.cape_danger_score,
+                               suspicious_score=settings.cape_suspicious_score)
 
 
 def production_check(settings: Settings, services: Services,

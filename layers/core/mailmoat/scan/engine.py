@@ -19,6 +19,7 @@ from mailmoat.scan.sandbox import SandboxConfig, consult
 from mailmoat.settings import Limits
 
 if TYPE_CHECKING:
+    from mailmoat.config import TenantConfig
     from mailmoat.pipeline import Services
 
 CACHE_ENTRIES = 2048
@@ -170,8 +171,10 @@ def monotonic_deadline(limits: Limits) -> float:
     return time.monotonic() + limits.scan_seconds
 
 
-def engine_for(services: Services) -> Engine:
+def engine_for(services: Services, tenant: TenantConfig | None = None) -> Engine:
     """The engine every scan uses, from the runtime's services: the scan stage's and the
-    portal's second look after decryption or a safe copy (same limits, antivirus, sandbox)."""
+    portal's second look after decryption or a safe copy (same limits, antivirus, sandbox),
+    with the sandbox thresholds of the tenant whose mail it scans."""
     return Engine(services.settings.limits, antivirus=services.antivirus,
-                  sandbox=services.sandbox, sandbox_config=services.sandbox_config)
+                  sandbox=services.sandbox,
+                  sandbox_config=services.sandbox_config.for_tenant(tenant))

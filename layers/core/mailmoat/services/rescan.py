@@ -68,7 +68,7 @@ def rescanner(services: Services, tenant: TenantConfig, *, antivirus_required: b
     from mailmoat.scan.engine import engine_for
     from mailmoat.scan.lists import Lists
 
-    engine = engine_for(services)
+    engine = engine_for(services, tenant)
     lists = Lists.for_tenant(tenant)
 
     def rescan(data: bytes, filename: str | None) -> FileResult:

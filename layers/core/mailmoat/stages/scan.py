@@ -26,8 +26,9 @@ class Scan:
         assert ctx.parsed is not None
         limits = services.settings.limits
         deadline = time.monotonic() + limits.scan_seconds
-        lists = Lists.for_tenant(services.tenant(ctx))
-        engine = engine_for(services)
+        tenant = services.tenant(ctx)
+        lists = Lists.for_tenant(tenant)
+        engine = engine_for(services, tenant)
         parts = ctx.parsed.parts
         files = [p for p in parts if p.is_attachment]
         if files and services.antivirus is None and not ctx.has("AV_DISABLED"):
