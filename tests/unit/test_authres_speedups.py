@@ -128,31 +128,43 @@ def test_our_remembered_field_is_what_parsing_it_reads(spf: str, dkim_result: st
     field = our_results_field("mx.ours.example", auth, mail_from=mail_from,
                               header_from_domain=from_domain, dkim_domain=dkim_domain,
                               arc_result=arc, linesep=linesep)
-    # Exactly what dkimpy passes to parse() for this field of the message.
-    asked = "Authentication-Results: " + field.partition(":")[2].strip()
+    # Exactly what dkimpy passes to parse() for this field of the message (CRLF folds).
+    asked = "Authentication-Results: " + field.partition(":")[2].strip().replace(linesep, "\r\n")
     remembered = authres.AuthenticationResultsHeader.parse(asked)
     parsed = authres_speedups._original_parse(asked)
     assert remembered is not parsed
     assert _as_sign_reads(remembered) == _as_sign_reads(parsed)
 
 
-def test_a_remembered_field_seals_to_the_same_bytes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("linesep", ["\r\n", "\n"])
+def test_a_remembered_field_is_not_parsed_again_and_seals_to_the_same_bytes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, linesep: str) -> None:
     from mailmoat.context import AuthResult
     from mailmoat.rewrite.headers import our_results_field
 
     field = our_results_field("ours.example", AuthResult(spf="pass", dkim="fail", dmarc="fail",
                                                          dmarc_policy="reject"),
                               mail_from="a@b.example", header_from_domain="b.example",
-                              dkim_domain="b.example", arc_result="none", linesep="\r\n")
-    message = (field + "\r\nFrom: a@b.example\r\nTo: c@d.example\r\nSubject: hi\r\n\r\n"
-               "body\r\n").encode()
+                              dkim_domain="b.example", arc_result="none", linesep=linesep)
+    message = (field + linesep + f"From: a@b.example{linesep}To: c@d.example{linesep}"
+               f"Subject: hi{linesep}{linesep}body{linesep}").encode()
     key = seal_module.ensure_local_key(tmp_path / "arc", "s1", "ours.example")
+    grammar_runs: list[str] = []
+    original = authres_speedups._original_parse
+
+    def counted(string: str) -> Any:
+        grammar_runs.append(string)
+        return original(string)
+
+    monkeypatch.setattr(authres_speedups, "_original_parse", counted)
 
     def sealed() -> bytes:
         return seal_module.seal(message, key, selector="s1", domain="ours.example",
-                                authserv_id="ours.example", linesep=b"\r\n",
+                                authserv_id="ours.example", linesep=linesep.encode(),
                                 timestamp=1700000000)
 
     with_lookup = sealed()
+    assert grammar_runs == []  # the signer's parse of our field was the lookup
     authres_speedups._remembered.clear()
     assert sealed() == with_lookup
+    assert len(grammar_runs) == 1

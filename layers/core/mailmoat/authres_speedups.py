@@ -57,9 +57,10 @@ _original_parse = authres.AuthenticationResultsHeader.parse
 def remember(field: str, header: Any) -> None:
     """`field` is the whole header field as written into the message (name, folded value, no
     line end); `header` the authres object it was made from."""
-    # dkimpy hands parse() "Authentication-Results: " + the field's value stripped
+    # dkimpy hands parse() "Authentication-Results: " + the field's value stripped, its folds
+    # as CRLF whatever the message's own line ends (it reads the message in CRLF form).
     name, _, value = field.partition(":")
-    key = f"{name}: {value.strip()}"
+    key = f"{name}: {value.strip()}".replace("\r\n", "\n").replace("\n", "\r\n")
     _remembered[key] = header
     _remembered.move_to_end(key)
     while len(_remembered) > _REMEMBERED_MAX:
