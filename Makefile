@@ -25,9 +25,17 @@ run: export MAILMOAT_TLS_SELF_SIGNED ?= true
 run: setup ## start the gateway: SMTP 127.0.0.1:2525, portal http://127.0.0.1:8080, data in ./var
 	@$(VENV)/bin/mailmoat serve
 
+# The template tools (SAM CLI, checkov: their own venvs, ~1.5 min of pip on a fresh clone) are
+# installed in the background while lint and mypy run; template-lint then finds them in place.
 test: setup ## lint, mypy --strict, template checks (cfn-lint, sam validate) and the whole test suite
 	@scripts/system-deps.sh test
-	@$(MAKE) --no-print-directory lint typecheck template-lint
+	@log=$$(mktemp); \
+	  { scripts/sam-validate.sh --install-only && scripts/checkov.sh --install-only; } >"$$log" 2>&1 & \
+	  tools=$$!; \
+	  $(MAKE) --no-print-directory lint typecheck; rc=$$?; \
+	  wait $$tools; trc=$$?; cat "$$log"; rm -f "$$log"; \
+	  [ $$rc -eq 0 ] || exit $$rc; [ $$trc -eq 0 ] || echo "test: template tools install failed (exit $$trc); template-lint retries" >&2
+	@$(MAKE) --no-print-directory template-lint
 	@$(PY) -m pytest -q -n $(TEST_JOBS)
 
 test-fast: setup ## the test suite without slow tests

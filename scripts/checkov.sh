@@ -3,6 +3,7 @@
 #
 #   scripts/checkov.sh             the CLI report of failed checks (exit 1 if there are any)
 #   scripts/checkov.sh -o json     any further arguments go to checkov
+#   scripts/checkov.sh --install-only   only install it (make test, while lint and mypy run)
 #
 # checkov pins boto3 (1.35.x) below both .venv's and SAM CLI's, so it gets a venv of its own,
 # inside .venv-tools so that `make clean` removes it too. Installed once, from PyPI.
@@ -25,6 +26,8 @@ if [ ! -x "$VENV/bin/checkov" ] || [ "$(cat "$VENV/.checkov-version" 2>/dev/null
   fi
   echo "$CHECKOV_VERSION" > "$VENV/.checkov-version"
 fi
+
+[ "${1:-}" = "--install-only" ] && exit 0
 
 # --skip-download (in .checkov.yaml) and BC_SKIP_MAPPING keep checkov from fetching Prisma
 # Cloud's guidelines; a template checkov cannot parse is a failure, not an empty pass.

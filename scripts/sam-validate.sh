@@ -2,6 +2,8 @@
 # Validate template.yaml with the SAM CLI (offline), and with --build also run `sam build`.
 #
 #   scripts/sam-validate.sh            sam validate --lint (falls back to cfn-lint)
+#   scripts/sam-validate.sh --install-only   only install aws-sam-cli (make test runs this
+#                                      in the background while lint and mypy run)
 #   scripts/sam-validate.sh --build    ... then sam build (`build` works too, as in make build):
 #                                      everything when a Docker daemon answers, else all but
 #                                      the scan image (it needs Docker) into .aws-sam/build-zip;
@@ -51,6 +53,8 @@ if [ ! -x "$TOOLS/bin/sam" ]; then
     exec .venv/bin/cfn-lint template.yaml
   fi
 fi
+
+[ "${1:-}" = "--install-only" ] && exit 0
 
 start=$SECONDS
 "$TOOLS/bin/sam" validate --lint --template template.yaml --region "$REGION"
