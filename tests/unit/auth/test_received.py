@@ -5,6 +5,8 @@ from __future__ import annotations
 from email import message_from_bytes, policy
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailmoat.auth.received import (
     envelope_from_message,
@@ -112,3 +114,44 @@ def test_raw_utf8_in_return_path_and_received_is_decoded_not_surrogates() -> Non
     for hop in hops:
         for value in (hop.from_name or "", hop.by_name or "", hop.helo or "", hop.raw):
             value.encode("utf-8")  # no lone surrogates left
+
+
+def _split_clauses_by_characters(value: str) -> tuple[str, str]:
+    """The character-by-character split _split_clauses replaced, kept as the oracle."""
+    depth, starts, i = 0, {}, 0
+    lowered = value.lower()
+    while i < len(value):
+        ch = value[i]
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth = max(0, depth - 1)
+        elif ch == ";" and depth == 0:
+            break
+        elif depth == 0 and (i == 0 or value[i - 1].isspace()):
+            for keyword in ("from", "by", "via", "with", "id", "for"):
+                end = i + len(keyword)
+                if (lowered.startswith(keyword, i) and end < len(value)
+                        and value[end].isspace() and keyword not in starts):
+                    starts[keyword] = end
+                    break
+        i += 1
+
+    def clause(keyword: str) -> str:
+        if keyword not in starts:
+            return ""
+        later = [s - len(k) for k, s in starts.items() if s > starts[keyword]]
+        return value[starts[keyword]:min([*later, i])].strip()
+
+    return clause("from"), clause("by")
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.lists(st.sampled_from(["from", "FROM", "by", "By", "via", "with", "id", "for", " ",
+                                 "(", ")", ";", "x", "mx.example", "[192.0.2.1]", "helo=a",
+                                 "fromage", "by(", "\t", "é"]), max_size=25).map("".join))
+def test_the_clause_split_is_the_character_loop_it_replaced(text: str) -> None:
+    from mailmoat.auth.received import _split_clauses
+
+    value = " ".join(text.split())  # as parse_received hands it over
+    assert _split_clauses(value) == _split_clauses_by_characters(value)

@@ -70,29 +70,29 @@ def is_public(ip: str | None) -> bool:
     return not any(addr.version == net.version and addr in net for net in _NON_PUBLIC)
 
 
+# What the clause split looks at: comment brackets, the ";" before the date, and the clause
+# keywords where a word starts and a space follows. One regex pass instead of a Python loop
+# over every character (~2 Received fields a message, most of the route check's time).
+_CLAUSE_TOKENS = re.compile(r"[();]|(?<!\S)(from|by|via|with|id|for)(?=\s)", re.IGNORECASE)
+
+
 def _split_clauses(value: str) -> tuple[str, str]:
     """(from-part, by-part) of a Received value, keywords found outside comments."""
     depth = 0
     starts: dict[str, int] = {}
-    i = 0
-    lowered = value.lower()
-    while i < len(value):
-        ch = value[i]
+    stop = len(value)
+    for token in _CLAUSE_TOKENS.finditer(value):
+        ch = token.group(0)
         if ch == "(":
             depth += 1
         elif ch == ")":
             depth = max(0, depth - 1)
-        elif ch == ";" and depth == 0:
-            break  # the date follows
-        elif depth == 0 and (i == 0 or value[i - 1].isspace()):
-            for keyword in ("from", "by", "via", "with", "id", "for"):
-                end = i + len(keyword)
-                if (lowered.startswith(keyword, i) and end < len(value)
-                        and value[end].isspace() and keyword not in starts):
-                    starts[keyword] = end
-                    break
-        i += 1
-    stop = i
+        elif ch == ";":
+            if depth == 0:
+                stop = token.start()
+                break  # the date follows
+        elif depth == 0:
+            starts.setdefault(token.group(1).lower(), token.end())
 
     def clause(keyword: str) -> str:
         if keyword not in starts:
