@@ -368,5 +368,5 @@ def test_settings_build_cape_in_the_roots(tmp_path: Path, monkeypatch: pytest.Mo
     assert config == SandboxConfig(enabled=True, timeout_seconds=120.0, poll_seconds=10.0,
                                    wait_inline_seconds=5.0,  # the poll job decides the rest
                                    danger_score=8.5, suspicious_score=4.0)  # tenants' default
-    # AWS has no poll job yet: its scan stage waits for the verdict as before.
-    assert from_settings(settings.model_copy(update={"runtime": "aws"}))[1].wait_inline_seconds == 120.0
+    # AWS has its poll job too (SandboxPollFunction): its scan stage waits only as briefly.
+    assert from_settings(settings.model_copy(update={"runtime": "aws"}))[1].wait_inline_seconds == 5.0

@@ -409,8 +409,8 @@ def test_every_handler_directory_is_a_function(template):
     handler_dirs = {f"functions/{p.parent.name}" for p in (ROOT / "functions").glob("*/app.py")}
     assert handler_dirs <= code_dirs
     # five stages, reconcile, two for the directory, signatures, spam digest, the portal's
-    # antivirus, the PDF converter
-    assert len(handler_dirs) == 13
+    # antivirus, the PDF converter, the sandbox poll
+    assert len(handler_dirs) == 14
 
 
 def test_every_event_source_reports_partial_failures_and_outlives_retries(template):
@@ -476,7 +476,8 @@ def test_quarantine_writers(template):
 def test_ses_sending_is_scoped_to_the_relay_identity(template):
     # The digest and a released spam copy go out like any delivery (the tenant's mailer), so
     # they send as the relay too; DSNs go out as postmaster@ the relay identity's domain.
-    senders = {"DeliverFunction", "SpamDigestFunction", "PortalFunction", "RetrohuntFunction"}
+    senders = {"DeliverFunction", "SpamDigestFunction", "PortalFunction", "RetrohuntFunction",
+               "SandboxPollFunction"}
     for name in functions(template):
         ses_sends = [st for st in role_statements(template, name)
                      if {"ses:SendRawEmail", "ses:SendEmail"} & set(as_list(st["Action"]))]
@@ -584,7 +585,8 @@ def test_every_scheduled_function_has_an_errors_alarm(template):
                if props(a)["Namespace"] == "AWS/Lambda" and props(a)["MetricName"] == "Errors"}
     assert schedule_driven(template) == {"ReconcileFunction", "DirectorySyncFunction",
                                          "DirectoryPublishFunction", "SignatureUpdateFunction",
-                                         "SpamDigestFunction", "RetrohuntFunction"}
+                                         "SpamDigestFunction", "RetrohuntFunction",
+                                         "SandboxPollFunction"}
     assert schedule_driven(template) <= alarmed
 
 
@@ -596,6 +598,7 @@ def test_schedules(template):
     # ClamAV: not more than hourly; at fixed times so that the retro-hunt check follows each.
     assert rates("SignatureUpdateFunction") == ["cron(0 */2 * * ? *)"]
     assert rates("RetrohuntFunction") == ["cron(30 */2 * * ? *)"]
+    assert rates("SandboxPollFunction") == ["rate(5 minutes)"]  # analysing files (sandbox)
     assert rates("DirectorySyncFunction") == ["rate(1 hour)"]
     assert rates("DirectoryPublishFunction") == ["rate(1 hour)"]
     assert len(rates("SpamDigestFunction")) == 1 and rates("SpamDigestFunction")[0].startswith("cron(")
@@ -858,7 +861,8 @@ def test_mail_manager_submission_is_authenticated_and_only_mail_senders_read_its
     readers = {name for name in functions(template) for st in role_statements(template, name)
                if "SubmissionSecret" in referenced(st.get("Resource"))}
     # Whoever sends a tenant's mail: delivery, the portal's spam release, the spam digest.
-    assert readers == {"DeliverFunction", "PortalFunction", "SpamDigestFunction", "RetrohuntFunction"}
+    assert readers == {"DeliverFunction", "PortalFunction", "SpamDigestFunction", "RetrohuntFunction",
+                       "SandboxPollFunction"}
     scaling = props(functions(template)["DeliverFunction"])["Events"]["Queue"]["Properties"]["ScalingConfig"]
     assert scaling == {"MaximumConcurrency": {"Ref": "DeliverConcurrency"}}
     assert template["Parameters"]["DeliverConcurrency"]["MinValue"] == 2

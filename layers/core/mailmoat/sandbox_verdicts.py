@@ -17,6 +17,7 @@ import html
 import json
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -81,14 +82,18 @@ class SandboxRun:
                 f"{self.waiting} waiting, {self.errors} errors, {self.mailed} mailed")
 
 
-def sandbox_verdicts(services: Services, now: datetime | None = None) -> SandboxRun:
-    """Poll every file waiting for its sandbox verdict once, and carry the verdicts out."""
+def sandbox_verdicts(services: Services, now: datetime | None = None, *,
+                     stop: Callable[[], bool] | None = None) -> SandboxRun:
+    """Poll every file waiting for its sandbox verdict once, and carry the verdicts out.
+    `stop`, asked before each file: True ends the run there (the AWS poller's time budget)."""
     now = now or services.clock.now()
     run = SandboxRun()
     store, sandbox = services.isolation, services.sandbox
     if store is None:
         return run
     for record in store.analysing(MAX_PER_RUN):
+        if stop is not None and stop():
+            break  # the rest wait for the next run (oldest first)
         ticket = record.sandbox_ticket
         if not ticket:
             continue

@@ -39,6 +39,9 @@ if TYPE_CHECKING:  # the runtime's modules load when it is built (first invocati
 
 # SQS holds a message back at most 15 minutes (DelaySeconds ≤ 900): the AWS retry backoff cap.
 SQS_MAX_DELAY_SECONDS = 900.0
+# SandboxPollFunction's schedule interval and timeout (template.yaml, docs/aws-limits.md): its
+# time budget when the handler gives none.
+SANDBOX_POLL_SECONDS = 300.0
 
 
 def aws_settings(settings: Settings | None = None) -> AwsSettings:
@@ -428,6 +431,40 @@ class LambdaEntry:
         when = now or datetime.now(UTC)
         report = scheduled_retrohunt(self.runtime.services, when)
         return (report or RetrohuntReport(state=None, since=when, ran=False)).to_dict()
+
+    def sandbox_poll(self, seconds_left: float | None = None) -> dict[str, Any]:
+        """The scheduled sandbox poll (every 5 minutes): the files isolated as `analysing`
+        decided by mailmoat.sandbox_verdicts. `seconds_left`: the invocation's remaining time;
+        no file is started once what is left is less than one file's worst case (two CAPE
+        requests, each tried 1 + retries times up to its timeout), so the run ends inside the
+        Lambda timeout, before the next run, and the rest wait for it. Without
+        MAILMOAT_CAPE_URL: at once, nothing read."""
+        import logging
+        import time
+
+        from mailmoat.sandbox_verdicts import sandbox_verdicts
+
+        if not self.settings.cape_url:
+            return {"sandbox": False}
+        self.role = self.role or "sandbox-poll"
+        services = self.runtime.services
+        tries = 1 + self.settings.cape_retries
+        worst = 2 * (tries * self.settings.cape_timeout_seconds + 0.5 * (2 ** tries - 1))
+        deadline = time.monotonic() + (seconds_left if seconds_left is not None
+                                       else SANDBOX_POLL_SECONDS) - worst
+        started = False
+
+        def stop() -> bool:
+            nonlocal started
+            spent, started = started and time.monotonic() >= deadline, True
+            return spent  # the first file is always asked: a budget too small still shows
+
+        run = sandbox_verdicts(services, stop=stop)
+        logging.getLogger("mailmoat.sandbox_verdicts").info(
+            "sandbox poll", extra={"stage": "sandbox-poll", "action": run.summary()})
+        return {"sandbox": True, "clean": run.clean, "danger": run.danger,
+                "timed_out": run.timed_out, "waiting": run.waiting, "errors": run.errors,
+                "mailed": run.mailed, "mail_failed": len(run.mail_failed)}
 
     def sync_directory(self) -> dict[str, str]:
         from mailmoat.adapters.aws_dynamodb import DynamoDirectory

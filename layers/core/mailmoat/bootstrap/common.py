@@ -56,12 +56,11 @@ def sandbox(settings: Settings) -> tuple[Sandbox | None, SandboxConfig]:
                        danger_score=settings.cape_danger_score,
                        suspicious_score=settings.cape_suspicious_score,
                        max_report_bytes=settings.cape_max_report_bytes)
-    # Only the local runtime has the poll job (local/schedule.py) that decides a file left
-    # `analysing`; on AWS the scan stage waits for the verdict until a scheduled function does.
-    inline = settings.cape_wait_inline_seconds if settings.runtime == "local" \
-        else settings.cape_analysis_seconds
+    # A file still without a verdict after the short inline wait is left `analysing` and decided
+    # by the poll job: local/schedule.py (every minute), on AWS SandboxPollFunction (every 5).
     return cape, SandboxConfig(enabled=True, timeout_seconds=settings.cape_analysis_seconds,
-                               poll_seconds=settings.cape_poll_seconds, wait_inline_seconds=inline,
+                               poll_seconds=settings.cape_poll_seconds,
+                               wait_inline_seconds=settings.cape_wait_inline_seconds,
                                danger_score=settings.cape_danger_score,
                                suspicious_score=settings.cape_suspicious_score)
 
