@@ -315,3 +315,118 @@ def test_tenant_sandbox_scores_are_validated() -> None:
     only = config.for_tenant(TenantConfig(name="t", domains=[], sandbox_suspicious_score=8))
     assert (only.danger_score, only.suspicious_score) == (7.0, 7.0)
     assert config.for_tenant(TenantConfig(name="t", domains=[])) is config
+
+
+# --- a file inside an attached message (the message leaves whole; its verdict follows) -------
+
+def forwarded(*extra: tuple[str, bytes, str]) -> bytes:
+    """A mail with an attached .eml holding the executable (and any extra files)."""
+    inner = message((NAME, TOOL, "application/octet-stream"), *extra, subject="inner")
+    outer = EmailMessage()
+    outer["From"] = "Sender <sender@sender.example>"
+    outer["To"] = "alice@example.test, bob@example.test"
+    outer["Subject"] = "転送"
+    outer.set_content("転送します。\n")
+    outer.add_attachment(message_from_bytes(inner, policy=policy.default),  # type: ignore[arg-type]
+                         filename="fwd.eml")
+    return outer.as_bytes()
+
+
+def receive_forwarded(runtime: Runtime, *extra: tuple[str, bytes, str]) -> Portal:
+    ctx = analyse(runtime, forwarded(*extra))
+    return Portal(runtime, TestClient(create_app(runtime)), ctx, token_for(ctx))
+
+
+def outer(p: Portal) -> IsolatedFile:
+    (found,) = [f for f in p.runtime.services.isolation.files(p.ctx.id) if "." not in f.path]
+    return found
+
+
+def test_an_attached_message_is_analysing_until_its_file_is_clean(runtime: Runtime) -> None:
+    box = ScriptedSandbox()
+    with_sandbox(runtime, box)
+    p = receive_forwarded(runtime)
+    kept = outer(p)
+    assert kept.filename == "fwd.eml" and kept.verdict == Verdict.ANALYSING
+    assert [m.get("sandbox_ticket") for m in kept.members] == ["task-7"]
+    block = article(p.page(), "fwd.eml")
+    assert ANALYSING_JA in block and "<form" not in block and "請求&lt;書&gt;.exe" in block
+    assert p.post(kept.path, "download", kind="original").status_code == 403  # type: ignore[attr-defined]
+    assert sandbox_verdicts(runtime.services).waiting == 2 and outer(p) == kept
+
+    box.verdicts["task-7"] = "clean"
+    sandbox_verdicts(runtime.services)
+    decided = outer(p)
+    assert decided.verdict == Verdict.SAFE and decided.sandbox_ticket is None
+    assert "SANDBOX_CLEAN" in decided.symbols and "SANDBOX_ANALYSING" not in decided.symbols
+    assert decided.members[0]["verdict"] == "safe" and "sandbox_ticket" not in decided.members[0]
+    response = p.post(decided.path, "download", kind="original")
+    assert response.status_code == 200 and b"Subject: inner" in response.content  # type: ignore[attr-defined]
+    polls = box.polls
+    again = sandbox_verdicts(runtime.services)
+    assert (again.clean, again.waiting, box.polls, outer(p)) == (0, 0, polls, decided)
+
+
+def test_a_clean_file_leaves_the_attached_message_as_its_other_files_make_it(
+        runtime: Runtime) -> None:
+    box = ScriptedSandbox()
+    with_sandbox(runtime, box)
+    p = receive_forwarded(runtime, ("readme.txt", b"hello\n", "text/plain"))
+    box.verdicts["task-7"] = "clean"
+    sandbox_verdicts(runtime.services)
+    decided = outer(p)
+    assert len(decided.members) == 2
+    expected = Verdict.worst([Verdict(m["verdict"]) for m in decided.members])
+    assert decided.verdict == expected and decided.sandbox_ticket is None
+
+
+def test_a_malicious_file_deletes_the_attached_message_and_tells_the_recipients(
+        runtime: Runtime) -> None:
+    box = ScriptedSandbox()
+    with_sandbox(runtime, box)
+    p = receive_forwarded(runtime)
+    key = outer(p).blob_key
+    assert key is not None and runtime.services.blobs.exists(key)
+    box.verdicts["task-7"] = "malicious"
+    sandbox_verdicts(runtime.services)
+    decided = outer(p)
+    assert decided.verdict == Verdict.DANGER and decided.blob_key is None
+    assert decided.action == "delete" and "SANDBOX_MALICIOUS" in decided.symbols
+    assert not runtime.services.blobs.exists(key)
+    (notice,) = maildir(runtime, "alice@example.test")  # one notice: the message's, naming both
+    text = text_of(notice)
+    assert "危険と判定されたため削除されました" in text and f"fwd.eml › {NAME}" in text
+    html_part = notice.get_body(("html",))
+    assert html_part is not None and NAME not in str(html_part.get_content())  # type: ignore[attr-defined]
+    assert p.post(decided.path, "download", kind="original").status_code in (403, 404)  # type: ignore[attr-defined]
+    assert "badge-danger" in article(p.page(), "fwd.eml")
+    again = sandbox_verdicts(runtime.services)
+    assert (again.danger, outer(p)) == (0, decided)
+    assert len(maildir(runtime, "alice@example.test")) == 1
+
+
+def test_an_attached_message_times_out_with_its_file(runtime: Runtime) -> None:
+    box = ScriptedSandbox()
+    with_sandbox(runtime, box)
+    p = receive_forwarded(runtime)
+    later = runtime.services.clock.now() + timedelta(seconds=301)
+    sandbox_verdicts(runtime.services, later)
+    decided = outer(p)
+    assert decided.verdict == Verdict.ANALYSING and "SANDBOX_TIMEOUT" in decided.symbols
+    assert decided.sandbox_ticket is None and decided.blob_key is not None
+    assert p.post(decided.path, "download", kind="original").status_code == 403  # type: ignore[attr-defined]
+    sandbox_verdicts(runtime.services, later + timedelta(hours=1))
+    assert outer(p) == decided
+
+
+def test_through_cape_on_loopback_a_malicious_file_deletes_its_attached_message(
+        runtime: Runtime, cape: FakeCape) -> None:  # noqa: F811
+    cape.answer(CREATE, Answer(fixture="create.json"))
+    cape.answer(VIEW, Answer(fixture="view-running.json"), Answer(fixture="view-reported.json"))
+    cape.answer(REPORT, Answer(fixture="report-malicious.json"))
+    with_sandbox(runtime, sandbox(cape))
+    p = receive_forwarded(runtime)
+    assert outer(p).verdict == Verdict.ANALYSING and outer(p).sandbox_ticket == "42"
+    sandbox_verdicts(runtime.services)
+    assert outer(p).blob_key is None and "SANDBOX_MALICIOUS" in outer(p).symbols
+    assert len(maildir(runtime, "bob@example.test")) == 1

@@ -6,8 +6,10 @@ file that still has a sandbox ticket: clean → safe (downloadable; with the ten
 stored bytes deleted and the recipients told; no verdict by SandboxConfig.timeout_seconds →
 SANDBOX_TIMEOUT, it stays isolated with no download and is not asked again. The score →
 verdict thresholds are the tenant's (sandbox_danger_score …) whose message the file came in.
-A sandbox that cannot answer is asked again at the next run. A decided file loses its ticket, so a second run
-changes nothing.
+An attached message that left the mail with a file
+still in the sandbox waits for its members' verdicts (_attached_message).
+A sandbox that cannot answer is asked again at the next run. A decided file loses its ticket,
+so a second run changes nothing.
 """
 
 from __future__ import annotations
@@ -100,6 +102,9 @@ def sandbox_verdicts(services: Services, now: datetime | None = None, *,
         submitted = _aware(record.sandbox_submitted_at or now)
         past_timeout = (_aware(now) - submitted).total_seconds() >= \
             services.sandbox_config.timeout_seconds
+        if any(m.get("sandbox_ticket") for m in record.members):
+            _attached_message(services, record, past_timeout, run)
+            continue
         answered, outcome = False, None
         if sandbox is not None:
             try:
@@ -134,6 +139,116 @@ def sandbox_verdicts(services: Services, now: datetime | None = None, *,
     return run
 
 
+def _attached_message(services: Services, record: IsolatedFile, past_timeout: bool,
+                      run: SandboxRun) -> None:
+    """An attached message waiting for the files inside it (stages/isolate.py _keep_for_portal):
+    each member still analysing is decided from its ticket's answer; any danger → the message is
+    danger (deleted, the recipients told); all decided → the worst of its members' verdicts, as
+    the scan judges an attached message; a member past the timeout → SANDBOX_TIMEOUT on the
+    message, which stays isolated. Undecided members' progress is kept, so reruns change nothing."""
+    assert services.isolation is not None
+    members = [dict(m) for m in record.members]
+    config = _config_for(services, record)
+    changed = False
+    for member in members:
+        ticket = member.get("sandbox_ticket")
+        if not ticket:
+            continue
+        answer = _answer(services, record, str(ticket), config, run)
+        if answer is None:
+            continue
+        symbols = [s for s in member.get("symbols", []) if s != "SANDBOX_ANALYSING"]
+        if answer == "clean":
+            member["symbols"] = _with(symbols, "SANDBOX_CLEAN")
+            member["verdict"] = str(_clean_verdict(member["symbols"]))
+        else:
+            member["symbols"] = _with(symbols, answer)
+            member["verdict"] = str(Verdict.DANGER)
+        del member["sandbox_ticket"]
+        changed = True
+    danger = next((m for m in members if m.get("verdict") == Verdict.DANGER
+                   and any(s.startswith("SANDBOX_") for s in m.get("symbols", []))), None)
+    waiting = [m for m in members if m.get("sandbox_ticket")]
+    if danger is not None:
+        symbol = next(s for s in reversed(danger["symbols"]) if s.startswith("SANDBOX_"))
+        _danger(services, replace(record, members=members), symbol, run,
+                name=f"{record.filename} › {danger.get('name', '')}")
+    elif waiting and past_timeout:
+        for member in waiting:
+            member["symbols"] = _with(list(member.get("symbols", [])), "SANDBOX_TIMEOUT")
+            del member["sandbox_ticket"]
+        services.isolation.update_file(replace(record, members=members, sandbox_ticket=None,
+                                               symbols=_with(record.symbols, "SANDBOX_TIMEOUT")))
+        run.timed_out += 1
+        log.info("sandbox timed out", extra={"message_id": record.message_id,
+                                             "stage": "sandbox-poll", "symbol": "SANDBOX_TIMEOUT"})
+    elif waiting:
+        if changed:  # the members decided so far are kept; the next run asks only the others
+            services.isolation.update_file(replace(record, members=members))
+        run.waiting += 1
+    else:
+        verdict = Verdict.worst([Verdict(m.get("verdict", Verdict.SAFE)) for m in members])
+        symbols = [s for s in record.symbols if s != "SANDBOX_ANALYSING"]
+        for member in members:
+            for symbol in member.get("symbols", []):
+                symbols = _with(symbols, symbol)
+        decided = replace(record, verdict=verdict, symbols=symbols, members=members,
+                          sandbox_ticket=None)
+        services.isolation.update_file(decided)
+        run.clean += 1
+        log.info("sandbox clean", extra={"message_id": record.message_id,
+                                         "stage": "sandbox-poll", "symbol": "SANDBOX_CLEAN"})
+        message = services.isolation.message(record.message_id)
+        if message is None or decided.blob_key is None or verdict != Verdict.SAFE:
+            return
+        tenant = services.config.tenant(message.tenant)
+        if tenant.sandbox_release_clean and not _enclosed(services, decided):
+            _mail(services, tenant, message, decided, run, "released",
+                  services.blobs.get(decided.blob_key))
+
+
+def _answer(services: Services, record: IsolatedFile, ticket: str, config: SandboxConfig,
+            run: SandboxRun) -> str | None:
+    """One member's answer: "clean", a danger symbol, or None (no usable verdict yet)."""
+    if services.sandbox is None:
+        return None
+    try:
+        report = as_report(services.sandbox.poll(ticket))
+    except Exception as exc:  # asked again next run; the message stays isolated meanwhile
+        run.errors += 1
+        log.warning("sandbox poll failed", extra={
+            "message_id": record.message_id, "stage": "sandbox-poll",
+            "symbol": "SCAN_FAILED", "detail": f"{type(exc).__name__}: {exc}"[:200]})
+        return None
+    if report is None:
+        return None
+    outcome = judged(ticket, report, config)
+    if outcome is None:
+        return "clean"
+    if outcome[0] == "SCAN_FAILED":
+        run.errors += 1
+        log.warning("sandbox gave no usable verdict", extra={
+            "message_id": record.message_id, "stage": "sandbox-poll", "symbol": "SCAN_FAILED"})
+        return None
+    return outcome[0]
+
+
+def _clean_verdict(symbols: list[str]) -> Verdict:
+    # The sandbox ran it and saw nothing: what the static checks only suspected (risky) is
+    # now safe; what they could not look into (encrypted, unsupported) stays so.
+    before = verdict_of(symbols)
+    return Verdict.SAFE if before in (Verdict.SAFE, Verdict.RISKY) else before
+
+
+def _enclosed(services: Services, record: IsolatedFile) -> bool:
+    """The file is inside an attached message whose record tracks it: that record's notice
+    (naming the message and the file) tells the recipients, not this one's."""
+    assert services.isolation is not None
+    return any(record.path.startswith(f.path + ".")
+               and any(m.get("path") == record.path for m in f.members)
+               for f in services.isolation.files(record.message_id))
+
+
 def _config_for(services: Services, record: IsolatedFile) -> SandboxConfig:
     """The sandbox config with the thresholds of the tenant the file's message came to."""
     assert services.isolation is not None
@@ -144,10 +259,7 @@ def _config_for(services: Services, record: IsolatedFile) -> SandboxConfig:
 
 def _clean(services: Services, record: IsolatedFile, run: SandboxRun) -> None:
     symbols = _with([s for s in record.symbols if s != "SANDBOX_ANALYSING"], "SANDBOX_CLEAN")
-    before = verdict_of(symbols)
-    # The sandbox ran it and saw nothing: what the static checks only suspected (risky) is
-    # now safe; what they could not look into (encrypted, unsupported) stays so.
-    verdict = Verdict.SAFE if before in (Verdict.SAFE, Verdict.RISKY) else before
+    verdict = _clean_verdict(symbols)
     decided = replace(record, verdict=verdict, symbols=symbols, sandbox_ticket=None)
     assert services.isolation is not None
     services.isolation.update_file(decided)
@@ -158,13 +270,14 @@ def _clean(services: Services, record: IsolatedFile, run: SandboxRun) -> None:
     if message is None or decided.blob_key is None:
         return
     tenant = services.config.tenant(message.tenant)
-    if not tenant.sandbox_release_clean or verdict != Verdict.SAFE:
+    if not tenant.sandbox_release_clean or verdict != Verdict.SAFE or _enclosed(services, record):
         return  # downloadable in the portal; the recipient fetches it there
     data = services.blobs.get(decided.blob_key)
     _mail(services, tenant, message, decided, run, "released", data)
 
 
-def _danger(services: Services, record: IsolatedFile, symbol: str, run: SandboxRun) -> None:
+def _danger(services: Services, record: IsolatedFile, symbol: str, run: SandboxRun,
+            name: str | None = None) -> None:
     # The bytes go first: whatever happens to the notice, nobody can download the file now.
     if record.blob_key is not None:
         services.blobs.delete(record.blob_key)
@@ -178,19 +291,20 @@ def _danger(services: Services, record: IsolatedFile, symbol: str, run: SandboxR
         "message_id": record.message_id, "stage": "sandbox-poll", "symbol": symbol,
         "action": "delete"})
     message = services.isolation.message(record.message_id)
-    if message is not None:
-        _mail(services, services.config.tenant(message.tenant), message, decided, run, "deleted")
+    if message is not None and not _enclosed(services, record):
+        _mail(services, services.config.tenant(message.tenant), message, decided, run, "deleted",
+              name=name)
 
 
 def _mail(services: Services, tenant: TenantConfig, message: PortalMessage, record: IsolatedFile,
-          run: SandboxRun, kind: str, data: bytes | None = None) -> None:
+          run: SandboxRun, kind: str, data: bytes | None = None, name: str | None = None) -> None:
     """The gateway's own mail about one file to each recipient of its message (the portal
     links say who they are). A failed delivery is logged; the portal shows the same state."""
     assert services.isolation is not None
     recipients = sorted({link.recipient for link in services.isolation.links(record.message_id)
                          if link.recipient})
     for recipient in recipients:
-        msg = build_notice(services, tenant, message, record, recipient, kind, data)
+        msg = build_notice(services, tenant, message, record, recipient, kind, data, name=name)
         try:
             services.own_mail_for(tenant).deliver(
                 f"sandbox-{kind}-{record.message_id}", recipient, services.settings.postmaster,
@@ -206,12 +320,13 @@ def _mail(services: Services, tenant: TenantConfig, message: PortalMessage, reco
 
 def build_notice(services: Services, tenant: TenantConfig, message: PortalMessage,
                  record: IsolatedFile, recipient: str, kind: str,
-                 data: bytes | None = None) -> EmailMessage:
+                 data: bytes | None = None, *, name: str | None = None) -> EmailMessage:
     """The release ("released", the file attached under its original name) or the deletion
-    notice ("deleted"): text and HTML, every value from the mail escaped."""
+    notice ("deleted"; `name` shown instead of the file's, e.g. "message.eml › a.exe"): text and
+    HTML, every value from the mail escaped."""
     words = WORDS.get(tenant.language, WORDS["ja"])
     settings = services.settings
-    name = _CONTROL.sub("", record.filename)[:200] or "attachment"
+    name = _CONTROL.sub("", name or record.filename)[:300] or "attachment"
     subject = _CONTROL.sub("", message.subject or "")[:200]
     sender = _CONTROL.sub("", message.from_header or message.mail_from or "")[:300]
     msg = EmailMessage()

@@ -197,7 +197,8 @@ def isolate(ctx: MessageContext, services: Services, tenant: TenantConfig,
             done = _convert(ctx, services, tenant, report, by_path[report.path])
             if done is not None:
                 converted[report.path] = done
-    files = [_keep_for_portal(ctx, services, report, by_path[report.path], expires)
+    files = [_keep_for_portal(ctx, services, report, by_path[report.path], expires,
+                              _inner_files(ctx, report, by_path))
              for report in pending]
     store.save(PortalMessage(
         id=ctx.id, tenant=tenant.name, language=tenant.language, from_header=ctx.from_header,
@@ -235,26 +236,69 @@ def isolate(ctx: MessageContext, services: Services, tenant: TenantConfig,
         "count": len(files)})
 
 
+def _inner_files(ctx: MessageContext, report: AttachmentReport,
+                 by_path: dict[str, Part]) -> list[AttachmentReport] | None:
+    """An attached message's files (those of messages attached inside it too), whose verdicts
+    its own verdict is the worst of (stages/scan.py); None for any other part."""
+    part = by_path.get(report.path)
+    if part is None or part.kind != "message":
+        return None
+    return [a for a in ctx.attachments if a.path.startswith(report.path + ".")
+            and (inner := by_path.get(a.path)) is not None and inner.kind != "message"]
+
+
+def _ticket(ctx: MessageContext, report: AttachmentReport) -> str | None:
+    """Still in the sandbox: its ticket, so the poll job (mailmoat.sandbox_verdicts) decides it."""
+    if report.action == AttachmentAction.DELETE or report.verdict != Verdict.ANALYSING:
+        return None
+    return next((f.detail for f in ctx.findings
+                 if f.symbol == "SANDBOX_ANALYSING" and f.target == report.path and f.detail), None)
+
+
 def _keep_for_portal(ctx: MessageContext, services: Services, report: AttachmentReport,
-                     part: Part, expires: datetime) -> IsolatedFile:
+                     part: Part, expires: datetime,
+                     inner: list[AttachmentReport] | None = None) -> IsolatedFile:
     """The file's record, with its original bytes stored for the portal; a deleted (danger)
-    file is recorded but never kept for download."""
+    file is recorded but never kept for download.
+
+    An attached message leaves the mail whole, so the item its recipient sees is the message,
+    not the files inside it (those get records of their own too). Its verdict is the worst of
+    theirs, so it cannot be decided by a ticket of its own: its `members` list each inner file
+    (path, verdict, symbols) with the sandbox ticket of those still analysing, and its own
+    sandbox_ticket (the first of them) only puts it in the poll job's list. sandbox_verdicts
+    decides each member from its ticket's answer and then the message from its members, with
+    the scan's rule (Verdict.worst). Kept in `members`, which both stores already persist."""
     deleted = report.action == AttachmentAction.DELETE
-    # Still in the sandbox: its ticket, so the poll job (mailmoat.sandbox_verdicts) decides it.
-    ticket = None if deleted or report.verdict != Verdict.ANALYSING else next(
-        (f.detail for f in ctx.findings
-         if f.symbol == "SANDBOX_ANALYSING" and f.target == report.path and f.detail), None)
+    members = [m.to_dict() for m in report.members]
+    ticket = _ticket(ctx, report)
+    if inner is not None and not deleted:
+        members = [{"name": _file_name(a), "verdict": str(a.verdict), "symbols": list(a.symbols),
+                    "size": a.size, "path": a.path,
+                    **({"sandbox_ticket": t} if (t := _ticket(ctx, a)) else {})} for a in inner]
+        ticket = next((str(m["sandbox_ticket"]) for m in members if "sandbox_ticket" in m), None)
     key = None
     if not deleted:
         key = blob_key(ctx.id, report.path)
-        services.blobs.put(key, part.payload())
+        services.blobs.put(key, _message_bytes(part) if part.kind == "message" else part.payload())
     return IsolatedFile(
         message_id=ctx.id, path=report.path, filename=_file_name(report),
         size=report.size, sha256=report.sha256, declared_type=report.declared_type,
         detected_type=report.detected_type, verdict=report.verdict, symbols=list(report.symbols),
         action="delete" if deleted else "isolate", expires_at=expires, blob_key=key,
-        members=[m.to_dict() for m in report.members],
+        members=members,
         sandbox_ticket=ticket, sandbox_submitted_at=services.clock.now() if ticket else None)
+
+
+def _message_bytes(part: Part) -> bytes:
+    """An attached message as the portal offers it (an .eml): its message, serialised. Its
+    payload() is empty (the email package holds a message/rfc822 body as a parsed message)."""
+    inner = part.node.get_payload()
+    if isinstance(inner, list) and inner and isinstance(inner[0], email.message.Message):
+        try:
+            return inner[0].as_bytes()
+        except Exception as exc:  # hostile headers the generator refuses: keep the mail back
+            raise IsolationError(f"attached message {part.path} cannot be stored") from exc
+    return part.payload()
 
 
 def _convert(ctx: MessageContext, services: Services, tenant: TenantConfig,
