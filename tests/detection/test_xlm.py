@@ -140,3 +140,12 @@ def test_no_time_left_is_scan_failed() -> None:
 def test_an_xlsb_is_typed_by_its_default_content_type() -> None:
     # Excel names an xlsb's workbook.bin through <Default Extension="bin">, with no Override.
     assert ft.detect_type(xlsb(XLSB_DOWNLOADER)) == ft.XLSB
+
+
+def test_an_xlsb_auto_open_with_the_builtin_prefix_is_emulated(analyse) -> None:
+    # Excel names the built-in as "_xlnm.Auto_Open"; XLSBWrapper matches auto_open names by
+    # prefix and, unlike XLSMWrapper, keeps the "_xlnm." prefix.
+    data = xlsb(XLSB_DOWNLOADER, name="_xlnm.Auto_Open")
+    report = analyse(eml(("invoice.xlsb", data)))
+    assert findings(report, "SANDBOX_XLM_URL") == ["emulated: http://evil.example/b.exe"]
+    assert only(report)["verdict"] == "danger"

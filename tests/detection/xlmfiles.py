@@ -177,10 +177,11 @@ XLSB_DOWNLOADER = [
 XLSB_HARMLESS = [ptgx_int(1) + ptgx_int(2) + ptgx_funcvar(4, 2), ptgx_funcvar(HALT, 0)]  # SUM
 
 
-def xlsb(formulas: list[bytes], *, auto_open: bool = True, macro_sheet: bool = True) -> bytes:
+def xlsb(formulas: list[bytes], *, auto_open: bool = True, macro_sheet: bool = True,
+         name: str = "Auto_Open") -> bytes:
     """An xlsb package: one sheet (a macro sheet, or a worksheet) named Macro1 whose column A
     holds `formulas` (CellParsedFormula rgce bytes), and, with auto_open, the defined name
-    Auto_Open at Macro1!$A$1. [Content_Types].xml names the main part through a Default for
+    `name` (Auto_Open; Excel writes _xlnm.Auto_Open) at Macro1!$A$1. [Content_Types].xml names the main part through a Default for
     "bin", as Excel writes it, not an Override."""
     book = _brt(BRT_BEGIN_BOOK)
     # BrtWbProp (2.4.820): flags, dwThemeVersion, strName (the code name).
@@ -196,7 +197,7 @@ def xlsb(formulas: list[bytes], *, auto_open: bool = True, macro_sheet: bool = T
         # BrtName (2.4.647): flags (fFunc|fProc: an XLM macro), chKey, itab (workbook scope),
         # name, then NameParsedFormula: cce, rgce (PtgRef3d to Macro1!$A$1), cb (no extra).
         ref = b"\x3a" + struct.pack("<HIH", 0, 0, 0)
-        book += _brt(BRT_NAME, struct.pack("<IBI", 0x000A, 0, 0xFFFFFFFF) + _wide("Auto_Open")
+        book += _brt(BRT_NAME, struct.pack("<IBI", 0x000A, 0, 0xFFFFFFFF) + _wide(name)
                      + struct.pack("<I", len(ref)) + ref + struct.pack("<I", 0))
     book += _brt(BRT_END_BOOK)
 

@@ -84,6 +84,10 @@ def emulate(path: Path, kind: str, seconds: int) -> dict[str, Any]:
         # XLSBWrapper.get_workbook_name reads xlsm_workbook_name, which it never sets: without
         # it GET.DOCUMENT(76/88) and GET.WINDOW(1), common sandbox checks, end the emulation.
         wrapper.xlsm_workbook_name = wrapper.xlsb_workbook_name
+        # Its defined names keep Excel's "_xlnm." built-in prefix (XLSMWrapper drops it), and
+        # auto_open names are matched by prefix: "_xlnm.Auto_Open" was never emulated.
+        wrapper._defined_names = {key.removeprefix("_xlnm."): value
+                                  for key, value in wrapper.get_defined_names().items()}
     else:
         wrapper = XLSMWrapper(str(path))
     autos = [f"{name}->{cell}" for name, cell in
