@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from bench import rspamd_server
 
 pytestmark = pytest.mark.skipif(shutil.which("rspamadm") is None,
