@@ -7,17 +7,20 @@ through `page()` and check POSTs with `csrf_ok()`, so the rules live in one plac
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import hmac
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request, Response
 from fastapi.responses import HTMLResponse
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from mailmoat_web.i18n import LANG_COOKIE, negotiate, translator
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 HERE = Path(__file__).resolve().parent
 CSRF_COOKIE = "mm_csrf"  # plain HTTP (make run on 127.0.0.1)
@@ -43,8 +46,14 @@ SECURITY_HEADERS = {
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
 
-_ENV = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True,
-                   undefined=StrictUndefined, auto_reload=False)
+
+@functools.cache
+def _templates() -> Environment:
+    # jinja2 loads with the first page rendered, not with the portal handler's import (issue 15)
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+    return Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True,
+                       undefined=StrictUndefined, auto_reload=False)
 
 
 class Answer(Exception):
@@ -132,7 +141,7 @@ def page(request: Request, template: str, lang: str, values: dict[str, Any],
     csrf = csrf_token(request, nonce)
     other = "en" if lang == "ja" else "ja"
     switch_url = values.pop("switch_url", "/")
-    body = _ENV.get_template(template).render(
+    body = _templates().get_template(template).render(
         lang=lang, _=translator(lang), csrf=csrf, other_lang=other,
         switch_url=f"{switch_url}?lang={other}", **values)
     response = HTMLResponse(body, status_code=status)

@@ -10,10 +10,9 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from mailmoat.context import Verdict
-from mailmoat.ports import IsolationStore
 
-if TYPE_CHECKING:
-    from mailmoat.ports import BlobStore
+if TYPE_CHECKING:  # annotations only: the ports (every Protocol) load with the runtime, not the portal
+    from mailmoat.ports import BlobStore, IsolationStore
 
 log = logging.getLogger("mailmoat.isolation")
 

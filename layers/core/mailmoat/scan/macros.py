@@ -10,9 +10,10 @@ from __future__ import annotations
 import io
 import re
 import zipfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mailmoat.settings import Limits
+if TYPE_CHECKING:  # an annotation only: settings (pydantic) is not the portal's to import
+    from mailmoat.settings import Limits
 
 
 class Budget:

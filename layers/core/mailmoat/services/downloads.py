@@ -14,7 +14,6 @@ from mailmoat.context import Verdict
 from mailmoat.isolation import DownloadRecord, IsolatedFile, PortalAccess
 from mailmoat.scan.macros import MacroRemovalError, macro_free_name, remove_macros
 from mailmoat.services.preview import OOXML_MACRO_TYPES, PDF, PREVIEW_MAX_PIXELS, previewable
-from mailmoat.settings import Limits
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -22,6 +21,7 @@ if TYPE_CHECKING:
     from mailmoat.config import TenantConfig
     from mailmoat.pipeline import Services
     from mailmoat.ports import BlobStore, IsolationStore
+    from mailmoat.settings import Limits
 
 log = logging.getLogger("mailmoat.portal")
 
@@ -221,6 +221,9 @@ def safe_copy(data: bytes, detected_type: str | None, filename: str,
     if kind == "image":
         return _reencoded(data, _SAFE_IMAGE_FORMATS[detected_type or ""], filename)
     if kind == "office":
+        # settings (pydantic) loads with the first default it builds, not with the portal's import
+        from mailmoat.settings import Limits
+
         try:
             return (remove_macros(data, limits or Limits(), active_content=True),
                     macro_free_name(filename))

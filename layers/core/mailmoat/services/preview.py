@@ -6,10 +6,12 @@ import io
 import re
 import zipfile
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailmoat.scan.macros import Budget, parse_xml, read_bounded
-from mailmoat.settings import Limits
+
+if TYPE_CHECKING:  # an annotation only: settings (pydantic) is not the portal's to import
+    from mailmoat.settings import Limits
 
 PDF = "application/pdf"
 # Word, Excel and PowerPoint OOXML, with and without macros: text preview, macro removal, safe copy.
