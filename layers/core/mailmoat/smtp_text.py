@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import overload
 
 _LINE_ENDS = re.compile(rb"\r\n|\r|\n")
 _BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+_BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
 def has_control(value: str) -> bool:
@@ -33,6 +35,50 @@ def header_safe(value: str) -> str:
     return "".join(ch for ch in value if unicodedata.category(ch) not in ("Cc", "Zl", "Zp"))
 
 
-def crlf_normalised(data: bytes) -> bytes:
-    """Every bare CR and bare LF as CRLF; the very same object when there is none."""
-    return _LINE_ENDS.sub(b"\r\n", data) if _BARE.search(data) else data
+@overload
+def crlf_normalised(data: bytes) -> bytes: ...
+@overload
+def crlf_normalised(data: memoryview) -> bytes | memoryview: ...
+def crlf_normalised(data: bytes | memoryview) -> bytes | memoryview:
+    """Every bare CR and bare LF as CRLF; the very same object when there is none (a view
+    stays a view)."""
+    return _LINE_ENDS.sub(b"\r\n", data) if has_bare_line_end(data) else data
+
+
+def _counts_clean(whole: bytes, *, cr_too: bool) -> bool:
+    crlf = whole.count(b"\r\n")
+    return whole.count(b"\n") == crlf and (not cr_too or whole.count(b"\r") == crlf)
+
+
+def _whole(data: bytes | memoryview, *, cr_too: bool) -> object:
+    """What to count for `data`: itself, or the buffer a view views when no CRLF is cut by
+    the view's ends (a view from between CR and LF makes a bare LF the buffer does not have)."""
+    if not isinstance(data, memoryview):
+        return data
+    if data[:1].tobytes() == b"\n" or (cr_too and data[-1:].tobytes() == b"\r"):
+        return None
+    return data.obj
+
+
+def has_bare_line_end(data: bytes | memoryview) -> bool:
+    """Whether `data` holds a CR not before LF or an LF not after CR. Counted at memchr speed
+    (the regex alone takes 1.5 s over a 25 MB attachment: its pattern has no literal to skip
+    to); a view is first answered from the buffer it views, which holds all of it."""
+    whole = _whole(data, cr_too=True)
+    if isinstance(whole, bytes):
+        if _counts_clean(whole, cr_too=True):
+            return False
+        if whole is data:
+            return True
+    return _BARE.search(data) is not None
+
+
+def has_bare_lf(data: bytes | memoryview) -> bool:
+    """Whether `data` holds an LF not after CR (a bare CR does not count); as above."""
+    whole = _whole(data, cr_too=False)
+    if isinstance(whole, bytes):
+        if _counts_clean(whole, cr_too=False):
+            return False
+        if whole is data:
+            return True
+    return _BARE_LF.search(data) is not None

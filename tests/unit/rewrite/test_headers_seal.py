@@ -211,3 +211,56 @@ def test_an_unparseable_key_is_refused_on_every_seal() -> None:
                          b"\r\nhi\r\n", bad, selector="arc", domain="gw.example.test",
                          authserv_id="mx.example.test", linesep=b"\r\n")
     assert bad.private_pem not in sealing._parsed_pems
+
+
+_AR = b"Authentication-Results: mx.example.test; spf=pass smtp.mailfrom=a.example"
+
+
+@pytest.mark.parametrize(("raw", "linesep"), [
+    (_AR + b"\r\nFrom: a@a.example\r\nSubject: hi\r\n\r\nhello\r\nworld\r\n", b"\r\n"),
+    (_AR + b"\nFrom: a@a.example\nSubject: hi\n\nhello\nworld\n", b"\n"),
+    (_AR + b"\r\nFrom: a@a.example\r\n\r\nmixed\nline ends\r\nhere\n", b"\r\n"),
+    (_AR + b"\r\nFrom: a@a.example\r\n\r\ntrailing  \t \r\nspace\t\tand\r\n\r\n\r\n", b"\r\n"),
+    (_AR + b"\r\nFrom: a@a.example\r\n\r\nno final line end", b"\r\n"),
+    (_AR + b"\r\nFrom: a@a.example\r\n\r\n", b"\r\n"),
+    (_AR + b"\r\nFrom: a@a.example\r\n", b"\r\n"),
+    (_AR + b"\r\nFrom: a@a.example\r\n\r\nCR\r\r\nCR\r\n", b"\r\n"),
+    (_AR + b"\r\nFrom: a@a.example\r\n\r\nbare\rCR\r\n", b"\r\n"),
+])
+def test_seal_of_a_body_view_is_dkimpys_seal_of_the_whole_message(
+        arc_key_file: tuple[Path, bytes], raw: bytes, linesep: bytes) -> None:
+    """seal() hands dkimpy the header block and a view of the body (issue 15: a 25 MB body is
+    not copied to be hashed); the result is byte for byte dkimpy's seal of the whole message."""
+    import dkim
+
+    from mailmoat.rewrite import seal as sealing
+
+    key = sealing.load_key(arc_key_file[0])
+    signer = dkim.ARC(raw, signature_algorithm=b"rsa-sha256", linesep=linesep)
+    arc_set = signer.sign(b"arc", b"gw.example.test", key.private_pem, b"mx.example.test",
+                          include_headers=sealing._signed_headers(signer), timestamp=1_700_000_000)
+    whole = b"".join(line if line.endswith(b"\n") else line + linesep
+                     for line in reversed(arc_set)) + raw
+    assert sealing.seal(raw, key, selector="arc", domain="gw.example.test",
+                        authserv_id="mx.example.test", linesep=linesep,
+                        timestamp=1_700_000_000) == whole
+
+
+def test_a_crlf_body_is_hashed_as_a_view_of_the_message(
+        arc_key_file: tuple[Path, bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    import dkim.canonicalization as canon
+
+    from mailmoat.rewrite import seal as sealing
+
+    seen: list[type] = []
+    strip = canon.strip_trailing_lines
+
+    def spy(content: bytes | memoryview) -> bytes | memoryview:
+        seen.append(type(content))
+        return strip(content)
+
+    monkeypatch.setattr(canon, "strip_trailing_lines", spy)
+    raw = _AR + b"\r\nFrom: a@a.example\r\n\r\n" + b"QUJD" * 19 + b"\r\n"
+    sealing.seal(raw, sealing.load_key(arc_key_file[0]), selector="arc",
+                 domain="gw.example.test", authserv_id="mx.example.test", linesep=b"\r\n")
+    assert seen == [memoryview]

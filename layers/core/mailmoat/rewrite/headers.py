@@ -32,7 +32,9 @@ class RawMessage:
     byte-exact) and everything after them (the blank line and the body, untouched)."""
 
     fields: list[bytes]
-    rest: bytes
+    # A view of the message it was split from (a 25 MB body is not copied to be split), or
+    # bytes where the split had to build it.
+    rest: bytes | memoryview
     linesep: bytes
 
     @classmethod
@@ -40,13 +42,14 @@ class RawMessage:
         first_eol = raw.find(b"\n")
         linesep = b"\r\n" if first_eol > 0 and raw[first_eol - 1:first_eol] == b"\r" else b"\n"
         match = _BLANK_LINE.search(raw)
+        rest: bytes | memoryview
         if raw.startswith((b"\r\n", b"\n")):
-            head, rest = b"", raw
+            head, rest = b"", memoryview(raw)
         elif match is None:
             head, rest = raw, b""
         else:
             cut = match.start() + (2 if raw[match.start():match.start() + 2] == b"\r\n" else 1)
-            head, rest = raw[:cut], raw[cut:]
+            head, rest = raw[:cut], memoryview(raw)[cut:]
         fields: list[bytes] = []
         lines = head.splitlines(keepends=True)
         for index, line in enumerate(lines):
@@ -70,7 +73,7 @@ class RawMessage:
         return cls(fields, rest, linesep)
 
     def to_bytes(self) -> bytes:
-        return b"".join(self.fields) + self.rest
+        return b"".join([*self.fields, self.rest])
 
     @staticmethod
     def name_of(field: bytes) -> bytes:

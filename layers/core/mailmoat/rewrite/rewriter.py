@@ -23,7 +23,7 @@ from mailmoat.rewrite.headers import (
     remove_unreadable_results,
     spam_headers,
 )
-from mailmoat.rewrite.seal import ArcKey, SealError, ensure_local_key, load_key, seal
+from mailmoat.rewrite.seal import ArcKey, SealError, ensure_local_key, load_key, seal_parts
 from mailmoat.settings import Settings
 from mailmoat.smtp_text import crlf_normalised
 
@@ -77,12 +77,13 @@ def _domain_of(header: str | None) -> str | None:
     return address.rpartition("@")[2].lower() or None if "@" in address else None
 
 
-def _consistent_newlines(data: bytes, linesep: bytes) -> bytes:
+def _consistent_newlines(data: bytes | memoryview, linesep: bytes) -> bytes | memoryview:
     """Mixed CRLF / LF / bare CR input comes out with one line separator throughout: the seal
-    then covers the very bytes that go out (outbound paths give bare CR and LF a CRLF)."""
+    then covers the very bytes that go out (outbound paths give bare CR and LF a CRLF). The
+    same object (a view stays a view) when there is nothing to change."""
     if linesep == b"\r\n":
         return crlf_normalised(data)  # the outbound paths' own rule (mailmoat.smtp_text)
-    return _CR_LF.sub(b"\n", data) if b"\r" in data else data
+    return _CR_LF.sub(b"\n", data) if _CR_LF.search(data) is not None else data
 
 
 def rewrite(ctx: MessageContext, settings: Settings, tenant: TenantConfig,
@@ -145,13 +146,15 @@ def rewrite(ctx: MessageContext, settings: Settings, tenant: TenantConfig,
         linesep=linesep)
     # Our trace: a copy that comes back to us (a routing loop) is known by it (mailmoat.loop).
     message.prepend([results_field, trace_header(settings, ctx.id)])
-    data = _consistent_newlines(message.to_bytes(), message.linesep)
-    separator = message.linesep
-    del message  # its copy of the body: on a 25 MB message the seal needs that room
-
+    # The fields and the rest separately: the rest is still a view of the source, and the
+    # sealed message is the one copy made of it (a 25 MB message is held twice, not four
+    # times). Every field ends in a line ending, so the two parts are made consistent apart.
+    fields = bytes(_consistent_newlines(b"".join(message.fields), message.linesep))
+    rest = _consistent_newlines(message.rest, message.linesep)
     key = arc_key(settings)
-    result.data = seal(data, key, selector=settings.arc_selector, domain=arc_domain(settings),
-                       authserv_id=settings.authserv_id, linesep=separator)
+    result.data = seal_parts(fields, rest, key, selector=settings.arc_selector,
+                             domain=arc_domain(settings), authserv_id=settings.authserv_id,
+                             linesep=message.linesep)
     result.actions.append("arc-seal")
     return result
 
