@@ -70,3 +70,23 @@ def test_a_canonical_view_is_not_copied() -> None:
     dkim_speedups.install()
     view = memoryview(b"H: v\r\n\r\nline one\r\nline two\r\n")[8:]
     assert canon.Relaxed.canonicalize_body(view) is view
+
+
+header_pieces = st.lists(st.sampled_from([b"a", b"B", b" ", b"\t", b"\r", b"\n", b"\r\n",
+                                          b"\r\n ", b"\r\n\t", b"  ", b"\x0b", b"\x0c", b";",
+                                          b"\r\r\n\n"]), max_size=30).map(b"".join)
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([b"Subject", b"FROM ", b"x-Y\t", b"To"]),
+                          header_pieces), max_size=6))
+def test_relaxed_header_canonicalisation_is_identical(headers: list[tuple[bytes, bytes]]) -> None:
+    assert dkim_speedups.relaxed_headers(headers) == \
+        dkim_speedups._original_relaxed_headers(headers)
+
+
+def test_install_patches_relaxed_header_canonicalisation() -> None:
+    dkim_speedups.install()
+    assert canon.Relaxed.canonicalize_headers([(b"Subject ", b" a \t b\r\n")]) == \
+        [(b"subject", b"a b\r\n")]
+    assert canon.Relaxed.canonicalize_headers is dkim_speedups.relaxed_headers

@@ -65,6 +65,24 @@ def strip_trailing_lines(content: Body) -> Body:
     return _original_strip_lines(content)  # type: ignore[no-any-return]
 
 
+_original_relaxed_headers = canon.Relaxed.canonicalize_headers
+_WHITESPACE_RUN = re.compile(rb"[\t ]+")
+
+
+def relaxed_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """dkimpy's relaxed header canonicalisation (RFC 6376 §3.4.2) in one loop: it runs over
+    every field for each signature checked or made, about 50 fields a message, and its three
+    function calls and two regex passes per field were a tenth of the seal. Unfolding with
+    replace removes what re.sub(b"\r?\n") does (each LF and a CR just before it)."""
+    out = []
+    for name, value in headers:
+        value = value.replace(b"\r\n", b"").replace(b"\n", b"")
+        if b"\t" in value or b"  " in value:
+            value = _WHITESPACE_RUN.sub(b" ", value)
+        out.append((name.lower().rstrip(), value.strip() + b"\r\n"))
+    return out
+
+
 def rfc822_parse(message: bytes) -> tuple[list[list[bytes]], bytes]:
     # dkimpy refuses `Subject : x` (RFC 5322 §4.5 obs-optional), which receivers must accept:
     # read it as `Subject: x` (mailmoat.headerform). Relaxed canonicalisation drops that white
@@ -87,4 +105,5 @@ def install() -> None:
     canon.strip_trailing_whitespace = strip_trailing_whitespace
     canon.compress_whitespace = compress_whitespace
     canon.strip_trailing_lines = strip_trailing_lines
+    canon.Relaxed.canonicalize_headers = staticmethod(relaxed_headers)  # type: ignore[method-assign,assignment]
     dkim.rfc822_parse = rfc822_parse
