@@ -141,6 +141,9 @@ class Worker:
         return self.runtime.inbox
 
     def start(self) -> None:
+        from mailmoat.preload import preload
+
+        preload(self.runtime.settings)  # no message waits on a first-use import (its doc)
         self.recover()
         self._thread = threading.Thread(target=self._loop, name="mailmoat-worker", daemon=True)
         self._thread.start()
