@@ -30,8 +30,10 @@ before = {m: m in sys.modules for m in watched}
 worker = Worker(runtime)
 worker.start()
 worker.stop()
+from mailmoat.auth.dmarc import _psl
 print(json.dumps({"before": before, "after": {m: m in sys.modules for m in watched},
-                  "key": (data / "arc" / "private.pem").exists()}))
+                  "key": (data / "arc" / "private.pem").exists(),
+                  "psl": _psl.cache_info().currsize}))
 """
 
 
@@ -43,6 +45,7 @@ def test_a_started_worker_has_imported_the_first_use_modules_and_its_key(tmp_pat
     assert not any(state["before"].values()), state["before"]  # the runtime alone loads none
     assert all(state["after"].values()), state["after"]
     assert state["key"]
+    assert state["psl"] == 1  # the public suffix list is parsed already
 
 
 def test_a_missing_library_is_reported_not_raised(monkeypatch: pytest.MonkeyPatch,

@@ -5,7 +5,8 @@ pays only for the stage it runs (tests/unit/test_import_budget.py). A local work
 (`mailmoat serve`) lives for days: there the first message of each kind would wait on those
 imports instead (oletools, pikepdf, msoffcrypto, lxml … about a second in all on this
 project's machine), and with several worker processes every one of them would. The worker
-imports them once, before it is ready, and loads (or generates) the ARC key the same way.
+imports them once, before it is ready, and loads the public suffix list and the ARC key
+(generating it locally) the same way.
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ def preload(settings: Settings) -> list[str]:
         except Exception as exc:
             log.debug("preload: %s not imported (%s)", module, exc)
             missing.append(module)
+    try:
+        from mailmoat.auth.dmarc import load_public_suffix_list
+
+        load_public_suffix_list()  # parsed once per process, ~50 ms (more on a busy machine)
+    except Exception:
+        log.exception("public suffix list not loaded ahead of mail")
     try:
         from mailmoat.rewrite.rewriter import arc_key
 

@@ -35,6 +35,11 @@ def _psl() -> PublicSuffixList:
     return PublicSuffixList()
 
 
+def load_public_suffix_list() -> None:
+    """Parse the list now rather than on the first message (a long-lived worker: mailmoat.preload)."""
+    _psl()
+
+
 def normalise(domain: str) -> str:
     return domain.strip().strip(".").lower()
 
