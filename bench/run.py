@@ -558,6 +558,8 @@ def main() -> int:
             previous = {**previous, "from_previous_run": True}
         results["peer"] = previous
     results["stages_timed"] = list(STAGES)
+    if RESULTS.exists():
+        results["before"] = headline_of(json.loads(RESULTS.read_text()))
     RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     print_table(results)
     return 0
@@ -578,6 +580,31 @@ def run_peers(mix: list[tuple[str, bytes]], shared: list[Path],
         runs_on = ("bench200", shared) if shared else ("mixed", mix_files)
         return peer_rspamd(shared + mix_files, {"mixed": mix_files, "corpus": shared}, ours,
                            runs_on)
+
+
+# The figures issue 15 asks to see before and after; `before` holds them from the
+# results.json this run replaces (its commit and date with them), so every run records both.
+HEADLINE_KEYS = ("plain_median_ms", "plain_p99_ms", "mixed_msgs_per_s", "corpus_msgs_per_s",
+                 "serve_1_worker_msgs_per_s", "serve_2_workers_msgs_per_s", "large_25mb_s",
+                 "large_25mb_peak_rss_mb", "large_25mb_increment_mb", "large_25mb_crlf_s",
+                 "large_25mb_crlf_increment_mb", "cost_per_1000_usd", "import_ms")
+PEER_HEADLINE_KEYS = ("ratio", "ratio_runs", "ours_msgs_per_s", "rspamd_msgs_per_s", "git_commit")
+
+
+def headline_of(previous: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures of an earlier results.json (its own `before` is not carried)."""
+    headline: dict[str, Any] = {"date": previous.get("machine", {}).get("date")}
+    headline |= {key: previous[key] for key in HEADLINE_KEYS if key in previous}
+    detail = previous.get("large_25mb_detail")
+    if isinstance(detail, dict) and {"peak_rss_mb", "base_rss_mb"} <= detail.keys():
+        # Runs before increment_mb was recorded: the same difference, from their detail.
+        headline.setdefault("large_25mb_increment_mb",
+                            round(detail["peak_rss_mb"] - detail["base_rss_mb"], 1))
+    peer = previous.get("peer") or {}
+    headline["peer"] = {key: peer[key] for key in PEER_HEADLINE_KEYS if key in peer}
+    if isinstance(peer.get("same_work"), dict):
+        headline["peer"]["same_work_ratio"] = peer["same_work"].get("ratio")
+    return headline
 
 
 def print_table(r: dict[str, Any]) -> None:
