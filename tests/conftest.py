@@ -49,6 +49,22 @@ def use_aws_test_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(name, value)
 
 
+@pytest.fixture
+def isolated_table(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """An empty DynamoDB table "isolated" on moto, keyed like template.yaml's IsolatedFilesTable
+    (hash key "token"), for the tests that run DynamoIsolationStore; moto stays on until teardown."""
+    import boto3
+    from moto import mock_aws
+
+    use_aws_test_credentials(monkeypatch)
+    with mock_aws():
+        boto3.client("dynamodb", region_name="us-east-1").create_table(
+            TableName="isolated", BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "token", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "token", "KeyType": "HASH"}])
+        yield
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-
-import boto3
-import pytest
-from moto import mock_aws
 
 from mailmoat.adapters.aws_dynamodb_isolation import DynamoIsolationStore
 from mailmoat.adapters.sqlite import SqliteDatabase
@@ -17,7 +12,6 @@ from mailmoat.adapters.sqlite_isolation import SqliteIsolationStore
 from mailmoat.context import Verdict
 from mailmoat.isolation import DownloadRecord, IsolatedFile, PortalMessage
 from mailmoat.services.downloads import offer_for
-from tests.conftest import use_aws_test_credentials
 
 NOW = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
 
@@ -74,16 +68,5 @@ def test_retrohunt_methods_on_sqlite(tmp_path: Path) -> None:
     assert store.get_marker("state") is not None  # no expiry: kept
 
 
-@pytest.fixture
-def table(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    use_aws_test_credentials(monkeypatch)
-    with mock_aws():
-        boto3.client("dynamodb", region_name="us-east-1").create_table(
-            TableName="isolated", BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": "token", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "token", "KeyType": "HASH"}])
-        yield
-
-
-def test_retrohunt_methods_on_dynamodb(table: None) -> None:
+def test_retrohunt_methods_on_dynamodb(isolated_table: None) -> None:
     _round_trip(DynamoIsolationStore("isolated"))

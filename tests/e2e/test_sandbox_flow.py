@@ -68,6 +68,16 @@ def with_sandbox(runtime: Runtime, box: object, *, release: bool = False) -> Non
     runtime.services.config.tenant("example.test").sandbox_release_clean = release
 
 
+def with_cape_running_then_reported(runtime: Runtime, cape: FakeCape, report: str) -> None:  # noqa: F811
+    """The loopback CAPE as the runtime's sandbox, answering `report` (a fixture of
+    tests/adapters/test_cape.py) once the task is reported. The scan stage's one inline poll sees
+    the task running, so the file is kept as analysing; the job's poll then sees it reported."""
+    cape.answer(CREATE, Answer(fixture="create.json"))
+    cape.answer(VIEW, Answer(fixture="view-running.json"), Answer(fixture="view-reported.json"))
+    cape.answer(REPORT, Answer(fixture=report))
+    with_sandbox(runtime, sandbox(cape))
+
+
 def receive(runtime: Runtime) -> Portal:
     ctx = analyse(runtime, message((NAME, TOOL, "application/octet-stream")))
     return Portal(runtime, TestClient(create_app(runtime)), ctx, token_for(ctx))
@@ -200,11 +210,7 @@ def test_no_verdict_in_time_stays_isolated_with_sandbox_timeout(runtime: Runtime
 
 def test_through_cape_on_loopback_a_malicious_report_deletes_the_file(
         runtime: Runtime, cape: FakeCape) -> None:  # noqa: F811
-    cape.answer(CREATE, Answer(fixture="create.json"))
-    # The scan stage's one inline poll sees it running; the job's poll sees it reported.
-    cape.answer(VIEW, Answer(fixture="view-running.json"), Answer(fixture="view-reported.json"))
-    cape.answer(REPORT, Answer(fixture="report-malicious.json"))
-    with_sandbox(runtime, sandbox(cape))
+    with_cape_running_then_reported(runtime, cape, "report-malicious.json")
     p = receive(runtime)
     assert record(p).verdict == Verdict.ANALYSING and record(p).sandbox_ticket == "42"
     assert cape.hits(VIEW) == 1 and cape.hits(REPORT) == 0
@@ -224,10 +230,7 @@ def test_the_cli_polls_cape_from_the_settings(runtime: Runtime, cape: FakeCape, 
     from tests.adapters.test_cape import TOKEN
     from tests.unit.isolation.builders import DEMO
 
-    cape.answer(CREATE, Answer(fixture="create.json"))
-    cape.answer(VIEW, Answer(fixture="view-running.json"), Answer(fixture="view-reported.json"))
-    cape.answer(REPORT, Answer(fixture="report-clean.json"))
-    with_sandbox(runtime, sandbox(cape))
+    with_cape_running_then_reported(runtime, cape, "report-clean.json")
     p = receive(runtime)
     for name, value in {"MAILMOAT_MODE": "test", "MAILMOAT_CAPE_URL": cape.url,
                         "MAILMOAT_CAPE_TOKEN": TOKEN, "MAILMOAT_CONFIG": str(DEMO)}.items():
@@ -421,10 +424,7 @@ def test_an_attached_message_times_out_with_its_file(runtime: Runtime) -> None:
 
 def test_through_cape_on_loopback_a_malicious_file_deletes_its_attached_message(
         runtime: Runtime, cape: FakeCape) -> None:  # noqa: F811
-    cape.answer(CREATE, Answer(fixture="create.json"))
-    cape.answer(VIEW, Answer(fixture="view-running.json"), Answer(fixture="view-reported.json"))
-    cape.answer(REPORT, Answer(fixture="report-malicious.json"))
-    with_sandbox(runtime, sandbox(cape))
+    with_cape_running_then_reported(runtime, cape, "report-malicious.json")
     p = receive_forwarded(runtime)
     assert outer(p).verdict == Verdict.ANALYSING and outer(p).sandbox_ticket == "42"
     sandbox_verdicts(runtime.services)

@@ -4,13 +4,9 @@ The calls are recorded from botocore on moto, then checked against the roles in 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import boto3
 import pytest
-from moto import mock_aws
-from tests.conftest import use_aws_test_credentials
 from tests.template.test_template import allows, load_template, role_statements
 
 from mailmoat.adapters.aws_dynamodb_isolation import DynamoIsolationStore
@@ -21,18 +17,12 @@ NOW = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def recorded(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[DynamoIsolationStore, list[str]]]:
-    use_aws_test_credentials(monkeypatch)
-    with mock_aws():
-        boto3.client("dynamodb", region_name="us-east-1").create_table(
-            TableName="isolated", BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": "token", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "token", "KeyType": "HASH"}])
-        store = DynamoIsolationStore("isolated")
-        calls: list[str] = []
-        store.table.meta.client.meta.events.register(
-            "before-call.dynamodb.*", lambda model, **_: calls.append(model.name))
-        yield store, calls
+def recorded(isolated_table: None) -> tuple[DynamoIsolationStore, list[str]]:
+    store = DynamoIsolationStore("isolated")
+    calls: list[str] = []
+    store.table.meta.client.meta.events.register(
+        "before-call.dynamodb.*", lambda model, **_: calls.append(model.name))
+    return store, calls
 
 
 def _operations(store: DynamoIsolationStore, calls: list[str], *steps: str) -> set[str]:
