@@ -10,7 +10,6 @@ import os
 import platform
 import random
 import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -113,22 +112,39 @@ def import_times() -> dict[str, float]:
     return result
 
 
+def _status_mb(field: str) -> float:
+    """A /proc/self/status figure (VmRSS, VmHWM) in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
 def child_large(path: Path) -> None:
     """Runs in a fresh process so its peak RSS is the large message's, not the whole bench's.
-    The message is read from `path` (the parent generated it): generating it here would leave
-    the generator's own peak (zip, random bytes, base64) in ru_maxrss, under the baseline."""
+    The message is read from `path` (the parent generated it, so the generator's own peak is
+    not in this process). Measured with the process's own high-water mark (VmHWM), reset just
+    before the message is processed (clear_refs 5): ru_maxrss would not do, Linux carries the
+    parent's RSS at fork into the child's ru_maxrss across exec, so a large bench process hid
+    the child's figure under its own."""
     import random
 
     with tempfile.TemporaryDirectory() as tmp:
         runtime = make_runtime(Path(tmp))
         time_messages(runtime, [corpus.plain(random.Random(1))])  # warm imports
         raw = path.read_bytes()
-        base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        base_rss = _status_mb("VmRSS")
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # the high-water mark := now
+            reset = True
+        except OSError:
+            reset = False
         totals, per_stage = time_messages(runtime, [raw])
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = _status_mb("VmHWM")
     print(json.dumps({"seconds": totals[0] / 1000, "peak_rss_mb": peak, "base_rss_mb": base_rss,
                       "increment_mb": peak - base_rss, "size_mb": len(raw) / 1024 / 1024,
                       "increment_x_size": (peak - base_rss) / (len(raw) / 1024 / 1024),
+                      "high_water_reset": reset,
                       "stages_ms": {k: v[0] for k, v in per_stage.items()}}))
 
 

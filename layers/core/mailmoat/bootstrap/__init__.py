@@ -20,6 +20,9 @@ def bootstrap(settings: Settings | None = None, *, config: GatewayConfig | None 
     """The runtime for this process. `mailer` replaces every tenant's delivery path (tests);
     `role` names what an AWS function serves ("portal", a stage), whose production needs it
     checks (locally one process does everything)."""
+    from mailmoat.memory import return_large_blocks_to_the_system
+
+    return_large_blocks_to_the_system()  # a freed 25 MB attachment leaves the process (its doc)
     if settings is None:
         from mailmoat.settings import Settings  # pydantic: loaded by what builds, not at import
 
