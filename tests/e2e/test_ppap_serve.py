@@ -8,6 +8,7 @@ import json
 import os
 import re
 import smtplib
+import socket
 import subprocess
 import sys
 import time
@@ -93,10 +94,24 @@ def running_serve(tmp_path: Path, env: dict[str, str]) -> Iterator[Serve]:
                                 env=env, stdout=sink, stderr=subprocess.STDOUT)
     try:
         assert wait_for_smtp(smtp_port, proc, timeout=90), f"serve did not start: {output.read_text()[-3000:]}"
+        # The portal binds after the SMTP listener (and the worker, preloaded, may deliver
+        # before it does): the portal links are followed only once it listens too.
+        assert _wait_for_port(portal_port, timeout=60), f"no portal: {output.read_text()[-3000:]}"
         browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
         yield Serve(smtp_port, portal_port, Path(env["MAILMOAT_DATA_DIR"]), output, browser)
     finally:
         stop_process(proc, timeout=30)
+
+
+def _wait_for_port(port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.1)
+    return False
 
 
 def _mail(body: str, *, message_id: str, zipped: bytes | None = None,

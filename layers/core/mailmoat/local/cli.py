@@ -100,6 +100,12 @@ def _print_summary(report: dict[str, Any], out: TextIO) -> None:
 
 # --- serve --------------------------------------------------------------------------------
 
+class _PendingStop:
+    """Where a SIGTERM during start-up is kept until the portal server can take it."""
+
+    should_exit = False
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from mailmoat.bootstrap import bootstrap
     from mailmoat.local.portal_server import portal_server
@@ -119,6 +125,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"mailmoat: {what.lower()} port {host}:{port} is in use (another `make run`?). "
                   f"Stop it or set MAILMOAT_{what}_PORT.", file=sys.stderr)
             return 1
+    from mailmoat.local.shutdown import stop_on_sigterm
+
+    # From here on a SIGTERM stops gracefully: a worker ready before the portal is built (the
+    # preload makes it so) may be mid-delivery while this thread still imports the web app.
+    pending = _PendingStop()
+    stop_on_sigterm(pending)
     from mailmoat.bootstrap.local import with_private_antivirus
 
     settings = with_private_antivirus(settings)
@@ -162,10 +174,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 Check the gateway (in another terminal; sends the test battery and reports):
   .venv/bin/mailmoat send-test --to {users[0] if users else 'alice@example.test'}
 Then see it:  .venv/bin/mailmoat log        Stop: Ctrl-C""", flush=True)
-    from mailmoat.local.shutdown import stop_on_sigterm
-
     portal = portal_server(create_app(runtime), settings)
     stop_on_sigterm(portal)  # a SIGTERM ends run(); the finally stops the gateway gracefully
+    if pending.should_exit:  # one came during start-up: run() returns at once
+        portal.should_exit = True
     try:
         portal.run()
     finally:
